@@ -1,0 +1,49 @@
+//! The sans-IO core of ringcast: everything a shard does, as a deterministic state machine
+//! with no sockets, threads or clock.
+//!
+//! # The contract
+//!
+//! A [`Shard`] is driven like str0m's `Rtc` and quinn-proto's `Connection`:
+//!
+//! 1. Feed one input with [`Shard::handle_input`]: a datagram ([`Input::Datagram`]), the
+//!    passing of time ([`Input::Timeout`]), a command from the control plane
+//!    ([`Input::Command`]) or a message from another shard ([`Input::Relay`]). Every input
+//!    carries `now`; the core never reads a clock.
+//! 2. Drain [`Shard::poll_output`] until it returns [`Output::Timeout`]: datagrams to send
+//!    ([`Output::Transmit`]), messages to other shards ([`Output::Relay`]), answers to commands
+//!    ([`Output::Reply`]) and events for the control plane ([`Output::Event`]).
+//! 3. Wait for the next input, or for the deadline the timeout named, then go to 1.
+//!
+//! Drain after *every* input: inputs are not queued, outputs are, and a deadline is only
+//! correct after a full drain.
+//!
+//! # What it does per input
+//!
+//! Datagrams are demultiplexed by source address (a hash map); from an unknown address only a
+//! STUN request whose USERNAME names a local ICE ufrag (another hash map) is taken, once
+//! confirmed by that peer, and the address is learned. Only the participant the datagram
+//! belongs to is touched. Timers live in a heap: only participants whose deadline passed are
+//! touched on a timeout. No input ever scans all participants.
+//!
+//! A publisher's RTP packet is relayed once to each other shard with viewers, then rewritten
+//! (SSRC by str0m's stream, payload type, sequence number, timestamp) into each local
+//! subscriber's stream and handed to its str0m `Rtc`, which encrypts it and keeps it for
+//! NACK/RTX.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ids;
+pub mod keyframe;
+pub mod peer;
+pub mod rewrite;
+pub mod sdp;
+pub mod shard;
+pub mod stun;
+
+pub use ids::{SessionId, ShardId, StreamId, TrackKind};
+pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
+pub use shard::{
+    Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent,
+    ShardStats, Transmit,
+};
+pub use str0m::IceCreds;

@@ -1,0 +1,613 @@
+//! One participant connection: a str0m [`Rtc`] in RTP mode, ICE-lite, behind our own type so
+//! str0m's API churn stays in this file.
+//!
+//! A [`Peer`] is built off the shard threads (building an `Rtc` and answering an offer costs
+//! about a millisecond of CPU) by [`Peer::publisher`] or [`Peer::subscriber`], then moved into
+//! its shard, which drives it with `handle_*` calls and drains [`Peer::poll`] until
+//! [`PeerEvent::Timeout`] after every one of them — str0m's contract.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::format::{Codec, FormatParams, PayloadParams};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+
+use crate::ids::TrackKind;
+use crate::sdp::{CodecName, OfferSummary, OfferedCodec};
+
+/// What every peer of a process shares: the DTLS certificate (one per process, ECDSA, generated
+/// once) and the addresses a shard advertises.
+#[derive(Clone)]
+pub struct PeerSetup {
+    /// The process's DTLS certificate.
+    pub cert: DtlsCert,
+    /// Candidate addresses of the shard the peer is placed on.
+    pub candidates: Vec<SocketAddr>,
+    /// The peer's local ICE credentials (minted by the control plane; the ufrag carries the
+    /// shard so it can be demultiplexed without a lookup elsewhere).
+    pub ice: IceCreds,
+}
+
+impl std::fmt::Debug for PeerSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerSetup")
+            .field("candidates", &self.candidates)
+            .field("ufrag", &self.ice.ufrag)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Generate the process's DTLS certificate (ECDSA P-256: aiortc accepts only ECDSA).
+pub fn generate_certificate() -> Option<DtlsCert> {
+    str0m::crypto::from_feature_flags()
+        .dtls_provider
+        .generate_certificate()
+}
+
+/// The codec a publisher sends on one track, as negotiated.
+#[derive(Debug, Clone)]
+pub struct TrackCodec {
+    /// Which codec.
+    pub name: CodecName,
+    /// The publisher's payload parameters (PT, RTX PT, fmtp).
+    pub params: PayloadParams,
+    /// The codec as it was offered (for messages).
+    pub offered: OfferedCodec,
+}
+
+/// The tracks a publisher sends, one codec per kind (indexed by [`TrackKind::index`]).
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    /// Audio and video.
+    pub tracks: [Option<TrackCodec>; 2],
+}
+
+/// Why a peer could not be set up from an offer. Each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    /// The offer is not valid SDP (400).
+    #[error("unparsable SDP offer: {0}")]
+    BadSdp(String),
+    /// Nothing in the offer can be forwarded (422).
+    #[error("nothing to forward: {0}")]
+    NothingToForward(String),
+    /// A viewer cannot receive the codec the publisher sends (422).
+    #[error("the stream's {kind} is {codec}, which this viewer's offer does not accept")]
+    CodecMismatch {
+        /// Audio or video.
+        kind: TrackKind,
+        /// The publisher's codec.
+        codec: String,
+    },
+}
+
+/// What draining a peer yields.
+#[derive(Debug)]
+pub enum PeerEvent {
+    /// Send this datagram.
+    Transmit {
+        /// Where to.
+        destination: SocketAddr,
+        /// From which local address.
+        source: SocketAddr,
+        /// The bytes.
+        contents: Vec<u8>,
+    },
+    /// A media packet from the remote (publishers only).
+    Rtp(RtpIn),
+    /// The remote wants a keyframe on its `kind` track (subscribers only).
+    KeyframeRequest(TrackKind),
+    /// ICE and DTLS are up; media flows.
+    Connected,
+    /// The connection is gone (consent/DTLS timeout, DTLS close).
+    Disconnected,
+    /// Drained: call again at this instant (or on input).
+    Timeout(Instant),
+}
+
+/// A received RTP packet, reduced to what forwarding needs.
+#[derive(Debug, Clone)]
+pub struct RtpIn {
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// The sender's SSRC.
+    pub ssrc: u32,
+    /// Payload type.
+    pub pt: u8,
+    /// Extended sequence number.
+    pub seq: u64,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// The payload (shared by every subscriber it is forwarded to).
+    pub payload: Arc<[u8]>,
+    /// Header extensions worth forwarding.
+    pub ext: ForwardedExt,
+}
+
+/// The header extension values that travel with a forwarded packet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ForwardedExt {
+    /// ssrc-audio-level.
+    pub audio_level: Option<i8>,
+    /// Voice activity flag of ssrc-audio-level.
+    pub voice_activity: Option<bool>,
+    /// urn:3gpp:video-orientation, as its raw byte.
+    pub video_orientation: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    mid: Mid,
+    kind: TrackKind,
+    /// For subscribers: the outgoing stream and the viewer's PT for the publisher's codec.
+    tx: Option<(Ssrc, Pt)>,
+}
+
+/// One participant connection.
+pub struct Peer {
+    rtc: Rtc,
+    ufrag: String,
+    slots: Vec<Slot>,
+    /// Last SSRC → kind resolved for incoming RTP (publishers send two SSRCs; no map needed).
+    rx_kinds: [(u32, Option<TrackKind>); 2],
+    connected: bool,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("ufrag", &self.ufrag)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// Build a publisher (WHIP) from its offer: the answer accepts the first forwardable codec of
+    /// each kind it sends, nothing else.
+    pub fn publisher(
+        setup: &PeerSetup,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(Peer, String, Published), SetupError> {
+        let summary = OfferSummary::scan(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        let mut published = Published::default();
+        let mut config = base_config(setup);
+        for kind in TrackKind::ALL {
+            if let Some(c) = summary.publish_codec(kind) {
+                let params = add_codec(&mut config, c);
+                published.tracks[kind.index()] = Some(TrackCodec {
+                    name: c.name,
+                    params,
+                    offered: c.clone(),
+                });
+            }
+        }
+        if published.tracks.iter().all(Option::is_none) {
+            let offered: Vec<String> = summary
+                .media
+                .iter()
+                .flat_map(|m| m.other_codecs.iter().cloned())
+                .collect();
+            return Err(SetupError::NothingToForward(if offered.is_empty() {
+                "the offer sends no audio or video".into()
+            } else {
+                format!(
+                    "offered codecs {} are not forwarded (opus, H264 packetization-mode=1, VP8, VP9, AV1 are)",
+                    offered.join(", ")
+                )
+            }));
+        }
+        let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
+        peer.resolve_slots(&summary, None);
+        Ok((peer, answer, published))
+    }
+
+    /// Build a subscriber (WHEP) from its offer, for a stream publishing `published`.
+    pub fn subscriber(
+        setup: &PeerSetup,
+        offer: &str,
+        published: &Published,
+        now: Instant,
+    ) -> Result<(Peer, String), SetupError> {
+        let summary = OfferSummary::scan(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        // A viewer that wants a kind the stream has must accept its codec.
+        let mut config = base_config(setup);
+        let mut wanted = 0;
+        for kind in TrackKind::ALL {
+            let Some(track) = &published.tracks[kind.index()] else {
+                continue;
+            };
+            let mut sections = summary.receiving(kind).peekable();
+            if sections.peek().is_none() {
+                continue;
+            }
+            let accepts = sections.any(|m| {
+                m.codecs
+                    .iter()
+                    .any(|c| c.name == track.name && compatible(track, c))
+            });
+            if !accepts {
+                return Err(SetupError::CodecMismatch {
+                    kind,
+                    codec: track.offered.to_string(),
+                });
+            }
+            add_params(&mut config, track.params);
+            wanted += 1;
+        }
+        if wanted == 0 {
+            return Err(SetupError::NothingToForward(
+                "the offer receives neither audio nor video that the stream has".into(),
+            ));
+        }
+        let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
+        peer.resolve_slots(&summary, Some(published));
+        if peer.slots.iter().all(|s| s.tx.is_none()) {
+            return Err(SetupError::NothingToForward(
+                "no media section of the offer could be answered".into(),
+            ));
+        }
+        Ok((peer, answer))
+    }
+
+    fn answer(
+        config: RtcConfig,
+        setup: &PeerSetup,
+        offer: SdpOffer,
+        now: Instant,
+    ) -> Result<(Peer, String), SetupError> {
+        let mut rtc = config.build(now);
+        for addr in &setup.candidates {
+            if let Ok(c) = Candidate::host(*addr, "udp") {
+                rtc.add_local_candidate(c);
+            }
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        let mut answer = answer.to_sdp_string();
+        if !answer.contains("a=end-of-candidates") {
+            answer = add_end_of_candidates(&answer);
+        }
+        let peer = Peer {
+            rtc,
+            ufrag: setup.ice.ufrag.clone(),
+            slots: Vec::new(),
+            rx_kinds: [(0, None); 2],
+            connected: false,
+        };
+        Ok((peer, answer))
+    }
+
+    /// Note each answered media section; for subscribers, the outgoing stream and PT of each.
+    fn resolve_slots(&mut self, summary: &OfferSummary, published: Option<&Published>) {
+        for section in &summary.media {
+            let Some(mid) = section.mid.as_deref().map(Mid::from) else {
+                continue;
+            };
+            let Some(media) = self.rtc.media(mid) else {
+                continue;
+            };
+            let kind = match media.kind() {
+                MediaKind::Audio => TrackKind::Audio,
+                MediaKind::Video => TrackKind::Video,
+            };
+            let tx = published.and_then(|p| {
+                let track = p.tracks[kind.index()].as_ref()?;
+                let pt = self.rtc.codec_config().match_params(track.params)?.pt();
+                let remote_ok = self
+                    .rtc
+                    .media(mid)
+                    .is_some_and(|m| m.remote_pts().contains(&pt));
+                if !remote_ok {
+                    return None;
+                }
+                let ssrc = self.rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
+                Some((ssrc, pt))
+            });
+            self.slots.push(Slot { mid, kind, tx });
+        }
+    }
+
+    /// This peer's local ICE ufrag.
+    pub fn ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    /// Kinds this subscriber receives.
+    pub fn receives(&self, kind: TrackKind) -> bool {
+        self.slots.iter().any(|s| s.kind == kind && s.tx.is_some())
+    }
+
+    /// Has ICE + DTLS completed?
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    /// Would this datagram (from an unknown address) be taken by this peer? Used once per new
+    /// remote address, after the STUN username pointed here.
+    pub fn accepts(&self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+        let Ok(contents) = data.try_into() else {
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        self.rtc.accepts(&input)
+    }
+
+    /// Feed a datagram. `false` when str0m rejected it (counted by the caller).
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
+        let Ok(contents) = data.try_into() else {
+            return false;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        self.rtc.handle_input(input).is_ok()
+    }
+
+    /// Let time pass.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        // A timeout never fails for a live Rtc; an error here means it is dead, which poll reports.
+        let _ = self.rtc.handle_input(Input::Timeout(now));
+    }
+
+    /// Drain one output. Call until [`PeerEvent::Timeout`].
+    pub fn poll(&mut self) -> PeerEvent {
+        loop {
+            let out = match self.rtc.poll_output() {
+                Ok(o) => o,
+                Err(_) => return PeerEvent::Disconnected,
+            };
+            match out {
+                Output::Timeout(t) => {
+                    if !self.rtc.is_alive() {
+                        return PeerEvent::Disconnected;
+                    }
+                    return PeerEvent::Timeout(t);
+                }
+                Output::Transmit(t) => {
+                    return PeerEvent::Transmit {
+                        destination: t.destination,
+                        source: t.source,
+                        contents: t.contents.into(),
+                    };
+                }
+                Output::Event(e) => {
+                    if let Some(ev) = self.event(e) {
+                        return ev;
+                    }
+                }
+            }
+        }
+    }
+
+    fn event(&mut self, e: Event) -> Option<PeerEvent> {
+        match e {
+            Event::Connected => {
+                self.connected = true;
+                Some(PeerEvent::Connected)
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+                Some(PeerEvent::Disconnected)
+            }
+            Event::RtpPacket(p) => {
+                let ssrc = *p.header.ssrc;
+                let kind = self.rx_kind(p.header.ssrc)?;
+                let ext = &p.header.ext_vals;
+                Some(PeerEvent::Rtp(RtpIn {
+                    kind,
+                    ssrc,
+                    pt: *p.header.payload_type,
+                    seq: *p.seq_no,
+                    ts: p.header.timestamp,
+                    marker: p.header.marker,
+                    payload: p.payload,
+                    ext: ForwardedExt {
+                        audio_level: ext.audio_level,
+                        voice_activity: ext.voice_activity,
+                        video_orientation: ext.video_orientation.map(|o| o as u8),
+                    },
+                }))
+            }
+            Event::KeyframeRequest(r) => {
+                let slot = self.slots.iter().find(|s| s.mid == r.mid)?;
+                Some(PeerEvent::KeyframeRequest(slot.kind))
+            }
+            _ => None,
+        }
+    }
+
+    fn rx_kind(&mut self, ssrc: Ssrc) -> Option<TrackKind> {
+        let key = *ssrc;
+        if let Some((_, k)) = self.rx_kinds.iter().find(|(s, k)| *s == key && k.is_some()) {
+            return *k;
+        }
+        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        let kind = self.slots.iter().find(|s| s.mid == mid)?.kind;
+        self.rx_kinds[kind.index()] = (key, Some(kind));
+        Some(kind)
+    }
+
+    /// Queue one forwarded packet on this subscriber's `kind` stream. `false` if it has none.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_rtp(
+        &mut self,
+        kind: TrackKind,
+        seq: u64,
+        ts: u32,
+        marker: bool,
+        payload: Arc<[u8]>,
+        ext: ForwardedExt,
+        wallclock: Instant,
+    ) -> bool {
+        let Some((ssrc, pt)) = self.slots.iter().find(|s| s.kind == kind).and_then(|s| s.tx) else {
+            return false;
+        };
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx(&ssrc) else {
+            return false;
+        };
+        let mut ext_vals = ExtensionValues::default();
+        ext_vals.audio_level = ext.audio_level;
+        ext_vals.voice_activity = ext.voice_activity;
+        ext_vals.video_orientation = ext.video_orientation.map(Into::into);
+        stream.write_rtp(
+            RtpWrite::new(pt, SeqNo::from(seq), ts, wallclock, payload)
+                .marker(marker)
+                .ext_vals(ext_vals)
+                .nackable(true),
+        );
+        true
+    }
+
+    /// Ask this publisher for a keyframe on its `kind` track (PLI).
+    pub fn request_keyframe(&mut self, kind: TrackKind) {
+        let Some(mid) = self.slots.iter().find(|s| s.kind == kind).map(|s| s.mid) else {
+            return;
+        };
+        if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            rx.request_keyframe(KeyframeRequestKind::Pli);
+        }
+    }
+
+    /// ICE restart (WHIP/WHEP PATCH with new remote credentials): switch to `local`.
+    pub fn ice_restart(&mut self, remote: IceCreds, local: IceCreds) {
+        let mut api = self.rtc.direct_api();
+        api.set_remote_ice_credentials(remote);
+        self.ufrag = local.ufrag.clone();
+        api.set_local_ice_credentials(local);
+    }
+
+    /// Close the connection (sends a DTLS close_notify where it can).
+    pub fn close(&mut self) {
+        self.rtc.disconnect();
+    }
+}
+
+fn base_config(setup: &PeerSetup) -> RtcConfig {
+    RtcConfig::new()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .set_dtls_cert(setup.cert.clone())
+        .set_local_ice_credentials(setup.ice.clone())
+        .set_stats_interval(None)
+        .clear_codecs()
+}
+
+fn codec_of(name: CodecName) -> Codec {
+    match name {
+        CodecName::Opus => Codec::Opus,
+        CodecName::H264 => Codec::H264,
+        CodecName::Vp8 => Codec::Vp8,
+        CodecName::Vp9 => Codec::Vp9,
+        CodecName::Av1 => Codec::Av1,
+    }
+}
+
+fn add_codec(config: &mut RtcConfig, c: &OfferedCodec) -> PayloadParams {
+    let (clock, channels) = match c.name {
+        CodecName::Opus => (Frequency::FORTY_EIGHT_KHZ, Some(c.channels.unwrap_or(2))),
+        _ => (Frequency::NINETY_KHZ, None),
+    };
+    config.codec_config().add_config(
+        Pt::from(c.pt),
+        c.rtx.map(Pt::from),
+        codec_of(c.name),
+        clock,
+        channels,
+        FormatParams::parse_line(&c.fmtp),
+    );
+    *config
+        .codec_config()
+        .params()
+        .last()
+        .expect("a codec was just added")
+}
+
+fn add_params(config: &mut RtcConfig, p: PayloadParams) {
+    let spec = p.spec();
+    config.codec_config().add_config(
+        p.pt(),
+        p.resend(),
+        spec.codec,
+        spec.clock_rate,
+        spec.channels,
+        spec.format,
+    );
+}
+
+/// Can a viewer that offers `offered` decode what the publisher sends as `track`?
+fn compatible(track: &TrackCodec, offered: &OfferedCodec) -> bool {
+    use crate::sdp::fmtp_value;
+    match track.name {
+        CodecName::H264 => {
+            // Same profile (the first two bytes of profile-level-id, constrained baseline and
+            // baseline decode each other's streams as browsers treat them); levels are
+            // asymmetric in practice (level-asymmetry-allowed).
+            let profile = |f: &str| {
+                fmtp_value(f, "profile-level-id")
+                    .and_then(|p| u32::from_str_radix(p, 16).ok())
+                    .map(|p| p >> 16)
+                    .unwrap_or(0x42)
+            };
+            let (a, b) = (profile(&track.offered.fmtp), profile(&offered.fmtp));
+            a == b || (a == 0x42 && b == 0x42)
+        }
+        CodecName::Vp9 => {
+            let id = |f: &str| fmtp_value(f, "profile-id").unwrap_or("0").to_string();
+            id(&track.offered.fmtp) == id(&offered.fmtp)
+        }
+        _ => true,
+    }
+}
+
+fn add_end_of_candidates(answer: &str) -> String {
+    // After each media section's candidates (str0m writes them per section).
+    let mut out = String::with_capacity(answer.len() + 64);
+    let mut in_media = false;
+    for line in answer.split_inclusive('\n') {
+        if line.starts_with("m=") && in_media {
+            out.push_str("a=end-of-candidates\r\n");
+        }
+        if line.starts_with("m=") {
+            in_media = true;
+        }
+        out.push_str(line);
+    }
+    if in_media {
+        out.push_str("a=end-of-candidates\r\n");
+    }
+    out
+}

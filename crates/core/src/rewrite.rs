@@ -1,0 +1,139 @@
+//! Sequence number and timestamp rewriting: each subscription presents one continuous RTP
+//! stream to its viewer, whatever the source does (a first packet mid-stream, a publisher that
+//! leaves and comes back with new SSRC, sequence numbers and timestamps).
+
+use std::time::Instant;
+
+/// Where a forwarded packet came from: a publisher session (its epoch) and its SSRC. A change of
+/// source re-bases the rewriter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// The publisher's session (changes on a publisher restart).
+    pub epoch: u64,
+    /// The publisher's SSRC for this track.
+    pub ssrc: u32,
+}
+
+/// Rewrites one source's (extended) sequence numbers and timestamps into one output stream.
+#[derive(Debug, Clone)]
+pub struct Rewriter {
+    clock_rate: u32,
+    mapping: Option<Mapping>,
+    last_seq: u64,
+    last_ts: u32,
+    last_at: Option<Instant>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mapping {
+    source: Source,
+    /// First input sequence number of this mapping; anything older is dropped.
+    first_in: u64,
+    seq_offset: u64,
+    ts_offset: u32,
+}
+
+impl Rewriter {
+    /// A rewriter whose output starts at `initial_seq` + 1 and `initial_ts`, for a codec with
+    /// `clock_rate` Hz.
+    pub fn new(clock_rate: u32, initial_seq: u16, initial_ts: u32) -> Self {
+        Rewriter {
+            clock_rate,
+            mapping: None,
+            last_seq: u64::from(initial_seq),
+            last_ts: initial_ts,
+            last_at: None,
+        }
+    }
+
+    /// Has this rewriter forwarded anything from `source` yet?
+    pub fn follows(&self, source: Source) -> bool {
+        self.mapping.is_some_and(|m| m.source == source)
+    }
+
+    /// Map one packet. `None` when the packet is older than where this mapping began (it was sent
+    /// before the viewer's stream started on this source, so its place is taken).
+    pub fn rewrite(&mut self, source: Source, seq: u64, ts: u32, now: Instant) -> Option<(u64, u32)> {
+        let m = match self.mapping {
+            Some(m) if m.source == source => m,
+            _ => {
+                // Re-base: continue one past the last output sequence number, and advance the
+                // timestamp by the wall time since the last output packet (at least one tick)
+                // so the viewer's jitter buffer sees time move forward.
+                let next_seq = self.last_seq + 1;
+                let advance = match self.last_at {
+                    Some(at) => {
+                        let ms = now.saturating_duration_since(at).as_millis() as u64;
+                        ((ms * u64::from(self.clock_rate)) / 1000).clamp(1, u64::from(u32::MAX / 2))
+                            as u32
+                    }
+                    None => 0,
+                };
+                let next_ts = self.last_ts.wrapping_add(advance);
+                let m = Mapping {
+                    source,
+                    first_in: seq,
+                    seq_offset: next_seq.wrapping_sub(seq),
+                    ts_offset: next_ts.wrapping_sub(ts),
+                };
+                self.mapping = Some(m);
+                m
+            }
+        };
+        if seq < m.first_in {
+            return None;
+        }
+        let out_seq = seq.wrapping_add(m.seq_offset);
+        let out_ts = ts.wrapping_add(m.ts_offset);
+        if out_seq > self.last_seq || self.last_at.is_none() {
+            self.last_seq = out_seq;
+            self.last_ts = out_ts;
+            self.last_at = Some(now);
+        }
+        Some((out_seq, out_ts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn continuous_across_restart() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 1000, 5000);
+        let a = Source { epoch: 1, ssrc: 11 };
+        assert_eq!(r.rewrite(a, 70_000, 100, t0), Some((1001, 5000)));
+        assert_eq!(r.rewrite(a, 70_001, 3100, t0), Some((1002, 8000)));
+        // Older than the start of the mapping: dropped.
+        assert_eq!(r.rewrite(a, 69_999, 0, t0), None);
+        // Publisher restarts 1 s later with new numbers.
+        let b = Source { epoch: 2, ssrc: 22 };
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(r.rewrite(b, 5, 777, t1), Some((1003, 8000 + 90_000)));
+        assert_eq!(r.rewrite(b, 6, 777 + 3000, t1), Some((1004, 8000 + 93_000)));
+        assert!(r.follows(b) && !r.follows(a));
+    }
+
+    #[test]
+    fn retransmission_keeps_its_place() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(48_000, 0, 0);
+        let a = Source { epoch: 1, ssrc: 1 };
+        assert_eq!(r.rewrite(a, 10, 0, t0), Some((1, 0)));
+        assert_eq!(r.rewrite(a, 12, 1920, t0), Some((3, 1920)));
+        // 11 arrives late (repaired upstream) and fills its gap.
+        assert_eq!(r.rewrite(a, 11, 960, t0), Some((2, 960)));
+        assert_eq!(r.rewrite(a, 13, 2880, t0), Some((4, 2880)));
+    }
+
+    #[test]
+    fn timestamps_wrap() {
+        let t0 = Instant::now();
+        let mut r = Rewriter::new(90_000, 0, u32::MAX - 10);
+        let a = Source { epoch: 1, ssrc: 1 };
+        assert_eq!(r.rewrite(a, 1, 0, t0), Some((1, u32::MAX - 10)));
+        assert_eq!(r.rewrite(a, 2, 20, t0), Some((2, 9)));
+    }
+}
