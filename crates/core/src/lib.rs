@@ -47,3 +47,4 @@ pub use shard::{
     ShardStats, Transmit,
 };
 pub use str0m::IceCreds;
+pub use str0m::config::DtlsCert;

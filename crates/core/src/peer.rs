@@ -179,7 +179,7 @@ impl Peer {
         now: Instant,
     ) -> Result<(Peer, String, Published), SetupError> {
         let summary = OfferSummary::scan(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
-        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
         let mut published = Published::default();
         let mut config = base_config(setup);
         for kind in TrackKind::ALL {
@@ -220,7 +220,7 @@ impl Peer {
         now: Instant,
     ) -> Result<(Peer, String), SetupError> {
         let summary = OfferSummary::scan(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
-        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
         // A viewer that wants a kind the stream has must accept its codec.
         let mut config = base_config(setup);
         let mut wanted = 0;
@@ -276,7 +276,7 @@ impl Peer {
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| SetupError::BadSdp(e.to_string()))?;
+            .map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
         let mut answer = answer.to_sdp_string();
         if !answer.contains("a=end-of-candidates") {
             answer = add_end_of_candidates(&answer);
@@ -591,6 +591,20 @@ fn compatible(track: &TrackCodec, offered: &OfferedCodec) -> bool {
         }
         _ => true,
     }
+}
+
+/// A parser's message on one line, without the memory addresses combine puts in it.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "sdp line")
+        .map(|l| match l.find(" at PointerOffset(") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn add_end_of_candidates(answer: &str) -> String {

@@ -784,7 +784,13 @@ impl Shard {
             } => {
                 let bit = 1u64 << (shard.0 % 64);
                 if want {
-                    self.streams.entry(stream).or_default().relay_to |= bit;
+                    // Only the publisher's shard relays; elsewhere the interest is moot (the
+                    // control plane passes it again with the next AddPublisher).
+                    if let Some(entry) = self.streams.get_mut(&stream)
+                        && entry.publisher.is_some()
+                    {
+                        entry.relay_to |= bit;
+                    }
                 } else if let Some(entry) = self.streams.get_mut(&stream) {
                     entry.relay_to &= !bit;
                     if entry.is_unused() {
@@ -832,6 +838,8 @@ impl Shard {
         if publisher {
             if entry.publisher == Some(key) {
                 entry.publisher = None;
+                // The next publisher, wherever it lands, is told where viewers are.
+                entry.relay_to = 0;
             }
         } else if let Some(i) = entry.subscribers.iter().position(|&k| k == key) {
             entry.subscribers.swap_remove(i);

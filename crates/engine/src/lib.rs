@@ -1,0 +1,331 @@
+//! Shard threads: each runs one [`ringcast_net::Engine`] (its own UDP socket) around one
+//! [`ringcast_core::Shard`], pinned to its core, fed by a bounded mailbox that the control
+//! plane and the other shards write to.
+//!
+//! The control plane holds [`Shards`]: a [`ShardHandle`] per shard to send commands and await
+//! replies, and a stream of [`ShardEvent`]s (sessions that ended on their own). Cross-shard
+//! relays go straight from one shard's thread to another's mailbox; a full mailbox drops the
+//! message and counts it, it never blocks a shard.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use ringcast_core::{
+    Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardId,
+};
+use ringcast_net::{Driver, EngineKind, EngineOptions, Notifier, Transmit, Turn, TxQueue};
+use tokio::sync::{mpsc, oneshot};
+
+/// How to start the shards.
+#[derive(Debug, Clone)]
+pub struct ShardsConfig {
+    /// One entry per shard: its socket address (port included).
+    pub binds: Vec<SocketAddr>,
+    /// Pin shard `i` to core `i % cores`.
+    pub pin_threads: bool,
+    /// Settings each shard starts from (its id is filled in).
+    pub shard: ShardConfig,
+    /// Socket and batch settings.
+    pub engine: EngineOptions,
+    /// Mailbox capacity of each shard (commands and relays).
+    pub mailbox: usize,
+}
+
+/// Why a command did not get an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The shard's mailbox is full: it is overloaded.
+    #[error("shard is busy")]
+    Busy,
+    /// The shard has stopped.
+    #[error("shard is gone")]
+    Gone,
+    /// The shard refused the command.
+    #[error(transparent)]
+    Refused(#[from] CommandError),
+}
+
+enum Mail {
+    Command(Command, oneshot::Sender<Result<Reply, CommandError>>),
+    Relay(Relay),
+    Stop,
+}
+
+/// The control plane's handle on one shard.
+#[derive(Clone)]
+pub struct ShardHandle {
+    id: ShardId,
+    local_addr: SocketAddr,
+    mailbox: Sender<Mail>,
+    notifier: Notifier,
+    relay_drops: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for ShardHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardHandle")
+            .field("id", &self.id)
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShardHandle {
+    /// The shard's id.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// The shard's UDP socket address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Relay messages to this shard dropped because its mailbox was full.
+    pub fn relay_drops(&self) -> u64 {
+        self.relay_drops.load(Ordering::Relaxed)
+    }
+
+    /// Send a command and wait for its answer.
+    pub async fn call(&self, command: Command) -> Result<Reply, CallError> {
+        let (tx, rx) = oneshot::channel();
+        match self.mailbox.try_send(Mail::Command(command, tx)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err(CallError::Busy),
+            Err(TrySendError::Disconnected(_)) => return Err(CallError::Gone),
+        }
+        self.notifier.notify();
+        match rx.await {
+            Ok(r) => r.map_err(CallError::Refused),
+            Err(_) => Err(CallError::Gone),
+        }
+    }
+}
+
+/// The running shards.
+pub struct Shards {
+    handles: Vec<ShardHandle>,
+    threads: Vec<JoinHandle<io::Result<()>>>,
+    engine: EngineKind,
+}
+
+impl std::fmt::Debug for Shards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shards").field("handles", &self.handles).finish()
+    }
+}
+
+impl Shards {
+    /// Bind every shard's socket (errors surface here, before any thread starts), then start
+    /// one thread per shard. Events from all shards arrive on the returned receiver.
+    pub fn start(
+        config: ShardsConfig,
+    ) -> io::Result<(Shards, mpsc::UnboundedReceiver<(ShardId, ShardEvent)>)> {
+        let n = config.binds.len();
+        assert!((1..=64).contains(&n), "1 to 64 shards");
+        let mut engines = Vec::with_capacity(n);
+        let mut handles = Vec::with_capacity(n);
+        let mut mailboxes = Vec::with_capacity(n);
+        for (i, bind) in config.binds.iter().enumerate() {
+            let notifier = Notifier::new()?;
+            let engine = ringcast_net::bind_epoll(*bind, &notifier, &config.engine)?;
+            let (tx, rx) = crossbeam_channel::bounded(config.mailbox);
+            handles.push(ShardHandle {
+                id: ShardId(i as u16),
+                local_addr: engine.local_addr(),
+                mailbox: tx,
+                notifier,
+                relay_drops: Arc::new(AtomicU64::new(0)),
+            });
+            engines.push(engine);
+            mailboxes.push(rx);
+        }
+        let kind = engines[0].kind();
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let mut threads = Vec::with_capacity(n);
+        for (i, (mut engine, mailbox)) in engines.into_iter().zip(mailboxes).enumerate() {
+            let mut shard_config = config.shard.clone();
+            shard_config.id = ShardId(i as u16);
+            let peers = handles.clone();
+            let events = events_tx.clone();
+            let pin = config.pin_threads.then_some(i % cores);
+            let thread = std::thread::Builder::new()
+                .name(format!("ringcast-shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = pin
+                        && let Err(e) = ringcast_net::pin_current_thread(core)
+                    {
+                        tracing::warn!(shard = i, core, "could not pin shard thread: {e}");
+                    }
+                    let mut driver = ShardDriver::new(shard_config, mailbox, peers, events);
+                    let result = engine.run(&mut driver);
+                    if let Err(e) = &result {
+                        tracing::error!(shard = i, "shard engine stopped: {e}");
+                    }
+                    result
+                })?;
+            threads.push(thread);
+        }
+        Ok((
+            Shards {
+                handles,
+                threads,
+                engine: kind,
+            },
+            events_rx,
+        ))
+    }
+
+    /// The shards' handles, indexed by shard id.
+    pub fn handles(&self) -> &[ShardHandle] {
+        &self.handles
+    }
+
+    /// Which I/O engine runs.
+    pub fn engine(&self) -> EngineKind {
+        self.engine
+    }
+
+    /// Stop every shard and wait for the threads.
+    pub fn stop(self) {
+        for h in &self.handles {
+            // A full mailbox still gets Stop through a blocking send: the shard drains it.
+            let _ = h.mailbox.send(Mail::Stop);
+            h.notifier.notify();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Most mailbox messages handled per loop turn, so datagrams and timers are never starved.
+const MAIL_PER_TURN: usize = 256;
+
+struct ShardDriver {
+    shard: Shard,
+    mailbox: Receiver<Mail>,
+    peers: Vec<ShardHandle>,
+    events: mpsc::UnboundedSender<(ShardId, ShardEvent)>,
+    replies: HashMap<u64, oneshot::Sender<Result<Reply, CommandError>>>,
+    next_token: u64,
+    deadline: Option<Instant>,
+    stopping: bool,
+}
+
+impl ShardDriver {
+    fn new(
+        config: ShardConfig,
+        mailbox: Receiver<Mail>,
+        peers: Vec<ShardHandle>,
+        events: mpsc::UnboundedSender<(ShardId, ShardEvent)>,
+    ) -> Self {
+        ShardDriver {
+            shard: Shard::new(config),
+            mailbox,
+            peers,
+            events,
+            replies: HashMap::new(),
+            next_token: 0,
+            deadline: None,
+            stopping: false,
+        }
+    }
+
+    /// Drain the shard until its timeout, routing every output.
+    fn drain(&mut self, tx: &mut TxQueue) {
+        loop {
+            match self.shard.poll_output() {
+                Output::Timeout(at) => {
+                    self.deadline = at;
+                    return;
+                }
+                Output::Transmit(t) => tx.push(Transmit {
+                    destination: t.destination,
+                    source: t.source,
+                    contents: t.contents,
+                }),
+                Output::Relay { to, message } => {
+                    let Some(peer) = self.peers.get(usize::from(to.0)) else {
+                        continue;
+                    };
+                    match peer.mailbox.try_send(Mail::Relay(message)) {
+                        Ok(()) => peer.notifier.notify(),
+                        Err(_) => {
+                            peer.relay_drops.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Output::Reply { token, result } => {
+                    if let Some(reply) = self.replies.remove(&token) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Output::Event(e) => {
+                    let _ = self.events.send((self.shard.id(), e));
+                }
+            }
+        }
+    }
+}
+
+impl Driver for ShardDriver {
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        tx: &mut TxQueue,
+    ) {
+        self.shard.handle_input(Input::Datagram {
+            now,
+            source,
+            destination,
+            contents: data,
+        });
+        self.drain(tx);
+    }
+
+    fn on_turn(&mut self, now: Instant, tx: &mut TxQueue) -> Turn {
+        let mut handled = 0;
+        while handled < MAIL_PER_TURN {
+            let Ok(mail) = self.mailbox.try_recv() else {
+                break;
+            };
+            handled += 1;
+            match mail {
+                Mail::Command(cmd, reply) => {
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    self.replies.insert(token, reply);
+                    self.shard.handle_input(Input::Command(now, token, cmd));
+                }
+                Mail::Relay(r) => self.shard.handle_input(Input::Relay(now, r)),
+                Mail::Stop => self.stopping = true,
+            }
+            self.drain(tx);
+        }
+        if self.deadline.is_some_and(|d| d <= now) {
+            self.shard.handle_input(Input::Timeout(now));
+            self.drain(tx);
+        }
+        if self.stopping {
+            return Turn::Stop;
+        }
+        if handled == MAIL_PER_TURN {
+            // More mail may wait: come straight back after the socket had its turn.
+            return Turn::Wait(Some(now));
+        }
+        Turn::Wait(self.deadline)
+    }
+}

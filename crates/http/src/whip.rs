@@ -1,0 +1,568 @@
+//! WHIP and WHEP resources: create (POST), trickle and ICE restart (PATCH), delete (DELETE),
+//! plus OPTIONS/GET/HEAD and CORS.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, any};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use ringcast_core::sdp::SdpFragment;
+use ringcast_core::{Command, IceCreds, Peer, PeerSetup, SessionId, ShardId};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::registry::Gone;
+
+/// Publish (WHIP) or play (WHEP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Whip,
+    Whep,
+}
+
+impl Kind {
+    fn path(self) -> &'static str {
+        match self {
+            Kind::Whip => "whip",
+            Kind::Whep => "whep",
+        }
+    }
+}
+
+pub(crate) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/whip/{stream}", endpoint(Kind::Whip))
+        .route("/whep/{stream}", endpoint(Kind::Whep))
+        .route("/whip/{stream}/{session}", resource(Kind::Whip))
+        .route("/whep/{stream}/{session}", resource(Kind::Whep))
+}
+
+pub(crate) fn cors(origin: &str) -> CorsLayer {
+    let allow = if origin == "*" {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::exact(HeaderValue::from_str(origin).unwrap_or(HeaderValue::from_static("*")))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_MATCH,
+        ])
+        .expose_headers([
+            header::LOCATION,
+            header::ETAG,
+            header::LINK,
+            header::HeaderName::from_static("accept-patch"),
+        ])
+}
+
+/// CORS preflights are answered by the CORS layer before any handler runs; this adds what
+/// RFC 9725 asks an OPTIONS answer to carry (`Accept-Post` on endpoints, `Accept-Patch` on
+/// sessions) to every OPTIONS answer, preflight or not.
+pub(crate) async fn options_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_options = req.method() == Method::OPTIONS;
+    let segments = req.uri().path().trim_matches('/').split('/').count();
+    let whip = req.uri().path().starts_with("/whip/") || req.uri().path().starts_with("/whep/");
+    let mut res = next.run(req).await;
+    if is_options && whip {
+        let h = res.headers_mut();
+        if segments == 2 {
+            h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+        } else {
+            h.insert(
+                "accept-patch",
+                HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+            );
+        }
+    }
+    res
+}
+
+fn endpoint(kind: Kind) -> MethodRouter<Arc<AppState>> {
+    any(
+        move |State(state): State<Arc<AppState>>,
+              method: Method,
+              Path(stream): Path<String>,
+              headers: HeaderMap,
+              body: Body| async move {
+            match method {
+                Method::POST => create(state, kind, stream, headers, body)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response),
+                Method::OPTIONS => options(true),
+                Method::GET | Method::HEAD => StatusCode::NO_CONTENT.into_response(),
+                _ => method_not_allowed("GET, HEAD, OPTIONS, POST"),
+            }
+        },
+    )
+}
+
+fn resource(kind: Kind) -> MethodRouter<Arc<AppState>> {
+    any(
+        move |State(state): State<Arc<AppState>>,
+              method: Method,
+              Path((stream, session)): Path<(String, String)>,
+              headers: HeaderMap,
+              body: Body| async move {
+            let result = match method {
+                Method::PATCH => patch(state, kind, stream, session, headers, body).await,
+                Method::DELETE => delete(state, kind, stream, session).await,
+                Method::OPTIONS => Ok(options(false)),
+                Method::GET | Method::HEAD => Ok(StatusCode::NO_CONTENT.into_response()),
+                _ => Ok(method_not_allowed("DELETE, GET, HEAD, OPTIONS, PATCH")),
+            };
+            result.unwrap_or_else(IntoResponse::into_response)
+        },
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut res = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    res
+}
+
+fn options(endpoint: bool) -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    let h = res.headers_mut();
+    if endpoint {
+        h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    } else {
+        h.insert(
+            "accept-patch",
+            HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+        );
+    }
+    res
+}
+
+/// The media type of a request, without parameters, lower-cased.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(v.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+async fn read_body(state: &AppState, body: Body) -> Result<String, ApiError> {
+    let limit = state.settings.max_body_bytes;
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body larger than {limit} bytes"),
+        )
+    })?;
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "request body is not UTF-8 text"))
+}
+
+fn check_token(headers: &HeaderMap, required: Option<&str>) -> Result<(), ApiError> {
+    let Some(required) = required else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    match given {
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this stream needs a Bearer token",
+        )),
+        Some(t) if t.trim() == required => Ok(()),
+        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong token for this stream")),
+    }
+}
+
+fn valid_stream_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
+        ))
+    }
+}
+
+fn random_string(n: usize) -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(n)
+        .map(char::from)
+        .collect()
+}
+
+fn new_etag() -> String {
+    format!("\"{}\"", random_string(16))
+}
+
+/// Local ICE credentials; the ufrag starts with the shard so a log line tells where it lives.
+fn mint_ice(shard: ShardId) -> IceCreds {
+    IceCreds {
+        ufrag: format!("s{}{}", shard.0, random_string(8)),
+        pass: random_string(24),
+    }
+}
+
+fn parse_session(s: &str) -> Option<SessionId> {
+    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten().map(SessionId)
+}
+
+async fn create(
+    state: Arc<AppState>,
+    kind: Kind,
+    stream: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    valid_stream_name(&stream)?;
+    if media_type(&headers).as_deref() != Some("application/sdp") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be sent as Content-Type: application/sdp",
+        ));
+    }
+    let auth = state.settings.streams.get(&stream);
+    let token = match kind {
+        Kind::Whip => auth.and_then(|a| a.publish_token.as_deref()),
+        Kind::Whep => auth.and_then(|a| a.view_token.as_deref()),
+    };
+    check_token(&headers, token)?;
+    let offer = read_body(&state, body).await?;
+    if offer.trim().is_empty() {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty SDP offer"));
+    }
+    match kind {
+        Kind::Whip => publish(state, stream, offer).await,
+        Kind::Whep => play(state, stream, offer).await,
+    }
+}
+
+/// Place on a shard; `Err` 503 when every shard is full.
+fn place(state: &AppState) -> Result<ShardId, ApiError> {
+    state
+        .registry
+        .lock()
+        .place(state.settings.max_participants_per_shard)
+        .ok_or_else(|| {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "every shard is full").retry_after(5)
+        })
+}
+
+fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
+    PeerSetup {
+        cert: state.cert.clone(),
+        candidates: state.candidates[usize::from(shard.0)].clone(),
+        ice: mint_ice(shard),
+    }
+}
+
+async fn publish(state: Arc<AppState>, stream: String, offer: String) -> Result<Response, ApiError> {
+    let stream_id = state.registry.lock().reserve_publisher(&stream).map_err(|_| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("stream {stream} already has a publisher"),
+        )
+    })?;
+    let shard = match place(&state) {
+        Ok(s) => s,
+        Err(e) => {
+            state.registry.lock().cancel_publisher(&stream);
+            return Err(e);
+        }
+    };
+    let undo = |state: &AppState| {
+        let mut r = state.registry.lock();
+        r.unplace(shard);
+        r.cancel_publisher(&stream);
+    };
+    let setup = setup_for(&state, shard);
+    let built = tokio::task::spawn_blocking(move || Peer::publisher(&setup, &offer, Instant::now()))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"));
+    let (peer, answer, published) = match built.and_then(|r| r.map_err(ApiError::from)) {
+        Ok(b) => b,
+        Err(e) => {
+            undo(&state);
+            return Err(e);
+        }
+    };
+    let session = SessionId(rand::rng().random::<u64>() | 1 << 63);
+    let relay_to = state
+        .registry
+        .lock()
+        .stream(&stream)
+        .map_or(0, |s| s.viewer_mask(shard));
+    let handle = &state.shards[usize::from(shard.0)];
+    let cmd = Command::AddPublisher {
+        session,
+        stream: stream_id,
+        peer: Box::new(peer),
+        published: published.clone(),
+        relay_to,
+    };
+    if let Err(e) = handle.call(cmd).await {
+        undo(&state);
+        return Err(e.into());
+    }
+    let etag = new_etag();
+    state
+        .registry
+        .lock()
+        .publisher_placed(&stream, session, shard, published, etag.clone());
+    tracing::info!(%session, stream, shard = shard.0, "publisher joined");
+    Ok(created(&state, Kind::Whip, &stream, session, &etag, answer))
+}
+
+async fn play(state: Arc<AppState>, stream: String, offer: String) -> Result<Response, ApiError> {
+    let live = {
+        let r = state.registry.lock();
+        r.stream(&stream)
+            .and_then(|s| Some((s.id, s.publisher?.1, s.published.clone()?)))
+    };
+    let Some((stream_id, publisher_shard, published)) = live else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("stream {stream} has no publisher yet"),
+        )
+        .retry_after(state.settings.whep_retry_after));
+    };
+    let shard = place(&state)?;
+    let setup = setup_for(&state, shard);
+    let for_build = published.clone();
+    let built = tokio::task::spawn_blocking(move || {
+        Peer::subscriber(&setup, &offer, &for_build, Instant::now())
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"));
+    let (peer, answer) = match built.and_then(|r| r.map_err(ApiError::from)) {
+        Ok(b) => b,
+        Err(e) => {
+            state.registry.lock().unplace(shard);
+            return Err(e);
+        }
+    };
+    let session = SessionId(rand::rng().random::<u64>() | 1 << 63);
+    let cmd = Command::AddSubscriber {
+        session,
+        stream: stream_id,
+        peer: Box::new(peer),
+        published,
+        publisher_shard: Some(publisher_shard),
+    };
+    if let Err(e) = state.shards[usize::from(shard.0)].call(cmd).await {
+        state.registry.lock().unplace(shard);
+        return Err(e.into());
+    }
+    let etag = new_etag();
+    let relay_from = state
+        .registry
+        .lock()
+        .viewer_placed(&stream, session, shard, etag.clone());
+    if let Some(ps) = relay_from {
+        let interest = Command::RelayInterest {
+            stream: stream_id,
+            shard,
+            want: true,
+        };
+        if let Err(e) = state.shards[usize::from(ps.0)].call(interest).await {
+            tracing::warn!(shard = ps.0, "relay interest not delivered: {e}");
+        }
+    }
+    tracing::info!(%session, stream, shard = shard.0, "viewer joined");
+    Ok(created(&state, Kind::Whep, &stream, session, &etag, answer))
+}
+
+fn created(
+    state: &AppState,
+    kind: Kind,
+    stream: &str,
+    session: SessionId,
+    etag: &str,
+    answer: String,
+) -> Response {
+    let location = format!("/{}/{stream}/{session}", kind.path());
+    let len = answer.len();
+    let mut res = (StatusCode::CREATED, answer).into_response();
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    // FFmpeg cannot read a chunked 201: always a Content-Length.
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    for link in &state.settings.ice_links {
+        if let Ok(v) = HeaderValue::from_str(link) {
+            h.append(header::LINK, v);
+        }
+    }
+    res
+}
+
+/// Look up a session named in a URL; it must belong to `stream` and `kind`.
+fn find_session(
+    state: &AppState,
+    kind: Kind,
+    stream: &str,
+    session: &str,
+) -> Result<(SessionId, ShardId, String), ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such session");
+    let id = parse_session(session).ok_or_else(not_found)?;
+    let r = state.registry.lock();
+    let rec = r.session(id).ok_or_else(not_found)?;
+    let role_ok = match kind {
+        Kind::Whip => rec.role == crate::registry::Role::Publisher,
+        Kind::Whep => rec.role == crate::registry::Role::Viewer,
+    };
+    if rec.stream != stream || !role_ok {
+        return Err(not_found());
+    }
+    Ok((id, rec.shard, rec.etag.clone()))
+}
+
+async fn patch(
+    state: Arc<AppState>,
+    kind: Kind,
+    stream: String,
+    session: String,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (id, shard, etag) = find_session(&state, kind, &stream, &session)?;
+    if media_type(&headers).as_deref() != Some("application/trickle-ice-sdpfrag") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "PATCH takes Content-Type: application/trickle-ice-sdpfrag",
+        ));
+    }
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let restart = if_match == Some("*");
+    if let Some(m) = if_match
+        && !restart
+        && m != etag
+    {
+        return Err(ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "If-Match does not match the session's current ETag",
+        ));
+    }
+    let body = read_body(&state, body).await?;
+    let frag = SdpFragment::parse(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad sdpfrag: {e}")))?;
+    if !restart {
+        // ICE-lite: the server learns the client's addresses from its checks; trickled
+        // candidates are accepted and need nothing more.
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    let (Some(ufrag), Some(pass)) = (frag.ufrag, frag.pwd) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "an ICE restart needs a=ice-ufrag and a=ice-pwd",
+        ));
+    };
+    let local = mint_ice(shard);
+    let cmd = Command::IceRestart {
+        session: id,
+        remote: IceCreds { ufrag, pass },
+        local: local.clone(),
+    };
+    state.shards[usize::from(shard.0)].call(cmd).await?;
+    let etag = new_etag();
+    state.registry.lock().set_etag(id, etag.clone());
+    let mut frag = format!(
+        "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+        local.ufrag, local.pass
+    );
+    for (i, addr) in state.candidates[usize::from(shard.0)].iter().enumerate() {
+        frag.push_str(&format!(
+            "a=candidate:{} 1 udp {} {} {} typ host\r\n",
+            i + 1,
+            2_130_706_431u32.saturating_sub(i as u32),
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    frag.push_str("a=end-of-candidates\r\n");
+    let mut res = (StatusCode::OK, frag).into_response();
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(res)
+}
+
+async fn delete(
+    state: Arc<AppState>,
+    kind: Kind,
+    stream: String,
+    session: String,
+) -> Result<Response, ApiError> {
+    let (id, shard, _) = find_session(&state, kind, &stream, &session)?;
+    match state.shards[usize::from(shard.0)]
+        .call(Command::Remove { session: id })
+        .await
+    {
+        Ok(_) | Err(ringcast_engine::CallError::Refused(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    session_ended(&state, id).await;
+    tracing::info!(session = %id, stream, "session deleted");
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Bookkeeping after a session ended, however it ended.
+pub(crate) async fn session_ended(state: &AppState, session: SessionId) {
+    let gone = state.registry.lock().session_gone(session);
+    if let Some(Gone {
+        stream,
+        viewer_shard,
+        stop_relay_from: Some(ps),
+    }) = gone
+    {
+        let cmd = Command::RelayInterest {
+            stream,
+            shard: viewer_shard,
+            want: false,
+        };
+        let _ = state.shards[usize::from(ps.0)].call(cmd).await;
+    }
+}

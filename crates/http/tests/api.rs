@@ -1,0 +1,312 @@
+//! The control plane against real shards on loopback (no HTTP socket: requests go through
+//! `tower::ServiceExt::oneshot`). Covers the API contract and every bad-input answer.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use ringcast_core::ShardConfig;
+use ringcast_engine::{Shards, ShardsConfig};
+use ringcast_http::{AppState, HttpSettings, StreamAuth};
+use ringcast_net::EngineOptions;
+use str0m::media::{Direction, MediaKind};
+use tower::ServiceExt;
+
+const CHROMIUM_FILE: &str = include_str!("../../../../shared/fixtures/sdp/chromium-whip.sdp");
+const FFMPEG_FILE: &str = include_str!("../../../../shared/fixtures/sdp/ffmpeg9-whip.sdp");
+
+/// A fixture file holds the client's offer, then "---- answer ----".
+fn offer_of(file: &str) -> String {
+    file.split("---- answer ----").next().unwrap().to_string()
+}
+
+fn chromium() -> String {
+    offer_of(CHROMIUM_FILE)
+}
+
+struct Server {
+    app: Router,
+    state: Arc<AppState>,
+    shards: Option<Shards>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.shards.take() {
+            s.stop();
+        }
+    }
+}
+
+fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
+    let (shards, events) = Shards::start(ShardsConfig {
+        binds: vec!["127.0.0.1:0".parse().unwrap(); 2],
+        pin_threads: false,
+        shard: ShardConfig {
+            max_participants: limit,
+            ..ShardConfig::default()
+        },
+        engine: EngineOptions::default(),
+        mailbox: 64,
+    })
+    .unwrap();
+    let candidates: Vec<Vec<SocketAddr>> = shards.handles().iter().map(|h| vec![h.local_addr()]).collect();
+    let settings = HttpSettings {
+        cors_origin: "*".into(),
+        max_body_bytes: 65536,
+        whep_retry_after: 2,
+        max_participants_per_shard: limit,
+        ice_links: vec!["<stun:stun.example.invalid:3478>; rel=\"ice-server\"".into()],
+        streams,
+    };
+    let state = AppState::new(
+        settings,
+        shards.handles().to_vec(),
+        candidates,
+        ringcast_core::generate_certificate().unwrap(),
+        "epoll",
+    );
+    tokio::spawn(ringcast_http::follow_shard_events(state.clone(), events));
+    Server {
+        app: ringcast_http::app(state.clone()),
+        state,
+        shards: Some(shards),
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> Answer {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn post(path: &str, ct: &str, body: impl Into<String>) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, ct)
+        .body(Body::from(body.into()))
+        .unwrap()
+}
+
+/// A recvonly offer (what a WHEP player sends), from a str0m peer with `codecs` enabled.
+fn viewer_offer(video_h264_only: bool) -> String {
+    let mut cfg = str0m::RtcConfig::new();
+    if video_h264_only {
+        cfg = cfg.clear_codecs().enable_opus(true, false).enable_h264(true);
+    }
+    let mut rtc = cfg.build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, _) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_whep_contract() {
+    let s = server(100, BTreeMap::new());
+    let a = send(&s.app, post("/whip/cam", "application/sdp", chromium())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let location = a.header("location").unwrap().to_string();
+    assert!(location.starts_with("/whip/cam/"));
+    assert!(a.header("etag").unwrap().starts_with('"'));
+    assert_eq!(a.header("content-type"), Some("application/sdp"));
+    assert_eq!(a.header("content-length"), Some(a.body.len().to_string().as_str()));
+    assert_eq!(a.header("accept-patch"), Some("application/trickle-ice-sdpfrag"));
+    assert!(a.header("link").unwrap().contains("rel=\"ice-server\""));
+    assert!(a.body.contains("a=candidate:"), "{}", a.body);
+    assert!(a.body.contains("a=end-of-candidates"));
+    assert!(a.body.contains("a=ice-lite"));
+    assert!(a.body.contains("VP8/90000"), "first offered video codec answered");
+
+    // One publisher per stream.
+    let b = send(&s.app, post("/whip/cam", "application/sdp", chromium())).await;
+    assert_eq!(b.status, StatusCode::CONFLICT);
+
+    // A viewer.
+    let v = send(&s.app, post("/whep/cam", "application/sdp", viewer_offer(false))).await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    let vloc = v.header("location").unwrap().to_string();
+    assert!(vloc.starts_with("/whep/cam/"));
+    assert!(v.body.contains("a=sendonly"));
+
+    // A viewer that cannot decode VP8 gets a 422 naming it.
+    let h = send(&s.app, post("/whep/cam", "application/sdp", viewer_offer(true))).await;
+    assert_eq!(h.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(h.body.contains("VP8"), "{}", h.body);
+
+    let list = send(&s.app, Request::get("/api/streams").body(Body::empty()).unwrap()).await;
+    assert!(list.body.contains("\"cam\"") && list.body.contains("\"viewers\":1"), "{}", list.body);
+    let metrics = send(&s.app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    assert!(metrics.body.contains("ringcast_participants{shard=\"0\"}"));
+    let stats = send(&s.app, Request::get("/api/stats").body(Body::empty()).unwrap()).await;
+    assert!(stats.body.contains("\"engine\":\"epoll\""));
+
+    // Trickle, stale If-Match, ICE restart.
+    let frag = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijklmn\r\na=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n";
+    let patch = |if_match: Option<&str>, ct: &str| {
+        let mut r = Request::patch(&vloc).header(header::CONTENT_TYPE, ct);
+        if let Some(m) = if_match {
+            r = r.header(header::IF_MATCH, m);
+        }
+        r.body(Body::from(frag)).unwrap()
+    };
+    assert_eq!(send(&s.app, patch(None, "application/trickle-ice-sdpfrag")).await.status, StatusCode::NO_CONTENT);
+    let etag = v.header("etag").unwrap();
+    assert_eq!(send(&s.app, patch(Some(etag), "application/trickle-ice-sdpfrag")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(send(&s.app, patch(Some("\"stale\""), "application/trickle-ice-sdpfrag")).await.status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(send(&s.app, patch(None, "text/plain")).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let r = send(&s.app, patch(Some("*"), "application/trickle-ice-sdpfrag")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("a=ice-ufrag:") && r.body.contains("a=end-of-candidates"));
+    assert_ne!(r.header("etag"), Some(etag));
+
+    // DELETE frees the session; a second DELETE finds nothing.
+    let d = send(&s.app, Request::delete(&vloc).body(Body::empty()).unwrap()).await;
+    assert_eq!(d.status, StatusCode::OK);
+    let d = send(&s.app, Request::delete(&vloc).body(Body::empty()).unwrap()).await;
+    assert_eq!(d.status, StatusCode::NOT_FOUND);
+    let d = send(&s.app, Request::delete(&location).body(Body::empty()).unwrap()).await;
+    assert_eq!(d.status, StatusCode::OK);
+    let list = send(&s.app, Request::get("/api/streams").body(Body::empty()).unwrap()).await;
+    assert_eq!(list.body, "{\"streams\":[]}");
+    assert_eq!(s.state.participants(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let s = server(100, BTreeMap::new());
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (post("/whip/x", "text/plain", chromium()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/sdp"),
+        (post("/whip/x", "application/sdp", ""), StatusCode::BAD_REQUEST, "empty"),
+        (post("/whip/x", "application/sdp", "hello"), StatusCode::BAD_REQUEST, "SDP"),
+        (post("/whip/x", "application/sdp", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio"), StatusCode::BAD_REQUEST, "SDP"),
+        (post("/whip/x", "application/sdp", "x".repeat(70_000)), StatusCode::PAYLOAD_TOO_LARGE, "larger"),
+        (post("/whip/x", "application/sdp", chromium().replace("opus/48000/2", "PCMU/8000").replace("VP8/90000", "X/90000").replace("H264/", "Y/").replace("AV1/", "Z/").replace("VP9/", "W/")), StatusCode::UNPROCESSABLE_ENTITY, "forward"),
+        (post("/whep/nobody", "application/sdp", viewer_offer(false)), StatusCode::CONFLICT, "no publisher"),
+        (post("/whip/bad%20name", "application/sdp", chromium()), StatusCode::BAD_REQUEST, "stream names"),
+        (Request::delete("/whip/x/0123456789abcdef").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "no such session"),
+        (Request::patch("/whep/x/nothex").header(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag").body(Body::from("a=ice-ufrag:x")).unwrap(), StatusCode::NOT_FOUND, "no such session"),
+        (Request::put("/whip/x").body(Body::empty()).unwrap(), StatusCode::METHOD_NOT_ALLOWED, "not allowed"),
+    ];
+    for (req, status, reason) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let a = send(&s.app, req).await;
+        assert_eq!(a.status, status, "{what}: {}", a.body);
+        assert!(a.body.contains(reason), "{what}: reason {:?} not in {:?}", reason, a.body);
+        assert!(!a.body.trim().contains('\n'), "one line: {:?}", a.body);
+        if status == StatusCode::CONFLICT {
+            assert_eq!(a.header("retry-after"), Some("2"));
+        }
+    }
+    assert_eq!(s.state.participants(), 0, "nothing leaked");
+
+    // OPTIONS and CORS.
+    let o = send(&s.app, Request::options("/whip/x").body(Body::empty()).unwrap()).await;
+    assert!(o.status.is_success());
+    assert_eq!(o.header("accept-post"), Some("application/sdp"));
+    let pre = send(
+        &s.app,
+        Request::options("/whip/x")
+            .header("origin", "http://example.invalid")
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type, if-match")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(pre.status.is_success());
+    assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
+    let allowed = pre.header("access-control-allow-headers").unwrap().to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("if-match"));
+    let a = send(
+        &s.app,
+        Request::post("/whip/cors")
+            .header("origin", "http://example.invalid")
+            .header(header::CONTENT_TYPE, "application/sdp")
+            .body(Body::from(chromium()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let exposed = a.header("access-control-expose-headers").unwrap().to_ascii_lowercase();
+    for h in ["location", "etag", "link", "accept-patch"] {
+        assert!(exposed.contains(h), "{exposed}");
+    }
+    let g = send(&s.app, Request::get("/whip/x").body(Body::empty()).unwrap()).await;
+    assert!(g.status.is_success() && g.body.is_empty());
+    let h = send(&s.app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    assert_eq!(h.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_and_limits() {
+    let mut streams = BTreeMap::new();
+    streams.insert(
+        "secret".to_string(),
+        StreamAuth {
+            publish_token: Some("key1".into()),
+            view_token: Some("view1".into()),
+        },
+    );
+    let s = server(1, streams);
+    let with = |path: &str, token: Option<&str>, body: String| {
+        let mut r = Request::post(path).header(header::CONTENT_TYPE, "application/sdp");
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        r.body(Body::from(body)).unwrap()
+    };
+    let a = send(&s.app, with("/whip/secret", None, chromium().into())).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(send(&s.app, with("/whip/secret", Some("nope"), chromium().into())).await.status, StatusCode::FORBIDDEN);
+    let ok = send(&s.app, with("/whip/secret", Some("key1"), chromium().into())).await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    assert_eq!(send(&s.app, with("/whep/secret", None, viewer_offer(false))).await.status, StatusCode::UNAUTHORIZED);
+    let v = send(&s.app, with("/whep/secret", Some("view1"), viewer_offer(false))).await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    // Two shards of one participant each: full.
+    let full = send(&s.app, with("/whep/secret", Some("view1"), viewer_offer(false))).await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(full.header("retry-after").is_some());
+    assert_eq!(s.state.participants(), 2, "the refused viewer left nothing behind");
+    let d = send(&s.app, Request::delete(v.header("location").unwrap()).body(Body::empty()).unwrap()).await;
+    assert_eq!(d.status, StatusCode::OK);
+    let again = send(&s.app, with("/whep/secret", Some("view1"), viewer_offer(false))).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_offer_is_answered_as_dtls_client_with_candidates() {
+    let s = server(100, BTreeMap::new());
+    let offer = offer_of(FFMPEG_FILE);
+    let a = send(&s.app, post("/whip/ff", "application/sdp", offer)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    assert!(a.body.contains("a=setup:active"), "{}", a.body);
+    assert!(a.body.contains("a=candidate:"));
+    assert!(a.body.contains("H264/90000") && a.body.to_lowercase().contains("opus/48000"));
+    assert!(a.body.contains("packetization-mode=1"));
+}
