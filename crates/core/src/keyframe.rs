@@ -87,7 +87,9 @@ fn vp9(p: &[u8]) -> bool {
             let Some(&pid) = p.get(i) else { return false };
             i += if pid & 0x80 != 0 { 2 } else { 1 };
         }
-        let Some(&layers) = p.get(i) else { return false };
+        let Some(&layers) = p.get(i) else {
+            return false;
+        };
         return (layers >> 1) & 0x07 == 0;
     }
     true
@@ -111,7 +113,10 @@ mod tests {
         assert!(starts_keyframe(CodecName::H264, &[0x7c, 0x85, 0])); // FU-A start, IDR
         assert!(!starts_keyframe(CodecName::H264, &[0x7c, 0x05, 0])); // FU-A middle
         // STAP-A with SPS first.
-        assert!(starts_keyframe(CodecName::H264, &[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68]));
+        assert!(starts_keyframe(
+            CodecName::H264,
+            &[0x78, 0, 2, 0x67, 0x42, 0, 1, 0x68]
+        ));
         assert!(!starts_keyframe(CodecName::H264, &[]));
         assert!(!starts_keyframe(CodecName::H264, &[0x78, 0xff, 0xff]));
     }
@@ -122,7 +127,10 @@ mod tests {
         assert!(!starts_keyframe(CodecName::Vp8, &[0x10, 0x01])); // inter frame
         assert!(!starts_keyframe(CodecName::Vp8, &[0x00, 0x00])); // not a start
         // X, I with 15-bit picture id, then key frame header.
-        assert!(starts_keyframe(CodecName::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x00]));
+        assert!(starts_keyframe(
+            CodecName::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x00]
+        ));
         assert!(!starts_keyframe(CodecName::Vp8, &[0x90, 0x80]));
     }
 

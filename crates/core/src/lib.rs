@@ -43,8 +43,8 @@ pub mod stun;
 pub use ids::{SessionId, ShardId, StreamId, TrackKind};
 pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
 pub use shard::{
-    Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent,
-    ShardStats, Transmit,
+    Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardStats,
+    Transmit,
 };
 pub use str0m::IceCreds;
 pub use str0m::config::DtlsCert;

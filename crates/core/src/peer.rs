@@ -179,7 +179,8 @@ impl Peer {
         now: Instant,
     ) -> Result<(Peer, String, Published), SetupError> {
         let summary = OfferSummary::scan(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
-        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
+        let sdp = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
         let mut published = Published::default();
         let mut config = base_config(setup);
         for kind in TrackKind::ALL {
@@ -220,7 +221,8 @@ impl Peer {
         now: Instant,
     ) -> Result<(Peer, String), SetupError> {
         let summary = OfferSummary::scan(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
-        let sdp = SdpOffer::from_sdp_string(offer).map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
+        let sdp = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
         // A viewer that wants a kind the stream has must accept its codec.
         let mut config = base_config(setup);
         let mut wanted = 0;
@@ -338,7 +340,13 @@ impl Peer {
 
     /// Would this datagram (from an unknown address) be taken by this peer? Used once per new
     /// remote address, after the STUN username pointed here.
-    pub fn accepts(&self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> bool {
+    pub fn accepts(
+        &self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> bool {
         let Ok(contents) = data.try_into() else {
             return false;
         };
@@ -472,17 +480,24 @@ impl Peer {
         ext: ForwardedExt,
         wallclock: Instant,
     ) -> bool {
-        let Some((ssrc, pt)) = self.slots.iter().find(|s| s.kind == kind).and_then(|s| s.tx) else {
+        let Some((ssrc, pt)) = self
+            .slots
+            .iter()
+            .find(|s| s.kind == kind)
+            .and_then(|s| s.tx)
+        else {
             return false;
         };
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx(&ssrc) else {
             return false;
         };
-        let mut ext_vals = ExtensionValues::default();
-        ext_vals.audio_level = ext.audio_level;
-        ext_vals.voice_activity = ext.voice_activity;
-        ext_vals.video_orientation = ext.video_orientation.map(Into::into);
+        let ext_vals = ExtensionValues {
+            audio_level: ext.audio_level,
+            voice_activity: ext.voice_activity,
+            video_orientation: ext.video_orientation.map(Into::into),
+            ..Default::default()
+        };
         stream.write_rtp(
             RtpWrite::new(pt, SeqNo::from(seq), ts, wallclock, payload)
                 .marker(marker)
@@ -510,9 +525,13 @@ impl Peer {
         api.set_local_ice_credentials(local);
     }
 
-    /// Close the connection (sends a DTLS close_notify where it can).
+    /// Close the connection (sends RTCP BYE and a DTLS close_notify where it can; drain
+    /// [`Peer::poll`] to get them out).
     pub fn close(&mut self) {
-        self.rtc.disconnect();
+        // `disconnect` would go inert at once and send nothing.
+        if self.rtc.close().is_err() {
+            self.rtc.disconnect();
+        }
     }
 }
 

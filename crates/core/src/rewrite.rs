@@ -53,7 +53,13 @@ impl Rewriter {
 
     /// Map one packet. `None` when the packet is older than where this mapping began (it was sent
     /// before the viewer's stream started on this source, so its place is taken).
-    pub fn rewrite(&mut self, source: Source, seq: u64, ts: u32, now: Instant) -> Option<(u64, u32)> {
+    pub fn rewrite(
+        &mut self,
+        source: Source,
+        seq: u64,
+        ts: u32,
+        now: Instant,
+    ) -> Option<(u64, u32)> {
         let m = match self.mapping {
             Some(m) if m.source == source => m,
             _ => {
@@ -95,6 +101,10 @@ impl Rewriter {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test picks its own base instant"
+)]
 mod tests {
     use super::*;
     use std::time::Duration;

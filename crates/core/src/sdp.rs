@@ -311,7 +311,14 @@ impl RawSection {
                 }
                 _ => {
                     let n = name.to_string();
-                    let skip = ["rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event"];
+                    let skip = [
+                        "rtx",
+                        "red",
+                        "ulpfec",
+                        "flexfec-03",
+                        "cn",
+                        "telephone-event",
+                    ];
                     if !skip.iter().any(|s| n.eq_ignore_ascii_case(s)) && !other_codecs.contains(&n)
                     {
                         other_codecs.push(n);
@@ -381,7 +388,9 @@ impl SdpFragment {
                 frag.end_of_candidates = true;
             } else if !(line.starts_with("a=") || line.starts_with("m=") || line.starts_with("c="))
             {
-                return Err(SdpError::NotSdp("a fragment holds only a=, m= and c= lines"));
+                return Err(SdpError::NotSdp(
+                    "a fragment holds only a=, m= and c= lines",
+                ));
             }
         }
         if !any {
@@ -403,12 +412,20 @@ mod tests {
         let s = OfferSummary::scan(CHROMIUM).unwrap();
         assert_eq!(s.media.len(), 2);
         let a = s.publish_codec(TrackKind::Audio).unwrap();
-        assert_eq!((a.name, a.pt, a.clock_rate, a.channels), (CodecName::Opus, 111, 48000, Some(2)));
+        assert_eq!(
+            (a.name, a.pt, a.clock_rate, a.channels),
+            (CodecName::Opus, 111, 48000, Some(2))
+        );
         let v = s.publish_codec(TrackKind::Video).unwrap();
         assert_eq!((v.name, v.pt, v.rtx), (CodecName::Vp8, 96, Some(97)));
         // H264 packetization-mode=0 is not forwardable.
         let video = &s.media[1];
-        assert!(video.codecs.iter().all(|c| c.name != CodecName::H264 || c.fmtp.contains("packetization-mode=1")));
+        assert!(
+            video
+                .codecs
+                .iter()
+                .all(|c| c.name != CodecName::H264 || c.fmtp.contains("packetization-mode=1"))
+        );
         assert!(s.candidates > 0);
     }
 
@@ -423,10 +440,14 @@ mod tests {
 
     #[test]
     fn uppercase_opus_and_session_direction() {
-        let sdp = "v=0\r\na=sendonly\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 OPUS/48000/2\r\n";
+        let sdp =
+            "v=0\r\na=sendonly\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 OPUS/48000/2\r\n";
         let s = OfferSummary::scan(sdp).unwrap();
         assert_eq!(s.media[0].direction, Direction::SendOnly);
-        assert_eq!(s.publish_codec(TrackKind::Audio).unwrap().name, CodecName::Opus);
+        assert_eq!(
+            s.publish_codec(TrackKind::Audio).unwrap().name,
+            CodecName::Opus
+        );
     }
 
     #[test]

@@ -312,6 +312,8 @@ struct StreamEntry {
     subscribers: Vec<usize>,
     relay_to: u64,
     keyframes: [KeyframeThrottle; 2],
+    /// The publisher's codec per kind (to see its keyframes go by).
+    codecs: [Option<CodecName>; 2],
 }
 
 impl StreamEntry {
@@ -444,7 +446,10 @@ impl Shard {
         };
         let p = &mut self.participants[key];
         if !p.peer.handle_datagram(now, source, destination, data) {
-            if data.first().is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b) || *b < 4) {
+            if data
+                .first()
+                .is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b) || *b < 4)
+            {
                 self.stats.drop_rejected += 1;
             } else {
                 self.stats.drop_malformed += 1;
@@ -455,7 +460,13 @@ impl Shard {
 
     /// A datagram from an address we do not know: only a STUN request naming a local ufrag, and
     /// taken by that peer, teaches us the address.
-    fn learn(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, data: &[u8]) -> Option<usize> {
+    fn learn(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) -> Option<usize> {
         let Some(ufrag) = stun::local_ufrag(data) else {
             if stun::is_stun(data) {
                 self.stats.drop_unknown_ufrag += 1;
@@ -588,8 +599,13 @@ impl Shard {
                 },
             });
         }
+        // A keyframe going by answers every request merged so far: none is left pending.
+        let k = packet.kind.index();
+        if entry.codecs[k].is_some_and(|c| starts_keyframe(c, &packet.payload)) {
+            entry.keyframes[k].pending = false;
+        }
         // A merged keyframe request that waited out the interval goes now.
-        if entry.keyframes[packet.kind.index()].due(now, self.config.keyframe_interval)
+        if entry.keyframes[k].due(now, self.config.keyframe_interval)
             && let Some(pk) = entry.publisher
         {
             self.stats.keyframe_requests += 1;
@@ -635,7 +651,15 @@ impl Shard {
             let Some((seq, ts)) = track.rewriter.rewrite(source, packet.seq, packet.ts, now) else {
                 continue;
             };
-            if p.peer.write_rtp(kind, seq, ts, packet.marker, packet.payload.clone(), packet.ext, now) {
+            if p.peer.write_rtp(
+                kind,
+                seq,
+                ts,
+                packet.marker,
+                packet.payload.clone(),
+                packet.ext,
+                now,
+            ) {
                 self.stats.rtp_forwarded += 1;
                 self.drain(key, now);
             }
@@ -690,7 +714,11 @@ impl Shard {
                 self.fan_out(now, stream, epoch, &packet);
             }
             Relay::KeyframeRequest { stream, kind } => {
-                if self.streams.get(&stream).is_some_and(|e| e.publisher.is_some()) {
+                if self
+                    .streams
+                    .get(&stream)
+                    .is_some_and(|e| e.publisher.is_some())
+                {
                     self.request_keyframe(now, stream, kind);
                 }
             }
@@ -703,7 +731,7 @@ impl Shard {
                 session,
                 stream,
                 peer,
-                published: _,
+                published,
                 relay_to,
             } => {
                 let key = self.insert(session, *peer, Role::Publisher { stream })?;
@@ -719,6 +747,10 @@ impl Shard {
                 entry.origin = Some(self.config.id);
                 entry.relay_to |= relay_to;
                 entry.keyframes = Default::default();
+                entry.codecs = published
+                    .tracks
+                    .each_ref()
+                    .map(|t| t.as_ref().map(|t| t.name));
                 self.drain(key, now);
                 Ok(Reply::Done)
             }
@@ -734,7 +766,8 @@ impl Shard {
                     if let Some(t) = &published.tracks[kind.index()]
                         && peer.receives(kind)
                     {
-                        let seed = session.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (kind.index() * 16);
+                        let seed =
+                            session.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (kind.index() * 16);
                         tracks[kind.index()] = Some(SubTrack {
                             codec: t.name,
                             rewriter: Rewriter::new(
@@ -760,7 +793,10 @@ impl Shard {
                 Ok(Reply::Done)
             }
             Command::Remove { session } => {
-                let key = *self.sessions.get(&session).ok_or(CommandError::UnknownSession)?;
+                let key = *self
+                    .sessions
+                    .get(&session)
+                    .ok_or(CommandError::UnknownSession)?;
                 self.remove(key, now);
                 Ok(Reply::Done)
             }
@@ -769,7 +805,10 @@ impl Shard {
                 remote,
                 local,
             } => {
-                let key = *self.sessions.get(&session).ok_or(CommandError::UnknownSession)?;
+                let key = *self
+                    .sessions
+                    .get(&session)
+                    .ok_or(CommandError::UnknownSession)?;
                 let p = &mut self.participants[key];
                 self.by_ufrag.remove(p.peer.ufrag());
                 self.by_ufrag.insert(local.ufrag.clone(), key);
@@ -803,7 +842,12 @@ impl Shard {
         }
     }
 
-    fn insert(&mut self, session: SessionId, peer: Peer, role: Role) -> Result<usize, CommandError> {
+    fn insert(
+        &mut self,
+        session: SessionId,
+        peer: Peer,
+        role: Role,
+    ) -> Result<usize, CommandError> {
         if self.participants.len() >= self.config.max_participants {
             return Err(CommandError::ShardFull);
         }
@@ -886,7 +930,8 @@ impl Shard {
         }
         // Drop this participant's timer entries now so an idle shard's maps end empty.
         if p.scheduled.is_some() {
-            self.timers.retain(|Reverse((_, k, s))| !(*k == key && *s == p.session));
+            self.timers
+                .retain(|Reverse((_, k, s))| !(*k == key && *s == p.session));
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn is_stun(data: &[u8]) -> bool {
     data.len() >= 20
         && data[0] & 0xc0 == 0
         && data[2..4] != [0xff, 0xff]
-        && u16::from_be_bytes([data[2], data[3]]) % 4 == 0
+        && u16::from_be_bytes([data[2], data[3]]).is_multiple_of(4)
         && data[4..8] == [0x21, 0x12, 0xa4, 0x42]
 }
 

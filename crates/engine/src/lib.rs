@@ -54,7 +54,7 @@ pub enum CallError {
 }
 
 enum Mail {
-    Command(Command, oneshot::Sender<Result<Reply, CommandError>>),
+    Command(Box<Command>, oneshot::Sender<Result<Reply, CommandError>>),
     Relay(Relay),
     Stop,
 }
@@ -97,7 +97,7 @@ impl ShardHandle {
     /// Send a command and wait for its answer.
     pub async fn call(&self, command: Command) -> Result<Reply, CallError> {
         let (tx, rx) = oneshot::channel();
-        match self.mailbox.try_send(Mail::Command(command, tx)) {
+        match self.mailbox.try_send(Mail::Command(Box::new(command), tx)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(CallError::Busy),
             Err(TrySendError::Disconnected(_)) => return Err(CallError::Gone),
@@ -119,7 +119,9 @@ pub struct Shards {
 
 impl std::fmt::Debug for Shards {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shards").field("handles", &self.handles).finish()
+        f.debug_struct("Shards")
+            .field("handles", &self.handles)
+            .finish()
     }
 }
 
@@ -308,7 +310,7 @@ impl Driver for ShardDriver {
                     let token = self.next_token;
                     self.next_token += 1;
                     self.replies.insert(token, reply);
-                    self.shard.handle_input(Input::Command(now, token, cmd));
+                    self.shard.handle_input(Input::Command(now, token, *cmd));
                 }
                 Mail::Relay(r) => self.shard.handle_input(Input::Relay(now, r)),
                 Mail::Stop => self.stopping = true,

@@ -3,9 +3,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use ringcast_core::CommandError;
 use ringcast_core::SetupError;
 use ringcast_engine::CallError;
-use ringcast_core::CommandError;
 
 /// An HTTP error answer: `status` with `reason` as a plain-text body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,10 +68,11 @@ impl From<SetupError> for ApiError {
 impl From<CallError> for ApiError {
     fn from(e: CallError) -> Self {
         match e {
-            CallError::Busy | CallError::Refused(CommandError::ShardFull) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no capacity left on this server")
-                    .retry_after(5)
-            }
+            CallError::Busy | CallError::Refused(CommandError::ShardFull) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no capacity left on this server",
+            )
+            .retry_after(5),
             CallError::Refused(CommandError::UnknownSession) => {
                 ApiError::new(StatusCode::NOT_FOUND, "no such session")
             }

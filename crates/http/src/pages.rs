@@ -92,27 +92,77 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(json!({ "engine": state.engine, "shards": shards })).into_response()
 }
 
+/// A metric: name, help text, and how to read it from a shard's counters.
+type Metric = (&'static str, &'static str, fn(&ShardStats) -> u64);
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = shard_stats(&state).await;
     let mut out = String::new();
-    let counters: [(&str, &str, fn(&ShardStats) -> u64); 13] = [
-        ("participants", "Participants placed on the shard", |s| s.participants),
+    let counters: [Metric; 13] = [
+        ("participants", "Participants placed on the shard", |s| {
+            s.participants
+        }),
         ("publishers", "Publishers on the shard", |s| s.publishers),
-        ("rx_datagrams_total", "UDP datagrams received", |s| s.rx_datagrams),
-        ("tx_datagrams_total", "UDP datagrams sent", |s| s.tx_datagrams),
-        ("rtp_in_total", "RTP packets received from publishers (local or relayed)", |s| s.rtp_in),
-        ("rtp_forwarded_total", "RTP packets forwarded to subscribers", |s| s.rtp_forwarded),
-        ("relayed_total", "Messages relayed to other shards", |s| s.relayed),
-        ("keyframe_requests_total", "Keyframe requests sent to publishers", |s| s.keyframe_requests),
-        ("drop_unknown_source_total", "Datagrams dropped: unknown source address", |s| s.drop_unknown_source),
-        ("drop_unknown_ufrag_total", "Datagrams dropped: STUN for no local ufrag", |s| s.drop_unknown_ufrag),
-        ("drop_malformed_total", "Datagrams dropped: malformed", |s| s.drop_malformed),
-        ("drop_rejected_total", "Datagrams dropped: refused by the peer (SRTP, DTLS)", |s| s.drop_rejected),
-        ("drop_no_route_total", "Media dropped: nothing waits for it", |s| s.drop_no_route),
+        ("rx_datagrams_total", "UDP datagrams received", |s| {
+            s.rx_datagrams
+        }),
+        ("tx_datagrams_total", "UDP datagrams sent", |s| {
+            s.tx_datagrams
+        }),
+        (
+            "rtp_in_total",
+            "RTP packets received from publishers (local or relayed)",
+            |s| s.rtp_in,
+        ),
+        (
+            "rtp_forwarded_total",
+            "RTP packets forwarded to subscribers",
+            |s| s.rtp_forwarded,
+        ),
+        ("relayed_total", "Messages relayed to other shards", |s| {
+            s.relayed
+        }),
+        (
+            "keyframe_requests_total",
+            "Keyframe requests sent to publishers",
+            |s| s.keyframe_requests,
+        ),
+        (
+            "drop_unknown_source_total",
+            "Datagrams dropped: unknown source address",
+            |s| s.drop_unknown_source,
+        ),
+        (
+            "drop_unknown_ufrag_total",
+            "Datagrams dropped: STUN for no local ufrag",
+            |s| s.drop_unknown_ufrag,
+        ),
+        (
+            "drop_malformed_total",
+            "Datagrams dropped: malformed",
+            |s| s.drop_malformed,
+        ),
+        (
+            "drop_rejected_total",
+            "Datagrams dropped: refused by the peer (SRTP, DTLS)",
+            |s| s.drop_rejected,
+        ),
+        (
+            "drop_no_route_total",
+            "Media dropped: nothing waits for it",
+            |s| s.drop_no_route,
+        ),
     ];
     for (name, help, get) in counters {
-        let typ = if name.ends_with("_total") { "counter" } else { "gauge" };
-        let _ = writeln!(out, "# HELP ringcast_{name} {help}\n# TYPE ringcast_{name} {typ}");
+        let typ = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP ringcast_{name} {help}\n# TYPE ringcast_{name} {typ}"
+        );
         for (i, s) in stats.iter().enumerate() {
             let _ = writeln!(out, "ringcast_{name}{{shard=\"{i}\"}} {}", get(s));
         }

@@ -103,8 +103,8 @@ impl Registry {
         &self.load
     }
 
-    /// Reserve a stream for a new publisher. `Err` if it already has one.
-    pub fn reserve_publisher(&mut self, name: &str) -> Result<StreamId, ()> {
+    /// Reserve a stream for a new publisher. `None` if it already has one.
+    pub fn reserve_publisher(&mut self, name: &str) -> Option<StreamId> {
         let shards = self.load.len();
         let next = &mut self.next_stream;
         let rec = self.streams.entry(name.to_string()).or_insert_with(|| {
@@ -119,10 +119,10 @@ impl Registry {
             }
         });
         if rec.publisher.is_some() || rec.publisher_pending {
-            return Err(());
+            return None;
         }
         rec.publisher_pending = true;
-        Ok(rec.id)
+        Some(rec.id)
     }
 
     /// The least loaded shard below `limit`, reserved for one more participant.
@@ -267,10 +267,10 @@ mod tests {
     fn one_publisher_per_stream_and_relay_bookkeeping() {
         let mut r = Registry::new(2);
         let id = r.reserve_publisher("a").unwrap();
-        assert!(r.reserve_publisher("a").is_err());
+        assert!(r.reserve_publisher("a").is_none());
         let s0 = r.place(10).unwrap();
         r.publisher_placed("a", SessionId(1), s0, Published::default(), "e".into());
-        assert!(r.reserve_publisher("a").is_err());
+        assert!(r.reserve_publisher("a").is_none());
         let s1 = r.place(10).unwrap();
         assert_ne!(s0, s1);
         assert_eq!(r.viewer_placed("a", SessionId(2), s1, "e".into()), Some(s0));

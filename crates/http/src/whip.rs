@@ -137,7 +137,8 @@ fn resource(kind: Kind) -> MethodRouter<Arc<AppState>> {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response {
-    let mut res = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    let mut res =
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
     res.headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static(allow));
     res
@@ -182,14 +183,20 @@ fn check_token(headers: &HeaderMap, required: Option<&str>) -> Result<(), ApiErr
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
     match given {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "this stream needs a Bearer token",
         )),
         Some(t) if t.trim() == required => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "wrong token for this stream")),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "wrong token for this stream",
+        )),
     }
 }
 
@@ -230,7 +237,10 @@ fn mint_ice(shard: ShardId) -> IceCreds {
 }
 
 fn parse_session(s: &str) -> Option<SessionId> {
-    (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten().map(SessionId)
+    (s.len() == 16)
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+        .map(SessionId)
 }
 
 async fn create(
@@ -282,13 +292,21 @@ fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
     }
 }
 
-async fn publish(state: Arc<AppState>, stream: String, offer: String) -> Result<Response, ApiError> {
-    let stream_id = state.registry.lock().reserve_publisher(&stream).map_err(|_| {
-        ApiError::new(
-            StatusCode::CONFLICT,
-            format!("stream {stream} already has a publisher"),
-        )
-    })?;
+async fn publish(
+    state: Arc<AppState>,
+    stream: String,
+    offer: String,
+) -> Result<Response, ApiError> {
+    let stream_id = state
+        .registry
+        .lock()
+        .reserve_publisher(&stream)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("stream {stream} already has a publisher"),
+            )
+        })?;
     let shard = match place(&state) {
         Ok(s) => s,
         Err(e) => {
@@ -302,9 +320,10 @@ async fn publish(state: Arc<AppState>, stream: String, offer: String) -> Result<
         r.cancel_publisher(&stream);
     };
     let setup = setup_for(&state, shard);
-    let built = tokio::task::spawn_blocking(move || Peer::publisher(&setup, &offer, Instant::now()))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"));
+    let built =
+        tokio::task::spawn_blocking(move || Peer::publisher(&setup, &offer, Instant::now()))
+            .await
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"));
     let (peer, answer, published) = match built.and_then(|r| r.map_err(ApiError::from)) {
         Ok(b) => b,
         Err(e) => {
@@ -410,7 +429,10 @@ fn created(
     let len = answer.len();
     let mut res = (StatusCode::CREATED, answer).into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     // FFmpeg cannot read a chunked 201: always a Content-Length.
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if let Ok(v) = HeaderValue::from_str(&location) {

@@ -55,7 +55,11 @@ fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
         mailbox: 64,
     })
     .unwrap();
-    let candidates: Vec<Vec<SocketAddr>> = shards.handles().iter().map(|h| vec![h.local_addr()]).collect();
+    let candidates: Vec<Vec<SocketAddr>> = shards
+        .handles()
+        .iter()
+        .map(|h| vec![h.local_addr()])
+        .collect();
     let settings = HttpSettings {
         cors_origin: "*".into(),
         max_body_bytes: 65536,
@@ -114,7 +118,10 @@ fn post(path: &str, ct: &str, body: impl Into<String>) -> Request<Body> {
 fn viewer_offer(video_h264_only: bool) -> String {
     let mut cfg = str0m::RtcConfig::new();
     if video_h264_only {
-        cfg = cfg.clear_codecs().enable_opus(true, false).enable_h264(true);
+        cfg = cfg
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_h264(true);
     }
     let mut rtc = cfg.build(Instant::now());
     let mut api = rtc.sdp_api();
@@ -133,35 +140,68 @@ async fn whip_whep_contract() {
     assert!(location.starts_with("/whip/cam/"));
     assert!(a.header("etag").unwrap().starts_with('"'));
     assert_eq!(a.header("content-type"), Some("application/sdp"));
-    assert_eq!(a.header("content-length"), Some(a.body.len().to_string().as_str()));
-    assert_eq!(a.header("accept-patch"), Some("application/trickle-ice-sdpfrag"));
+    assert_eq!(
+        a.header("content-length"),
+        Some(a.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        a.header("accept-patch"),
+        Some("application/trickle-ice-sdpfrag")
+    );
     assert!(a.header("link").unwrap().contains("rel=\"ice-server\""));
     assert!(a.body.contains("a=candidate:"), "{}", a.body);
     assert!(a.body.contains("a=end-of-candidates"));
     assert!(a.body.contains("a=ice-lite"));
-    assert!(a.body.contains("VP8/90000"), "first offered video codec answered");
+    assert!(
+        a.body.contains("VP8/90000"),
+        "first offered video codec answered"
+    );
 
     // One publisher per stream.
     let b = send(&s.app, post("/whip/cam", "application/sdp", chromium())).await;
     assert_eq!(b.status, StatusCode::CONFLICT);
 
     // A viewer.
-    let v = send(&s.app, post("/whep/cam", "application/sdp", viewer_offer(false))).await;
+    let v = send(
+        &s.app,
+        post("/whep/cam", "application/sdp", viewer_offer(false)),
+    )
+    .await;
     assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
     let vloc = v.header("location").unwrap().to_string();
     assert!(vloc.starts_with("/whep/cam/"));
     assert!(v.body.contains("a=sendonly"));
 
     // A viewer that cannot decode VP8 gets a 422 naming it.
-    let h = send(&s.app, post("/whep/cam", "application/sdp", viewer_offer(true))).await;
+    let h = send(
+        &s.app,
+        post("/whep/cam", "application/sdp", viewer_offer(true)),
+    )
+    .await;
     assert_eq!(h.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(h.body.contains("VP8"), "{}", h.body);
 
-    let list = send(&s.app, Request::get("/api/streams").body(Body::empty()).unwrap()).await;
-    assert!(list.body.contains("\"cam\"") && list.body.contains("\"viewers\":1"), "{}", list.body);
-    let metrics = send(&s.app, Request::get("/metrics").body(Body::empty()).unwrap()).await;
+    let list = send(
+        &s.app,
+        Request::get("/api/streams").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert!(
+        list.body.contains("\"cam\"") && list.body.contains("\"viewers\":1"),
+        "{}",
+        list.body
+    );
+    let metrics = send(
+        &s.app,
+        Request::get("/metrics").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert!(metrics.body.contains("ringcast_participants{shard=\"0\"}"));
-    let stats = send(&s.app, Request::get("/api/stats").body(Body::empty()).unwrap()).await;
+    let stats = send(
+        &s.app,
+        Request::get("/api/stats").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert!(stats.body.contains("\"engine\":\"epoll\""));
 
     // Trickle, stale If-Match, ICE restart.
@@ -173,11 +213,32 @@ async fn whip_whep_contract() {
         }
         r.body(Body::from(frag)).unwrap()
     };
-    assert_eq!(send(&s.app, patch(None, "application/trickle-ice-sdpfrag")).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        send(&s.app, patch(None, "application/trickle-ice-sdpfrag"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
     let etag = v.header("etag").unwrap();
-    assert_eq!(send(&s.app, patch(Some(etag), "application/trickle-ice-sdpfrag")).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(send(&s.app, patch(Some("\"stale\""), "application/trickle-ice-sdpfrag")).await.status, StatusCode::PRECONDITION_FAILED);
-    assert_eq!(send(&s.app, patch(None, "text/plain")).await.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(
+        send(&s.app, patch(Some(etag), "application/trickle-ice-sdpfrag"))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        send(
+            &s.app,
+            patch(Some("\"stale\""), "application/trickle-ice-sdpfrag")
+        )
+        .await
+        .status,
+        StatusCode::PRECONDITION_FAILED
+    );
+    assert_eq!(
+        send(&s.app, patch(None, "text/plain")).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
     let r = send(&s.app, patch(Some("*"), "application/trickle-ice-sdpfrag")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains("a=ice-ufrag:") && r.body.contains("a=end-of-candidates"));
@@ -188,9 +249,17 @@ async fn whip_whep_contract() {
     assert_eq!(d.status, StatusCode::OK);
     let d = send(&s.app, Request::delete(&vloc).body(Body::empty()).unwrap()).await;
     assert_eq!(d.status, StatusCode::NOT_FOUND);
-    let d = send(&s.app, Request::delete(&location).body(Body::empty()).unwrap()).await;
+    let d = send(
+        &s.app,
+        Request::delete(&location).body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(d.status, StatusCode::OK);
-    let list = send(&s.app, Request::get("/api/streams").body(Body::empty()).unwrap()).await;
+    let list = send(
+        &s.app,
+        Request::get("/api/streams").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(list.body, "{\"streams\":[]}");
     assert_eq!(s.state.participants(), 0);
 }
@@ -199,23 +268,90 @@ async fn whip_whep_contract() {
 async fn bad_input_gets_clear_errors() {
     let s = server(100, BTreeMap::new());
     let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
-        (post("/whip/x", "text/plain", chromium()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/sdp"),
-        (post("/whip/x", "application/sdp", ""), StatusCode::BAD_REQUEST, "empty"),
-        (post("/whip/x", "application/sdp", "hello"), StatusCode::BAD_REQUEST, "SDP"),
-        (post("/whip/x", "application/sdp", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio"), StatusCode::BAD_REQUEST, "SDP"),
-        (post("/whip/x", "application/sdp", "x".repeat(70_000)), StatusCode::PAYLOAD_TOO_LARGE, "larger"),
-        (post("/whip/x", "application/sdp", chromium().replace("opus/48000/2", "PCMU/8000").replace("VP8/90000", "X/90000").replace("H264/", "Y/").replace("AV1/", "Z/").replace("VP9/", "W/")), StatusCode::UNPROCESSABLE_ENTITY, "forward"),
-        (post("/whep/nobody", "application/sdp", viewer_offer(false)), StatusCode::CONFLICT, "no publisher"),
-        (post("/whip/bad%20name", "application/sdp", chromium()), StatusCode::BAD_REQUEST, "stream names"),
-        (Request::delete("/whip/x/0123456789abcdef").body(Body::empty()).unwrap(), StatusCode::NOT_FOUND, "no such session"),
-        (Request::patch("/whep/x/nothex").header(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag").body(Body::from("a=ice-ufrag:x")).unwrap(), StatusCode::NOT_FOUND, "no such session"),
-        (Request::put("/whip/x").body(Body::empty()).unwrap(), StatusCode::METHOD_NOT_ALLOWED, "not allowed"),
+        (
+            post("/whip/x", "text/plain", chromium()),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "application/sdp",
+        ),
+        (
+            post("/whip/x", "application/sdp", ""),
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            post("/whip/x", "application/sdp", "hello"),
+            StatusCode::BAD_REQUEST,
+            "SDP",
+        ),
+        (
+            post(
+                "/whip/x",
+                "application/sdp",
+                "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\nm=audio",
+            ),
+            StatusCode::BAD_REQUEST,
+            "SDP",
+        ),
+        (
+            post("/whip/x", "application/sdp", "x".repeat(70_000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger",
+        ),
+        (
+            post(
+                "/whip/x",
+                "application/sdp",
+                chromium()
+                    .replace("opus/48000/2", "PCMU/8000")
+                    .replace("VP8/90000", "X/90000")
+                    .replace("H264/", "Y/")
+                    .replace("AV1/", "Z/")
+                    .replace("VP9/", "W/"),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "forward",
+        ),
+        (
+            post("/whep/nobody", "application/sdp", viewer_offer(false)),
+            StatusCode::CONFLICT,
+            "no publisher",
+        ),
+        (
+            post("/whip/bad%20name", "application/sdp", chromium()),
+            StatusCode::BAD_REQUEST,
+            "stream names",
+        ),
+        (
+            Request::delete("/whip/x/0123456789abcdef")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no such session",
+        ),
+        (
+            Request::patch("/whep/x/nothex")
+                .header(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .body(Body::from("a=ice-ufrag:x"))
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no such session",
+        ),
+        (
+            Request::put("/whip/x").body(Body::empty()).unwrap(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not allowed",
+        ),
     ];
     for (req, status, reason) in cases {
         let what = format!("{} {}", req.method(), req.uri());
         let a = send(&s.app, req).await;
         assert_eq!(a.status, status, "{what}: {}", a.body);
-        assert!(a.body.contains(reason), "{what}: reason {:?} not in {:?}", reason, a.body);
+        assert!(
+            a.body.contains(reason),
+            "{what}: reason {:?} not in {:?}",
+            reason,
+            a.body
+        );
         assert!(!a.body.trim().contains('\n'), "one line: {:?}", a.body);
         if status == StatusCode::CONFLICT {
             assert_eq!(a.header("retry-after"), Some("2"));
@@ -224,7 +360,11 @@ async fn bad_input_gets_clear_errors() {
     assert_eq!(s.state.participants(), 0, "nothing leaked");
 
     // OPTIONS and CORS.
-    let o = send(&s.app, Request::options("/whip/x").body(Body::empty()).unwrap()).await;
+    let o = send(
+        &s.app,
+        Request::options("/whip/x").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert!(o.status.is_success());
     assert_eq!(o.header("accept-post"), Some("application/sdp"));
     let pre = send(
@@ -232,14 +372,20 @@ async fn bad_input_gets_clear_errors() {
         Request::options("/whip/x")
             .header("origin", "http://example.invalid")
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, content-type, if-match")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, if-match",
+            )
             .body(Body::empty())
             .unwrap(),
     )
     .await;
     assert!(pre.status.is_success());
     assert_eq!(pre.header("access-control-allow-origin"), Some("*"));
-    let allowed = pre.header("access-control-allow-headers").unwrap().to_ascii_lowercase();
+    let allowed = pre
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
     assert!(allowed.contains("authorization") && allowed.contains("if-match"));
     let a = send(
         &s.app,
@@ -251,13 +397,20 @@ async fn bad_input_gets_clear_errors() {
     )
     .await;
     assert_eq!(a.status, StatusCode::CREATED);
-    let exposed = a.header("access-control-expose-headers").unwrap().to_ascii_lowercase();
+    let exposed = a
+        .header("access-control-expose-headers")
+        .unwrap()
+        .to_ascii_lowercase();
     for h in ["location", "etag", "link", "accept-patch"] {
         assert!(exposed.contains(h), "{exposed}");
     }
     let g = send(&s.app, Request::get("/whip/x").body(Body::empty()).unwrap()).await;
     assert!(g.status.is_success() && g.body.is_empty());
-    let h = send(&s.app, Request::get("/healthz").body(Body::empty()).unwrap()).await;
+    let h = send(
+        &s.app,
+        Request::get("/healthz").body(Body::empty()).unwrap(),
+    )
+    .await;
     assert_eq!(h.status, StatusCode::OK);
 }
 
@@ -279,23 +432,55 @@ async fn tokens_and_limits() {
         }
         r.body(Body::from(body)).unwrap()
     };
-    let a = send(&s.app, with("/whip/secret", None, chromium().into())).await;
+    let a = send(&s.app, with("/whip/secret", None, chromium())).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(a.header("www-authenticate"), Some("Bearer"));
-    assert_eq!(send(&s.app, with("/whip/secret", Some("nope"), chromium().into())).await.status, StatusCode::FORBIDDEN);
-    let ok = send(&s.app, with("/whip/secret", Some("key1"), chromium().into())).await;
+    assert_eq!(
+        send(&s.app, with("/whip/secret", Some("nope"), chromium()))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let ok = send(&s.app, with("/whip/secret", Some("key1"), chromium())).await;
     assert_eq!(ok.status, StatusCode::CREATED);
-    assert_eq!(send(&s.app, with("/whep/secret", None, viewer_offer(false))).await.status, StatusCode::UNAUTHORIZED);
-    let v = send(&s.app, with("/whep/secret", Some("view1"), viewer_offer(false))).await;
+    assert_eq!(
+        send(&s.app, with("/whep/secret", None, viewer_offer(false)))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let v = send(
+        &s.app,
+        with("/whep/secret", Some("view1"), viewer_offer(false)),
+    )
+    .await;
     assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
     // Two shards of one participant each: full.
-    let full = send(&s.app, with("/whep/secret", Some("view1"), viewer_offer(false))).await;
+    let full = send(
+        &s.app,
+        with("/whep/secret", Some("view1"), viewer_offer(false)),
+    )
+    .await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(full.header("retry-after").is_some());
-    assert_eq!(s.state.participants(), 2, "the refused viewer left nothing behind");
-    let d = send(&s.app, Request::delete(v.header("location").unwrap()).body(Body::empty()).unwrap()).await;
+    assert_eq!(
+        s.state.participants(),
+        2,
+        "the refused viewer left nothing behind"
+    );
+    let d = send(
+        &s.app,
+        Request::delete(v.header("location").unwrap())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
     assert_eq!(d.status, StatusCode::OK);
-    let again = send(&s.app, with("/whep/secret", Some("view1"), viewer_offer(false))).await;
+    let again = send(
+        &s.app,
+        with("/whep/secret", Some("view1"), viewer_offer(false)),
+    )
+    .await;
     assert_eq!(again.status, StatusCode::CREATED);
 }
 
