@@ -87,6 +87,20 @@ pub enum SetupError {
     },
 }
 
+/// What became of a datagram fed to a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// str0m took it.
+    Taken,
+    /// Not STUN, DTLS, RTP or RTCP.
+    Malformed,
+    /// str0m refused it (bad DTLS, SRTP authentication, a state that does not take it).
+    Rejected,
+    /// An RTP packet whose SSRC and sequence number this peer already delivered: a replay
+    /// (or a network duplicate), dropped before decryption.
+    Replayed,
+}
+
 /// What draining a peer yields.
 #[derive(Debug)]
 pub enum PeerEvent {
@@ -159,6 +173,7 @@ pub struct Peer {
     /// Last SSRC → kind resolved for incoming RTP (publishers send two SSRCs; no map needed).
     rx_kinds: [(u32, Option<TrackKind>); 2],
     connected: bool,
+    replays: ReplayWindows,
 }
 
 impl std::fmt::Debug for Peer {
@@ -289,6 +304,7 @@ impl Peer {
             slots: Vec::new(),
             rx_kinds: [(0, None); 2],
             connected: false,
+            replays: ReplayWindows::default(),
         };
         Ok((peer, answer))
     }
@@ -362,16 +378,19 @@ impl Peer {
         self.rtc.accepts(&input)
     }
 
-    /// Feed a datagram. `false` when str0m rejected it (counted by the caller).
+    /// Feed a datagram.
     pub fn handle_datagram(
         &mut self,
         now: Instant,
         source: SocketAddr,
         destination: SocketAddr,
         data: &[u8],
-    ) -> bool {
+    ) -> Received {
+        if self.replays.seen(data) {
+            return Received::Replayed;
+        }
         let Ok(contents) = data.try_into() else {
-            return false;
+            return Received::Malformed;
         };
         let input = Input::Receive(
             now,
@@ -382,7 +401,10 @@ impl Peer {
                 contents,
             },
         );
-        self.rtc.handle_input(input).is_ok()
+        match self.rtc.handle_input(input) {
+            Ok(()) => Received::Taken,
+            Err(_) => Received::Rejected,
+        }
     }
 
     /// Let time pass.
@@ -432,6 +454,8 @@ impl Peer {
             }
             Event::RtpPacket(p) => {
                 let ssrc = *p.header.ssrc;
+                // Authenticated by str0m: only now does it count as seen.
+                self.replays.mark(ssrc, p.header.sequence_number);
                 let kind = self.rx_kind(p.header.ssrc)?;
                 let ext = &p.header.ext_vals;
                 Some(PeerEvent::Rtp(RtpIn {
@@ -643,4 +667,94 @@ fn add_end_of_candidates(answer: &str) -> String {
         out.push_str("a=end-of-candidates\r\n");
     }
     out
+}
+
+/// Sequence numbers of the RTP packets a publisher delivered (after SRTP authentication), per
+/// SSRC, so a replayed SRTP packet is recognised from its clear header and counted instead of
+/// being silently dropped inside str0m. A forged header cannot poison it: only authenticated
+/// packets are marked.
+#[derive(Debug, Default, Clone, Copy)]
+struct ReplayWindows {
+    /// (ssrc, highest sequence number, bit i set = highest - i was delivered).
+    windows: [(u32, u16, u64); 4],
+    next: usize,
+}
+
+impl ReplayWindows {
+    fn mark(&mut self, ssrc: u32, seq: u16) {
+        let i = match self.windows.iter().position(|w| w.0 == ssrc && w.2 != 0) {
+            Some(i) => i,
+            None => {
+                let i = self.next;
+                self.next = (self.next + 1) % self.windows.len();
+                self.windows[i] = (ssrc, seq, 1);
+                return;
+            }
+        };
+        let (_, max, bits) = &mut self.windows[i];
+        let ahead = seq.wrapping_sub(*max);
+        if ahead != 0 && ahead < 0x8000 {
+            *bits = if ahead >= 64 { 0 } else { *bits << ahead };
+            *bits |= 1;
+            *max = seq;
+        } else {
+            let behind = max.wrapping_sub(seq);
+            if behind < 64 {
+                *bits |= 1 << behind;
+            }
+        }
+    }
+
+    /// Is `data` an RTP packet (not RTCP) already delivered?
+    fn seen(&self, data: &[u8]) -> bool {
+        if data.len() < 12 || data[0] >> 6 != 2 || (64..96).contains(&(data[1] & 0x7f)) {
+            return false;
+        }
+        let seq = u16::from_be_bytes([data[2], data[3]]);
+        let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+        self.windows.iter().any(|&(s, max, bits)| {
+            let behind = max.wrapping_sub(seq);
+            s == ssrc && bits != 0 && behind < 64 && bits & (1 << behind) != 0
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp(ssrc: u32, seq: u16) -> Vec<u8> {
+        let mut p = vec![0x80, 96];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[1, 2, 3]);
+        p
+    }
+
+    #[test]
+    fn replay_window() {
+        let mut w = ReplayWindows::default();
+        assert!(!w.seen(&rtp(7, 10)));
+        w.mark(7, 10);
+        assert!(w.seen(&rtp(7, 10)));
+        assert!(!w.seen(&rtp(7, 11)), "not delivered yet");
+        assert!(!w.seen(&rtp(8, 10)), "other SSRC");
+        w.mark(7, 12);
+        w.mark(7, 11); // late, filled in
+        assert!(w.seen(&rtp(7, 11)) && w.seen(&rtp(7, 12)) && w.seen(&rtp(7, 10)));
+        w.mark(7, 200); // jump: the old window is gone, unknown packets pass to str0m
+        assert!(!w.seen(&rtp(7, 12)) && w.seen(&rtp(7, 200)));
+        w.mark(7, 5); // wrapped behind by more than the window: ignored
+        assert!(!w.seen(&rtp(7, 5)));
+        // Wrap-around of the 16-bit sequence number.
+        w.mark(9, 65535);
+        w.mark(9, 0);
+        assert!(w.seen(&rtp(9, 65535)) && w.seen(&rtp(9, 0)));
+        // RTCP (PT 200 → 72 with the marker bit cleared) and short packets never match.
+        let mut rtcp = rtp(7, 200);
+        rtcp[1] = 200;
+        assert!(!w.seen(&rtcp));
+        assert!(!w.seen(&[0x80, 96, 0]));
+    }
 }

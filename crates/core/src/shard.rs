@@ -12,7 +12,7 @@ use str0m::IceCreds;
 
 use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
 use crate::keyframe::starts_keyframe;
-use crate::peer::{Peer, PeerEvent, Published, RtpIn};
+use crate::peer::{Peer, PeerEvent, Published, Received, RtpIn};
 use crate::rewrite::{Rewriter, Source};
 use crate::sdp::CodecName;
 use crate::stun;
@@ -253,6 +253,8 @@ pub struct ShardStats {
     pub drop_malformed: u64,
     /// Dropped: the peer refused it (SRTP authentication, replay, bad DTLS).
     pub drop_rejected: u64,
+    /// Dropped: an RTP packet the peer already delivered (a replay), before decryption.
+    pub drop_replayed: u64,
     /// Dropped: relayed or forwarded media for which nothing here waits.
     pub drop_no_route: u64,
 }
@@ -445,15 +447,11 @@ impl Shard {
             },
         };
         let p = &mut self.participants[key];
-        if !p.peer.handle_datagram(now, source, destination, data) {
-            if data
-                .first()
-                .is_some_and(|b| (20..=63).contains(b) || (128..=191).contains(b) || *b < 4)
-            {
-                self.stats.drop_rejected += 1;
-            } else {
-                self.stats.drop_malformed += 1;
-            }
+        match p.peer.handle_datagram(now, source, destination, data) {
+            Received::Taken => {}
+            Received::Malformed => self.stats.drop_malformed += 1,
+            Received::Rejected => self.stats.drop_rejected += 1,
+            Received::Replayed => self.stats.drop_replayed += 1,
         }
         self.drain(key, now);
     }
@@ -563,8 +561,20 @@ impl Shard {
                 }
                 PeerEvent::Connected => {
                     let session = p.session;
+                    // A viewer gets media from now on; it starts on a keyframe asked for now.
+                    let viewer_of = match &p.role {
+                        Role::Subscriber { stream, tracks }
+                            if tracks[TrackKind::Video.index()].is_some() =>
+                        {
+                            Some(*stream)
+                        }
+                        _ => None,
+                    };
                     self.out
                         .push_back(Output::Event(ShardEvent::SessionConnected { session }));
+                    if let Some(stream) = viewer_of {
+                        self.request_keyframe(now, stream, TrackKind::Video);
+                    }
                 }
                 PeerEvent::Disconnected => {
                     let session = p.session;
@@ -632,6 +642,11 @@ impl Shard {
             let Some(p) = self.participants.get_mut(key) else {
                 continue;
             };
+            // Not before ICE and DTLS are up: str0m would queue it and flush it, stale, at
+            // connect, and the keyframe would be spent on a viewer that cannot see it yet.
+            if !p.peer.is_connected() {
+                continue;
+            }
             let Role::Subscriber { tracks, .. } = &mut p.role else {
                 continue;
             };

@@ -84,6 +84,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
                     "unknown_ufrag": s.drop_unknown_ufrag,
                     "malformed": s.drop_malformed,
                     "rejected": s.drop_rejected,
+                    "replayed": s.drop_replayed,
                     "no_route": s.drop_no_route,
                 },
             })
@@ -98,7 +99,7 @@ type Metric = (&'static str, &'static str, fn(&ShardStats) -> u64);
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = shard_stats(&state).await;
     let mut out = String::new();
-    let counters: [Metric; 13] = [
+    let counters: [Metric; 14] = [
         ("participants", "Participants placed on the shard", |s| {
             s.participants
         }),
@@ -146,6 +147,11 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             "drop_rejected_total",
             "Datagrams dropped: refused by the peer (SRTP, DTLS)",
             |s| s.drop_rejected,
+        ),
+        (
+            "drop_replayed_total",
+            "Datagrams dropped: replayed RTP, before decryption",
+            |s| s.drop_replayed,
         ),
         (
             "drop_no_route_total",

@@ -47,7 +47,14 @@ fn forwarded(http: &str) -> u64 {
     stats
         .split("\"rtp_forwarded\":")
         .skip(1)
-        .map(|s| s.split([',', '}']).next().unwrap().trim().parse::<u64>().unwrap())
+        .map(|s| {
+            s.split([',', '}'])
+                .next()
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
         .sum()
 }
 
@@ -55,7 +62,10 @@ fn main() {
     let viewers = arg(1, 50);
     let seconds = arg(2, 10) as u64;
     let shards = arg(3, 1);
-    let server = start_server_with(shards, &[("RINGCAST_MEDIA_MAX_PARTICIPANTS_PER_SHARD", "5000")]);
+    let server = start_server_with(
+        shards,
+        &[("RINGCAST_MEDIA_MAX_PARTICIPANTS_PER_SHARD", "5000")],
+    );
     let pid = server.child.id();
     let stop = Arc::new(AtomicBool::new(false));
     let sent: SentLog = Arc::default();

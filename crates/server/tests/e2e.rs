@@ -51,28 +51,100 @@ fn check_viewer(i: usize, seen: &Seen, sent: &SentLog, want: usize) {
     );
 }
 
-fn broadcast(shards: usize, viewers: usize) {
+fn get_json(url: String) -> serde_json::Value {
+    let body = ureq::get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Sum one counter over the shards of `/api/stats`.
+fn counter(stats: &serde_json::Value, path: &[&str]) -> u64 {
+    stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| path.iter().fold(s, |v, k| &v[*k]).as_u64().unwrap())
+        .sum()
+}
+
+/// Garbage at every shard port from a socket the server never saw: random bytes, truncated
+/// STUN, STUN naming an unknown ufrag, RTP-looking headers.
+fn hostile_sender(ports: Vec<u16>, stop: Arc<AtomicBool>) -> usize {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut x: u32 = 0x1234_5678;
+    let mut sent = 0;
+    while !stop.load(Ordering::Relaxed) {
+        for &port in &ports {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let len = (x % 1400) as usize;
+            let random: Vec<u8> = (0..len)
+                .map(|i| (x.rotate_left(i as u32 % 32) >> 3) as u8)
+                .collect();
+            let mut stun = vec![0, 1, 0, 12, 0x21, 0x12, 0xa4, 0x42];
+            stun.extend_from_slice(&[9; 12]);
+            stun.extend_from_slice(&[0, 6, 0, 8]);
+            stun.extend_from_slice(b"nobody:x");
+            let truncated = stun[..10].to_vec();
+            let mut rtp = vec![0x80, 96, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
+            rtp.extend_from_slice(&random[..len.min(200)]);
+            for d in [&random, &stun, &truncated, &rtp] {
+                let _ = socket.send_to(d, ("127.0.0.1", port));
+                sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    sent
+}
+
+fn broadcast(shards: usize, viewers: usize, hostile: bool) {
     let server = start_server(shards);
     let stop = Arc::new(AtomicBool::new(false));
     let sent: SentLog = Arc::default();
-    let (publisher, _) = client(&server.http, "/whip/e2e", true);
+    let (mut publisher, _) = client(&server.http, "/whip/e2e", true);
+    if hostile {
+        // Every 7th datagram of the publisher is sent twice: SRTP/RTCP replays from a known
+        // address.
+        publisher.replay_every = 7;
+    }
     let publisher = {
         let (stop, sent, http) = (stop.clone(), sent.clone(), server.http.clone());
         std::thread::spawn(move || run_publisher(http, publisher, stop, sent))
     };
+    let garbage = hostile.then(|| {
+        let stats = get_json(format!("{}/api/stats", server.http));
+        let ports: Vec<u16> = stats["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s["socket"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit(':')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let stop = stop.clone();
+        std::thread::spawn(move || hostile_sender(ports, stop))
+    });
     // Viewers join once the stream is live.
     let deadline = Instant::now() + Duration::from_secs(10);
     let want = 150;
     let mut handles = Vec::new();
     for _ in 0..viewers {
         let (c, posted) = loop {
-            let socket_probe = ureq::get(format!("{}/api/streams", server.http))
-                .call()
-                .unwrap()
-                .body_mut()
-                .read_to_string()
-                .unwrap();
-            if socket_probe.contains("\"live\":true") {
+            let streams = get_json(format!("{}/api/streams", server.http));
+            if streams["streams"][0]["live"] == true {
                 break client(&server.http, "/whep/e2e", false);
             }
             assert!(Instant::now() < deadline, "stream never went live");
@@ -85,6 +157,7 @@ fn broadcast(shards: usize, viewers: usize) {
     let results: Vec<(Seen, Duration)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     stop.store(true, Ordering::Relaxed);
     let pub_seen = publisher.join().unwrap();
+    let garbage_sent = garbage.map(|g| g.join().unwrap());
     let mut joins: Vec<Duration> = results.iter().map(|r| r.1).collect();
     joins.sort();
     eprintln!(
@@ -97,39 +170,36 @@ fn broadcast(shards: usize, viewers: usize) {
     for (i, (seen, _)) in results.iter().enumerate() {
         check_viewer(i, seen, &sent, want);
     }
-    let stats = ureq::get(format!("{}/api/stats", server.http))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let stats = get_json(format!("{}/api/stats", server.http));
     if shards > 1 {
-        assert!(stats.contains("\"relayed\":"), "{stats}");
-        let relayed: u64 = stats
-            .split("\"relayed\":")
-            .skip(1)
-            .map(|s| {
-                s.split([',', '}'])
-                    .next()
-                    .unwrap()
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap()
-            })
-            .sum();
         assert!(
-            relayed > 0,
+            counter(&stats, &["relayed"]) > 0,
             "publisher's shard relayed to the other: {stats}"
         );
+    }
+    if let Some(n) = garbage_sent {
+        let unknown = counter(&stats, &["drops", "unknown_source"]);
+        let ufrag = counter(&stats, &["drops", "unknown_ufrag"]);
+        let replayed = counter(&stats, &["drops", "replayed"]);
+        eprintln!(
+            "hostile: sent {n} garbage datagrams; drops unknown_source {unknown}, unknown_ufrag {ufrag}, replayed {replayed}"
+        );
+        assert!(unknown > 0 && ufrag > 0, "garbage counted: {stats}");
+        assert!(replayed > 0, "replays counted: {stats}");
     }
 }
 
 #[test]
 fn whip_to_ten_whep_viewers() {
-    broadcast(1, 10);
+    broadcast(1, 10, false);
 }
 
 #[test]
 fn two_shards_publisher_on_one_viewers_on_both() {
-    broadcast(2, 6);
+    broadcast(2, 6, false);
+}
+
+#[test]
+fn garbage_and_replays_change_nothing_but_drop_counters() {
+    broadcast(2, 3, true);
 }

@@ -101,6 +101,9 @@ pub struct Client {
     local: SocketAddr,
     mids: [Option<Mid>; 2],
     location: String,
+    /// Send every n-th datagram twice (a replay the server must drop); 0 = never.
+    pub replay_every: usize,
+    sent_datagrams: usize,
 }
 
 pub fn client(http: &str, path: &str, publish: bool) -> (Client, Instant) {
@@ -149,6 +152,8 @@ pub fn client(http: &str, path: &str, publish: bool) -> (Client, Instant) {
             local,
             mids: [Some(a), Some(v)],
             location,
+            replay_every: 0,
+            sent_datagrams: 0,
         },
         posted,
     )
@@ -164,14 +169,21 @@ pub struct Seen {
 }
 
 impl Client {
+    /// Send one datagram (twice when it is due for a replay).
+    fn send(&mut self, contents: &[u8], destination: SocketAddr) {
+        let _ = self.socket.send_to(contents, destination);
+        self.sent_datagrams += 1;
+        if self.replay_every > 0 && self.sent_datagrams.is_multiple_of(self.replay_every) {
+            let _ = self.socket.send_to(contents, destination);
+        }
+    }
+
     /// Drain outputs; then read at most one datagram (or time out briefly) and feed it.
     fn step(&mut self, seen: &mut Seen) -> Option<Instant> {
         let deadline = loop {
             match self.rtc.poll_output().expect("poll") {
                 Output::Timeout(t) => break t,
-                Output::Transmit(t) => {
-                    let _ = self.socket.send_to(&t.contents, t.destination);
-                }
+                Output::Transmit(t) => self.send(&t.contents, t.destination),
                 Output::Event(e) => match e {
                     Event::Connected => seen.connected = true,
                     Event::KeyframeRequest(_) => seen.keyframe_requests += 1,
@@ -312,7 +324,7 @@ pub fn write(
         match c.rtc.poll_output().unwrap() {
             Output::Timeout(_) => break,
             Output::Transmit(t) => {
-                let _ = c.socket.send_to(&t.contents, t.destination);
+                c.send(&t.contents, t.destination);
             }
             Output::Event(_) => {}
         }
