@@ -251,7 +251,9 @@ pub struct ShardStats {
     pub drop_unknown_ufrag: u64,
     /// Dropped: not parseable as STUN, DTLS, RTP or RTCP.
     pub drop_malformed: u64,
-    /// Dropped: the peer refused it (SRTP authentication, replay, bad DTLS).
+    /// Dropped: str0m returned an error for it (a DTLS record it cannot take, input in a state
+    /// that does not accept it). SRTP authentication failures and truncated SRTP are dropped
+    /// inside str0m without an error and are not counted here.
     pub drop_rejected: u64,
     /// Dropped: an RTP packet the peer already delivered (a replay), before decryption.
     pub drop_replayed: u64,
@@ -752,9 +754,13 @@ impl Shard {
                 let key = self.insert(session, *peer, Role::Publisher { stream })?;
                 let entry = self.streams.entry(stream).or_default();
                 if let Some(old) = entry.publisher.replace(key) {
-                    // The control plane allows one publisher per stream; a replaced one goes.
+                    // The control plane allows one publisher per stream; a replaced one goes,
+                    // and the control plane hears of it like of any other end.
+                    let session = self.participants[old].session;
                     self.remove_from_stream(old);
                     self.remove(old, now);
+                    self.out
+                        .push_back(Output::Event(ShardEvent::SessionClosed { session }));
                 }
                 let entry = self.streams.entry(stream).or_default();
                 entry.publisher = Some(key);
@@ -800,11 +806,9 @@ impl Shard {
                 if entry.origin.is_none() {
                     entry.origin = publisher_shard;
                 }
+                // Its keyframe is requested once it is connected (see PeerEvent::Connected):
+                // one sent now would be spent before it can see it.
                 self.drain(key, now);
-                // The viewer needs a keyframe to start.
-                if published.tracks[TrackKind::Video.index()].is_some() {
-                    self.request_keyframe(now, stream, TrackKind::Video);
-                }
                 Ok(Reply::Done)
             }
             Command::Remove { session } => {
@@ -924,6 +928,7 @@ impl Shard {
                     source,
                     contents,
                 } => {
+                    self.stats.tx_datagrams += 1;
                     let source = self.config.announced.is_empty().then_some(source);
                     self.out.push_back(Output::Transmit(Transmit {
                         destination,

@@ -1,0 +1,709 @@
+//! Simulated clients: plain str0m [`Rtc`]s in RTP mode with full ICE, as a browser or OBS would
+//! be — no ringcast code. A [`Client`] is a publisher (sendonly audio + video, writing synthetic
+//! media) or a viewer (recvonly audio + video, recording every packet it gets).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use ringcast_core::{SessionId, ShardId, StreamId, TrackKind};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+use crate::media::{self, VideoCodec};
+use crate::net::Link;
+
+/// Index of a client in its [`crate::Sim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub usize);
+
+/// How a simulated publisher behaves.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// The only video codec its offer has.
+    pub codec: VideoCodec,
+    /// Send audio.
+    pub audio: bool,
+    /// Send video.
+    pub video: bool,
+    /// A keyframe this often (and on every keyframe request).
+    pub keyframe_interval: Duration,
+    /// Answer keyframe requests (PLI/FIR) with a keyframe at the next frame (OBS does not).
+    pub honor_keyframe_requests: bool,
+    /// Start writing media as soon as it is connected (otherwise [`crate::Sim::set_media`]).
+    pub start_on_connect: bool,
+    /// Time between video frames.
+    pub frame_interval: Duration,
+    /// Size of a keyframe, bytes (split into packets of at most [`media::MAX_PAYLOAD`]).
+    pub keyframe_size: usize,
+    /// Size range of a delta frame, bytes.
+    pub delta_size: (usize, usize),
+}
+
+impl Default for PublisherConfig {
+    fn default() -> Self {
+        PublisherConfig {
+            codec: VideoCodec::Vp8,
+            audio: true,
+            video: true,
+            keyframe_interval: Duration::from_secs(2),
+            honor_keyframe_requests: true,
+            start_on_connect: true,
+            frame_interval: Duration::from_millis(33),
+            keyframe_size: 5000,
+            delta_size: (400, 1800),
+        }
+    }
+}
+
+/// One packet a publisher wrote.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// When.
+    pub at: Instant,
+    /// Its (extended) sequence number.
+    pub seq: u64,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// First packet of a keyframe.
+    pub keyframe: bool,
+    /// The payload.
+    pub payload: Arc<[u8]>,
+}
+
+/// One packet a viewer received (`Event::RtpPacket`).
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// When.
+    pub at: Instant,
+    /// Extended sequence number (str0m unwraps the 16-bit one).
+    pub seq: u64,
+    /// RTP timestamp.
+    pub ts: u32,
+    /// SSRC.
+    pub ssrc: u32,
+    /// Payload type.
+    pub pt: u8,
+    /// Marker bit.
+    pub marker: bool,
+    /// The payload.
+    pub payload: Arc<[u8]>,
+}
+
+/// What a publisher keeps.
+#[derive(Debug)]
+pub struct Publisher {
+    /// Its settings.
+    pub config: PublisherConfig,
+    /// Unique per publisher client; in every payload's [`media::Tag`].
+    pub generation: u32,
+    mids: [Option<Mid>; 2],
+    pts: [Option<Pt>; 2],
+    seq: [u64; 2],
+    ts: [u32; 2],
+    frame: u32,
+    audio_number: u32,
+    next_frame_at: Option<Instant>,
+    next_audio_at: Option<Instant>,
+    last_keyframe_at: Option<Instant>,
+    keyframe_wanted: bool,
+    rng: StdRng,
+    /// Writing media.
+    pub sending: bool,
+    /// Every packet written, per kind ([`TrackKind::index`]).
+    pub sent: [Vec<Sent>; 2],
+    /// When keyframe requests arrived (`Event::KeyframeRequest`).
+    pub keyframe_requests: Vec<Instant>,
+    /// When keyframes were sent and whether a request caused them.
+    pub keyframes: Vec<(Instant, bool)>,
+}
+
+/// What a viewer keeps.
+#[derive(Debug)]
+pub struct Viewer {
+    mids: [Option<Mid>; 2],
+    /// Every packet received, per kind ([`TrackKind::index`]), in arrival order.
+    pub received: [Vec<Received>; 2],
+    /// Packets whose SSRC matched neither media section.
+    pub unknown: u64,
+}
+
+/// A publisher or a viewer.
+#[derive(Debug)]
+pub enum Role {
+    /// Sends.
+    Publisher(Box<Publisher>),
+    /// Receives.
+    Viewer(Box<Viewer>),
+}
+
+/// One simulated client: a str0m `Rtc`, its address, its links and what it did.
+pub struct Client {
+    /// Its index.
+    pub id: ClientId,
+    /// Its (simulated) address.
+    pub addr: SocketAddr,
+    /// The shard it talks to.
+    pub shard: ShardId,
+    /// Its address on that shard.
+    pub shard_addr: SocketAddr,
+    /// Its session.
+    pub session: SessionId,
+    /// The stream it publishes or plays.
+    pub stream: StreamId,
+    pub(crate) rtc: Rtc,
+    /// Client → shard.
+    pub up: Link,
+    /// Shard → client.
+    pub down: Link,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) wake: crate::Wake,
+    /// When it was added.
+    pub added_at: Instant,
+    /// When str0m said `Event::Connected`.
+    pub connected_at: Option<Instant>,
+    /// ICE connection states it went through, with times.
+    pub ice_states: Vec<(Instant, IceConnectionState)>,
+    /// Cut off the network and frozen (see [`crate::Sim::vanish`]).
+    pub detached: bool,
+    /// Closed (removed, or its `Rtc` died).
+    pub closed: bool,
+    /// Errors str0m returned while handling input.
+    pub errors: Vec<String>,
+    /// The last datagrams it sent, newest last (only while capturing).
+    pub captured: Vec<Vec<u8>>,
+    pub(crate) capture: usize,
+    /// Publisher or viewer state.
+    pub role: Role,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("addr", &self.addr)
+            .field("session", &self.session)
+            .field("connected_at", &self.connected_at)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Built {
+    pub rtc: Rtc,
+    pub offer: SdpOffer,
+    pub pending: SdpPendingOffer,
+    pub mids: [Option<Mid>; 2],
+}
+
+/// Build a client `Rtc` and its offer: sendonly (publisher, only `codec` for video) or recvonly
+/// (viewer, opus + VP8 + H264).
+pub(crate) fn build(
+    now: Instant,
+    cert: &DtlsCert,
+    addr: SocketAddr,
+    publish: Option<&PublisherConfig>,
+) -> Built {
+    let mut config = RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_dtls_cert(cert.clone())
+        .set_stats_interval(None)
+        .clear_codecs()
+        .enable_opus(true, false);
+    config = match publish.map(|p| p.codec) {
+        Some(VideoCodec::Vp8) => config.enable_vp8(true),
+        Some(VideoCodec::H264) => config.enable_h264(true),
+        None => config.enable_vp8(true).enable_h264(true),
+    };
+    let mut rtc = config.build(now);
+    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+    let dir = if publish.is_some() {
+        Direction::SendOnly
+    } else {
+        Direction::RecvOnly
+    };
+    let mut api = rtc.sdp_api();
+    let mut mids = [None, None];
+    let (audio, video) = publish.map_or((true, true), |p| (p.audio, p.video));
+    if audio {
+        mids[0] = Some(api.add_media(
+            MediaKind::Audio,
+            dir,
+            Some("sim".into()),
+            Some("a".into()),
+            None,
+        ));
+    }
+    if video {
+        mids[1] = Some(api.add_media(
+            MediaKind::Video,
+            dir,
+            Some("sim".into()),
+            Some("v".into()),
+            None,
+        ));
+    }
+    let (offer, pending) = api.apply().expect("an offer");
+    Built {
+        rtc,
+        offer,
+        pending,
+        mids,
+    }
+}
+
+impl Client {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: ClientId,
+        built: Built,
+        answer: &str,
+        addr: SocketAddr,
+        shard: ShardId,
+        shard_addr: SocketAddr,
+        session: SessionId,
+        stream: StreamId,
+        up: Link,
+        down: Link,
+        now: Instant,
+        publish: Option<(PublisherConfig, u32, u64)>,
+    ) -> Client {
+        let Built {
+            mut rtc,
+            pending,
+            mids,
+            ..
+        } = built;
+        let answer = SdpAnswer::from_sdp_string(answer).expect("the shard's answer parses");
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .expect("the shard's answer is accepted");
+        let role = match publish {
+            Some((config, generation, seed)) => {
+                let mut rng = StdRng::seed_from_u64(seed);
+                let mut pts = [None, None];
+                for kind in TrackKind::ALL {
+                    let Some(mid) = mids[kind.index()] else {
+                        continue;
+                    };
+                    let want = match kind {
+                        TrackKind::Audio => Codec::Opus,
+                        TrackKind::Video => match config.codec {
+                            VideoCodec::Vp8 => Codec::Vp8,
+                            VideoCodec::H264 => Codec::H264,
+                        },
+                    };
+                    let remote: Vec<Pt> = rtc
+                        .media(mid)
+                        .map(|m| m.remote_pts().to_vec())
+                        .unwrap_or_default();
+                    pts[kind.index()] = rtc
+                        .codec_config()
+                        .params()
+                        .iter()
+                        .find(|p| p.spec().codec == want && remote.contains(&p.pt()))
+                        .map(|p| p.pt());
+                }
+                Role::Publisher(Box::new(Publisher {
+                    generation,
+                    mids,
+                    pts,
+                    // Start sequence numbers and timestamps anywhere, like a real sender.
+                    seq: [rng.random_range(0..30_000), rng.random_range(0..30_000)],
+                    ts: [rng.random(), rng.random()],
+                    frame: 0,
+                    audio_number: 0,
+                    next_frame_at: None,
+                    next_audio_at: None,
+                    last_keyframe_at: None,
+                    keyframe_wanted: false,
+                    rng,
+                    sending: false,
+                    sent: [Vec::new(), Vec::new()],
+                    keyframe_requests: Vec::new(),
+                    keyframes: Vec::new(),
+                    config,
+                }))
+            }
+            None => Role::Viewer(Box::new(Viewer {
+                mids,
+                received: [Vec::new(), Vec::new()],
+                unknown: 0,
+            })),
+        };
+        Client {
+            id,
+            addr,
+            shard,
+            shard_addr,
+            session,
+            stream,
+            rtc,
+            up,
+            down,
+            deadline: Some(now),
+            wake: crate::Wake::default(),
+            added_at: now,
+            connected_at: None,
+            ice_states: Vec::new(),
+            detached: false,
+            closed: false,
+            errors: Vec::new(),
+            captured: Vec::new(),
+            capture: 0,
+            role,
+        }
+    }
+
+    /// The str0m `Rtc` (for inspection).
+    pub fn rtc(&self) -> &Rtc {
+        &self.rtc
+    }
+
+    /// Is it connected (ICE + DTLS)?
+    pub fn is_connected(&self) -> bool {
+        self.connected_at.is_some() && !self.closed
+    }
+
+    /// The publisher state; panics for a viewer.
+    pub fn publisher(&self) -> &Publisher {
+        match &self.role {
+            Role::Publisher(p) => p,
+            Role::Viewer(_) => panic!("client {:?} is a viewer", self.id),
+        }
+    }
+
+    pub(crate) fn publisher_mut(&mut self) -> &mut Publisher {
+        match &mut self.role {
+            Role::Publisher(p) => p,
+            Role::Viewer(_) => panic!("client {:?} is a viewer", self.id),
+        }
+    }
+
+    /// The viewer state; panics for a publisher.
+    pub fn viewer(&self) -> &Viewer {
+        match &self.role {
+            Role::Viewer(v) => v,
+            Role::Publisher(_) => panic!("client {:?} is a publisher", self.id),
+        }
+    }
+
+    /// What a publisher sent of `kind`.
+    pub fn sent(&self, kind: TrackKind) -> &[Sent] {
+        &self.publisher().sent[kind.index()]
+    }
+
+    /// What a viewer received of `kind`.
+    pub fn received(&self, kind: TrackKind) -> &[Received] {
+        &self.viewer().received[kind.index()]
+    }
+
+    /// Feed a datagram.
+    pub(crate) fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, data) else {
+            self.errors
+                .push(format!("unparsable datagram from {source}"));
+            return;
+        };
+        if let Err(e) = self.rtc.handle_input(Input::Receive(now, receive)) {
+            self.errors.push(e.to_string());
+        }
+    }
+
+    /// Let time pass.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.wake.fed(now);
+        if let Err(e) = self.rtc.handle_input(Input::Timeout(now)) {
+            self.errors.push(e.to_string());
+        }
+    }
+
+    /// One output of the `Rtc`: a datagram to send, an event (already recorded), or the end of
+    /// the drain (its deadline noted; a dead `Rtc` marks the client closed).
+    pub(crate) fn poll(&mut self, now: Instant) -> Polled {
+        match self.rtc.poll_output() {
+            Ok(Output::Transmit(t)) => {
+                let contents: Vec<u8> = t.contents.to_vec();
+                if self.capture > 0 {
+                    if self.captured.len() == self.capture {
+                        self.captured.remove(0);
+                    }
+                    self.captured.push(contents.clone());
+                }
+                Polled::Transmit(t.destination, contents)
+            }
+            Ok(Output::Timeout(t)) => {
+                let t = self.wake.next(t);
+                if !self.rtc.is_alive() {
+                    self.closed = true;
+                    self.deadline = None;
+                } else {
+                    self.deadline = Some(t);
+                }
+                Polled::Timeout
+            }
+            Ok(Output::Event(e)) => {
+                self.event(now, e);
+                Polled::Event
+            }
+            Err(e) => {
+                self.errors.push(e.to_string());
+                self.closed = true;
+                self.deadline = None;
+                Polled::Timeout
+            }
+        }
+    }
+
+    fn event(&mut self, now: Instant, e: Event) {
+        match e {
+            Event::Connected => {
+                self.connected_at = Some(now);
+                if let Role::Publisher(p) = &mut self.role
+                    && p.config.start_on_connect
+                {
+                    p.start(now);
+                }
+            }
+            Event::IceConnectionStateChange(s) => self.ice_states.push((now, s)),
+            Event::KeyframeRequest(_) => {
+                if let Role::Publisher(p) = &mut self.role {
+                    p.keyframe_requests.push(now);
+                    if p.config.honor_keyframe_requests {
+                        p.keyframe_wanted = true;
+                    }
+                }
+            }
+            Event::RtpPacket(packet) => {
+                let mid = self
+                    .rtc
+                    .direct_api()
+                    .stream_rx(&packet.header.ssrc)
+                    .map(|s| s.mid());
+                if let Role::Viewer(v) = &mut self.role {
+                    let kind = TrackKind::ALL
+                        .into_iter()
+                        .find(|k| mid.is_some() && v.mids[k.index()] == mid);
+                    let Some(kind) = kind else {
+                        v.unknown += 1;
+                        return;
+                    };
+                    v.received[kind.index()].push(Received {
+                        at: now,
+                        seq: *packet.seq_no,
+                        ts: packet.header.timestamp,
+                        ssrc: *packet.header.ssrc,
+                        pt: *packet.header.payload_type,
+                        marker: packet.header.marker,
+                        payload: packet.payload,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ask the shard for a keyframe on this viewer's video (PLI). `false` if there is no
+    /// receive stream yet.
+    pub(crate) fn request_keyframe(&mut self) -> bool {
+        let Role::Viewer(v) = &self.role else {
+            return false;
+        };
+        let Some(mid) = v.mids[TrackKind::Video.index()] else {
+            return false;
+        };
+        match self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            Some(rx) => {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// When this publisher next writes media.
+    pub(crate) fn next_media_at(&self) -> Option<Instant> {
+        if self.detached || self.closed {
+            return None;
+        }
+        match &self.role {
+            Role::Publisher(p) if p.sending => match (p.next_audio_at, p.next_frame_at) {
+                (Some(a), Some(v)) => Some(a.min(v)),
+                (a, v) => a.or(v),
+            },
+            _ => None,
+        }
+    }
+
+    /// Write whatever media is due at `now`: an audio packet, or a whole video frame at once
+    /// (as an encoder hands it over), calling `drain` after each packet written.
+    pub(crate) fn write_due_media(&mut self, now: Instant, drain: &mut dyn FnMut(&mut Client)) {
+        loop {
+            let Role::Publisher(p) = &mut self.role else {
+                return;
+            };
+            let Some(packets) = p.due_packets(now) else {
+                return;
+            };
+            for w in packets {
+                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(w.mid, None) {
+                    tx.write_rtp(
+                        RtpWrite::new(w.pt, w.seq.into(), w.ts, now, w.payload.clone())
+                            .marker(w.marker)
+                            .nackable(true),
+                    );
+                }
+                drain(self);
+            }
+        }
+    }
+}
+
+pub(crate) enum Polled {
+    Transmit(SocketAddr, Vec<u8>),
+    Event,
+    Timeout,
+}
+
+pub(crate) struct Write {
+    mid: Mid,
+    pt: Pt,
+    seq: u64,
+    ts: u32,
+    marker: bool,
+    payload: Arc<[u8]>,
+}
+
+impl Publisher {
+    /// Start writing media now (a keyframe first).
+    pub(crate) fn start(&mut self, now: Instant) {
+        if self.sending {
+            return;
+        }
+        self.sending = true;
+        self.keyframe_wanted = true;
+        if self.mids[0].is_some() && self.pts[0].is_some() {
+            self.next_audio_at = Some(now);
+        }
+        if self.mids[1].is_some() && self.pts[1].is_some() {
+            self.next_frame_at = Some(now);
+        }
+    }
+
+    /// Stop writing media.
+    pub(crate) fn stop(&mut self) {
+        self.sending = false;
+        self.next_audio_at = None;
+        self.next_frame_at = None;
+    }
+
+    /// The negotiated payload type of `kind` (what it writes with).
+    pub fn pt(&self, kind: TrackKind) -> Option<Pt> {
+        self.pts[kind.index()]
+    }
+
+    /// The next batch of packets due at `now`: one audio packet or one video frame.
+    fn due_packets(&mut self, now: Instant) -> Option<Vec<Write>> {
+        if !self.sending {
+            return None;
+        }
+        if let Some(at) = self.next_audio_at.filter(|at| *at <= now) {
+            self.next_audio_at = Some(at + Duration::from_millis(20));
+            let size = self.rng.random_range(60..=160);
+            let payload: Arc<[u8]> =
+                media::audio_payload(self.generation, self.audio_number, size).into();
+            self.audio_number += 1;
+            let w = self.record(now, TrackKind::Audio, 960, true, false, payload);
+            return Some(vec![w]);
+        }
+        if let Some(at) = self.next_frame_at.filter(|at| *at <= now) {
+            let interval = self.config.frame_interval;
+            self.next_frame_at = Some(at + interval);
+            let periodic = self
+                .last_keyframe_at
+                .is_none_or(|k| now.saturating_duration_since(k) >= self.config.keyframe_interval);
+            let keyframe = periodic || self.keyframe_wanted;
+            if keyframe {
+                self.keyframes
+                    .push((now, self.keyframe_wanted && !periodic));
+                self.last_keyframe_at = Some(now);
+                self.keyframe_wanted = false;
+            }
+            let size = if keyframe {
+                self.config.keyframe_size
+            } else {
+                let (lo, hi) = self.config.delta_size;
+                self.rng.random_range(lo..=hi.max(lo))
+            };
+            let payloads = media::video_frame(
+                self.config.codec,
+                self.generation,
+                self.frame,
+                keyframe,
+                size,
+            );
+            self.frame += 1;
+            let n = payloads.len();
+            let ts_step = (interval.as_micros() * 9 / 100) as u32;
+            let writes = payloads
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let step = if i + 1 == n { ts_step } else { 0 };
+                    self.record(
+                        now,
+                        TrackKind::Video,
+                        step,
+                        i + 1 == n,
+                        keyframe && i == 0,
+                        p.into(),
+                    )
+                })
+                .collect();
+            return Some(writes);
+        }
+        None
+    }
+
+    /// Note a packet as sent and advance the sequence number (and the timestamp by `ts_step`
+    /// after it).
+    fn record(
+        &mut self,
+        now: Instant,
+        kind: TrackKind,
+        ts_step: u32,
+        marker: bool,
+        keyframe: bool,
+        payload: Arc<[u8]>,
+    ) -> Write {
+        let k = kind.index();
+        let seq = self.seq[k];
+        let ts = self.ts[k];
+        self.seq[k] += 1;
+        self.ts[k] = ts.wrapping_add(ts_step);
+        self.sent[k].push(Sent {
+            at: now,
+            seq,
+            ts,
+            marker,
+            keyframe,
+            payload: payload.clone(),
+        });
+        Write {
+            mid: self.mids[k].expect("a media section"),
+            pt: self.pts[k].expect("negotiated"),
+            seq,
+            ts,
+            marker,
+            payload,
+        }
+    }
+}

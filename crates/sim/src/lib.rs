@@ -1,0 +1,870 @@
+//! Deterministic simulation of ringcast: one or more [`Shard`]s, many str0m clients, an
+//! in-memory network and a virtual clock, in one thread.
+//!
+//! # How it runs
+//!
+//! A [`Sim`] owns everything. Its clock starts at an instant captured once and only moves when
+//! the sim runs ([`Sim::run_for`], [`Sim::run_until`]): it jumps to the earliest of
+//!
+//! - the next datagram's arrival on the [`net::Network`],
+//! - a shard's deadline (the last [`Output::Timeout`] it gave),
+//! - a client's deadline (the last `Output::Timeout` of its str0m `Rtc`),
+//! - a publisher's next media write (an audio packet every 20 ms, a video frame every 33 ms),
+//!
+//! handles that one thing and drains whoever it touched until their next deadline — the
+//! sans-IO contract of both str0m and ringcast-core. Nothing waits on a real clock, so seconds
+//! of media take milliseconds.
+//!
+//! # What it plays
+//!
+//! The control plane: [`Sim::add_publisher`] builds a publisher client (sendonly offer), gets
+//! the answer from [`Peer::publisher`] and sends [`Command::AddPublisher`] to the shard;
+//! [`Sim::add_viewer`] does the same for a viewer with [`Peer::subscriber`] and
+//! [`Command::AddSubscriber`], and tells the publisher's shard with
+//! [`Command::RelayInterest`] when a viewer lands on another shard; [`Sim::remove`] undoes
+//! either. Relay messages between shards are handed over synchronously, in the same step.
+//!
+//! # Determinism
+//!
+//! Loss, jitter and media sizes come from generators seeded from [`SimConfig::seed`], one per
+//! link and per publisher, and the event order is fixed (ties: network, shards, clients,
+//! media). On clean links a run repeats exactly in time. str0m's own randomness is not seeded:
+//! keys, certificates, SSRCs and ICE transaction ids change bytes on the wire only, but DTLS
+//! retransmission timers carry random jitter (dimpl seeds it only under str0m's internal
+//! `_internal_test_exports` feature), so when handshake datagrams are lost, connection times
+//! — and from there which datagrams the seeded loss hits — vary from run to run. Scenarios
+//! with loss therefore assert statistical outcomes with margin, not exact traces.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod check;
+pub mod client;
+pub mod media;
+pub mod net;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use ringcast_core::{
+    Command, CommandError, IceCreds, Input, Output, Peer, PeerSetup, Published, Relay, Reply,
+    SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId, generate_certificate,
+};
+use str0m::config::DtlsCert;
+
+pub use client::{Client, ClientId, PublisherConfig, Received, Role, Sent};
+pub use media::{Tag, VideoCodec};
+pub use net::{Datagram, Link, LinkConfig, Network};
+
+use client::Polled;
+
+/// Settings of a simulation.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Seeds every random generator of the sim.
+    pub seed: u64,
+    /// Number of shards.
+    pub shards: u16,
+    /// Settings for every shard (`id` is set per shard).
+    pub shard: ShardConfig,
+    /// Link settings of new clients (both directions).
+    pub link: LinkConfig,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 1,
+            shards: 1,
+            shard: ShardConfig::default(),
+            link: LinkConfig::default(),
+        }
+    }
+}
+
+/// Something a shard told the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimEvent {
+    /// When.
+    pub at: Instant,
+    /// Which shard.
+    pub shard: ShardId,
+    /// What.
+    pub event: ShardEvent,
+}
+
+/// One shard and what the sim knows about it.
+struct Node {
+    shard: Shard,
+    addr: SocketAddr,
+    deadline: Option<Instant>,
+    wake: Wake,
+}
+
+/// The control plane's registry entry of one stream.
+#[derive(Debug, Clone)]
+struct StreamInfo {
+    published: Published,
+    publisher: Option<(ClientId, ShardId)>,
+    /// Viewers per shard.
+    viewers: Vec<usize>,
+}
+
+/// The simulation: shards, clients, network and clock.
+pub struct Sim {
+    config: SimConfig,
+    start: Instant,
+    now: Instant,
+    server_cert: DtlsCert,
+    client_cert: DtlsCert,
+    nodes: Vec<Node>,
+    clients: Vec<Client>,
+    client_addrs: HashMap<SocketAddr, ClientId>,
+    sessions: HashMap<SessionId, ClientId>,
+    closed: Vec<SessionId>,
+    shard_addrs: HashMap<SocketAddr, usize>,
+    client_timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    publishers: Vec<ClientId>,
+    net: Network,
+    streams: HashMap<StreamId, StreamInfo>,
+    next_session: u64,
+    next_token: u64,
+    next_generation: u32,
+    events: Vec<SimEvent>,
+    replies: Vec<(u64, Result<Reply, CommandError>)>,
+    /// Datagrams addressed to nobody the sim knows (dropped).
+    pub undeliverable: u64,
+    /// Steps taken (events handled).
+    pub steps: u64,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("elapsed", &self.elapsed())
+            .field("shards", &self.nodes.len())
+            .field("clients", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+enum Next {
+    Deliver,
+    Shard(usize),
+    Client(usize),
+    Media(ClientId),
+}
+
+impl Sim {
+    /// A sim with `config.shards` empty shards at `10.99.0.<shard>:5000`.
+    pub fn new(config: SimConfig) -> Sim {
+        // The one reading of the real clock: everything after is virtual.
+        let start = Instant::now();
+        let server_cert = generate_certificate().expect("a DTLS certificate");
+        let client_cert = generate_certificate().expect("a DTLS certificate");
+        let mut nodes = Vec::new();
+        let mut shard_addrs = HashMap::new();
+        for i in 0..config.shards {
+            let addr = shard_addr(ShardId(i));
+            shard_addrs.insert(addr, nodes.len());
+            nodes.push(Node {
+                shard: Shard::new(ShardConfig {
+                    id: ShardId(i),
+                    ..config.shard.clone()
+                }),
+                addr,
+                deadline: None,
+                wake: Wake::default(),
+            });
+        }
+        Sim {
+            config,
+            start,
+            now: start,
+            server_cert,
+            client_cert,
+            nodes,
+            clients: Vec::new(),
+            client_addrs: HashMap::new(),
+            sessions: HashMap::new(),
+            closed: Vec::new(),
+            shard_addrs,
+            client_timers: BinaryHeap::new(),
+            publishers: Vec::new(),
+            net: Network::default(),
+            streams: HashMap::new(),
+            next_session: 1,
+            next_token: 1,
+            next_generation: 1,
+            events: Vec::new(),
+            replies: Vec::new(),
+            undeliverable: 0,
+            steps: 0,
+        }
+    }
+
+    // ---- getters ----
+
+    /// Virtual now.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// A shard.
+    pub fn shard(&self, id: ShardId) -> &Shard {
+        &self.nodes[usize::from(id.0)].shard
+    }
+
+    /// A shard's address.
+    pub fn shard_addr(&self, id: ShardId) -> SocketAddr {
+        self.nodes[usize::from(id.0)].addr
+    }
+
+    /// A client.
+    pub fn client(&self, id: ClientId) -> &Client {
+        &self.clients[id.0]
+    }
+
+    /// A client, mutably (to change its links, for instance).
+    pub fn client_mut(&mut self, id: ClientId) -> &mut Client {
+        &mut self.clients[id.0]
+    }
+
+    /// Every client.
+    pub fn clients(&self) -> &[Client] {
+        &self.clients
+    }
+
+    /// Every event shards reported so far.
+    pub fn events(&self) -> &[SimEvent] {
+        &self.events
+    }
+
+    /// The network.
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    // ---- control plane ----
+
+    /// Place a publisher of `stream` on `shard`: build its client and offer, answer it with
+    /// [`Peer::publisher`], send [`Command::AddPublisher`]. It connects (and, by default,
+    /// starts sending) as the sim runs.
+    pub fn add_publisher(
+        &mut self,
+        shard: ShardId,
+        stream: StreamId,
+        config: PublisherConfig,
+    ) -> ClientId {
+        let id = ClientId(self.clients.len());
+        let addr = client_addr(id);
+        let built = client::build(self.now, &self.client_cert, addr, Some(&config));
+        let (session, setup) = self.mint(shard);
+        let (peer, answer, published) =
+            Peer::publisher(&setup, &built.offer.to_sdp_string(), self.now)
+                .expect("the shard answers the publisher");
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let seed = self.seed_for(id, 3);
+        let client = self.new_client(
+            id,
+            built,
+            &answer,
+            shard,
+            session,
+            stream,
+            Some((config, generation, seed)),
+        );
+        self.clients.push(client);
+        self.client_addrs.insert(addr, id);
+        self.sessions.insert(session, id);
+        self.publishers.push(id);
+
+        let entry = self.streams.entry(stream).or_insert_with(|| StreamInfo {
+            published: published.clone(),
+            publisher: None,
+            viewers: vec![0; usize::from(self.config.shards)],
+        });
+        entry.published = published.clone();
+        entry.publisher = Some((id, shard));
+        let relay_to = entry
+            .viewers
+            .iter()
+            .enumerate()
+            .filter(|(s, n)| **n > 0 && *s != usize::from(shard.0))
+            .fold(0u64, |m, (s, _)| m | 1 << s);
+        self.command(
+            shard,
+            Command::AddPublisher {
+                session,
+                stream,
+                peer: Box::new(peer),
+                published,
+                relay_to,
+            },
+        )
+        .expect("AddPublisher");
+        self.schedule_client(id);
+        id
+    }
+
+    /// Place a viewer of `stream` (which must have had a publisher) on `shard`: build its
+    /// client and recvonly offer, answer it with [`Peer::subscriber`], send
+    /// [`Command::AddSubscriber`], and [`Command::RelayInterest`] to the publisher's shard when
+    /// this is the first viewer on another shard.
+    pub fn add_viewer(&mut self, shard: ShardId, stream: StreamId) -> ClientId {
+        let id = ClientId(self.clients.len());
+        let addr = client_addr(id);
+        let info = self
+            .streams
+            .get(&stream)
+            .expect("the stream has had a publisher")
+            .clone();
+        let built = client::build(self.now, &self.client_cert, addr, None);
+        let (session, setup) = self.mint(shard);
+        let (peer, answer) = Peer::subscriber(
+            &setup,
+            &built.offer.to_sdp_string(),
+            &info.published,
+            self.now,
+        )
+        .expect("the shard answers the viewer");
+        let client = self.new_client(id, built, &answer, shard, session, stream, None);
+        self.clients.push(client);
+        self.client_addrs.insert(addr, id);
+        self.sessions.insert(session, id);
+
+        let publisher_shard = info.publisher.map(|(_, s)| s);
+        self.command(
+            shard,
+            Command::AddSubscriber {
+                session,
+                stream,
+                peer: Box::new(peer),
+                published: info.published.clone(),
+                publisher_shard,
+            },
+        )
+        .expect("AddSubscriber");
+        let entry = self.streams.get_mut(&stream).expect("registered");
+        entry.viewers[usize::from(shard.0)] += 1;
+        let first_here = entry.viewers[usize::from(shard.0)] == 1;
+        if first_here && let Some(origin) = publisher_shard.filter(|o| *o != shard) {
+            self.command(
+                origin,
+                Command::RelayInterest {
+                    stream,
+                    shard,
+                    want: true,
+                },
+            )
+            .expect("RelayInterest");
+        }
+        self.schedule_client(id);
+        id
+    }
+
+    /// The client leaves (WHIP/WHEP DELETE): [`Command::Remove`] of its session, and
+    /// [`Command::RelayInterest`] `want: false` when the last viewer of another shard goes.
+    /// The client's `Rtc` is closed (its DTLS close_notify goes out).
+    pub fn remove(&mut self, id: ClientId) -> Result<Reply, CommandError> {
+        let c = &mut self.clients[id.0];
+        let (shard, session) = (c.shard, c.session);
+        let _ = c.rtc.close();
+        self.drain_client(id.0);
+        let c = &mut self.clients[id.0];
+        c.closed = true;
+        c.deadline = None;
+        let result = self.command(shard, Command::Remove { session });
+        self.forget(id);
+        result
+    }
+
+    /// The control plane's bookkeeping when a session ends (removed, or closed by its shard).
+    fn forget(&mut self, id: ClientId) {
+        let c = &mut self.clients[id.0];
+        if self.sessions.remove(&c.session) != Some(id) {
+            return;
+        }
+        // The client itself goes on running: it hears the shard's DTLS close (a replaced
+        // publisher) or has already vanished.
+        let (shard, stream) = (c.shard, c.stream);
+        let is_publisher = matches!(c.role, Role::Publisher(_));
+        let Some(entry) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if is_publisher {
+            if entry.publisher.is_some_and(|(p, _)| p == id) {
+                entry.publisher = None;
+            }
+            return;
+        }
+        let n = &mut entry.viewers[usize::from(shard.0)];
+        *n = n.saturating_sub(1);
+        if *n > 0 {
+            return;
+        }
+        // The last viewer here: the publisher's shard stops relaying to this one. Without a
+        // publisher right now, every other shard is told (one may still hold the interest).
+        let targets: Vec<ShardId> = match entry.publisher {
+            Some((_, origin)) => vec![origin],
+            None => (0..self.config.shards).map(ShardId).collect(),
+        };
+        for t in targets.into_iter().filter(|t| *t != shard) {
+            let _ = self.command(
+                t,
+                Command::RelayInterest {
+                    stream,
+                    shard,
+                    want: false,
+                },
+            );
+        }
+    }
+
+    /// Sessions the shards closed on their own since the last call.
+    fn handle_closed(&mut self) {
+        while let Some(session) = self.closed.pop() {
+            if let Some(&id) = self.sessions.get(&session) {
+                self.forget(id);
+            }
+        }
+    }
+
+    /// Send a command to a shard now and return its reply.
+    pub fn command(&mut self, shard: ShardId, cmd: Command) -> Result<Reply, CommandError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        let i = usize::from(shard.0);
+        self.nodes[i]
+            .shard
+            .handle_input(Input::Command(self.now, token, cmd));
+        self.drain_shard(i);
+        let pos = self
+            .replies
+            .iter()
+            .position(|(t, _)| *t == token)
+            .expect("every command is answered in its drain");
+        self.replies.remove(pos).1
+    }
+
+    /// Start or stop a publisher's media.
+    pub fn set_media(&mut self, id: ClientId, on: bool) {
+        let now = self.now;
+        let p = self.clients[id.0].publisher_mut();
+        if on {
+            p.start(now);
+        } else {
+            p.stop();
+        }
+    }
+
+    /// Make a viewer send a PLI for its video (as a browser does on decode errors). `false` if
+    /// it has no video receive stream yet.
+    pub fn viewer_request_keyframe(&mut self, id: ClientId) -> bool {
+        let ok = self.clients[id.0].request_keyframe();
+        self.drain_client(id.0);
+        ok
+    }
+
+    /// The client disappears without a word: nothing it sent is in flight any more, nothing
+    /// reaches it, its clock stops. The shard learns only through its timeouts.
+    pub fn vanish(&mut self, id: ClientId) {
+        self.clients[id.0].detached = true;
+        self.clients[id.0].deadline = None;
+    }
+
+    /// Keep the last `n` datagrams each sent by this client (see [`Client::captured`]).
+    pub fn capture(&mut self, id: ClientId, n: usize) {
+        self.clients[id.0].capture = n;
+    }
+
+    /// Deliver raw bytes to a shard now, as if they came from `source`.
+    pub fn inject(&mut self, source: SocketAddr, shard: ShardId, bytes: &[u8]) {
+        let i = usize::from(shard.0);
+        let destination = self.nodes[i].addr;
+        self.nodes[i].shard.handle_input(Input::Datagram {
+            now: self.now,
+            source,
+            destination,
+            contents: bytes,
+        });
+        self.drain_shard(i);
+    }
+
+    /// Set both links of a client.
+    pub fn set_link(&mut self, id: ClientId, config: LinkConfig) {
+        let c = &mut self.clients[id.0];
+        c.up.config = config;
+        c.down.config = config;
+    }
+
+    // ---- running ----
+
+    /// Run for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(self.now + d);
+    }
+
+    /// Run until virtual time `end`.
+    pub fn run_until(&mut self, end: Instant) {
+        while self.step(end) {}
+        self.now = self.now.max(end);
+    }
+
+    /// Run until `done` holds (checked after every step) or `max` of virtual time passed.
+    /// Returns whether `done` held.
+    pub fn run_until_true(&mut self, max: Duration, mut done: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now + max;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if !self.step(end) {
+                self.now = self.now.max(end);
+                return done(self);
+            }
+        }
+    }
+
+    /// Run until every client in `ids` is connected; panics after `max`.
+    pub fn connect(&mut self, ids: &[ClientId], max: Duration) {
+        let ok = self.run_until_true(max, |s| ids.iter().all(|id| s.clients[id.0].is_connected()));
+        if !ok {
+            let stuck: Vec<_> = ids
+                .iter()
+                .filter(|id| !self.clients[id.0].is_connected())
+                .collect();
+            panic!("clients {stuck:?} not connected after {max:?}");
+        }
+    }
+
+    /// Handle the earliest pending thing if it is due by `end`. `false` when none is.
+    pub fn step(&mut self, end: Instant) -> bool {
+        let Some((at, next)) = self.next() else {
+            return false;
+        };
+        if at > end {
+            return false;
+        }
+        self.now = self.now.max(at);
+        self.steps += 1;
+        let now = self.now;
+        match next {
+            Next::Deliver => {
+                let d = self.net.pop_due(now).expect("due");
+                self.deliver(d);
+            }
+            Next::Shard(i) => {
+                let node = &mut self.nodes[i];
+                node.wake.fed(now);
+                node.deadline = None;
+                node.shard.handle_input(Input::Timeout(now));
+                self.drain_shard(i);
+            }
+            Next::Client(i) => {
+                self.client_timers.pop();
+                let c = &mut self.clients[i];
+                c.deadline = None;
+                c.handle_timeout(now);
+                self.drain_client(i);
+            }
+            Next::Media(id) => {
+                self.write_media(id.0);
+            }
+        }
+        self.handle_closed();
+        true
+    }
+
+    fn next(&mut self) -> Option<(Instant, Next)> {
+        let mut best: Option<(Instant, Next)> = self.net.next_at().map(|t| (t, Next::Deliver));
+        let consider = |t: Instant, n: Next, best: &mut Option<(Instant, Next)>| {
+            if best.as_ref().is_none_or(|(b, _)| t < *b) {
+                *best = Some((t, n));
+            }
+        };
+        for (i, node) in self.nodes.iter().enumerate() {
+            if let Some(t) = node.deadline {
+                consider(t, Next::Shard(i), &mut best);
+            }
+        }
+        // Lazily drop stale client timers.
+        while let Some(Reverse((t, i))) = self.client_timers.peek().copied() {
+            let c = &self.clients[i];
+            if c.deadline == Some(t) && !c.detached && !c.closed {
+                consider(t, Next::Client(i), &mut best);
+                break;
+            }
+            self.client_timers.pop();
+        }
+        for &id in &self.publishers {
+            if let Some(t) = self.clients[id.0].next_media_at() {
+                consider(t, Next::Media(id), &mut best);
+            }
+        }
+        best
+    }
+
+    fn deliver(&mut self, d: Datagram) {
+        if self
+            .client_addrs
+            .get(&d.source)
+            .is_some_and(|id| self.clients[id.0].detached)
+        {
+            return;
+        }
+        if let Some(&i) = self.shard_addrs.get(&d.destination) {
+            self.nodes[i].shard.handle_input(Input::Datagram {
+                now: self.now,
+                source: d.source,
+                destination: d.destination,
+                contents: &d.contents,
+            });
+            self.drain_shard(i);
+        } else if let Some(&id) = self.client_addrs.get(&d.destination) {
+            let c = &mut self.clients[id.0];
+            if c.detached || c.closed {
+                return;
+            }
+            c.handle_datagram(self.now, d.source, &d.contents);
+            self.drain_client(id.0);
+        } else {
+            self.undeliverable += 1;
+        }
+    }
+
+    /// Drain a shard until its timeout, routing transmits to the network and relays to other
+    /// shards (synchronously, draining them in turn).
+    fn drain_shard(&mut self, first: usize) {
+        let mut relays: VecDeque<(ShardId, Relay)> = VecDeque::new();
+        let mut i = first;
+        loop {
+            loop {
+                let node = &mut self.nodes[i];
+                match node.shard.poll_output() {
+                    Output::Transmit(t) => {
+                        let source = node.addr;
+                        self.send_down(source, t.destination, t.contents);
+                    }
+                    Output::Relay { to, message } => relays.push_back((to, message)),
+                    Output::Reply { token, result } => self.replies.push((token, result)),
+                    Output::Event(event) => {
+                        tracing::debug!(shard = node.shard.id().0, ?event, "shard event");
+                        if let ShardEvent::SessionClosed { session } = &event {
+                            self.closed.push(*session);
+                        }
+                        self.events.push(SimEvent {
+                            at: self.now,
+                            shard: node.shard.id(),
+                            event,
+                        });
+                    }
+                    Output::Timeout(t) => {
+                        node.deadline = t.map(|t| node.wake.next(t));
+                        break;
+                    }
+                }
+            }
+            let Some((to, message)) = relays.pop_front() else {
+                return;
+            };
+            i = usize::from(to.0);
+            self.nodes[i]
+                .shard
+                .handle_input(Input::Relay(self.now, message));
+        }
+    }
+
+    fn send_down(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
+        let Some(&id) = self.client_addrs.get(&destination) else {
+            self.undeliverable += 1;
+            return;
+        };
+        let c = &mut self.clients[id.0];
+        if c.detached {
+            return;
+        }
+        if let Some(at) = c.down.admit(self.now) {
+            self.net.push(Datagram {
+                at,
+                source,
+                destination,
+                contents,
+            });
+        }
+    }
+
+    /// Drain a client's `Rtc` until its timeout.
+    fn drain_client(&mut self, i: usize) {
+        let now = self.now;
+        loop {
+            let c = &mut self.clients[i];
+            match c.poll(now) {
+                Polled::Transmit(destination, contents) => {
+                    if c.detached {
+                        continue;
+                    }
+                    if let Some(at) = c.up.admit(now) {
+                        let source = c.addr;
+                        self.net.push(Datagram {
+                            at,
+                            source,
+                            destination,
+                            contents,
+                        });
+                    }
+                }
+                Polled::Event => {}
+                Polled::Timeout => break,
+            }
+        }
+        self.schedule_client(ClientId(i));
+    }
+
+    fn schedule_client(&mut self, id: ClientId) {
+        let c = &self.clients[id.0];
+        if let Some(t) = c.deadline
+            && !c.detached
+            && !c.closed
+        {
+            self.client_timers.push(Reverse((t, id.0)));
+        }
+    }
+
+    fn write_media(&mut self, i: usize) {
+        let now = self.now;
+        let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let client = &mut self.clients[i];
+        client.write_due_media(now, &mut |c: &mut Client| {
+            // Drain after every write; transmits are put on the wire below, in order.
+            loop {
+                match c.poll(now) {
+                    Polled::Transmit(d, bytes) => out.push((d, bytes)),
+                    Polled::Event => {}
+                    Polled::Timeout => break,
+                }
+            }
+        });
+        let c = &mut self.clients[i];
+        let source = c.addr;
+        for (destination, contents) in out {
+            if c.detached {
+                break;
+            }
+            if let Some(at) = c.up.admit(now) {
+                self.net.push(Datagram {
+                    at,
+                    source,
+                    destination,
+                    contents,
+                });
+            }
+        }
+        self.schedule_client(ClientId(i));
+    }
+
+    // ---- helpers ----
+
+    fn mint(&mut self, shard: ShardId) -> (SessionId, PeerSetup) {
+        let session = SessionId(self.next_session);
+        self.next_session += 1;
+        let setup = PeerSetup {
+            cert: self.server_cert.clone(),
+            candidates: vec![self.nodes[usize::from(shard.0)].addr],
+            ice: IceCreds {
+                ufrag: format!("h{}s{}", shard.0, session.0),
+                pass: format!("simulatedpassword{:012}", session.0),
+            },
+        };
+        (session, setup)
+    }
+
+    fn seed_for(&self, id: ClientId, salt: u64) -> u64 {
+        self.config
+            .seed
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add((id.0 as u64) << 8 | salt)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_client(
+        &self,
+        id: ClientId,
+        built: client::Built,
+        answer: &str,
+        shard: ShardId,
+        session: SessionId,
+        stream: StreamId,
+        publish: Option<(PublisherConfig, u32, u64)>,
+    ) -> Client {
+        let addr = client_addr(id);
+        Client::new(
+            id,
+            built,
+            answer,
+            addr,
+            shard,
+            self.nodes[usize::from(shard.0)].addr,
+            session,
+            stream,
+            Link::new(self.config.link, self.seed_for(id, 1)),
+            Link::new(self.config.link, self.seed_for(id, 2)),
+            self.now,
+            publish,
+        )
+    }
+}
+
+/// Timeouts fed to one component at one instant. str0m (and so a shard) answers "already
+/// happened" when work is pending, so a component may be woken again at the same instant — a
+/// few times, then one millisecond later, so that nothing spins.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Wake {
+    last: Option<Instant>,
+    repeats: u32,
+}
+
+impl Wake {
+    const MAX_REPEATS: u32 = 4;
+
+    /// A timeout was fed at `now`.
+    pub(crate) fn fed(&mut self, now: Instant) {
+        if self.last == Some(now) {
+            self.repeats += 1;
+        } else {
+            self.last = Some(now);
+            self.repeats = 0;
+        }
+    }
+
+    /// When to feed the next timeout for a reported deadline `t`.
+    pub(crate) fn next(&self, t: Instant) -> Instant {
+        match self.last {
+            Some(last) if t <= last && self.repeats >= Wake::MAX_REPEATS => {
+                last + Duration::from_millis(1)
+            }
+            _ => t,
+        }
+    }
+}
+
+/// The simulated address of shard `id`: `10.99.0.<id>:5000`.
+pub fn shard_addr(id: ShardId) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::new(10, 99, 0, id.0 as u8), 5000))
+}
+
+/// The simulated address of client `id`: 10.0.x.y:40000+.
+pub fn client_addr(id: ClientId) -> SocketAddr {
+    let n = id.0 as u32;
+    SocketAddr::from((
+        Ipv4Addr::new(10, 0, (n / 200) as u8, (n % 200 + 1) as u8),
+        40000 + (n % 1000) as u16,
+    ))
+}

@@ -1,0 +1,262 @@
+//! Synthetic media: RTP payloads that are valid enough for an SFU (VP8 payload descriptors,
+//! H264 FU-A / STAP-A, an Opus TOC byte) and carry a [`Tag`] saying which packet they are, so a
+//! viewer can check byte-exact delivery and order without decoding anything.
+//!
+//! Every payload ends with its tag; everything before it is the codec's header followed by
+//! filler bytes that are a function of the tag (so a corrupted byte anywhere is noticed by
+//! comparing with what the publisher sent).
+
+use ringcast_core::TrackKind;
+
+/// Largest RTP payload the synthetic packetizers produce.
+pub const MAX_PAYLOAD: usize = 1100;
+
+/// The video codec a simulated publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoCodec {
+    /// VP8 (RFC 7741 payload descriptor, no extensions).
+    Vp8,
+    /// H264 packetization-mode 1 (single NAL, STAP-A for SPS+PPS, FU-A).
+    H264,
+}
+
+/// Which packet a synthetic payload is: its publisher, track, frame (or audio packet) number
+/// and index within the frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Tag {
+    /// The publisher generation (unique per simulated publisher client).
+    pub source: u32,
+    /// 0 audio, 1 video (as [`TrackKind::index`]).
+    pub kind: u8,
+    /// Frame number (video) or packet number (audio) of this publisher.
+    pub frame: u32,
+    /// Packet index within the frame.
+    pub index: u16,
+    /// Packets in the frame.
+    pub count: u16,
+}
+
+const MAGIC: [u8; 2] = *b"RC";
+
+impl Tag {
+    /// Encoded length, at the end of every payload.
+    pub const LEN: usize = 15;
+
+    /// Read the tag at the end of a synthetic payload.
+    pub fn parse(payload: &[u8]) -> Option<Tag> {
+        let t = payload.get(payload.len().checked_sub(Tag::LEN)?..)?;
+        if t[0..2] != MAGIC {
+            return None;
+        }
+        Some(Tag {
+            source: u32::from_be_bytes([t[2], t[3], t[4], t[5]]),
+            kind: t[6],
+            frame: u32::from_be_bytes([t[7], t[8], t[9], t[10]]),
+            index: u16::from_be_bytes([t[11], t[12]]),
+            count: u16::from_be_bytes([t[13], t[14]]),
+        })
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&self.source.to_be_bytes());
+        out.push(self.kind);
+        out.extend_from_slice(&self.frame.to_be_bytes());
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+    }
+
+    /// Track kind of the tagged packet.
+    pub fn track(&self) -> TrackKind {
+        if self.kind == 0 {
+            TrackKind::Audio
+        } else {
+            TrackKind::Video
+        }
+    }
+
+    fn filler(&self, out: &mut Vec<u8>, n: usize) {
+        let seed = self
+            .frame
+            .wrapping_mul(31)
+            .wrapping_add(u32::from(self.index).wrapping_mul(7))
+            .wrapping_add(self.source);
+        out.extend((0..n).map(|i| (seed.wrapping_add(i as u32 * 13) >> 1) as u8));
+    }
+}
+
+/// One synthetic audio payload of `size` bytes (at least 1 + [`Tag::LEN`]): an Opus TOC byte
+/// (config 31, mono, one frame), filler, the tag.
+pub fn audio_payload(source: u32, number: u32, size: usize) -> Vec<u8> {
+    let tag = Tag {
+        source,
+        kind: 0,
+        frame: number,
+        index: 0,
+        count: 1,
+    };
+    let size = size.max(1 + Tag::LEN);
+    let mut p = Vec::with_capacity(size);
+    p.push(0xf8);
+    tag.filler(&mut p, size - 1 - Tag::LEN);
+    tag.write(&mut p);
+    p
+}
+
+/// The RTP payloads of one video frame of about `size` bytes, each at most [`MAX_PAYLOAD`];
+/// the marker bit belongs on the last one.
+pub fn video_frame(
+    codec: VideoCodec,
+    source: u32,
+    frame: u32,
+    keyframe: bool,
+    size: usize,
+) -> Vec<Vec<u8>> {
+    match codec {
+        VideoCodec::Vp8 => vp8_frame(source, frame, keyframe, size),
+        VideoCodec::H264 => h264_frame(source, frame, keyframe, size),
+    }
+}
+
+/// Split `size` body bytes into chunks so that each payload (with `overhead` bytes of headers
+/// and the tag) fits in [`MAX_PAYLOAD`].
+fn chunks(size: usize, overhead: usize) -> Vec<usize> {
+    let per = MAX_PAYLOAD - overhead - Tag::LEN;
+    let n = size.div_ceil(per).max(1);
+    let base = size / n;
+    (0..n)
+        .map(|i| {
+            if i + 1 == n {
+                size - base * (n - 1)
+            } else {
+                base
+            }
+        })
+        .collect()
+}
+
+/// VP8 (RFC 7741): a one-byte descriptor (S on the first packet, PID 0), then on the first
+/// packet the VP8 frame header (P bit clear for keyframes, plus the keyframe start code and
+/// dimensions).
+fn vp8_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8>> {
+    let sizes = chunks(size, 1 + 10);
+    let count = sizes.len() as u16;
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &body)| {
+            let tag = Tag {
+                source,
+                kind: 1,
+                frame,
+                index: i as u16,
+                count,
+            };
+            let mut p = Vec::with_capacity(body + 11 + Tag::LEN);
+            if i == 0 {
+                p.push(0x10);
+                // Frame tag: P (bit 0), version 0, show_frame (bit 4), partition size.
+                p.push(if keyframe { 0x10 } else { 0x11 });
+                p.extend_from_slice(&[0x02, 0x00]);
+                if keyframe {
+                    p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
+                    p.extend_from_slice(&640u16.to_le_bytes());
+                    p.extend_from_slice(&360u16.to_le_bytes());
+                }
+            } else {
+                p.push(0x00);
+            }
+            tag.filler(&mut p, body);
+            tag.write(&mut p);
+            p
+        })
+        .collect()
+}
+
+/// H264 packetization-mode 1: a keyframe starts with a STAP-A holding SPS and PPS, then the IDR
+/// slice; a slice that does not fit one packet goes as FU-A fragments.
+fn h264_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8>> {
+    let nal_type: u8 = if keyframe { 5 } else { 1 };
+    let nri: u8 = if keyframe { 3 << 5 } else { 2 << 5 };
+    let sizes = chunks(size, 2);
+    let slices = sizes.len();
+    let count = (slices + usize::from(keyframe)) as u16;
+    let mut out = Vec::with_capacity(count as usize);
+    let tag_at = |index: usize| Tag {
+        source,
+        kind: 1,
+        frame,
+        index: index as u16,
+        count,
+    };
+    if keyframe {
+        // STAP-A: [hdr][len][SPS][len][PPS + tag]. The tag ends the PPS NAL unit so the
+        // aggregate stays well formed.
+        let tag = tag_at(0);
+        let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84];
+        let mut pps = vec![0x68, 0xce, 0x3c, 0x80];
+        tag.write(&mut pps);
+        let mut p = vec![0x78];
+        p.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        p.extend_from_slice(sps);
+        p.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        p.extend_from_slice(&pps);
+        out.push(p);
+    }
+    for (i, &body) in sizes.iter().enumerate() {
+        let tag = tag_at(out.len());
+        let mut p = Vec::with_capacity(body + 2 + Tag::LEN);
+        if slices == 1 {
+            p.push(nri | nal_type);
+        } else {
+            p.push(nri | 28);
+            let mut fu = nal_type;
+            if i == 0 {
+                fu |= 0x80;
+            }
+            if i + 1 == slices {
+                fu |= 0x40;
+            }
+            p.push(fu);
+        }
+        tag.filler(&mut p, body);
+        tag.write(&mut p);
+        out.push(p);
+    }
+    out
+}
+
+/// Does this synthetic video payload start a keyframe? (The sim's own reading, independent of
+/// the core's, used by assertions.)
+pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
+    match codec {
+        VideoCodec::Vp8 => payload.len() > 1 && payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0,
+        VideoCodec::H264 => payload.first().is_some_and(|b| b & 0x1f == 24),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip_and_sizes_fit() {
+        for codec in [VideoCodec::Vp8, VideoCodec::H264] {
+            for (key, size) in [(true, 6000), (false, 300), (false, 2500)] {
+                let frame = video_frame(codec, 7, 42, key, size);
+                assert!(!frame.is_empty());
+                for (i, p) in frame.iter().enumerate() {
+                    assert!(p.len() <= MAX_PAYLOAD, "{codec:?} {}", p.len());
+                    let tag = Tag::parse(p).unwrap();
+                    assert_eq!((tag.source, tag.kind, tag.frame), (7, 1, 42));
+                    assert_eq!(tag.index as usize, i);
+                    assert_eq!(tag.count as usize, frame.len());
+                    assert_eq!(starts_keyframe(codec, p), key && i == 0, "{codec:?} {i}");
+                }
+            }
+        }
+        let a = audio_payload(3, 9, 100);
+        assert_eq!(a.len(), 100);
+        assert_eq!(Tag::parse(&a).unwrap().frame, 9);
+    }
+}

@@ -1,0 +1,124 @@
+//! After everyone leaves, a shard holds nothing: every map it keeps is empty once its timers
+//! ran, whatever the order of leaving, and whether sessions were removed or timed out.
+
+mod common;
+
+use std::time::Duration;
+
+use ringcast_core::{ShardId, StreamId};
+use ringcast_sim::{ClientId, PublisherConfig, Sim, SimConfig};
+
+/// A publisher on shard 0 and viewers on shards 0 and 1, streaming.
+fn busy() -> (Sim, ClientId, Vec<ClientId>) {
+    common::init_log();
+    let mut sim = Sim::new(SimConfig {
+        seed: 21,
+        shards: 2,
+        ..SimConfig::default()
+    });
+    let stream = StreamId(3);
+    let publisher = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    let viewers: Vec<_> = (0..6)
+        .map(|i| sim.add_viewer(ShardId(i % 2), stream))
+        .collect();
+    let mut all = viewers.clone();
+    all.push(publisher);
+    sim.connect(&all, Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    for &v in &viewers {
+        assert!(
+            !sim.client(v)
+                .received(ringcast_core::TrackKind::Video)
+                .is_empty()
+        );
+    }
+    (sim, publisher, viewers)
+}
+
+fn assert_empty(sim: &mut Sim) {
+    // Let timers run (and anything in flight arrive).
+    sim.run_for(Duration::from_secs(5));
+    for shard in [ShardId(0), ShardId(1)] {
+        assert_eq!(
+            sim.shard(shard).map_sizes(),
+            [0; 6],
+            "shard {shard:?}: [participants, sessions, addrs, ufrags, streams, timers]"
+        );
+        let stats = sim.shard(shard).stats();
+        assert_eq!(
+            (stats.participants, stats.publishers, stats.streams),
+            (0, 0, 0)
+        );
+    }
+}
+
+#[test]
+fn viewers_leave_then_publisher() {
+    let (mut sim, publisher, viewers) = busy();
+    for v in viewers {
+        sim.remove(v).expect("removed");
+        sim.run_for(Duration::from_millis(50));
+    }
+    sim.remove(publisher).expect("removed");
+    assert_empty(&mut sim);
+}
+
+#[test]
+fn publisher_leaves_then_viewers() {
+    let (mut sim, publisher, viewers) = busy();
+    sim.remove(publisher).expect("removed");
+    sim.run_for(Duration::from_millis(500));
+    for v in viewers {
+        sim.remove(v).expect("removed");
+    }
+    assert_empty(&mut sim);
+}
+
+#[test]
+fn everyone_times_out() {
+    let (mut sim, publisher, viewers) = busy();
+    sim.vanish(publisher);
+    for &v in &viewers {
+        sim.vanish(v);
+    }
+    // str0m's ICE-lite timeout is 15 s after the last binding request.
+    sim.run_for(Duration::from_secs(20));
+    let closed = sim
+        .events()
+        .iter()
+        .filter(|e| matches!(e.event, ringcast_core::ShardEvent::SessionClosed { .. }))
+        .count();
+    assert_eq!(closed, viewers.len() + 1);
+    assert_empty(&mut sim);
+}
+
+#[test]
+fn removing_twice_is_an_error_not_a_panic() {
+    let (mut sim, publisher, _) = busy();
+    sim.remove(publisher).expect("removed");
+    let again = sim.command(
+        ShardId(0),
+        ringcast_core::Command::Remove {
+            session: sim.client(publisher).session,
+        },
+    );
+    assert_eq!(again, Err(ringcast_core::CommandError::UnknownSession));
+}
+
+#[test]
+fn a_session_removed_by_the_server_tells_its_client() {
+    // Removal the client did not ask for (the control plane kicks it): the shard's close goes
+    // out, so the client's str0m closes at once instead of timing out ICE ~20 s later.
+    let (mut sim, _publisher, viewers) = busy();
+    let v = viewers[0];
+    let session = sim.client(v).session;
+    let shard = sim.client(v).shard;
+    sim.command(shard, ringcast_core::Command::Remove { session })
+        .expect("removed");
+    sim.run_for(Duration::from_millis(100));
+    let c = sim.client(v);
+    assert!(
+        !c.rtc().is_alive(),
+        "the viewer's client was not told it was removed"
+    );
+}

@@ -1,0 +1,126 @@
+//! Two shards: the publisher on shard 0, viewers on both. The publisher's shard relays each
+//! packet once to shard 1, which fans it out; keyframe requests travel back.
+
+mod common;
+
+use std::time::Duration;
+
+use ringcast_core::{ShardId, StreamId, TrackKind};
+use ringcast_sim::{PublisherConfig, Sim, SimConfig, check, media};
+
+#[test]
+fn viewers_on_both_shards_get_everything() {
+    common::init_log();
+    let mut sim = Sim::new(SimConfig {
+        seed: 13,
+        shards: 2,
+        ..SimConfig::default()
+    });
+    let stream = StreamId(2);
+    let publisher = sim.add_publisher(
+        ShardId(0),
+        stream,
+        PublisherConfig {
+            start_on_connect: false,
+            keyframe_interval: Duration::from_secs(10),
+            ..PublisherConfig::default()
+        },
+    );
+    let viewers: Vec<_> = (0..8)
+        .map(|i| sim.add_viewer(ShardId(i % 2), stream))
+        .collect();
+    let mut all = viewers.clone();
+    all.push(publisher);
+    sim.connect(&all, Duration::from_secs(2));
+    sim.set_media(publisher, true);
+    sim.run_for(Duration::from_secs(2));
+
+    // A viewer on shard 1 asks for a keyframe (PLI): shard 1 relays the request to shard 0,
+    // which asks the publisher.
+    let remote = viewers[1];
+    assert_eq!(sim.client(remote).shard, ShardId(1));
+    let before = sim.client(publisher).publisher().keyframe_requests.len();
+    let asked = sim.now();
+    assert!(sim.viewer_request_keyframe(remote));
+    let reached = sim.run_until_true(Duration::from_millis(200), |s| {
+        s.client(publisher).publisher().keyframe_requests.len() > before
+    });
+    assert!(
+        reached,
+        "the keyframe request from shard 1 did not reach the publisher"
+    );
+    let took = sim.client(publisher).publisher().keyframe_requests[before] - asked;
+    eprintln!("keyframe request from shard 1 reached the publisher after {took:?}");
+    // Nothing was asked for in the last second, so nothing holds it back: two 1 ms hops.
+    assert!(took <= Duration::from_millis(10), "{took:?}");
+
+    // A late viewer on shard 1 starts on a keyframe requested through shard 0.
+    sim.run_for(Duration::from_millis(1500));
+    let joined = sim.now();
+    let late = sim.add_viewer(ShardId(1), stream);
+    let got = sim.run_until_true(Duration::from_secs(1), |s| {
+        !s.client(late).received(TrackKind::Video).is_empty()
+    });
+    assert!(got, "late viewer on shard 1 got no video within 1 s");
+    let first = &sim.client(late).received(TrackKind::Video)[0];
+    assert!(media::starts_keyframe(
+        media::VideoCodec::Vp8,
+        &first.payload
+    ));
+    eprintln!(
+        "late viewer on shard 1: first video after {:?}",
+        first.at - joined
+    );
+
+    sim.run_for(Duration::from_secs(1));
+    sim.set_media(publisher, false);
+    sim.run_for(Duration::from_millis(200));
+
+    for kind in TrackKind::ALL {
+        let sent = sim.client(publisher).sent(kind);
+        for &v in &viewers {
+            let start = check::exact(sent, sim.client(v).received(kind)).unwrap_or_else(|e| {
+                panic!("viewer {v:?} on {:?} {kind}: {e}", sim.client(v).shard)
+            });
+            assert_eq!(start, 0, "viewer {v:?} {kind}");
+        }
+        check::exact(sent, sim.client(late).received(kind))
+            .unwrap_or_else(|e| panic!("late viewer {kind}: {e}"));
+    }
+    let (s0, s1) = (sim.shard(ShardId(0)).stats(), sim.shard(ShardId(1)).stats());
+    // Every publisher packet crossed once, however many viewers shard 1 has.
+    assert_eq!(s1.rtp_in, s0.rtp_in, "{s0:?}\n{s1:?}");
+    assert!(s0.relayed >= s0.rtp_in);
+    assert_eq!(s1.drop_no_route, 0);
+}
+
+#[test]
+fn all_viewers_on_the_other_shard() {
+    common::init_log();
+    let mut sim = Sim::new(SimConfig {
+        seed: 17,
+        shards: 2,
+        ..SimConfig::default()
+    });
+    let stream = StreamId(4);
+    let publisher = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    sim.connect(&[publisher], Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(500));
+    // Viewers arrive on shard 1 after media started: their first video is a keyframe.
+    let viewers: Vec<_> = (0..3).map(|_| sim.add_viewer(ShardId(1), stream)).collect();
+    sim.connect(&viewers, Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(2));
+    sim.set_media(publisher, false);
+    sim.run_for(Duration::from_millis(200));
+    for kind in TrackKind::ALL {
+        let sent = sim.client(publisher).sent(kind);
+        for &v in &viewers {
+            let start = check::exact(sent, sim.client(v).received(kind))
+                .unwrap_or_else(|e| panic!("viewer {v:?} {kind}: {e}"));
+            if kind == TrackKind::Video {
+                assert!(sent[start].keyframe);
+            }
+        }
+    }
+    assert_eq!(sim.shard(ShardId(0)).stats().rtp_forwarded, 0);
+}
