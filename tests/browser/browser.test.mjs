@@ -64,7 +64,8 @@ async function startServer() {
     const proc = spawn(BIN, [], {
       cwd: ROOT,
       env: {
-        ...process.env,
+        // The server reads every RINGCAST_* variable as a config key: pass none of ours.
+        ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RINGCAST_'))),
         RINGCAST_HTTP_LISTEN: `127.0.0.1:${httpPort}`,
         RINGCAST_MEDIA_PORT_BASE: String(mediaBase),
         RINGCAST_MEDIA_SHARDS: '2',

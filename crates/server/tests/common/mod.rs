@@ -55,7 +55,12 @@ pub fn start_server_with(shards: usize, env: &[(&str, &str)]) -> Server {
             break p;
         }
     };
-    let child = Command::new(binary())
+    let mut command = Command::new(binary());
+    // The server reads every RINGCAST_* variable as a config key: only the test's own count.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RINGCAST_")) {
+        command.env_remove(k);
+    }
+    let child = command
         .env("RINGCAST_HTTP_LISTEN", format!("127.0.0.1:{http_port}"))
         .env("RINGCAST_MEDIA_BIND", "127.0.0.1")
         .env("RINGCAST_MEDIA_PORT_BASE", base.to_string())
