@@ -363,19 +363,7 @@ impl Peer {
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        let Ok(contents) = data.try_into() else {
-            return false;
-        };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        );
-        self.rtc.accepts(&input)
+        udp_input(now, source, destination, data).is_some_and(|input| self.rtc.accepts(&input))
     }
 
     /// Feed a datagram.
@@ -389,18 +377,9 @@ impl Peer {
         if self.replays.seen(data) {
             return Received::Replayed;
         }
-        let Ok(contents) = data.try_into() else {
+        let Some(input) = udp_input(now, source, destination, data) else {
             return Received::Malformed;
         };
-        let input = Input::Receive(
-            now,
-            Receive {
-                proto: Protocol::Udp,
-                source,
-                destination,
-                contents,
-            },
-        );
         match self.rtc.handle_input(input) {
             Ok(()) => Received::Taken,
             Err(_) => Received::Rejected,
@@ -557,6 +536,24 @@ impl Peer {
             self.rtc.disconnect();
         }
     }
+}
+
+/// A received datagram as str0m input; `None` when it is not STUN, DTLS, RTP or RTCP.
+fn udp_input<'a>(
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &'a [u8],
+) -> Option<Input<'a>> {
+    Some(Input::Receive(
+        now,
+        Receive {
+            proto: Protocol::Udp,
+            source,
+            destination,
+            contents: data.try_into().ok()?,
+        },
+    ))
 }
 
 fn base_config(setup: &PeerSetup) -> RtcConfig {

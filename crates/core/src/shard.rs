@@ -541,15 +541,7 @@ impl Shard {
                     destination,
                     source,
                     contents,
-                } => {
-                    self.stats.tx_datagrams += 1;
-                    let source = self.config.announced.is_empty().then_some(source);
-                    self.out.push_back(Output::Transmit(Transmit {
-                        destination,
-                        source,
-                        contents,
-                    }));
-                }
+                } => self.transmit(destination, source, contents),
                 PeerEvent::Rtp(packet) => {
                     if let Role::Publisher { stream } = p.role {
                         let epoch = p.session.0;
@@ -587,6 +579,18 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// Queue a datagram a peer produced. With announced addresses the local source is the
+    /// kernel's choice (str0m's source is the announced address, not a local one).
+    fn transmit(&mut self, destination: SocketAddr, source: SocketAddr, contents: Vec<u8>) {
+        self.stats.tx_datagrams += 1;
+        let source = self.config.announced.is_empty().then_some(source);
+        self.out.push_back(Output::Transmit(Transmit {
+            destination,
+            source,
+            contents,
+        }));
     }
 
     /// A packet from a local publisher: relay it once to each other shard with viewers, then fan
@@ -927,15 +931,7 @@ impl Shard {
                     destination,
                     source,
                     contents,
-                } => {
-                    self.stats.tx_datagrams += 1;
-                    let source = self.config.announced.is_empty().then_some(source);
-                    self.out.push_back(Output::Transmit(Transmit {
-                        destination,
-                        source,
-                        contents,
-                    }));
-                }
+                } => self.transmit(destination, source, contents),
                 PeerEvent::Timeout(_) | PeerEvent::Disconnected => break,
                 _ => {}
             }
