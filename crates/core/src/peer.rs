@@ -68,6 +68,22 @@ pub struct Published {
     pub tracks: [Option<TrackCodec>; 2],
 }
 
+impl Published {
+    /// The first track whose codec differs from `before` in a way a viewer negotiated for
+    /// `before` cannot follow (another codec, or another H264 profile / VP9 profile), as
+    /// "video: VP8/90000 -> H264/90000 (...)".
+    pub fn changed_from(&self, before: &Published) -> Option<String> {
+        TrackKind::ALL.iter().find_map(|kind| {
+            let (now, was) = (
+                self.tracks[kind.index()].as_ref()?,
+                before.tracks[kind.index()].as_ref()?,
+            );
+            (now.name != was.name || !compatible(was, &now.offered))
+                .then(|| format!("{kind}: {} -> {}", was.offered, now.offered))
+        })
+    }
+}
+
 /// Why a peer could not be set up from an offer. Each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SetupError {
@@ -727,6 +743,16 @@ mod tests {
         p.extend_from_slice(&ssrc.to_be_bytes());
         p.extend_from_slice(&[1, 2, 3]);
         p
+    }
+
+    #[test]
+    fn certificate_is_ecdsa_p256() {
+        // aiortc accepts only ECDSA certificates.
+        let cert = generate_certificate().expect("a certificate");
+        let ec_public_key = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+        let prime256v1 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+        let has = |needle: &[u8]| cert.certificate.windows(needle.len()).any(|w| w == needle);
+        assert!(has(&ec_public_key) && has(&prime256v1));
     }
 
     #[test]

@@ -204,6 +204,15 @@ impl Registry {
         }
     }
 
+    /// The viewers of a stream, with their shards.
+    pub fn viewers_of(&self, name: &str) -> Vec<(SessionId, ShardId)> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.stream == name && s.role == Role::Viewer)
+            .map(|(id, s)| (*id, s.shard))
+            .collect()
+    }
+
     /// Set a session's entity tag.
     pub fn set_etag(&mut self, session: SessionId, etag: String) {
         if let Some(s) = self.sessions.get_mut(&session) {

@@ -350,11 +350,37 @@ async fn publish(
         return Err(e.into());
     }
     let etag = new_etag();
-    state
-        .registry
-        .lock()
-        .publisher_placed(&stream, session, shard, published, etag.clone());
+    let (changed, viewers) = {
+        let mut r = state.registry.lock();
+        let changed = r
+            .stream(&stream)
+            .and_then(|s| s.published.as_ref())
+            .and_then(|before| published.changed_from(before));
+        r.publisher_placed(&stream, session, shard, published, etag.clone());
+        let viewers = if changed.is_some() {
+            r.viewers_of(&stream)
+        } else {
+            Vec::new()
+        };
+        (changed, viewers)
+    };
     tracing::info!(%session, stream, shard = shard.0, "publisher joined");
+    if let Some(change) = changed {
+        // Viewers negotiated the old codec: they cannot follow. End their sessions so their
+        // players reconnect and negotiate the new one (viewers of an unchanged codec stay).
+        tracing::info!(
+            stream,
+            change,
+            viewers = viewers.len(),
+            "codec changed on publisher restart: viewers must reconnect"
+        );
+        for (viewer, vshard) in viewers {
+            let _ = state.shards[usize::from(vshard.0)]
+                .call(Command::Remove { session: viewer })
+                .await;
+            session_ended(&state, viewer).await;
+        }
+    }
     Ok(created(&state, Kind::Whip, &stream, session, &etag, answer))
 }
 

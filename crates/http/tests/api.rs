@@ -495,3 +495,77 @@ async fn ffmpeg_offer_is_answered_as_dtls_client_with_candidates() {
     assert!(a.body.contains("H264/90000") && a.body.to_lowercase().contains("opus/48000"));
     assert!(a.body.contains("packetization-mode=1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_restart_keeps_viewers_unless_the_codec_changes() {
+    let s = server(100, BTreeMap::new());
+    let viewers = |s: &Server| {
+        let list = s.app.clone();
+        async move {
+            let a = send(
+                &list,
+                Request::get("/api/streams").body(Body::empty()).unwrap(),
+            )
+            .await;
+            a.body
+        }
+    };
+    let p = send(&s.app, post("/whip/r", "application/sdp", chromium())).await;
+    assert_eq!(p.status, StatusCode::CREATED);
+    let v = send(
+        &s.app,
+        post("/whep/r", "application/sdp", viewer_offer(false)),
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    // The publisher leaves: the viewer stays, the stream is not live.
+    let d = send(
+        &s.app,
+        Request::delete(p.header("location").unwrap())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(d.status, StatusCode::OK);
+    let list = viewers(&s).await;
+    assert!(
+        list.contains("\"live\":false") && list.contains("\"viewers\":1"),
+        "{list}"
+    );
+    // It comes back with the same codec: the viewer is kept.
+    let p = send(&s.app, post("/whip/r", "application/sdp", chromium())).await;
+    assert_eq!(p.status, StatusCode::CREATED);
+    let list = viewers(&s).await;
+    assert!(
+        list.contains("\"live\":true") && list.contains("\"viewers\":1"),
+        "{list}"
+    );
+    // It comes back sending H264: the VP8 viewer must renegotiate, its session ends.
+    let d = send(
+        &s.app,
+        Request::delete(p.header("location").unwrap())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(d.status, StatusCode::OK);
+    let h264_first = chromium().replace("SAVPF 96 97 102 103", "SAVPF 102 103 96 97");
+    let p = send(&s.app, post("/whip/r", "application/sdp", h264_first)).await;
+    assert_eq!(p.status, StatusCode::CREATED);
+    assert!(
+        p.body.contains("H264/90000") && !p.body.contains("VP8/90000"),
+        "{}",
+        p.body
+    );
+    let list = viewers(&s).await;
+    assert!(list.contains("\"viewers\":0"), "{list}");
+    let gone = send(
+        &s.app,
+        Request::delete(v.header("location").unwrap())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(s.state.participants(), 1);
+}
