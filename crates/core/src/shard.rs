@@ -32,6 +32,8 @@ pub struct ShardConfig {
     pub announced: Vec<SocketAddr>,
     /// Most remote addresses learned for one participant (ICE candidates it checks from).
     pub max_addrs_per_participant: usize,
+    /// A participant not connected (ICE + DTLS) this long after it was placed is removed.
+    pub connect_timeout: Duration,
 }
 
 impl Default for ShardConfig {
@@ -42,6 +44,7 @@ impl Default for ShardConfig {
             keyframe_interval: Duration::from_secs(1),
             announced: Vec::new(),
             max_addrs_per_participant: 8,
+            connect_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -288,6 +291,8 @@ struct Participant {
     peer: Peer,
     addrs: Vec<SocketAddr>,
     scheduled: Option<Instant>,
+    /// Until connected: when it is given up (a client that got its answer and never came).
+    connect_by: Option<Instant>,
     role: Role,
 }
 
@@ -531,6 +536,14 @@ impl Shard {
             };
             match p.peer.poll() {
                 PeerEvent::Timeout(at) => {
+                    if p.connect_by.is_some_and(|by| now >= by) {
+                        let session = p.session;
+                        self.remove(key, now);
+                        self.out
+                            .push_back(Output::Event(ShardEvent::SessionClosed { session }));
+                        return;
+                    }
+                    let at = p.connect_by.map_or(at, |by| at.min(by));
                     if p.scheduled.is_none_or(|s| at < s) {
                         p.scheduled = Some(at);
                         self.timers.push(Reverse((at, key, p.session)));
@@ -554,6 +567,7 @@ impl Shard {
                     }
                 }
                 PeerEvent::Connected => {
+                    p.connect_by = None;
                     let session = p.session;
                     // A viewer gets media from now on; it starts on a keyframe asked for now.
                     let viewer_of = match &p.role {
@@ -755,7 +769,7 @@ impl Shard {
                 published,
                 relay_to,
             } => {
-                let key = self.insert(session, *peer, Role::Publisher { stream })?;
+                let key = self.insert(now, session, *peer, Role::Publisher { stream })?;
                 let entry = self.streams.entry(stream).or_default();
                 if let Some(old) = entry.publisher.replace(key) {
                     // The control plane allows one publisher per stream; a replaced one goes,
@@ -804,7 +818,7 @@ impl Shard {
                         });
                     }
                 }
-                let key = self.insert(session, *peer, Role::Subscriber { stream, tracks })?;
+                let key = self.insert(now, session, *peer, Role::Subscriber { stream, tracks })?;
                 let entry = self.streams.entry(stream).or_default();
                 entry.subscribers.push(key);
                 if entry.origin.is_none() {
@@ -867,6 +881,7 @@ impl Shard {
 
     fn insert(
         &mut self,
+        now: Instant,
         session: SessionId,
         peer: Peer,
         role: Role,
@@ -883,6 +898,7 @@ impl Shard {
             peer,
             addrs: Vec::new(),
             scheduled: None,
+            connect_by: Some(now + self.config.connect_timeout),
             role,
         });
         self.sessions.insert(session, key);

@@ -62,6 +62,8 @@ pub struct AppState {
     cert: DtlsCert,
     engine: &'static str,
     registry: Mutex<Registry>,
+    /// Bounds concurrent `Rtc` builds.
+    builds: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for AppState {
@@ -90,6 +92,9 @@ impl AppState {
             cert,
             engine,
             registry: Mutex::new(Registry::new(n)),
+            builds: tokio::sync::Semaphore::new(
+                2 * std::thread::available_parallelism().map_or(2, |c| c.get()),
+            ),
         })
     }
 }

@@ -267,10 +267,31 @@ async fn create(
     if offer.trim().is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty SDP offer"));
     }
-    match kind {
-        Kind::Whip => publish(state, stream, offer).await,
-        Kind::Whep => play(state, stream, offer).await,
-    }
+    // The session is set up in its own task: a client that hangs up mid-request cannot cancel
+    // it half-way (a participant placed on a shard but never registered would leak).
+    let task = match kind {
+        Kind::Whip => tokio::spawn(publish(state, stream, offer)),
+        Kind::Whep => tokio::spawn(play(state, stream, offer)),
+    };
+    task.await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "session setup failed"))?
+}
+
+/// Run an `Rtc` build (about 1 ms of CPU) on the blocking pool, at most a few at a time so a
+/// burst of offers cannot take every thread.
+async fn build<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce() -> Result<T, ringcast_core::SetupError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _permit = state
+        .builds
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"))?
+        .map_err(ApiError::from)
 }
 
 /// Place on a shard; `Err` 503 when every shard is full.
@@ -320,11 +341,11 @@ async fn publish(
         r.cancel_publisher(&stream);
     };
     let setup = setup_for(&state, shard);
-    let built =
-        tokio::task::spawn_blocking(move || Peer::publisher(&setup, &offer, Instant::now()))
-            .await
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"));
-    let (peer, answer, published) = match built.and_then(|r| r.map_err(ApiError::from)) {
+    let built = build(&state, move || {
+        Peer::publisher(&setup, &offer, Instant::now())
+    })
+    .await;
+    let (peer, answer, published) = match built {
         Ok(b) => b,
         Err(e) => {
             undo(&state);
@@ -400,12 +421,11 @@ async fn play(state: Arc<AppState>, stream: String, offer: String) -> Result<Res
     let shard = place(&state)?;
     let setup = setup_for(&state, shard);
     let for_build = published.clone();
-    let built = tokio::task::spawn_blocking(move || {
+    let built = build(&state, move || {
         Peer::subscriber(&setup, &offer, &for_build, Instant::now())
     })
-    .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"));
-    let (peer, answer) = match built.and_then(|r| r.map_err(ApiError::from)) {
+    .await;
+    let (peer, answer) = match built {
         Ok(b) => b,
         Err(e) => {
             state.registry.lock().unplace(shard);

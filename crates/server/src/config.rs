@@ -84,6 +84,9 @@ pub struct MediaConfig {
     /// Keyframe requests to one publisher track are merged to at most one per this many
     /// milliseconds; at least 100.
     pub keyframe_interval_ms: u64,
+    /// A session not connected (ICE + DTLS) this many milliseconds after its answer is
+    /// removed; at least 1000.
+    pub connect_timeout_ms: u64,
     /// Addresses advertised instead of the local ones (1:1 NAT); empty = the local addresses.
     pub announce: Vec<IpAddr>,
     /// Advertise the loopback addresses among the local ones (clients on the same host).
@@ -325,6 +328,13 @@ impl Config {
                 keys(&["media", "keyframe_interval_ms"]),
                 media.keyframe_interval_ms.to_string(),
                 "expected at least 100".into(),
+            ));
+        }
+        if media.connect_timeout_ms < 1000 {
+            return Err(invalid(
+                keys(&["media", "connect_timeout_ms"]),
+                media.connect_timeout_ms.to_string(),
+                "expected at least 1000".into(),
             ));
         }
         // Shard i listens on port_base + i: the last one must still be a port.

@@ -82,6 +82,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shard = ShardConfig {
         max_participants: config.media.max_participants_per_shard,
         keyframe_interval: Duration::from_millis(config.media.keyframe_interval_ms),
+        connect_timeout: Duration::from_millis(config.media.connect_timeout_ms),
         announced: Vec::new(),
         ..ShardConfig::default()
     };

@@ -122,3 +122,33 @@ fn a_session_removed_by_the_server_tells_its_client() {
         "the viewer's client was not told it was removed"
     );
 }
+
+#[test]
+fn a_session_that_never_connects_is_closed_by_the_shard() {
+    // A WHEP client that got its answer and never sent a packet (it crashed, or its HTTP
+    // request was abandoned): the shard must not hold it forever.
+    common::init_log();
+    let mut sim = Sim::new(SimConfig {
+        seed: 5,
+        ..SimConfig::default()
+    });
+    let stream = StreamId(9);
+    let publisher = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    sim.connect(&[publisher], Duration::from_secs(2));
+    let ghost = sim.add_viewer(ShardId(0), stream);
+    sim.vanish(ghost);
+    let session = sim.client(ghost).session;
+    let start = sim.now();
+    let closed = sim.run_until_true(Duration::from_secs(120), |s| {
+        s.events()
+            .iter()
+            .any(|e| e.event == ringcast_core::ShardEvent::SessionClosed { session })
+    });
+    eprintln!(
+        "never-connected session closed after {:?}",
+        sim.now() - start
+    );
+    assert!(closed, "the shard kept a session that never connected");
+    // ShardConfig::connect_timeout, 30 s by default.
+    assert!(sim.now() - start <= Duration::from_secs(31));
+}
