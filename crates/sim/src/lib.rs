@@ -125,6 +125,9 @@ pub struct Sim {
     closed: Vec<SessionId>,
     shard_addrs: HashMap<SocketAddr, usize>,
     client_timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Real (not virtual) time spent inside the shards on datagrams and timeouts, relays
+    /// included: what the shards cost, without the clients.
+    shard_busy: Duration,
     publishers: Vec<ClientId>,
     net: Network,
     streams: HashMap<StreamId, StreamInfo>,
@@ -200,6 +203,7 @@ impl Sim {
             events: Vec::new(),
             replies: Vec::new(),
             undeliverable: 0,
+            shard_busy: Duration::ZERO,
             steps: 0,
         }
     }
@@ -437,6 +441,11 @@ impl Sim {
         }
     }
 
+    /// Real time the shards spent on datagrams and timeouts so far (not commands).
+    pub fn shard_busy(&self) -> Duration {
+        self.shard_busy
+    }
+
     /// Send a command to a shard now and return its reply.
     pub fn command(&mut self, shard: ShardId, cmd: Command) -> Result<Reply, CommandError> {
         let token = self.next_token;
@@ -562,11 +571,13 @@ impl Sim {
                 self.deliver(d);
             }
             Next::Shard(i) => {
+                let started = Instant::now();
                 let node = &mut self.nodes[i];
                 node.wake.fed(now);
                 node.deadline = None;
                 node.shard.handle_input(Input::Timeout(now));
                 self.drain_shard(i);
+                self.shard_busy += started.elapsed();
             }
             Next::Client(i) => {
                 self.client_timers.pop();
@@ -621,6 +632,7 @@ impl Sim {
             return;
         }
         if let Some(&i) = self.shard_addrs.get(&d.destination) {
+            let started = Instant::now();
             self.nodes[i].shard.handle_input(Input::Datagram {
                 now: self.now,
                 source: d.source,
@@ -628,6 +640,7 @@ impl Sim {
                 contents: &d.contents,
             });
             self.drain_shard(i);
+            self.shard_busy += started.elapsed();
         } else if let Some(&id) = self.client_addrs.get(&d.destination) {
             let c = &mut self.clients[id.0];
             if c.detached || c.closed {

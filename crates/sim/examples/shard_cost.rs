@@ -1,0 +1,56 @@
+//! What a shard costs per forwarded packet, without sockets or kernel: 1 publisher (VP8 +
+//! Opus) → N viewers in the simulator, the real time spent inside the shard divided by the
+//! packets it forwarded. Clients are not counted.
+//!
+//! ```sh
+//! cargo run --release -p ringcast-sim --example shard_cost -- 200 5   # viewers, virtual seconds
+//! ```
+
+use std::time::Duration;
+
+use ringcast_core::{ShardId, StreamId};
+use ringcast_sim::{PublisherConfig, Sim, SimConfig};
+
+fn main() {
+    let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().ok());
+    let viewers = args.next().flatten().unwrap_or(200) as usize;
+    let seconds = args.next().flatten().unwrap_or(5);
+    let mut sim = Sim::new(SimConfig {
+        seed: 1,
+        ..SimConfig::default()
+    });
+    let stream = StreamId(1);
+    let publisher = sim.add_publisher(
+        ShardId(0),
+        stream,
+        PublisherConfig {
+            // ~2.5 Mbit/s at 30 fps: frames of ~10 KB, 9 packets each.
+            delta_size: (9_000, 11_000),
+            keyframe_size: 30_000,
+            ..PublisherConfig::default()
+        },
+    );
+    let ids: Vec<_> = (0..viewers)
+        .map(|_| sim.add_viewer(ShardId(0), stream))
+        .collect();
+    let mut all = ids.clone();
+    all.push(publisher);
+    sim.connect(&all, Duration::from_secs(5));
+    sim.run_for(Duration::from_secs(1));
+    let (busy0, fwd0) = (
+        sim.shard_busy(),
+        sim.shard(ShardId(0)).stats().rtp_forwarded,
+    );
+    sim.run_for(Duration::from_secs(seconds));
+    let (busy1, fwd1) = (
+        sim.shard_busy(),
+        sim.shard(ShardId(0)).stats().rtp_forwarded,
+    );
+    let packets = fwd1 - fwd0;
+    let busy = busy1 - busy0;
+    println!(
+        "1 -> {viewers}: {packets} packets forwarded in {seconds} s of virtual time; shard busy {:.3} s; {:.2} us per forwarded packet",
+        busy.as_secs_f64(),
+        busy.as_secs_f64() * 1e6 / packets as f64
+    );
+}
