@@ -1,0 +1,497 @@
+//! `ringcast-loadtest`: a WHIP/WHEP swarm that measures what operators ask about: join time,
+//! one-way latency, loss, bitrate, and the server's CPU per forwarded packet.
+//!
+//! Publishers and viewers are str0m peers (RTP mode), many per thread, on ringcast-net's epoll
+//! engine (one UDP socket per worker thread; each session has its own loopback address on it,
+//! see [`worker`]). Signalling is plain WHIP/WHEP over HTTP, so any server that speaks them can
+//! be loaded (on this host).
+#![forbid(unsafe_code)]
+
+mod media;
+mod procfs;
+mod report;
+mod signal;
+mod stats;
+mod summary;
+mod swarm;
+mod units;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::media::VideoCodec;
+use crate::summary::Summary;
+use crate::swarm::Plan;
+use crate::worker::MediaPlan;
+
+/// A WHIP/WHEP load generator: publishers and viewers as str0m peers, many per thread.
+#[derive(Debug, Parser)]
+#[command(name = "ringcast-loadtest", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// P streams, each with one WHIP publisher and V WHEP viewers.
+    Broadcast {
+        /// Streams (one publisher each).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        streams: u32,
+        /// Viewers per stream.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+        viewers: u32,
+        /// Viewer joins per second, e.g. 50/s.
+        #[arg(long, default_value = "50/s", value_parser = units::rate)]
+        join_rate: f64,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// One stream; viewers join at --rate up to --up-to, then hold for --duration.
+    Ramp {
+        /// Joins per second, e.g. 20/s.
+        #[arg(long, value_parser = units::rate)]
+        rate: f64,
+        /// Viewers in the end.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        up_to: u32,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Server base URL (WHIP at /whip/<stream>, WHEP at /whep/<stream>).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Measured window, after the last join and the warm-up: 10s, 500ms, 2m.
+    #[arg(long, default_value = "10s", value_parser = units::duration)]
+    duration: Duration,
+    /// Excluded from the measurement, after the last join.
+    #[arg(long, default_value = "2s", value_parser = units::duration)]
+    warmup: Duration,
+    /// Video codec.
+    #[arg(long, value_enum, default_value_t = VideoCodec::Vp8)]
+    codec: VideoCodec,
+    /// Video bitrate per publisher: 2500kbps, 2.5mbps.
+    #[arg(long, default_value = "2500kbps", value_parser = units::bitrate)]
+    bitrate: u64,
+    /// Video frames per second.
+    #[arg(long, default_value = "30", value_parser = units::fps)]
+    fps: u32,
+    /// Time between keyframes (publishers also answer PLI with one).
+    #[arg(long, default_value = "2s", value_parser = units::duration)]
+    keyframe_interval: Duration,
+    /// Fraction of viewers that verify payloads and measure latency (the rest count headers).
+    #[arg(long, default_value = "0.1", value_parser = units::fraction)]
+    verify_fraction: f64,
+    /// Media worker threads (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
+    /// Signalling (HTTP) threads.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    signal_threads: u32,
+    /// HTTP timeout per request.
+    #[arg(long, default_value = "5s", value_parser = units::duration)]
+    http_timeout: Duration,
+    /// A session without media this long after its POST counts as failed.
+    #[arg(long, default_value = "10s", value_parser = units::duration)]
+    connect_timeout: Duration,
+    /// Stream name prefix (streams are <prefix>-0, <prefix>-1, ...); default: unique per run.
+    #[arg(long)]
+    stream_prefix: Option<String>,
+    /// Write the summary as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an HTML report with plots.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// The server's pid: its CPU per forwarded packet and memory per participant, from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Fail (exit 1) when loss is above this: 1%.
+    #[arg(long, value_parser = units::percent)]
+    max_loss: Option<f64>,
+    /// Fail when latency p99 is above this many milliseconds.
+    #[arg(long, value_parser = clap::value_parser!(f64))]
+    max_p99_ms: Option<f64>,
+    /// Fail when fewer viewers than this connected: 100%.
+    #[arg(long, value_parser = units::percent)]
+    min_connected: Option<f64>,
+    /// Testing aid: viewers drop this share of incoming RTP datagrams before str0m, with NACK
+    /// off, so the reported loss can be checked against it.
+    #[arg(long, hide = true, default_value = "0%", value_parser = units::percent)]
+    simulate_loss: f64,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RINGCAST_LOADTEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (plan, common) = match plan_of(cli.scenario) {
+        Ok(p) => p,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    watch_ctrl_c(interrupted.clone());
+    let mut summary = match swarm::run(&plan, &interrupted) {
+        Ok(s) => s,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    summary.threshold_failures = thresholds(&summary, &common);
+    print!("{}", table(&summary));
+    if let Some(warning) = &summary.bottleneck_warning {
+        eprintln!("\n!!! WARNING: {warning}\n");
+    }
+    if let Some(path) = &common.json {
+        let written = serde_json::to_string_pretty(&summary)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json + "\n"));
+        if let Err(error) = written {
+            eprintln!("error: cannot write {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &common.report
+        && let Err(error) = report::write_html(&summary, path)
+    {
+        eprintln!("error: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
+    }
+    if !summary.threshold_failures.is_empty() {
+        for failure in &summary.threshold_failures {
+            eprintln!("threshold failed: {failure}");
+        }
+        return ExitCode::from(1);
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        return ExitCode::from(130);
+    }
+    ExitCode::SUCCESS
+}
+
+fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
+    let (streams, viewers, join_rate, common, name) = match scenario {
+        Scenario::Broadcast {
+            streams,
+            viewers,
+            join_rate,
+            common,
+        } => (
+            streams,
+            viewers,
+            join_rate,
+            common,
+            format!("broadcast {streams}x{viewers}"),
+        ),
+        Scenario::Ramp {
+            rate,
+            up_to,
+            common,
+        } => (1, up_to, rate, common, format!("ramp {up_to} at {rate}/s")),
+    };
+    if !common.url.starts_with("http://") {
+        return Err(format!(
+            "--url {:?}: expected an http:// URL (no TLS), e.g. http://127.0.0.1:8080",
+            common.url
+        ));
+    }
+    if signal::host_of(&common.url).is_none() {
+        return Err(format!("--url {:?}: no host", common.url));
+    }
+    if common.keyframe_interval < Duration::from_millis(100) {
+        return Err("--keyframe-interval: at least 100ms".into());
+    }
+    let threads = common.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |t| t as usize,
+    );
+    let keyframe_every =
+        (common.keyframe_interval.as_secs_f64() * f64::from(common.fps)).round() as u32;
+    let scenario = format!(
+        "{name} {} {}kbps {}fps",
+        match common.codec {
+            VideoCodec::Vp8 => "vp8",
+            VideoCodec::H264 => "h264",
+        },
+        common.bitrate / 1000,
+        common.fps
+    );
+    let plan = Plan {
+        scenario,
+        url: common.url.trim_end_matches('/').to_string(),
+        streams: streams as usize,
+        viewers_per_stream: viewers as usize,
+        join_rate,
+        warmup: common.warmup,
+        duration: common.duration,
+        verify_fraction: common.verify_fraction,
+        threads,
+        signal_threads: common.signal_threads as usize,
+        http_timeout: common.http_timeout,
+        server_pid: common.server_pid,
+        stream_prefix: common
+            .stream_prefix
+            .clone()
+            .unwrap_or_else(|| format!("lt{}-{}", std::process::id(), unix_seconds() % 100_000)),
+        media: MediaPlan {
+            codec: common.codec,
+            fps: common.fps,
+            frame_sizes: media::frame_sizes(common.bitrate, common.fps, keyframe_every),
+            keyframe_interval: common.keyframe_interval,
+            simulate_loss: common.simulate_loss / 100.0,
+            connect_timeout: common.connect_timeout,
+            stall_after: Duration::from_secs(3),
+        },
+    };
+    Ok((plan, common))
+}
+
+/// Ctrl-C sets `flag` (the run ends early and prints what it has); a second Ctrl-C exits.
+fn watch_ctrl_c(flag: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if flag.swap(true, Ordering::SeqCst) {
+                        std::process::exit(130);
+                    }
+                }
+            });
+        });
+    if spawned.is_err() {
+        tracing::warn!("no Ctrl-C handler: an interrupted run prints no summary");
+    }
+}
+
+/// Threshold checks: one line per failure.
+fn thresholds(s: &Summary, c: &Common) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(max) = c.max_loss
+        && s.loss_pct > max
+    {
+        out.push(format!("loss {:.3}% > --max-loss {max}%", s.loss_pct));
+    }
+    if let Some(max) = c.max_p99_ms {
+        if s.latency_ms.count == 0 {
+            out.push("no latency samples (no full viewer got media) for --max-p99-ms".into());
+        } else if s.latency_ms.p99 > max {
+            out.push(format!(
+                "latency p99 {:.2} ms > --max-p99-ms {max} ms",
+                s.latency_ms.p99
+            ));
+        }
+    }
+    if let Some(min) = c.min_connected {
+        let pct = if s.viewers.requested == 0 {
+            100.0
+        } else {
+            s.viewers.connected as f64 * 100.0 / s.viewers.requested as f64
+        };
+        if pct < min {
+            out.push(format!(
+                "{} of {} viewers connected ({pct:.1}%) < --min-connected {min}%",
+                s.viewers.connected, s.viewers.requested
+            ));
+        }
+    }
+    out
+}
+
+/// The final summary as a text table.
+fn table(s: &Summary) -> String {
+    use std::fmt::Write as _;
+    let mut t = String::new();
+    let p = |x: &summary::Percentiles| {
+        format!(
+            "p50 {:>8.2}  p95 {:>8.2}  p99 {:>8.2}  p99.9 {:>8.2}  max {:>8.2}  (n={})",
+            x.p50, x.p95, x.p99, x.p999, x.max, x.count
+        )
+    };
+    let _ = writeln!(t, "\n== ringcast-loadtest: {} -> {}", s.scenario, s.target);
+    let _ = writeln!(
+        t,
+        "started {}, ran {:.1} s, measured {:.1} s",
+        s.started_at, s.duration_s, s.measured_s
+    );
+    let _ = writeln!(
+        t,
+        "publishers    {:>6} requested {:>6} connected {:>6} failed",
+        s.publishers.requested, s.publishers.connected, s.publishers.failed
+    );
+    let _ = writeln!(
+        t,
+        "viewers       {:>6} requested {:>6} connected {:>6} failed   ({} full)",
+        s.viewers.requested, s.viewers.connected, s.viewers.failed, s.full_viewers
+    );
+    let _ = writeln!(t, "join ms       {}", p(&s.join_ms));
+    let _ = writeln!(t, "latency ms    {}", p(&s.latency_ms));
+    let _ = writeln!(
+        t,
+        "packets       sent {}  received {}  loss {:.3}%  duplicates {}  reorders {}  corrupt {}",
+        s.packets_sent, s.packets_received, s.loss_pct, s.duplicates, s.reorders, s.corrupt
+    );
+    let _ = writeln!(
+        t,
+        "bitrate       {:.0} kbit/s per viewer",
+        s.bitrate_per_viewer_kbps
+    );
+    let _ = writeln!(
+        t,
+        "loadtest      {:.0}% CPU of one core in the window ({:.2} us per received packet, \
+         {:.3} ms/s per viewer), {} media threads{}",
+        s.loadtest_cpu_pct,
+        s.loadtest_cpu_pct * 1e4 * s.measured_s / s.packets_received.max(1) as f64,
+        s.loadtest_cpu_pct * 10.0 / s.viewers.connected.max(1) as f64,
+        s.loadtest_threads,
+        if s.bottleneck_warning.is_some() {
+            "  ** BOTTLENECK **"
+        } else {
+            ""
+        }
+    );
+    if let Some(sv) = &s.server {
+        let _ = writeln!(
+            t,
+            "server        pid {}: {:.2} CPU s ({:.0}% of a core), {:.3} us per forwarded packet, \
+             {:.3} ms/s per viewer, RSS {} KiB ({:.0} KiB per participant)",
+            sv.pid,
+            sv.cpu_s,
+            sv.cpu_pct,
+            sv.cpu_us_per_packet,
+            sv.cpu_ms_per_viewer_s,
+            sv.rss_kib,
+            sv.rss_kib_per_participant
+        );
+    }
+    if s.errors.is_empty() {
+        let _ = writeln!(t, "errors        none");
+    } else {
+        let list: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        let _ = writeln!(t, "errors        {}", list.join(", "));
+    }
+    for f in &s.threshold_failures {
+        let _ = writeln!(t, "FAILED        {f}");
+    }
+    t
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Now as RFC 3339 UTC, e.g. 2026-05-01T12:00:00Z.
+pub fn rfc3339_now() -> String {
+    rfc3339(unix_seconds())
+}
+
+fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_777_636_800), "2026-05-01T12:00:00Z");
+    }
+
+    #[test]
+    fn cli_rejects_bad_units() {
+        let bad = [
+            vec!["broadcast", "--bitrate", "fast"],
+            vec!["broadcast", "--duration", "ten"],
+            vec!["broadcast", "--max-loss", "200%"],
+            vec!["broadcast", "--join-rate", "0/s"],
+            vec!["ramp", "--rate", "5/s"],
+            vec!["broadcast", "--streams", "0"],
+            vec!["broadcast", "--codec", "av1"],
+        ];
+        for args in bad {
+            let argv = std::iter::once("ringcast-loadtest").chain(args.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{args:?} accepted");
+        }
+        let ok = Cli::try_parse_from([
+            "ringcast-loadtest",
+            "broadcast",
+            "--streams",
+            "2",
+            "--viewers",
+            "5",
+            "--bitrate",
+            "2.5mbps",
+            "--duration",
+            "500ms",
+            "--max-loss",
+            "1%",
+            "--codec",
+            "h264",
+        ])
+        .unwrap();
+        let (plan, _) = plan_of(ok.scenario).unwrap();
+        assert!(plan.media.frame_sizes.0 > 0);
+        assert_eq!(plan.duration, Duration::from_millis(500));
+        assert_eq!(plan.streams * plan.viewers_per_stream, 10);
+        let url = Cli::try_parse_from([
+            "x",
+            "ramp",
+            "--rate",
+            "5/s",
+            "--up-to",
+            "3",
+            "--url",
+            "https://a",
+        ])
+        .unwrap();
+        assert!(plan_of(url.scenario).is_err());
+    }
+}

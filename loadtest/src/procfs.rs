@@ -1,0 +1,74 @@
+//! CPU time and resident memory of a process, from `/proc`.
+
+use std::time::Duration;
+
+/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ, 100 on every Linux that matters).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// `self` or a pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    /// This process.
+    Current,
+    /// Another one.
+    Pid(u32),
+}
+
+impl Process {
+    fn dir(self) -> String {
+        match self {
+            Process::Current => "/proc/self".into(),
+            Process::Pid(pid) => format!("/proc/{pid}"),
+        }
+    }
+
+    /// User + system CPU time so far; None when the process is gone.
+    pub fn cpu(self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("{}/stat", self.dir())).ok()?;
+        cpu_from_stat(&stat)
+    }
+
+    /// Resident memory (VmRSS), KiB; None when the process is gone.
+    pub fn rss_kib(self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("{}/status", self.dir())).ok()?;
+        rss_from_status(&status)
+    }
+}
+
+/// utime + stime from the text of `/proc/<pid>/stat`.
+pub fn cpu_from_stat(stat: &str) -> Option<Duration> {
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid … utime is field 14 of the line, index 11 here.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / TICKS_PER_SECOND,
+    ))
+}
+
+/// VmRSS from the text of `/proc/<pid>/status`, KiB.
+pub fn rss_from_status(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_stat_and_status() {
+        let stat =
+            "1234 (ring cast) (x) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1 2 3";
+        assert_eq!(cpu_from_stat(stat), Some(Duration::from_secs(3)));
+        assert_eq!(cpu_from_stat("garbage"), None);
+        let status = "Name:\tringcast\nVmPeak:\t  100 kB\nVmRSS:\t   5120 kB\n";
+        assert_eq!(rss_from_status(status), Some(5120));
+        assert!(Process::Current.cpu().is_some());
+        assert!(Process::Current.rss_kib().unwrap() > 0);
+    }
+}

@@ -1,0 +1,667 @@
+//! The coordinator: starts the media workers and the signalling threads, paces the joins,
+//! prints a progress line each second, measures the window after warm-up and assembles the
+//! [`Summary`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ringcast_net::{EngineOptions, Notifier};
+
+use crate::media::VideoCodec;
+use crate::procfs::Process;
+use crate::signal::{self, Job, Role};
+use crate::stats;
+use crate::summary::{Counts, ServerFigures, Summary, Tick};
+use crate::worker::{Command, MediaPlan, Worker};
+
+/// Everything a run needs to know.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Human description, e.g. "broadcast 1x20 vp8 2500kbps".
+    pub scenario: String,
+    /// Server base URL.
+    pub url: String,
+    /// Streams (one publisher each).
+    pub streams: usize,
+    /// Viewers per stream.
+    pub viewers_per_stream: usize,
+    /// Viewer joins per second.
+    pub join_rate: f64,
+    /// Excluded from the measured window, after the last join.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// Fraction of viewers that verify payloads.
+    pub verify_fraction: f64,
+    /// Media worker threads.
+    pub threads: usize,
+    /// Signalling threads.
+    pub signal_threads: usize,
+    /// HTTP timeout per request.
+    pub http_timeout: Duration,
+    /// Server process to measure.
+    pub server_pid: Option<u32>,
+    /// Stream name prefix (unique per run).
+    pub stream_prefix: String,
+    /// Media parameters.
+    pub media: MediaPlan,
+}
+
+/// Counters one worker publishes (cumulative).
+#[derive(Debug, Default)]
+pub struct WorkerCounters {
+    /// Media packets written by publishers.
+    pub sent: AtomicU64,
+    /// Media packets received by viewers.
+    pub received: AtomicU64,
+    /// Bytes received by viewers (payload + RTP header).
+    pub bytes: AtomicU64,
+    /// Packets expected by viewers.
+    pub expected: AtomicU64,
+    /// Duplicates.
+    pub duplicates: AtomicU64,
+    /// Reorders.
+    pub reorders: AtomicU64,
+    /// Payloads that failed verification.
+    pub corrupt: AtomicU64,
+}
+
+/// State shared by the coordinator, the workers and the signalling threads.
+#[derive(Debug)]
+pub struct Shared {
+    /// One per worker.
+    pub workers: Vec<WorkerCounters>,
+    /// Latency samples (µs) not yet taken by the coordinator.
+    pub latency: Mutex<Histogram<u64>>,
+    errors: Mutex<BTreeMap<String, u64>>,
+    joins_ms: Mutex<Vec<f64>>,
+    locations: Mutex<Vec<String>>,
+    publishers_connected: AtomicUsize,
+    publishers_failed: AtomicUsize,
+    viewers_connected: AtomicUsize,
+    viewers_failed: AtomicUsize,
+    /// Sessions with media flowing now (connected minus stalled or gone).
+    active: AtomicUsize,
+}
+
+impl Shared {
+    fn new(workers: usize) -> Self {
+        Shared {
+            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
+            latency: Mutex::new(stats::histogram()),
+            errors: Mutex::default(),
+            joins_ms: Mutex::default(),
+            locations: Mutex::default(),
+            publishers_connected: AtomicUsize::new(0),
+            publishers_failed: AtomicUsize::new(0),
+            viewers_connected: AtomicUsize::new(0),
+            viewers_failed: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+        }
+    }
+
+    /// Count an error by cause.
+    pub fn error(&self, cause: &str) {
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(cause.to_string()).or_default() += 1;
+        }
+    }
+
+    /// A session that never got media failed.
+    pub fn fail(&self, publisher: bool, cause: &str) {
+        self.error(cause);
+        if publisher {
+            self.publishers_failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.viewers_failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A session got media flowing.
+    pub fn connected(&self, publisher: bool) {
+        if publisher {
+            self.publishers_connected.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.viewers_connected.fetch_add(1, Ordering::Relaxed);
+        }
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connected session stopped getting media (or was dropped).
+    pub fn lost_active(&self, _publisher: bool) {
+        let _ = self
+            .active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| a.checked_sub(1));
+    }
+
+    /// A stalled session gets media again.
+    pub fn regained_active(&self) {
+        self.active.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A viewer's join time.
+    pub fn joined(&self, ms: f64) {
+        if let Ok(mut joins) = self.joins_ms.lock() {
+            joins.push(ms);
+        }
+    }
+
+    fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for w in &self.workers {
+            t.sent += w.sent.load(Ordering::Relaxed);
+            t.received += w.received.load(Ordering::Relaxed);
+            t.bytes += w.bytes.load(Ordering::Relaxed);
+            t.expected += w.expected.load(Ordering::Relaxed);
+            t.duplicates += w.duplicates.load(Ordering::Relaxed);
+            t.reorders += w.reorders.load(Ordering::Relaxed);
+            t.corrupt += w.corrupt.load(Ordering::Relaxed);
+        }
+        t
+    }
+
+    fn take_latency(&self) -> Histogram<u64> {
+        let mut out = stats::histogram();
+        if let Ok(mut h) = self.latency.lock() {
+            let _ = out.add(&*h);
+            h.reset();
+        }
+        out
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Totals {
+    sent: u64,
+    received: u64,
+    bytes: u64,
+    expected: u64,
+    duplicates: u64,
+    reorders: u64,
+    corrupt: u64,
+}
+
+impl Totals {
+    fn since(self, before: Totals) -> Totals {
+        Totals {
+            sent: self.sent.saturating_sub(before.sent),
+            received: self.received.saturating_sub(before.received),
+            bytes: self.bytes.saturating_sub(before.bytes),
+            expected: self.expected.saturating_sub(before.expected),
+            duplicates: self.duplicates.saturating_sub(before.duplicates),
+            reorders: self.reorders.saturating_sub(before.reorders),
+            corrupt: self.corrupt.saturating_sub(before.corrupt),
+        }
+    }
+}
+
+/// A snapshot at the start of the measured window.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    at: Instant,
+    totals: Totals,
+    server_cpu: Option<Duration>,
+    self_cpu: Duration,
+}
+
+struct WorkerHandle {
+    mailbox: Sender<Command>,
+    notifier: Notifier,
+    thread: JoinHandle<()>,
+    port: u16,
+}
+
+/// The loopback address of the `index`-th session: 127.10.0.1 and up, skipping .0 and .255.
+pub fn session_ip(index: usize) -> Ipv4Addr {
+    let last = (index % 254) as u8 + 1;
+    let rest = index / 254;
+    Ipv4Addr::new(127, 10 + (rest / 256) as u8, (rest % 256) as u8, last)
+}
+
+/// Run the plan; `interrupted` ends it early (Ctrl-C) with the summary so far.
+pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
+    if !signal::loopback_url(&plan.url) {
+        anyhow::bail!(
+            "the target {} is not on this host: ringcast-loadtest gives each session its own \
+             loopback address (127.x.y.z) on one UDP socket per worker thread, so it loads \
+             servers on 127.0.0.1 / localhost only",
+            plan.url
+        );
+    }
+    let started_at = crate::rfc3339_now();
+    let t0 = Instant::now();
+    let self_cpu0 = Process::Current.cpu().unwrap_or_default();
+    let server = plan.server_pid.map(Process::Pid);
+    let server_rss0 = server.and_then(|s| s.rss_kib());
+    if let (Some(pid), None) = (plan.server_pid, server_rss0) {
+        anyhow::bail!("--server-pid {pid}: no such process (cannot read /proc/{pid})");
+    }
+
+    let shared = Arc::new(Shared::new(plan.threads));
+    let media = Arc::new(plan.media.clone());
+    let mut workers = Vec::with_capacity(plan.threads);
+    for index in 0..plan.threads {
+        let notifier = Notifier::new()?;
+        let options = EngineOptions::default();
+        let mut engine = ringcast_net::bind_epoll(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            &notifier,
+            &options,
+        )?;
+        let port = engine.local_addr().port();
+        let (mailbox, inbox) = mpsc::channel();
+        let mut worker = Worker::new(index, shared.clone(), media.clone(), inbox);
+        let thread = std::thread::Builder::new()
+            .name(format!("media-{index}"))
+            .spawn(move || {
+                if let Err(error) = engine.run(&mut worker) {
+                    tracing::error!(%error, "media worker {index} stopped");
+                }
+            })?;
+        workers.push(WorkerHandle {
+            mailbox,
+            notifier,
+            thread,
+            port,
+        });
+    }
+    let routes: Arc<Vec<(Sender<Command>, Notifier)>> = Arc::new(
+        workers
+            .iter()
+            .map(|w| (w.mailbox.clone(), w.notifier.clone()))
+            .collect(),
+    );
+
+    // Signalling threads take jobs from one queue.
+    let (jobs, job_queue) = mpsc::channel::<Job>();
+    let job_queue = Arc::new(Mutex::new(job_queue));
+    let signallers: Vec<JoinHandle<()>> = (0..plan.signal_threads.max(1))
+        .map(|i| {
+            let (queue, shared, routes) = (job_queue.clone(), shared.clone(), routes.clone());
+            let (url, codec, timeout) = (plan.url.clone(), plan.media.codec, plan.http_timeout);
+            std::thread::Builder::new()
+                .name(format!("signal-{i}"))
+                .spawn(move || signal_loop(&queue, &shared, &routes, &url, codec, timeout))
+                .expect("spawn signalling thread")
+        })
+        .collect();
+
+    let mut next_session = 0usize;
+    let mut new_job = |role: Role| {
+        let worker = next_session % workers.len();
+        let local = SocketAddr::new(IpAddr::V4(session_ip(next_session)), workers[worker].port);
+        next_session += 1;
+        Job {
+            role,
+            worker,
+            local,
+        }
+    };
+
+    let mut progress = Progress::new(t0);
+    let mut timeline = Vec::new();
+    let tick = |progress: &mut Progress,
+                timeline: &mut Vec<Tick>,
+                measured: Option<&mut Histogram<u64>>| {
+        let t = progress.tick(&shared, plan.streams * plan.viewers_per_stream, measured);
+        timeline.push(t);
+    };
+    let mut measured_latency = stats::histogram();
+    let mut mark = Mark {
+        at: t0,
+        totals: Totals::default(),
+        server_cpu: server.and_then(|s| s.cpu()),
+        self_cpu: self_cpu0,
+    };
+    let mut measuring = false;
+
+    // Publishers first; viewers once they are up (WHEP before WHIP gets 409).
+    for s in 0..plan.streams {
+        let role = Role::Publisher {
+            stream: format!("{}-{s}", plan.stream_prefix),
+            id: s as u32 + 1,
+        };
+        let _ = jobs.send(new_job(role));
+    }
+    let publishers_up = t0 + Duration::from_secs(10);
+    while !interrupted.load(Ordering::Relaxed) && Instant::now() < publishers_up {
+        let done = shared.publishers_connected.load(Ordering::Relaxed)
+            + shared.publishers_failed.load(Ordering::Relaxed);
+        if done >= plan.streams {
+            break;
+        }
+        progress.maybe(|p| tick(p, &mut timeline, None));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Publishers that did not get through by now have failed.
+    let viewers_total = plan.streams * plan.viewers_per_stream;
+    let joins_start = Instant::now();
+    let mut joined = 0usize;
+    let mut end: Option<Instant> = None;
+    let mut measure_at: Option<Instant> = None;
+    loop {
+        if interrupted.load(Ordering::Relaxed) {
+            eprintln!("interrupted: summary so far");
+            break;
+        }
+        let now = Instant::now();
+        while joined < viewers_total
+            && now >= joins_start + Duration::from_secs_f64(joined as f64 / plan.join_rate)
+        {
+            let stream = format!("{}-{}", plan.stream_prefix, joined % plan.streams);
+            let full = ((joined + 1) as f64 * plan.verify_fraction).floor()
+                > (joined as f64 * plan.verify_fraction).floor();
+            let _ = jobs.send(new_job(Role::Viewer { stream, full }));
+            joined += 1;
+        }
+        if joined == viewers_total && measure_at.is_none() {
+            measure_at = Some(now + plan.warmup);
+        }
+        if let Some(at) = measure_at
+            && !measuring
+            && now >= at
+        {
+            measuring = true;
+            let _ = shared.take_latency();
+            mark = Mark {
+                at: now,
+                totals: shared.totals(),
+                server_cpu: server.and_then(|s| s.cpu()),
+                self_cpu: Process::Current.cpu().unwrap_or_default(),
+            };
+            end = Some(now + plan.duration);
+        }
+        if end.is_some_and(|e| now >= e) {
+            break;
+        }
+        progress.maybe(|p| {
+            tick(p, &mut timeline, measuring.then_some(&mut measured_latency));
+        });
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let window_end = Instant::now();
+    let totals = shared.totals();
+    let server_cpu1 = server.and_then(|s| s.cpu());
+    let server_rss1 = server.and_then(|s| s.rss_kib());
+    let self_cpu1 = Process::Current.cpu().unwrap_or_default();
+    // The last partial second goes into the measured latency too; interrupted before the
+    // window opened, everything so far counts.
+    let _ = measured_latency.add(shared.take_latency());
+    if !measuring {
+        let _ = measured_latency.add(&progress.all_latency);
+    }
+
+    // Stop the swarm: signalling first (no new sessions), then the workers, then leave.
+    drop(jobs);
+    for w in &workers {
+        let _ = w.mailbox.send(Command::Stop);
+        w.notifier.notify();
+    }
+    for w in workers {
+        let _ = w.thread.join();
+    }
+    let elapsed = t0.elapsed();
+    let locations = shared
+        .locations
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    leave_all(&locations, plan.signal_threads.max(1));
+    // Signalling threads blocked on a stalled server finish with their timeout; don't wait.
+    drop(signallers);
+
+    let window = Totals::since(totals, mark.totals);
+    let measured_s = window_end.saturating_duration_since(mark.at).as_secs_f64();
+    let joins_ms = shared
+        .joins_ms
+        .lock()
+        .map(|j| j.clone())
+        .unwrap_or_default();
+    let viewers = Counts {
+        requested: viewers_total,
+        connected: shared.viewers_connected.load(Ordering::Relaxed),
+        failed: shared.viewers_failed.load(Ordering::Relaxed),
+    };
+    let publishers = Counts {
+        requested: plan.streams,
+        connected: shared.publishers_connected.load(Ordering::Relaxed),
+        failed: shared.publishers_failed.load(Ordering::Relaxed),
+    };
+    // Over the measured window (joins and warm-up excluded), like the server's figures.
+    let self_cpu = self_cpu1.saturating_sub(mark.self_cpu).as_secs_f64();
+    let loadtest_cpu_pct = self_cpu / measured_s.max(1e-9) * 100.0;
+    let cores = plan
+        .threads
+        .min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let bottleneck_warning = (loadtest_cpu_pct > 85.0 * cores as f64).then(|| {
+        format!(
+            "the load generator used {loadtest_cpu_pct:.0}% CPU of its {cores} core(s): it, not the \
+             server, may be the bottleneck; its figures are suspect (add --threads or machines)"
+        )
+    });
+    let server = match (plan.server_pid, mark.server_cpu, server_cpu1) {
+        (Some(pid), Some(c0), Some(c1)) => {
+            let cpu_s = c1.saturating_sub(c0).as_secs_f64();
+            let participants = (viewers.connected + publishers.connected).max(1);
+            let rss_kib = server_rss1.unwrap_or(0);
+            Some(ServerFigures {
+                pid,
+                cpu_s,
+                cpu_pct: cpu_s / measured_s.max(1e-9) * 100.0,
+                forwarded_packets: window.received,
+                cpu_us_per_packet: if window.received > 0 {
+                    cpu_s * 1e6 / window.received as f64
+                } else {
+                    0.0
+                },
+                cpu_ms_per_viewer_s: cpu_s * 1e3
+                    / measured_s.max(1e-9)
+                    / viewers.connected.max(1) as f64,
+                rss_kib,
+                rss_kib_per_participant: rss_kib.saturating_sub(server_rss0.unwrap_or(0)) as f64
+                    / participants as f64,
+            })
+        }
+        (Some(pid), _, _) => {
+            shared.error("server gone");
+            Some(ServerFigures {
+                pid,
+                ..ServerFigures::default()
+            })
+        }
+        _ => None,
+    };
+    let errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    Ok(Summary {
+        scenario: plan.scenario.clone(),
+        target: plan.url.clone(),
+        started_at,
+        measured_s,
+        duration_s: elapsed.as_secs_f64(),
+        publishers,
+        viewers,
+        full_viewers: ((viewers_total as f64) * plan.verify_fraction).floor() as usize,
+        join_ms: stats::percentiles_of(&joins_ms),
+        latency_ms: stats::percentiles_ms(&measured_latency),
+        packets_sent: window.sent,
+        packets_received: window.received,
+        loss_pct: stats::loss_pct(window.expected, window.received),
+        duplicates: window.duplicates,
+        reorders: window.reorders,
+        corrupt: window.corrupt,
+        bitrate_per_viewer_kbps: window.bytes as f64 * 8.0
+            / 1000.0
+            / measured_s.max(1e-9)
+            / viewers.connected.max(1) as f64,
+        errors,
+        loadtest_cpu_pct,
+        loadtest_threads: plan.threads,
+        bottleneck_warning,
+        server,
+        timeline,
+        latency_histogram: stats::buckets_ms(&measured_latency, 50),
+        join_cdf: stats::cdf(&joins_ms, 100),
+        threshold_failures: Vec::new(),
+    })
+}
+
+/// A signalling thread: open sessions until the job queue closes.
+fn signal_loop(
+    queue: &Mutex<mpsc::Receiver<Job>>,
+    shared: &Shared,
+    routes: &[(Sender<Command>, Notifier)],
+    url: &str,
+    codec: VideoCodec,
+    timeout: Duration,
+) {
+    let agent = signal::agent(timeout);
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => match queue.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            Err(_) => return,
+        };
+        let publisher = matches!(job.role, Role::Publisher { .. });
+        let worker = job.worker;
+        match signal::join(&agent, url, codec, job) {
+            Ok(joined) => {
+                if let Ok(mut l) = shared.locations.lock() {
+                    l.push(joined.location.clone());
+                }
+                let (mailbox, notifier) = &routes[worker];
+                if mailbox.send(Command::Add(Box::new(joined))).is_err() {
+                    return;
+                }
+                notifier.notify();
+            }
+            Err(cause) => shared.fail(publisher, &cause),
+        }
+    }
+}
+
+/// DELETE every session, a few at a time, giving up after a few seconds in all.
+fn leave_all(locations: &[String], threads: usize) {
+    if locations.is_empty() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let chunk = locations.len().div_ceil(threads.clamp(1, 8));
+    std::thread::scope(|scope| {
+        for part in locations.chunks(chunk) {
+            scope.spawn(move || {
+                let agent = signal::agent(Duration::from_secs(1));
+                for location in part {
+                    if Instant::now() > deadline {
+                        return;
+                    }
+                    signal::leave(&agent, location);
+                }
+            });
+        }
+    });
+}
+
+/// The one-line-per-second progress report.
+struct Progress {
+    t0: Instant,
+    next: Instant,
+    last: Totals,
+    last_at: Instant,
+    all_latency: Histogram<u64>,
+}
+
+impl Progress {
+    fn new(t0: Instant) -> Self {
+        Progress {
+            t0,
+            next: t0 + Duration::from_secs(1),
+            last: Totals::default(),
+            last_at: t0,
+            all_latency: stats::histogram(),
+        }
+    }
+
+    fn maybe(&mut self, f: impl FnOnce(&mut Self)) {
+        if Instant::now() >= self.next {
+            self.next += Duration::from_secs(1);
+            f(self);
+        }
+    }
+
+    fn tick(
+        &mut self,
+        shared: &Shared,
+        viewers: usize,
+        measured: Option<&mut Histogram<u64>>,
+    ) -> Tick {
+        let now = Instant::now();
+        let totals = shared.totals();
+        let d = totals.since(self.last);
+        let dt = now
+            .saturating_duration_since(self.last_at)
+            .as_secs_f64()
+            .max(1e-9);
+        self.last = totals;
+        self.last_at = now;
+        let latency = shared.take_latency();
+        let p99_ms = if latency.is_empty() {
+            0.0
+        } else {
+            latency.value_at_quantile(0.99) as f64 / 1000.0
+        };
+        if let Some(m) = measured {
+            let _ = m.add(&latency);
+        } else {
+            let _ = self.all_latency.add(&latency);
+        }
+        let tick = Tick {
+            t_s: now.saturating_duration_since(self.t0).as_secs_f64(),
+            connected: shared.active.load(Ordering::Relaxed),
+            failed: shared.viewers_failed.load(Ordering::Relaxed)
+                + shared.publishers_failed.load(Ordering::Relaxed),
+            pps_out: d.sent as f64 / dt,
+            pps_in: d.received as f64 / dt,
+            loss_pct: stats::loss_pct(d.expected, d.received),
+            p99_ms,
+        };
+        eprintln!(
+            "[{:>5.1}s] viewers {}/{} connected, {} failed | publishers {}/{} | pps out {:.0} in {:.0} | loss {:.2}% | p99 {:.1} ms",
+            tick.t_s,
+            shared.viewers_connected.load(Ordering::Relaxed),
+            viewers,
+            shared.viewers_failed.load(Ordering::Relaxed),
+            shared.publishers_connected.load(Ordering::Relaxed),
+            shared.publishers_connected.load(Ordering::Relaxed)
+                + shared.publishers_failed.load(Ordering::Relaxed),
+            tick.pps_out,
+            tick.pps_in,
+            tick.loss_pct,
+            tick.p99_ms,
+        );
+        tick
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_addresses_are_unique_loopback() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..200_000 {
+            let ip = session_ip(i);
+            assert!(ip.is_loopback());
+            assert!(ip.octets()[3] != 0 && ip.octets()[3] != 255);
+            assert!(seen.insert(ip), "{ip} twice");
+        }
+    }
+}

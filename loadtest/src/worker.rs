@@ -1,0 +1,670 @@
+//! A media worker: one thread, one ringcast-net engine (one UDP socket), many str0m peers.
+//!
+//! All peers of all workers talk to the server from distinct addresses, as the server demuxes
+//! by source address: the socket is bound to `0.0.0.0:port` and each peer gets its own loopback
+//! address `127.a.b.c` on that port. Outgoing datagrams leave from the peer's address
+//! (`IP_PKTINFO`), incoming ones are routed to their peer by destination address (one hash
+//! lookup). Peers are only touched when a datagram for them arrives or their deadline (str0m's
+//! timeout, or the publisher's next media packet) passes: deadlines sit in a binary heap.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ringcast_net::{Driver, Transmit, Turn, TxQueue};
+use str0m::media::{Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+
+use crate::media::{self, Packetizer, VideoCodec};
+use crate::signal::{Joined, Role};
+use crate::stats::{self, SeqTracker};
+use crate::swarm::Shared;
+
+/// What the coordinator tells a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Take over a session the server accepted.
+    Add(Box<Joined>),
+    /// Leave the loop.
+    Stop,
+}
+
+/// Media parameters shared by all publishers.
+#[derive(Debug, Clone)]
+pub struct MediaPlan {
+    /// Video codec.
+    pub codec: VideoCodec,
+    /// Video frames per second.
+    pub fps: u32,
+    /// Video bytes per delta frame and per keyframe.
+    pub frame_sizes: (usize, usize),
+    /// Time between keyframes.
+    pub keyframe_interval: Duration,
+    /// Fraction of incoming RTP datagrams viewers drop before str0m (NACK off), 0 = none.
+    pub simulate_loss: f64,
+    /// A session with no media this long after its POST fails.
+    pub connect_timeout: Duration,
+    /// A connected viewer with no media this long is counted as stalled.
+    pub stall_after: Duration,
+}
+
+/// How often the worker publishes its counters.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// How often the worker looks for sessions that never connected or stalled.
+const SWEEP_EVERY: Duration = Duration::from_millis(500);
+
+/// The driver of one worker's engine.
+pub struct Worker {
+    index: usize,
+    shared: Arc<Shared>,
+    plan: Arc<MediaPlan>,
+    mailbox: Receiver<Command>,
+    peers: Vec<Option<Peer>>,
+    free: Vec<usize>,
+    by_ip: HashMap<IpAddr, usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    counters: Counters,
+    latency: Histogram<u64>,
+    next_flush: Instant,
+    next_sweep: Instant,
+}
+
+/// A worker's cumulative counters.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    sent: u64,
+    received: u64,
+    bytes: u64,
+    expected: u64,
+    duplicates: u64,
+    reorders: u64,
+    corrupt: u64,
+}
+
+struct Peer {
+    rtc: Rtc,
+    local: SocketAddr,
+    posted: Instant,
+    /// The earliest deadline queued in the heap for this peer.
+    scheduled: Option<Instant>,
+    rtc_deadline: Instant,
+    ice_ok: bool,
+    dtls_ok: bool,
+    /// Media flowing (viewers: first packet arrived; publishers: DTLS up).
+    connected: bool,
+    stalled: bool,
+    kind: Kind,
+}
+
+enum Kind {
+    Publisher(Box<Publisher>),
+    Viewer(Box<Viewer>),
+}
+
+struct Publisher {
+    mids: [Mid; 2],
+    pts: [Pt; 2],
+    audio: Packetizer,
+    video: Packetizer,
+    rtp_seq: [u64; 2],
+    frames: u64,
+    audio_packets: u64,
+    next_audio: Instant,
+    next_video: Instant,
+    last_key: Option<Instant>,
+    force_key: bool,
+}
+
+struct Viewer {
+    full: bool,
+    streams: Vec<(Ssrc, SeqTracker)>,
+    last_media: Option<Instant>,
+    drop_credit: f64,
+}
+
+impl Worker {
+    /// A worker that takes sessions from `mailbox`.
+    pub fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        plan: Arc<MediaPlan>,
+        mailbox: Receiver<Command>,
+    ) -> Self {
+        let now = Instant::now();
+        Worker {
+            index,
+            shared,
+            plan,
+            mailbox,
+            peers: Vec::new(),
+            free: Vec::new(),
+            by_ip: HashMap::new(),
+            timers: BinaryHeap::new(),
+            counters: Counters::default(),
+            latency: stats::histogram(),
+            next_flush: now,
+            next_sweep: now + SWEEP_EVERY,
+        }
+    }
+
+    fn add(&mut self, joined: Joined, now: Instant) {
+        let Joined {
+            job,
+            rtc,
+            mids,
+            pts,
+            posted,
+            location: _,
+        } = joined;
+        let kind = match (&job.role, pts) {
+            (Role::Publisher { id, .. }, Some(pts)) => Kind::Publisher(Box::new(Publisher {
+                mids,
+                pts,
+                audio: Packetizer::new(*id),
+                video: Packetizer::new(*id),
+                rtp_seq: [1000, 20_000],
+                frames: 0,
+                audio_packets: 0,
+                next_audio: now,
+                next_video: now,
+                last_key: None,
+                force_key: true,
+            })),
+            (_, _) => Kind::Viewer(Box::new(Viewer {
+                full: matches!(job.role, Role::Viewer { full: true, .. }),
+                streams: Vec::with_capacity(2),
+                last_media: None,
+                drop_credit: 0.0,
+            })),
+        };
+        let peer = Peer {
+            rtc,
+            local: job.local,
+            posted,
+            scheduled: None,
+            rtc_deadline: now,
+            ice_ok: false,
+            dtls_ok: false,
+            connected: false,
+            stalled: false,
+            kind,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.peers[slot] = Some(peer);
+                slot
+            }
+            None => {
+                self.peers.push(Some(peer));
+                self.peers.len() - 1
+            }
+        };
+        self.by_ip.insert(job.local.ip(), slot);
+        self.schedule(slot);
+    }
+
+    fn remove(&mut self, slot: usize, cause: &str) {
+        if let Some(peer) = self.peers[slot].take() {
+            self.by_ip.remove(&peer.local.ip());
+            self.free.push(slot);
+            let publisher = matches!(peer.kind, Kind::Publisher(_));
+            if peer.connected && !peer.stalled {
+                self.shared.lost_active(publisher);
+            }
+            if !peer.connected {
+                self.shared.fail(publisher, cause);
+            } else {
+                self.shared.error(cause);
+            }
+        }
+    }
+
+    /// Queue a heap entry if the peer's wake-up time moved earlier than its queued one.
+    fn schedule(&mut self, slot: usize) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let wake = peer.wake();
+        if peer.scheduled.is_none_or(|s| wake < s) {
+            peer.scheduled = Some(wake);
+            self.timers.push(Reverse((wake, slot)));
+        }
+    }
+
+    /// Drain the peer's outputs until its next timeout; a peer that failed is removed.
+    fn drain(&mut self, slot: usize, now: Instant, tx: &mut TxQueue) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        let mut ctx = Ctx {
+            counters: &mut self.counters,
+            latency: &mut self.latency,
+            shared: &self.shared,
+            plan: &self.plan,
+        };
+        if let Err(cause) = peer.drain(&mut ctx, now, tx) {
+            self.remove(slot, cause);
+            return;
+        }
+        self.schedule(slot);
+    }
+
+    /// Run one peer's timer: str0m's timeout and, for a publisher, its due media.
+    fn on_timer(&mut self, slot: usize, now: Instant, tx: &mut TxQueue) {
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        peer.scheduled = None;
+        if peer.rtc_deadline <= now && peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+            let cause = peer.failure_cause();
+            self.remove(slot, cause);
+            return;
+        }
+        if peer.dtls_ok
+            && let Kind::Publisher(publisher) = &mut peer.kind
+        {
+            let sent = publisher.send_due(&mut peer.rtc, &self.plan, now);
+            self.counters.sent += sent;
+        }
+        self.drain(slot, now, tx);
+    }
+
+    /// Fail sessions that never got media, count viewers whose media stopped.
+    fn sweep(&mut self, now: Instant) {
+        for slot in 0..self.peers.len() {
+            let Some(peer) = self.peers[slot].as_mut() else {
+                continue;
+            };
+            if !peer.connected {
+                if now.saturating_duration_since(peer.posted) > self.plan.connect_timeout {
+                    let cause = if !peer.ice_ok {
+                        "ice failed"
+                    } else if !peer.dtls_ok {
+                        "dtls failed"
+                    } else {
+                        "no media"
+                    };
+                    self.remove(slot, cause);
+                }
+                continue;
+            }
+            if let Kind::Viewer(viewer) = &peer.kind {
+                let last = viewer.last_media.unwrap_or(now);
+                let silent = now.saturating_duration_since(last) > self.plan.stall_after;
+                if silent && !peer.stalled {
+                    peer.stalled = true;
+                    self.shared.error("media stalled");
+                    self.shared.lost_active(false);
+                } else if !silent && peer.stalled {
+                    peer.stalled = false;
+                    self.shared.regained_active();
+                }
+            }
+        }
+    }
+
+    /// Publish counters and the latency samples taken since the last flush.
+    fn flush(&mut self) {
+        let c = &self.shared.workers[self.index];
+        c.sent.store(self.counters.sent, Ordering::Relaxed);
+        c.received.store(self.counters.received, Ordering::Relaxed);
+        c.bytes.store(self.counters.bytes, Ordering::Relaxed);
+        c.expected.store(self.counters.expected, Ordering::Relaxed);
+        c.duplicates
+            .store(self.counters.duplicates, Ordering::Relaxed);
+        c.reorders.store(self.counters.reorders, Ordering::Relaxed);
+        c.corrupt.store(self.counters.corrupt, Ordering::Relaxed);
+        if !self.latency.is_empty() {
+            if let Ok(mut shared) = self.shared.latency.lock() {
+                let _ = shared.add(&self.latency);
+            }
+            self.latency.reset();
+        }
+    }
+}
+
+impl Driver for Worker {
+    fn on_datagram(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        tx: &mut TxQueue,
+    ) {
+        let Some(&slot) = self.by_ip.get(&destination.ip()) else {
+            return;
+        };
+        let Some(peer) = self.peers[slot].as_mut() else {
+            return;
+        };
+        if self.plan.simulate_loss > 0.0
+            && is_rtp(data)
+            && let Kind::Viewer(viewer) = &mut peer.kind
+        {
+            viewer.drop_credit += self.plan.simulate_loss;
+            if viewer.drop_credit >= 1.0 {
+                viewer.drop_credit -= 1.0;
+                return;
+            }
+        }
+        let Ok(contents) = data.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination: peer.local,
+                contents,
+            },
+        );
+        if peer.rtc.handle_input(input).is_err() {
+            let cause = peer.failure_cause();
+            self.remove(slot, cause);
+            return;
+        }
+        self.drain(slot, now, tx);
+    }
+
+    fn on_turn(&mut self, now: Instant, tx: &mut TxQueue) -> Turn {
+        loop {
+            match self.mailbox.try_recv() {
+                Ok(Command::Add(joined)) => {
+                    let ip = joined.job.local.ip();
+                    self.add(*joined, now);
+                    if let Some(&slot) = self.by_ip.get(&ip) {
+                        self.drain(slot, now, tx);
+                    }
+                }
+                Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
+                    self.flush();
+                    return Turn::Stop;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        while let Some(&Reverse((at, slot))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(peer) = self.peers[slot].as_mut() else {
+                continue;
+            };
+            if peer.scheduled != Some(at) {
+                continue; // superseded by an earlier entry that already ran
+            }
+            if peer.wake() > now {
+                // The deadline moved later since this entry was queued.
+                peer.scheduled = None;
+                self.schedule(slot);
+                continue;
+            }
+            self.on_timer(slot, now, tx);
+        }
+        if now >= self.next_sweep {
+            self.next_sweep = now + SWEEP_EVERY;
+            self.sweep(now);
+        }
+        if now >= self.next_flush {
+            self.next_flush = now + FLUSH_EVERY;
+            self.flush();
+        }
+        let next = self
+            .timers
+            .peek()
+            .map_or(self.next_flush, |Reverse((at, _))| *at)
+            .min(self.next_flush);
+        Turn::Wait(Some(next))
+    }
+}
+
+/// What a peer's event handling updates besides the peer.
+struct Ctx<'a> {
+    counters: &'a mut Counters,
+    latency: &'a mut Histogram<u64>,
+    shared: &'a Shared,
+    plan: &'a MediaPlan,
+}
+
+impl Peer {
+    /// When this peer next needs attention.
+    fn wake(&self) -> Instant {
+        match &self.kind {
+            Kind::Publisher(p) if self.dtls_ok => {
+                self.rtc_deadline.min(p.next_audio).min(p.next_video)
+            }
+            _ => self.rtc_deadline,
+        }
+    }
+
+    fn failure_cause(&self) -> &'static str {
+        if !self.ice_ok {
+            "ice failed"
+        } else if !self.dtls_ok {
+            "dtls failed"
+        } else {
+            "rtc error"
+        }
+    }
+
+    fn drain(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        tx: &mut TxQueue,
+    ) -> Result<(), &'static str> {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => {
+                    self.rtc_deadline = t;
+                    return Ok(());
+                }
+                Ok(Output::Transmit(t)) => {
+                    let mut buffer = tx.buffer();
+                    buffer.extend_from_slice(&t.contents);
+                    tx.push(Transmit {
+                        destination: t.destination,
+                        source: Some(self.local),
+                        contents: buffer,
+                    });
+                }
+                Ok(Output::Event(event)) => self.on_event(ctx, event, now)?,
+                Err(_) => return Err(self.failure_cause()),
+            }
+        }
+    }
+
+    fn on_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        event: Event,
+        now: Instant,
+    ) -> Result<(), &'static str> {
+        match event {
+            Event::IceConnectionStateChange(state) => match state {
+                IceConnectionState::Connected | IceConnectionState::Completed => self.ice_ok = true,
+                IceConnectionState::Disconnected => {
+                    return Err(if self.connected {
+                        "ice disconnected"
+                    } else {
+                        "ice failed"
+                    });
+                }
+                _ => {}
+            },
+            Event::Connected => {
+                self.dtls_ok = true;
+                if let Kind::Publisher(p) = &mut self.kind {
+                    self.connected = true;
+                    ctx.shared.connected(true);
+                    p.next_audio = now;
+                    p.next_video = now;
+                }
+            }
+            Event::KeyframeRequest(_) => {
+                if let Kind::Publisher(p) = &mut self.kind {
+                    p.force_key = true;
+                }
+            }
+            Event::RtpPacket(packet) => {
+                let Kind::Viewer(viewer) = &mut self.kind else {
+                    return Ok(());
+                };
+                if packet.payload.is_empty() {
+                    return Ok(()); // padding (bandwidth probes)
+                }
+                if !self.connected {
+                    self.connected = true;
+                    ctx.shared.connected(false);
+                    let join = packet.timestamp.saturating_duration_since(self.posted);
+                    ctx.shared.joined(join.as_secs_f64() * 1000.0);
+                }
+                viewer.last_media = Some(now);
+                let ssrc = packet.header.ssrc;
+                let index = match viewer.streams.iter().position(|(s, _)| *s == ssrc) {
+                    Some(i) => i,
+                    None => {
+                        if ctx.plan.simulate_loss > 0.0
+                            && let Some(rx) = self.rtc.direct_api().stream_rx(&ssrc)
+                        {
+                            rx.suppress_nack(true);
+                        }
+                        viewer.streams.push((ssrc, SeqTracker::new()));
+                        viewer.streams.len() - 1
+                    }
+                };
+                let d = viewer.streams[index]
+                    .1
+                    .on_packet(packet.header.sequence_number);
+                let c = &mut *ctx.counters;
+                c.expected += d.expected;
+                c.received += d.received;
+                c.reorders += d.reordered;
+                c.duplicates += d.duplicate;
+                c.bytes += packet.payload.len() as u64 + 12;
+                if viewer.full {
+                    match media::verify(&packet.payload) {
+                        Some(probe) => {
+                            let sent = probe.sent_ns;
+                            let arrived = media::nanos_since_anchor(packet.timestamp);
+                            let us = arrived.saturating_sub(sent) / 1000;
+                            let _ = ctx.latency.record(us.max(1));
+                        }
+                        None => c.corrupt += 1,
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl Publisher {
+    /// Write the audio packets and video frames that are due; returns packets written.
+    fn send_due(&mut self, rtc: &mut Rtc, plan: &MediaPlan, now: Instant) -> u64 {
+        const AUDIO_EVERY: Duration = Duration::from_millis(20);
+        let frame_every = Duration::from_secs(1) / plan.fps;
+        // Far behind (a stalled thread): skip ahead rather than burst.
+        if now.saturating_duration_since(self.next_audio) > Duration::from_secs(1) {
+            self.next_audio = now;
+        }
+        if now.saturating_duration_since(self.next_video) > Duration::from_secs(1) {
+            self.next_video = now;
+        }
+        let mut sent = 0;
+        let sent_ns = media::nanos_since_anchor(now);
+        while self.next_audio <= now {
+            let size = 60 + (self.audio_packets as usize * 37) % 101;
+            let payload = self.audio.audio(size, sent_ns);
+            let ts = (self.audio_packets * 960) as u32;
+            sent += self.write(rtc, 0, ts, true, payload, now);
+            self.audio_packets += 1;
+            self.next_audio += AUDIO_EVERY;
+        }
+        while self.next_video <= now {
+            let key = self.force_key
+                || self
+                    .last_key
+                    .is_none_or(|k| now.saturating_duration_since(k) >= plan.keyframe_interval);
+            if key {
+                self.force_key = false;
+                self.last_key = Some(now);
+            }
+            let size = if key {
+                plan.frame_sizes.1
+            } else {
+                plan.frame_sizes.0
+            };
+            let packets = self.video.video(plan.codec, key, size, sent_ns);
+            let ts = (self.frames * 90_000 / u64::from(plan.fps)) as u32;
+            let n = packets.len();
+            for (i, payload) in packets.into_iter().enumerate() {
+                sent += self.write(rtc, 1, ts, i + 1 == n, payload, now);
+            }
+            self.frames += 1;
+            self.next_video += frame_every;
+        }
+        sent
+    }
+
+    fn write(
+        &mut self,
+        rtc: &mut Rtc,
+        kind: usize,
+        ts: u32,
+        marker: bool,
+        payload: Vec<u8>,
+        now: Instant,
+    ) -> u64 {
+        let seq = self.rtp_seq[kind];
+        self.rtp_seq[kind] += 1;
+        let mut api = rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(self.mids[kind], None) else {
+            return 0;
+        };
+        stream.write_rtp(
+            RtpWrite::new(self.pts[kind], SeqNo::from(seq), ts, now, payload)
+                .marker(marker)
+                .nackable(true),
+        );
+        1
+    }
+}
+
+/// Whether a datagram is RTP (not STUN, DTLS or RTCP): RFC 7983 first byte 128..=191, and
+/// not an RTCP packet type (200..=206 in the second byte).
+fn is_rtp(data: &[u8]) -> bool {
+    data.len() >= 12 && (128..=191).contains(&data[0]) && !(200..=206).contains(&data[1])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtp_is_told_from_rtcp_stun_dtls() {
+        let mut rtp = [0u8; 20];
+        rtp[0] = 0x80;
+        rtp[1] = 96;
+        assert!(is_rtp(&rtp));
+        rtp[1] = 0x80 | 96; // marker bit
+        assert!(is_rtp(&rtp));
+        rtp[1] = 201; // receiver report
+        assert!(!is_rtp(&rtp));
+        rtp[0] = 22; // DTLS handshake
+        assert!(!is_rtp(&rtp));
+        rtp[0] = 0; // STUN
+        assert!(!is_rtp(&rtp));
+    }
+}

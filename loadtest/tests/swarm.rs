@@ -1,0 +1,370 @@
+//! The load generator against the real `ringcast` binary on loopback, and against fake servers
+//! that refuse, stall or answer garbage.
+//!
+//! The server binary is not a dependency of this package (cargo gives tests only their own
+//! package's binaries): build it first, `cargo build -p ringcast` (scripts/test does).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ringcast_binary() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let path = target.join("debug").join("ringcast");
+    assert!(
+        path.exists(),
+        "{} is missing: run cargo build -p ringcast first",
+        path.display()
+    );
+    path
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_ringcast() -> Server {
+    let shards = 2u16;
+    let base = loop {
+        let p = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p < 65000 && (0..shards).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok()) {
+            break p;
+        }
+    };
+    let http = free_tcp_port();
+    let mut command = Command::new(ringcast_binary());
+    // The server refuses unknown RINGCAST_* keys: pass only ours.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RINGCAST_")) {
+        command.env_remove(k);
+    }
+    let child = command
+        .env("RINGCAST_HTTP_LISTEN", format!("127.0.0.1:{http}"))
+        .env("RINGCAST_MEDIA_BIND", "127.0.0.1")
+        .env("RINGCAST_MEDIA_PORT_BASE", base.to_string())
+        .env("RINGCAST_MEDIA_SHARDS", shards.to_string())
+        .env("RINGCAST_MEDIA_PIN_THREADS", "false")
+        .env("RINGCAST_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ringcast starts");
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{http}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
+            return server;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("ringcast did not listen on {}", server.url);
+}
+
+fn loadtest(args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringcast-loadtest"));
+    command.args(args).stdin(Stdio::null());
+    let output = command.output().expect("ringcast-loadtest runs");
+    eprintln!(
+        "--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn json_of(path: &std::path::Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("json written")).expect("valid json")
+}
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("ringcast-loadtest-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn small_broadcast_fills_every_field() {
+    let server = start_ringcast();
+    let pid = server.child.id().to_string();
+    let json = temp("broadcast.json");
+    let report = temp("broadcast.html");
+    let output = loadtest(&[
+        "broadcast",
+        "--url",
+        &server.url,
+        "--streams",
+        "1",
+        "--viewers",
+        "20",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--threads",
+        "1",
+        "--join-rate",
+        "100/s",
+        "--verify-fraction",
+        "0.25",
+        "--server-pid",
+        &pid,
+        "--max-loss",
+        "0%",
+        "--min-connected",
+        "100%",
+        "--json",
+        json.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "exit {:?}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("latency ms"), "summary table on stdout");
+    let s = json_of(&json);
+    let _ = std::fs::remove_file(&json);
+    assert!(
+        std::fs::metadata(&report).is_ok_and(|m| m.len() > 0),
+        "report written"
+    );
+    let _ = std::fs::remove_file(&report);
+
+    assert_eq!(s["viewers"]["requested"], 20);
+    assert_eq!(s["viewers"]["connected"], 20);
+    assert_eq!(s["viewers"]["failed"], 0);
+    assert_eq!(s["publishers"]["connected"], 1);
+    assert_eq!(s["full_viewers"], 5);
+    assert_eq!(s["loss_pct"].as_f64(), Some(0.0));
+    assert_eq!(s["corrupt"], 0);
+    assert_eq!(s["duplicates"], 0);
+    for field in ["p50", "p95", "p99", "max"] {
+        assert!(s["join_ms"][field].as_f64().unwrap() > 0.0, "join {field}");
+        assert!(
+            s["latency_ms"][field].as_f64().unwrap() > 0.0,
+            "latency {field}"
+        );
+    }
+    assert_eq!(s["join_ms"]["count"], 20);
+    assert!(s["measured_s"].as_f64().unwrap() >= 2.9);
+    assert!(s["duration_s"].as_f64().unwrap() > s["measured_s"].as_f64().unwrap());
+    assert!(s["packets_sent"].as_u64().unwrap() > 500);
+    // Every viewer gets every packet: received = 20 x sent, give or take the packets in
+    // flight at the window's edges.
+    let (sent, received) = (
+        s["packets_sent"].as_f64().unwrap(),
+        s["packets_received"].as_f64().unwrap(),
+    );
+    assert!(
+        (received / sent / 20.0 - 1.0).abs() < 0.05,
+        "sent {sent} received {received}"
+    );
+    let kbps = s["bitrate_per_viewer_kbps"].as_f64().unwrap();
+    assert!((2000.0..3200.0).contains(&kbps), "bitrate {kbps}");
+    assert!(s["loadtest_cpu_pct"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["loadtest_threads"], 1);
+    assert!(
+        s["errors"].as_object().unwrap().is_empty(),
+        "{}",
+        s["errors"]
+    );
+    assert!(s["started_at"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        s["scenario"]
+            .as_str()
+            .unwrap()
+            .starts_with("broadcast 1x20")
+    );
+    let server = &s["server"];
+    assert_eq!(
+        server["pid"].as_u64(),
+        Some(u64::from(pid.parse::<u32>().unwrap()))
+    );
+    for field in [
+        "cpu_s",
+        "cpu_pct",
+        "cpu_us_per_packet",
+        "cpu_ms_per_viewer_s",
+        "rss_kib_per_participant",
+    ] {
+        assert!(server[field].as_f64().unwrap() > 0.0, "server {field}");
+    }
+    assert_eq!(server["forwarded_packets"], s["packets_received"]);
+    assert!(server["rss_kib"].as_u64().unwrap() > 0);
+    assert!(s["timeline"].as_array().unwrap().len() >= 4);
+    assert!(!s["latency_histogram"].as_array().unwrap().is_empty());
+    assert!(!s["join_cdf"].as_array().unwrap().is_empty());
+    assert!(s["threshold_failures"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn injected_loss_is_reported() {
+    let server = start_ringcast();
+    let json = temp("loss.json");
+    let output = loadtest(&[
+        "ramp",
+        "--url",
+        &server.url,
+        "--rate",
+        "100/s",
+        "--up-to",
+        "10",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--threads",
+        "1",
+        "--codec",
+        "h264",
+        "--simulate-loss",
+        "5%",
+        "--max-loss",
+        "1%",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    // The loss is above --max-loss: exit 1 with the reason.
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--max-loss"));
+    let s = json_of(&json);
+    let _ = std::fs::remove_file(&json);
+    assert_eq!(s["viewers"]["connected"], 10);
+    let loss = s["loss_pct"].as_f64().unwrap();
+    assert!((4.5..=5.5).contains(&loss), "loss {loss}% for 5% injected");
+    assert_eq!(s["threshold_failures"].as_array().unwrap().len(), 1);
+}
+
+/// A fake HTTP server answering every request with `response` after `delay`.
+fn fake_server(response: &'static str, delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                std::thread::sleep(delay);
+                let _ = stream.write_all(response.as_bytes());
+            });
+        }
+    });
+    url
+}
+
+fn run_against(url: &str, extra: &[&str]) -> (Output, Value) {
+    let json = temp(&format!("fault-{}.json", url.rsplit(':').next().unwrap()));
+    let mut args = vec![
+        "broadcast",
+        "--url",
+        url,
+        "--viewers",
+        "2",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
+        "--threads",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let output = loadtest(&args);
+    let s = json_of(&json);
+    let _ = std::fs::remove_file(&json);
+    (output, s)
+}
+
+#[test]
+fn faults_are_counted_by_cause() {
+    // Refused.
+    let url = fake_server(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nfull",
+        Duration::ZERO,
+    );
+    let (output, s) = run_against(&url, &["--min-connected", "100%"]);
+    assert_eq!(output.status.code(), Some(1), "thresholds fail");
+    assert_eq!(s["errors"]["http 503"], 3, "{}", s["errors"]);
+    assert_eq!(s["publishers"]["failed"], 1);
+    assert_eq!(s["viewers"]["failed"], 2);
+
+    // Garbage SDP.
+    let url = fake_server(
+        "HTTP/1.1 201 Created\r\nLocation: /whip/x/1\r\nContent-Type: application/sdp\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot a sdp",
+        Duration::ZERO,
+    );
+    let (output, s) = run_against(&url, &[]);
+    assert!(output.status.success());
+    assert_eq!(s["errors"]["sdp"], 3, "{}", s["errors"]);
+
+    // Stalled.
+    let url = fake_server("", Duration::from_secs(30));
+    let (output, s) = run_against(&url, &["--http-timeout", "300ms"]);
+    assert!(output.status.success());
+    assert_eq!(s["errors"]["timeout"], 3, "{}", s["errors"]);
+
+    // Nobody listening.
+    let port = free_tcp_port();
+    let (_, s) = run_against(&format!("http://127.0.0.1:{port}"), &[]);
+    assert_eq!(s["errors"]["http connection refused"], 3, "{}", s["errors"]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("errors"));
+}
+
+#[test]
+fn invalid_options_get_a_clear_message() {
+    let output = loadtest(&["broadcast", "--bitrate", "fast"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--bitrate") && stderr.contains("2500kbps"),
+        "{stderr}"
+    );
+    let output = loadtest(&[
+        "broadcast",
+        "--url",
+        "http://10.9.8.7:8080",
+        "--viewers",
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not on this host"));
+}
