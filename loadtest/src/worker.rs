@@ -355,6 +355,26 @@ impl Driver for Worker {
                 return;
             }
         }
+        // A light viewer counts RTP from its clear header and never decrypts it: str0m sees
+        // only STUN, DTLS and RTCP. That is what makes thousands of viewers per core possible.
+        if peer.dtls_ok
+            && is_rtp(data)
+            && let Kind::Viewer(viewer) = &peer.kind
+            && !viewer.full
+        {
+            let seq = u16::from_be_bytes([data[2], data[3]]);
+            let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
+            let mut ctx = Ctx {
+                counters: &mut self.counters,
+                latency: &mut self.latency,
+                shared: &self.shared,
+                plan: &self.plan,
+            };
+            // Payload bytes: the datagram less the fixed header and the SRTP tag.
+            let payload = data.len().saturating_sub(12 + SRTP_TAG);
+            peer.media_packet(&mut ctx, now, now, Ssrc::from(ssrc), seq, payload, None);
+            return;
+        }
         let Ok(contents) = data.try_into() else {
             return;
         };
@@ -437,6 +457,64 @@ struct Ctx<'a> {
 }
 
 impl Peer {
+    /// Account one media packet a viewer received: join time, loss/reorder/duplicate from
+    /// its sequence number, bytes, and (full viewers, `payload` given) the probe's latency
+    /// and the payload's integrity.
+    #[allow(clippy::too_many_arguments)]
+    fn media_packet(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        now: Instant,
+        arrived: Instant,
+        ssrc: Ssrc,
+        seq: u16,
+        payload_len: usize,
+        payload: Option<&[u8]>,
+    ) {
+        let Kind::Viewer(viewer) = &mut self.kind else {
+            return;
+        };
+        if !self.connected {
+            self.connected = true;
+            ctx.shared.connected(false);
+            let join = arrived.saturating_duration_since(self.posted);
+            ctx.shared.joined(join.as_secs_f64() * 1000.0);
+        }
+        viewer.last_media = Some(now);
+        let index = match viewer.streams.iter().position(|(s, _)| *s == ssrc) {
+            Some(i) => i,
+            None => {
+                if ctx.plan.simulate_loss > 0.0
+                    && let Some(rx) = self.rtc.direct_api().stream_rx(&ssrc)
+                {
+                    rx.suppress_nack(true);
+                }
+                viewer.streams.push((ssrc, SeqTracker::new()));
+                viewer.streams.len() - 1
+            }
+        };
+        let d = viewer.streams[index].1.on_packet(seq);
+        let c = &mut *ctx.counters;
+        c.expected += d.expected;
+        c.received += d.received;
+        c.reorders += d.reordered;
+        c.duplicates += d.duplicate;
+        c.bytes += payload_len as u64 + 12;
+        if viewer.full
+            && let Some(payload) = payload
+        {
+            match media::verify(payload) {
+                Some(probe) => {
+                    let sent = probe.sent_ns;
+                    let arrived = media::nanos_since_anchor(arrived);
+                    let us = arrived.saturating_sub(sent) / 1000;
+                    let _ = ctx.latency.record(us.max(1));
+                }
+                None => c.corrupt += 1,
+            }
+        }
+    }
+
     /// When this peer next needs attention.
     fn wake(&self) -> Instant {
         match &self.kind {
@@ -517,52 +595,18 @@ impl Peer {
                 }
             }
             Event::RtpPacket(packet) => {
-                let Kind::Viewer(viewer) = &mut self.kind else {
-                    return Ok(());
-                };
                 if packet.payload.is_empty() {
                     return Ok(()); // padding (bandwidth probes)
                 }
-                if !self.connected {
-                    self.connected = true;
-                    ctx.shared.connected(false);
-                    let join = packet.timestamp.saturating_duration_since(self.posted);
-                    ctx.shared.joined(join.as_secs_f64() * 1000.0);
-                }
-                viewer.last_media = Some(now);
-                let ssrc = packet.header.ssrc;
-                let index = match viewer.streams.iter().position(|(s, _)| *s == ssrc) {
-                    Some(i) => i,
-                    None => {
-                        if ctx.plan.simulate_loss > 0.0
-                            && let Some(rx) = self.rtc.direct_api().stream_rx(&ssrc)
-                        {
-                            rx.suppress_nack(true);
-                        }
-                        viewer.streams.push((ssrc, SeqTracker::new()));
-                        viewer.streams.len() - 1
-                    }
-                };
-                let d = viewer.streams[index]
-                    .1
-                    .on_packet(packet.header.sequence_number);
-                let c = &mut *ctx.counters;
-                c.expected += d.expected;
-                c.received += d.received;
-                c.reorders += d.reordered;
-                c.duplicates += d.duplicate;
-                c.bytes += packet.payload.len() as u64 + 12;
-                if viewer.full {
-                    match media::verify(&packet.payload) {
-                        Some(probe) => {
-                            let sent = probe.sent_ns;
-                            let arrived = media::nanos_since_anchor(packet.timestamp);
-                            let us = arrived.saturating_sub(sent) / 1000;
-                            let _ = ctx.latency.record(us.max(1));
-                        }
-                        None => c.corrupt += 1,
-                    }
-                }
+                self.media_packet(
+                    ctx,
+                    now,
+                    packet.timestamp,
+                    packet.header.ssrc,
+                    packet.header.sequence_number,
+                    packet.payload.len(),
+                    Some(&packet.payload),
+                );
             }
             _ => {}
         }
@@ -644,6 +688,9 @@ impl Publisher {
 
 /// Whether a datagram is RTP (not STUN, DTLS or RTCP): RFC 7983 first byte 128..=191, and
 /// not an RTCP packet type (200..=206 in the second byte).
+/// SRTP authentication tag of the profiles str0m negotiates (AES-GCM: 16 bytes).
+const SRTP_TAG: usize = 16;
+
 fn is_rtp(data: &[u8]) -> bool {
     data.len() >= 12 && (128..=191).contains(&data[0]) && !(200..=206).contains(&data[1])
 }
