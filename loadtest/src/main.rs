@@ -2,9 +2,9 @@
 //! one-way latency, loss, bitrate, and the server's CPU per forwarded packet.
 //!
 //! Publishers and viewers are str0m peers (RTP mode), many per thread, on ringcast-net's epoll
-//! engine (one UDP socket per worker thread; each session has its own loopback address on it,
-//! see [`worker`]). Signalling is plain WHIP/WHEP over HTTP, so any server that speaks them can
-//! be loaded (on this host).
+//! engine (one UDP socket per worker thread; each session has its own source address on it, a
+//! loopback one or one from `--source-range`, see [`worker`]). Signalling is plain WHIP/WHEP
+//! over HTTP, so any server that speaks them can be loaded.
 #![forbid(unsafe_code)]
 
 mod media;
@@ -108,6 +108,11 @@ struct Common {
     /// Stream name prefix (streams are <prefix>-0, <prefix>-1, ...); default: unique per run.
     #[arg(long)]
     stream_prefix: Option<String>,
+    /// Source addresses for the sessions when the target is not on loopback: an IPv4 network
+    /// routed to this host as local (`ip route add local 10.214.0.0/16 dev lo`), each session
+    /// taking its own address. Loopback targets use 127.64.0.0/10 and need nothing.
+    #[arg(long, value_parser = units::ipv4_net)]
+    source_range: Option<(std::net::Ipv4Addr, u8)>,
     /// Write the summary as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -249,6 +254,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
         signal_threads: common.signal_threads as usize,
         http_timeout: common.http_timeout,
         server_pid: common.server_pid,
+        source_range: common.source_range,
         stream_prefix: common
             .stream_prefix
             .clone()

@@ -118,11 +118,7 @@ pub fn join(
         .body_mut()
         .read_to_string()
         .map_err(|e| http_cause(&e))?;
-    let body = if loopback_url(base) {
-        loopback_candidates_only(&body)
-    } else {
-        body
-    };
+    let body = reachable_candidates_only(&body, base);
     let answer = SdpAnswer::from_sdp_string(&body).map_err(|_| "sdp".to_string())?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
@@ -200,19 +196,29 @@ fn absolute(base: &str, location: &str) -> String {
     }
 }
 
-/// Drop ICE candidates on non-loopback addresses: a swarm on loopback talks to loopback only.
-fn loopback_candidates_only(sdp: &str) -> String {
+/// Keep the ICE candidates the swarm can reach: loopback ones for a loopback target, else
+/// those on the target's own address (when it advertises it; otherwise all).
+fn reachable_candidates_only(sdp: &str, base: &str) -> String {
+    let candidate_ip = |line: &str| {
+        line.strip_prefix("a=candidate:")?
+            .split_whitespace()
+            .nth(4)?
+            .parse::<std::net::IpAddr>()
+            .ok()
+    };
+    let keep: Box<dyn Fn(std::net::IpAddr) -> bool> = if loopback_url(base) {
+        Box::new(|ip: std::net::IpAddr| ip.is_loopback())
+    } else {
+        let target = host_of(base).and_then(|h| h.parse::<std::net::IpAddr>().ok());
+        let advertised = sdp
+            .lines()
+            .filter_map(candidate_ip)
+            .any(|ip| Some(ip) == target);
+        Box::new(move |ip| !advertised || Some(ip) == target)
+    };
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.split_inclusive('\n') {
-        let keep = match line.strip_prefix("a=candidate:") {
-            Some(c) => c
-                .split_whitespace()
-                .nth(4)
-                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
-                .is_none_or(|ip| ip.is_loopback()),
-            None => true,
-        };
-        if keep {
+        if candidate_ip(line).is_none_or(&keep) {
             out.push_str(line);
         }
     }
@@ -254,9 +260,14 @@ mod tests {
     fn keeps_loopback_candidates() {
         let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\n\
                    a=candidate:2 1 udp 2130706431 10.0.0.5 50000 typ host\r\na=end\r\n";
-        let kept = loopback_candidates_only(sdp);
+        let kept = reachable_candidates_only(sdp, "http://127.0.0.1:8080");
         assert!(kept.contains("127.0.0.1"));
         assert!(!kept.contains("10.0.0.5"));
         assert!(kept.ends_with("a=end\r\n"));
+        // A target elsewhere: only its own address, when it advertises it.
+        let kept = reachable_candidates_only(sdp, "http://10.0.0.5:8080");
+        assert!(!kept.contains("127.0.0.1") && kept.contains("10.0.0.5"));
+        let kept = reachable_candidates_only(sdp, "http://10.9.9.9:8080");
+        assert!(kept.contains("127.0.0.1") && kept.contains("10.0.0.5"));
     }
 }

@@ -47,6 +47,8 @@ pub struct Plan {
     pub http_timeout: Duration,
     /// Server process to measure.
     pub server_pid: Option<u32>,
+    /// Where session source addresses come from (None: 127.64.0.0/10, for loopback targets).
+    pub source_range: Option<(Ipv4Addr, u8)>,
     /// Stream name prefix (unique per run).
     pub stream_prefix: String,
     /// Media parameters.
@@ -217,21 +219,38 @@ struct WorkerHandle {
     port: u16,
 }
 
-/// The loopback address of the `index`-th session: 127.10.0.1 and up, skipping .0 and .255.
-pub fn session_ip(index: usize) -> Ipv4Addr {
-    let last = (index % 254) as u8 + 1;
-    let rest = index / 254;
-    Ipv4Addr::new(127, 10 + (rest / 256) as u8, (rest % 256) as u8, last)
+/// Session source addresses when none are configured: on loopback, local without setup.
+pub const LOOPBACK_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(127, 64, 0, 0), 10);
+
+/// The source address of the `index`-th session in `range`: the network's addresses from .1
+/// up, skipping those ending in .0 and .255; `None` once the range is used up.
+pub fn session_ip(range: (Ipv4Addr, u8), index: usize) -> Option<Ipv4Addr> {
+    let (net, len) = range;
+    let last = (index % 254) as u32 + 1;
+    let offset = (index / 254) as u32 * 256 + last;
+    let size = 1u64 << (32 - u32::from(len));
+    (u64::from(offset) < size - 1).then(|| Ipv4Addr::from(u32::from(net) + offset))
 }
 
 /// Run the plan; `interrupted` ends it early (Ctrl-C) with the summary so far.
 pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
-    if !signal::loopback_url(&plan.url) {
-        anyhow::bail!(
-            "the target {} is not on this host: ringcast-loadtest gives each session its own \
-             loopback address (127.x.y.z) on one UDP socket per worker thread, so it loads \
-             servers on 127.0.0.1 / localhost only",
+    let range = match (plan.source_range, signal::loopback_url(&plan.url)) {
+        (Some(r), _) => r,
+        (None, true) => LOOPBACK_RANGE,
+        (None, false) => anyhow::bail!(
+            "the target {} is not on loopback: give each session a source address with \
+             --source-range NET (an IPv4 network routed here as local, e.g. `ip route add local \
+             10.214.0.0/16 dev lo`); sessions are told apart by their addresses on one UDP \
+             socket per worker thread",
             plan.url
+        ),
+    };
+    let sessions = plan.streams * (1 + plan.viewers_per_stream);
+    if session_ip(range, sessions.saturating_sub(1)).is_none() {
+        anyhow::bail!(
+            "--source-range {}/{} has too few addresses for {sessions} sessions",
+            range.0,
+            range.1
         );
     }
     let started_at = crate::rfc3339_now();
@@ -295,7 +314,8 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let mut next_session = 0usize;
     let mut new_job = |role: Role| {
         let worker = next_session % workers.len();
-        let local = SocketAddr::new(IpAddr::V4(session_ip(next_session)), workers[worker].port);
+        let ip = session_ip(range, next_session).expect("the range was checked for every session");
+        let local = SocketAddr::new(IpAddr::V4(ip), workers[worker].port);
         next_session += 1;
         Job {
             role,
@@ -658,10 +678,21 @@ mod tests {
     fn session_addresses_are_unique_loopback() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..200_000 {
-            let ip = session_ip(i);
+            let ip = session_ip(LOOPBACK_RANGE, i).unwrap();
             assert!(ip.is_loopback());
             assert!(ip.octets()[3] != 0 && ip.octets()[3] != 255);
             assert!(seen.insert(ip), "{ip} twice");
         }
+    }
+
+    #[test]
+    fn session_addresses_stay_in_their_range() {
+        let range = ("10.214.0.0".parse().unwrap(), 24);
+        assert_eq!(session_ip(range, 0), Some("10.214.0.1".parse().unwrap()));
+        assert_eq!(
+            session_ip(range, 253),
+            Some("10.214.0.254".parse().unwrap())
+        );
+        assert_eq!(session_ip(range, 254), None);
     }
 }

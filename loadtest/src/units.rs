@@ -38,6 +38,22 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(value))
 }
 
+/// An IPv4 network such as `10.214.0.0/16`: its first address and prefix length (8 to 30).
+pub fn ipv4_net(text: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let bad =
+        || format!("invalid network `{text}`: expected an IPv4 network such as 10.214.0.0/16");
+    let (addr, len) = text.trim().split_once('/').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) {
+        return Err(format!(
+            "invalid network `{text}`: the prefix must be /8 to /30"
+        ));
+    }
+    let mask = u32::MAX << (32 - len);
+    Ok((std::net::Ipv4Addr::from(u32::from(addr) & mask), len))
+}
+
 /// A percentage such as `1%`, `0.5%` or `100`; the number of percent.
 pub fn percent(text: &str) -> Result<f64, String> {
     let t = text.trim();
@@ -104,6 +120,17 @@ fn number_of(number: &str, text: &str, expected: &str) -> Result<f64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks() {
+        assert_eq!(
+            ipv4_net("10.214.3.4/16"),
+            Ok(("10.214.0.0".parse().unwrap(), 16))
+        );
+        assert!(ipv4_net("10.214.0.0").is_err());
+        assert!(ipv4_net("10.214.0.0/31").is_err());
+        assert!(ipv4_net("::1/64").is_err());
+    }
 
     #[test]
     fn bitrates() {

@@ -366,5 +366,5 @@ fn invalid_options_get_a_clear_message() {
         "1",
     ]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("not on this host"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--source-range"));
 }
