@@ -3,7 +3,10 @@
 //! network routed as local in the swarm's namespace. Needs root and iproute2 (`ip netns`),
 //! which `scripts/test` installs; all traffic stays inside the two namespaces this test makes.
 
-use std::path::PathBuf;
+mod common;
+
+use common::ringcast_binary;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,19 +40,6 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
-}
-
-fn ringcast_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target.join("debug").join("ringcast");
-    assert!(
-        path.exists(),
-        "{} is missing: run cargo build -p ringcast first",
-        path.display()
-    );
-    path
 }
 
 #[test]

@@ -4,6 +4,10 @@
 //! The server binary is not a dependency of this package (cargo gives tests only their own
 //! package's binaries): build it first, `cargo build -p ringcast` (scripts/test does).
 
+mod common;
+
+use common::ringcast_binary;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::PathBuf;
@@ -22,19 +26,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn ringcast_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target.join("debug").join("ringcast");
-    assert!(
-        path.exists(),
-        "{} is missing: run cargo build -p ringcast first",
-        path.display()
-    );
-    path
 }
 
 fn free_tcp_port() -> u16 {
