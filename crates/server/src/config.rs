@@ -29,6 +29,9 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 use toml::{Table, Value};
 
+/// Most shards one process runs (relay interest is a 64-bit mask of shards).
+pub const MAX_SHARDS: usize = 64;
+
 /// The compiled-in default configuration, `config/ringcast.toml`: every key with its default
 /// value and its documentation.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/ringcast.toml");
@@ -271,7 +274,10 @@ impl Config {
     /// when it is 0.
     pub fn shard_count(&self) -> usize {
         match self.media.shards {
-            0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            // One per core, up to the most shards a process runs.
+            0 => std::thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(MAX_SHARDS),
             n => n,
         }
     }
@@ -316,6 +322,13 @@ impl Config {
             ));
         }
         let media = &self.media;
+        if media.shards > MAX_SHARDS {
+            return Err(invalid(
+                keys(&["media", "shards"]),
+                media.shards.to_string(),
+                format!("expected at most {MAX_SHARDS} (0 = one per core)"),
+            ));
+        }
         if media.max_participants_per_shard == 0 {
             return Err(invalid(
                 keys(&["media", "max_participants_per_shard"]),
@@ -1121,7 +1134,7 @@ mod tests {
         assert!(
             error(None, &[("RINGCAST_MEDIA_SHARDS", "20000")]).starts_with(
                 "environment RINGCAST_MEDIA_SHARDS: invalid value `20000` for `media.shards`: \
-                 expected at most 15536 shards"
+                 expected at most 64"
             )
         );
         assert_eq!(
