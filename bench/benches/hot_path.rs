@@ -51,23 +51,16 @@ fn connected(viewers: usize) -> Sim {
         seed: 1,
         ..SimConfig::default()
     });
-    let stream = StreamId(1);
-    let publisher = sim.add_publisher(
+    sim.add_broadcast(
         ShardId(0),
-        stream,
+        StreamId(1),
         PublisherConfig {
             audio: false,
-            // ~2.5 Mbit/s at 30 fps: frames of ~10 KB, 9 packets each.
-            delta_size: (9_000, 11_000),
-            keyframe_size: 30_000,
-            ..PublisherConfig::default()
+            ..PublisherConfig::video_2500kbps()
         },
+        viewers,
+        Duration::from_secs(10),
     );
-    let mut all: Vec<_> = (0..viewers)
-        .map(|_| sim.add_viewer(ShardId(0), stream))
-        .collect();
-    all.push(publisher);
-    sim.connect(&all, Duration::from_secs(10));
     sim.run_for(Duration::from_secs(1));
     assert!(
         sim.shard(ShardId(0)).stats().rtp_forwarded > 0,

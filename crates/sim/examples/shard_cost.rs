@@ -19,23 +19,13 @@ fn main() {
         seed: 1,
         ..SimConfig::default()
     });
-    let stream = StreamId(1);
-    let publisher = sim.add_publisher(
+    sim.add_broadcast(
         ShardId(0),
-        stream,
-        PublisherConfig {
-            // ~2.5 Mbit/s at 30 fps: frames of ~10 KB, 9 packets each.
-            delta_size: (9_000, 11_000),
-            keyframe_size: 30_000,
-            ..PublisherConfig::default()
-        },
+        StreamId(1),
+        PublisherConfig::video_2500kbps(),
+        viewers,
+        Duration::from_secs(5),
     );
-    let ids: Vec<_> = (0..viewers)
-        .map(|_| sim.add_viewer(ShardId(0), stream))
-        .collect();
-    let mut all = ids.clone();
-    all.push(publisher);
-    sim.connect(&all, Duration::from_secs(5));
     sim.run_for(Duration::from_secs(1));
     let (busy0, fwd0) = (
         sim.shard_busy(),

@@ -63,6 +63,18 @@ impl Default for PublisherConfig {
     }
 }
 
+impl PublisherConfig {
+    /// Video of about 2.5 Mbit/s at 30 fps (frames of ~10 KB, 9 full-size packets each),
+    /// keyframes of 30 KB: the load the benchmarks measure.
+    pub fn video_2500kbps() -> Self {
+        PublisherConfig {
+            delta_size: (9_000, 11_000),
+            keyframe_size: 30_000,
+            ..PublisherConfig::default()
+        }
+    }
+}
+
 /// One packet a publisher wrote.
 #[derive(Debug, Clone)]
 pub struct Sent {

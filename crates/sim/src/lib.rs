@@ -542,6 +542,26 @@ impl Sim {
         }
     }
 
+    /// One publisher and `viewers` viewers of `stream`, all on `shard`, connected (within
+    /// `max` of virtual time, else a panic). Returns the publisher and the viewers.
+    pub fn add_broadcast(
+        &mut self,
+        shard: ShardId,
+        stream: StreamId,
+        config: PublisherConfig,
+        viewers: usize,
+        max: Duration,
+    ) -> (ClientId, Vec<ClientId>) {
+        let publisher = self.add_publisher(shard, stream, config);
+        let ids: Vec<ClientId> = (0..viewers)
+            .map(|_| self.add_viewer(shard, stream))
+            .collect();
+        let mut all = ids.clone();
+        all.push(publisher);
+        self.connect(&all, max);
+        (publisher, ids)
+    }
+
     /// Run until every client in `ids` is connected; panics after `max`.
     pub fn connect(&mut self, ids: &[ClientId], max: Duration) {
         let ok = self.run_until_true(max, |s| ids.iter().all(|id| s.clients[id.0].is_connected()));
