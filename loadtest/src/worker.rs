@@ -550,11 +550,7 @@ impl Peer {
                 Ok(Output::Transmit(t)) => {
                     let mut buffer = tx.buffer();
                     buffer.extend_from_slice(&t.contents);
-                    tx.push(Transmit {
-                        destination: t.destination,
-                        source: Some(self.local),
-                        contents: buffer,
-                    });
+                    tx.push(Transmit::new(t.destination, Some(self.local), buffer));
                 }
                 Ok(Output::Event(event)) => self.on_event(ctx, event, now)?,
                 Err(_) => return Err(self.failure_cause()),

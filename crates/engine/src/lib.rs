@@ -251,11 +251,7 @@ impl ShardDriver {
                     self.deadline = at;
                     return;
                 }
-                Output::Transmit(t) => tx.push(Transmit {
-                    destination: t.destination,
-                    source: t.source,
-                    contents: t.contents,
-                }),
+                Output::Transmit(t) => tx.push(Transmit::new(t.destination, t.source, t.contents)),
                 Output::Relay { to, message } => {
                     let Some(peer) = self.peers.get(usize::from(to.0)) else {
                         continue;

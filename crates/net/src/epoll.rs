@@ -35,20 +35,26 @@
 //! engine's queue and go out if `run` is called again.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::ptr;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::sys::{
+    CONTROL_LEN, Control, enable_gro, gso_refused, gso_supported, is_fatal, option, read_control,
+    read_sockaddr, set_buffer_size, set_option, socket_family_addr, write_pktinfo,
+    write_segment_size, write_sockaddr, zeroed_sockaddr,
+};
 use crate::{
-    Driver, Engine, EngineCounters, EngineKind, EngineOptions, Notifier, Transmit, Turn, TxQueue,
+    Driver, Engine, EngineCounters, EngineKind, EngineOptions, GRO_BUFFER_SIZE, MAX_DATAGRAM,
+    MAX_GSO_SEGMENTS, Notifier, Transmit, Turn, TxQueue, deliver,
 };
 
-/// Bytes per receive slot; larger datagrams are dropped as truncated.
-pub const RECV_BUFFER_SIZE: usize = 2048;
+/// Bytes per receive slot without GRO; larger datagrams are dropped as truncated.
+pub const RECV_BUFFER_SIZE: usize = MAX_DATAGRAM;
 
 /// Most datagrams per `recvmmsg`/`sendmmsg` call (the kernel's `UIO_MAXIOV`).
 const MAX_BATCH: usize = 1024;
@@ -77,6 +83,8 @@ pub struct EpollEngine {
     tx_blocked: bool,
     /// The socket is registered for `WRITABLE` as well as `READABLE`.
     writable_interest: bool,
+    /// Segmented sends are on (asked for, and the kernel has not refused them).
+    gso: bool,
 }
 
 impl std::fmt::Debug for EpollEngine {
@@ -113,6 +121,11 @@ impl EpollEngine {
             }
         }
 
+        let gso = options.gso && gso_supported(fd);
+        if options.gso && !gso {
+            tracing::info!("UDP GSO is not available on this kernel: datagrams go one by one");
+        }
+        let gro = options.gro && enable_gro(fd).is_ok();
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
@@ -123,10 +136,14 @@ impl EpollEngine {
         tracing::debug!(
             local = %local_addr,
             batch,
+            gso,
+            gro,
             recv_buffer = option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).ok(),
             send_buffer = option(fd, libc::SOL_SOCKET, libc::SO_SNDBUF).ok(),
             "epoll engine bound"
         );
+        let mut tx = TxQueue::with_capacity(batch * 4);
+        tx.set_max_segments(if gso { MAX_GSO_SEGMENTS } else { 1 });
         Ok(EpollEngine {
             socket,
             local_addr,
@@ -134,15 +151,24 @@ impl EpollEngine {
             notifier: notifier.clone(),
             poll,
             events: Events::with_capacity(8),
-            rx: RecvBatch::new(batch, wildcard),
+            rx: RecvBatch::new(
+                batch,
+                wildcard || gro,
+                if gro {
+                    GRO_BUFFER_SIZE
+                } else {
+                    RECV_BUFFER_SIZE
+                },
+            ),
             sends: SendBatch::new(batch),
-            tx: TxQueue::with_capacity(batch * 4),
+            tx,
             batch,
             max_rx_per_turn: options.max_rx_per_turn.max(1),
             counters: EngineCounters::default(),
             rx_ready: true,
             tx_blocked: false,
             writable_interest: false,
+            gso,
         })
     }
 
@@ -198,21 +224,26 @@ impl EpollEngine {
                     tracing::trace!("datagram without a usable source address dropped");
                     continue;
                 };
-                let destination = if self.wildcard {
-                    // SAFETY: the header's control pointer and length describe this slot's
-                    // control buffer as the kernel filled it.
-                    unsafe { read_pktinfo(&header.msg_hdr) }
-                        .map(|ip| SocketAddr::new(ip, port))
-                        .unwrap_or(self.local_addr)
-                } else {
-                    self.local_addr
+                // SAFETY: the header's control pointer and length describe this slot's
+                // control buffer as the kernel filled it (null and 0 without control space).
+                let control = unsafe { read_control(&header.msg_hdr) };
+                let destination = match control.destination {
+                    Some(ip) if self.wildcard => SocketAddr::new(ip, port),
+                    _ => self.local_addr,
                 };
-                let len = (header.msg_len as usize).min(RECV_BUFFER_SIZE);
-                let start = slot * RECV_BUFFER_SIZE;
-                let data = &self.rx.buffers[start..start + len];
-                self.counters.rx_datagrams += 1;
-                self.counters.rx_bytes += len as u64;
-                driver.on_datagram(now, source, destination, data, &mut self.tx);
+                let size = self.rx.slot_size;
+                let len = (header.msg_len as usize).min(size);
+                let data = &self.rx.buffers[slot * size..slot * size + len];
+                deliver(
+                    driver,
+                    now,
+                    source,
+                    destination,
+                    data,
+                    control.segment_size,
+                    &mut self.counters,
+                    &mut self.tx,
+                );
             }
             received += count;
             if count < want {
@@ -278,6 +309,17 @@ impl EpollEngine {
                     }
                     io::ErrorKind::Interrupted => {}
                     _ if is_fatal(&error) => return Err(error),
+                    _ if self.gso
+                        && gso_refused(&error)
+                        && self.tx.get(0).is_some_and(|t| t.segment_size.is_some()) =>
+                    {
+                        tracing::warn!(
+                            %error,
+                            "the kernel refused a segmented (GSO) send: sending datagrams one by one from now on"
+                        );
+                        self.gso = false;
+                        self.tx.unmerge();
+                    }
                     _ => {
                         if let Some(transmit) = self.tx.get(0) {
                             tracing::debug!(
@@ -287,7 +329,8 @@ impl EpollEngine {
                                 "send failed, datagram dropped"
                             );
                         }
-                        self.counters.tx_errors += 1;
+                        self.counters.tx_errors +=
+                            self.tx.get(0).map_or(1, |t| t.segments()) as u64;
                         self.tx.consume(1);
                     }
                 }
@@ -300,9 +343,12 @@ impl EpollEngine {
                 self.tx.consume(1);
                 continue;
             }
-            let bytes: usize = self.tx.iter().take(sent).map(|t| t.contents.len()).sum();
-            self.counters.tx_datagrams += sent as u64;
-            self.counters.tx_bytes += bytes as u64;
+            for transmit in self.tx.iter().take(sent) {
+                let segments = transmit.segments() as u64;
+                self.counters.tx_datagrams += segments;
+                self.counters.tx_bytes += transmit.contents.len() as u64;
+                self.counters.tx_gso_sends += u64::from(segments > 1);
+            }
             self.tx.consume(sent);
         }
         if self.tx.is_empty() && self.writable_interest {
@@ -395,8 +441,10 @@ struct RecvBatch {
     controls: Box<[Control]>,
     iovecs: Box<[libc::iovec]>,
     headers: Box<[libc::mmsghdr]>,
-    /// Whether to hand the kernel control space (pktinfo on wildcard sockets).
+    /// Whether to hand the kernel control space (pktinfo on wildcard sockets, GRO).
     with_control: bool,
+    /// Bytes per slot.
+    slot_size: usize,
 }
 
 // SAFETY: the raw pointers in `iovecs` and `headers` point only into the heap arrays owned by
@@ -404,9 +452,9 @@ struct RecvBatch {
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    fn new(batch: usize, with_control: bool) -> RecvBatch {
+    fn new(batch: usize, with_control: bool, slot_size: usize) -> RecvBatch {
         let mut rx = RecvBatch {
-            buffers: vec![0u8; batch * RECV_BUFFER_SIZE].into_boxed_slice(),
+            buffers: vec![0u8; batch * slot_size].into_boxed_slice(),
             names: vec![zeroed_sockaddr(); batch].into_boxed_slice(),
             controls: vec![Control::default(); batch].into_boxed_slice(),
             iovecs: vec![
@@ -419,14 +467,15 @@ impl RecvBatch {
             .into_boxed_slice(),
             headers: (0..batch).map(|_| zeroed_mmsghdr()).collect(),
             with_control,
+            slot_size,
         };
         // Each pointer is derived from its array's base after every write through the array,
         // so none is invalidated by a later borrow of the array.
         let buffers = rx.buffers.as_mut_ptr();
         for (slot, iovec) in rx.iovecs.iter_mut().enumerate() {
             *iovec = libc::iovec {
-                iov_base: buffers.wrapping_add(slot * RECV_BUFFER_SIZE).cast(),
-                iov_len: RECV_BUFFER_SIZE,
+                iov_base: buffers.wrapping_add(slot * slot_size).cast(),
+                iov_len: slot_size,
             };
         }
         let names = rx.names.as_mut_ptr();
@@ -503,12 +552,15 @@ impl SendBatch {
             iov_base: transmit.contents.as_ptr().cast_mut().cast(),
             iov_len: transmit.contents.len(),
         };
-        let control_len = match transmit.source {
+        let mut control_len = match transmit.source {
             Some(source) if wildcard => {
                 write_pktinfo(&mut self.controls[slot], source.ip(), ipv6_socket)
             }
             _ => 0,
         };
+        if let Some(size) = transmit.segment_size {
+            control_len = write_segment_size(&mut self.controls[slot], control_len, size);
+        }
         let header = &mut self.headers[slot].msg_hdr;
         header.msg_namelen = name_len;
         header.msg_controllen = control_len as _;
@@ -538,286 +590,10 @@ impl SendBatch {
     }
 }
 
-/// Control-message space for one datagram, aligned for `cmsghdr`; room for two pktinfo
-/// messages (an IPv6 socket may get `IP_PKTINFO` and `IPV6_PKTINFO` for an IPv4 datagram).
-#[derive(Clone, Copy)]
-#[repr(C, align(8))]
-struct Control([u8; CONTROL_LEN]);
-
-const CONTROL_LEN: usize = 96;
-
-impl Default for Control {
-    fn default() -> Self {
-        Control([0; CONTROL_LEN])
-    }
-}
-
-fn zeroed_sockaddr() -> libc::sockaddr_storage {
-    // SAFETY: sockaddr_storage is plain integers; all zeroes is a valid (AF_UNSPEC) value.
-    unsafe { std::mem::zeroed() }
-}
-
 fn zeroed_mmsghdr() -> libc::mmsghdr {
     // SAFETY: mmsghdr is integers and raw pointers; all zeroes (null pointers, zero lengths)
     // is a valid value.
     unsafe { std::mem::zeroed() }
-}
-
-/// `addr` as the socket's family can send to it: IPv4 on an IPv6 socket becomes v4-mapped, a
-/// v4-mapped address on an IPv4 socket becomes IPv4; anything else IPv6 on an IPv4 socket is
-/// unreachable.
-fn socket_family_addr(addr: SocketAddr, ipv6_socket: bool) -> Option<SocketAddr> {
-    match (addr, ipv6_socket) {
-        (SocketAddr::V4(_), false) | (SocketAddr::V6(_), true) => Some(addr),
-        (SocketAddr::V4(v4), true) => Some(SocketAddr::V6(SocketAddrV6::new(
-            v4.ip().to_ipv6_mapped(),
-            v4.port(),
-            0,
-            0,
-        ))),
-        (SocketAddr::V6(v6), false) => v6
-            .ip()
-            .to_ipv4_mapped()
-            .map(|ip| SocketAddr::V4(SocketAddrV4::new(ip, v6.port()))),
-    }
-}
-
-/// Write `addr` into `storage`; returns the length of the address written.
-fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_storage is larger than and at least as aligned as sockaddr_in,
-            // and `storage` is a unique reference to it.
-            unsafe { ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin) };
-            size_of::<libc::sockaddr_in>() as libc::socklen_t
-        }
-        SocketAddr::V6(v6) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: v6.port().to_be(),
-                sin6_flowinfo: v6.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: v6.ip().octets(),
-                },
-                sin6_scope_id: v6.scope_id(),
-            };
-            // SAFETY: sockaddr_storage is larger than and at least as aligned as
-            // sockaddr_in6, and `storage` is a unique reference to it.
-            unsafe { ptr::write((storage as *mut libc::sockaddr_storage).cast(), sin6) };
-            size_of::<libc::sockaddr_in6>() as libc::socklen_t
-        }
-    }
-}
-
-/// The address in `storage` (`len` bytes of it valid), v4-mapped IPv6 as IPv4.
-fn read_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
-    let len = len as usize;
-    match storage.ss_family as libc::c_int {
-        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in, `len` says it is all
-            // there, and sockaddr_storage is at least as aligned as sockaddr_in.
-            let sin =
-                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                Ipv4Addr::from(sin.sin_addr.s_addr.to_ne_bytes()),
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: the family says the storage holds a sockaddr_in6, `len` says it is all
-            // there, and sockaddr_storage is at least as aligned as sockaddr_in6.
-            let sin6 = unsafe {
-                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
-            let port = u16::from_be(sin6.sin6_port);
-            Some(match ip.to_ipv4_mapped() {
-                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
-                None => SocketAddr::V6(SocketAddrV6::new(
-                    ip,
-                    port,
-                    sin6.sin6_flowinfo,
-                    sin6.sin6_scope_id,
-                )),
-            })
-        }
-        _ => None,
-    }
-}
-
-/// Write a pktinfo control message asking to send from `source`; returns the control length
-/// (0: nothing to attach, for an unspecified address or IPv6 on an IPv4 socket).
-fn write_pktinfo(control: &mut Control, source: IpAddr, ipv6_socket: bool) -> usize {
-    let source = match source {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
-    if source.is_unspecified() {
-        return 0;
-    }
-    match source {
-        IpAddr::V4(ip) => {
-            let info = libc::in_pktinfo {
-                ipi_ifindex: 0,
-                ipi_spec_dst: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(ip.octets()),
-                },
-                ipi_addr: libc::in_addr { s_addr: 0 },
-            };
-            write_cmsg(control, libc::IPPROTO_IP, libc::IP_PKTINFO, info)
-        }
-        IpAddr::V6(ip) if ipv6_socket => {
-            let info = libc::in6_pktinfo {
-                ipi6_addr: libc::in6_addr {
-                    s6_addr: ip.octets(),
-                },
-                ipi6_ifindex: 0,
-            };
-            write_cmsg(control, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, info)
-        }
-        IpAddr::V6(_) => 0,
-    }
-}
-
-/// Write one control message carrying `value` at the start of `control`; returns its space.
-fn write_cmsg<T: Copy>(
-    control: &mut Control,
-    level: libc::c_int,
-    kind: libc::c_int,
-    value: T,
-) -> usize {
-    // SAFETY: CMSG_SPACE/CMSG_LEN only compute sizes.
-    let (space, len) = unsafe {
-        (
-            libc::CMSG_SPACE(size_of::<T>() as u32) as usize,
-            libc::CMSG_LEN(size_of::<T>() as u32) as usize,
-        )
-    };
-    assert!(space <= CONTROL_LEN, "control message too large");
-    control.0[..space].fill(0);
-    let header = control.0.as_mut_ptr().cast::<libc::cmsghdr>();
-    // SAFETY: `control` is 8-byte aligned (as cmsghdr needs) and holds at least `space`
-    // bytes, enough for the header and the value at CMSG_DATA; the value is written
-    // unaligned since CMSG_DATA only promises cmsghdr alignment.
-    unsafe {
-        (*header).cmsg_len = len as _;
-        (*header).cmsg_level = level;
-        (*header).cmsg_type = kind;
-        ptr::write_unaligned(libc::CMSG_DATA(header).cast::<T>(), value);
-    }
-    space
-}
-
-/// The destination address in a received datagram's pktinfo control message, if any.
-///
-/// # Safety
-///
-/// `header.msg_control` must point at `header.msg_controllen` readable bytes filled by the
-/// kernel (or be null with a zero length).
-unsafe fn read_pktinfo(header: &libc::msghdr) -> Option<IpAddr> {
-    // msg_controllen is size_t on glibc, socklen_t on musl.
-    #[allow(clippy::unnecessary_cast)]
-    let control_len = header.msg_controllen as usize;
-    if header.msg_control.is_null() || control_len < size_of::<libc::cmsghdr>() {
-        return None;
-    }
-    let mut found = None;
-    // SAFETY: per this function's contract the control buffer is valid for its length; the
-    // CMSG_* functions stay inside it, and each message's data is read unaligned only after
-    // checking its length covers the type read.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(header);
-        while !cmsg.is_null() {
-            let level = (*cmsg).cmsg_level;
-            let kind = (*cmsg).cmsg_type;
-            let len = (*cmsg).cmsg_len as usize;
-            let data = libc::CMSG_DATA(cmsg);
-            if level == libc::IPPROTO_IP
-                && kind == libc::IP_PKTINFO
-                && len >= libc::CMSG_LEN(size_of::<libc::in_pktinfo>() as u32) as usize
-            {
-                let info = ptr::read_unaligned(data.cast::<libc::in_pktinfo>());
-                found = Some(IpAddr::V4(Ipv4Addr::from(
-                    info.ipi_addr.s_addr.to_ne_bytes(),
-                )));
-            } else if level == libc::IPPROTO_IPV6
-                && kind == libc::IPV6_PKTINFO
-                && len >= libc::CMSG_LEN(size_of::<libc::in6_pktinfo>() as u32) as usize
-            {
-                let info = ptr::read_unaligned(data.cast::<libc::in6_pktinfo>());
-                let ip = Ipv6Addr::from(info.ipi6_addr.s6_addr);
-                found = Some(ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4));
-            }
-            cmsg = libc::CMSG_NXTHDR(header, cmsg);
-        }
-    }
-    found
-}
-
-/// Errors that mean the socket itself is unusable.
-fn is_fatal(error: &io::Error) -> bool {
-    matches!(
-        error.raw_os_error(),
-        Some(libc::EBADF | libc::EFAULT | libc::ENOTSOCK)
-    )
-}
-
-fn set_option(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: the value pointer and length describe one c_int on the stack, as these options
-    // expect; an invalid fd or option only makes the call fail.
-    let result = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if result != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<libc::c_int> {
-    let mut value: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: the value pointer and length describe one writable c_int on the stack.
-    let result = unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if result != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
-
-/// Best effort: ask for a socket buffer size, log at debug if the kernel refuses.
-fn set_buffer_size(fd: RawFd, name: libc::c_int, bytes: usize) {
-    let value = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
-    if let Err(error) = set_option(fd, libc::SOL_SOCKET, name, value) {
-        tracing::debug!(%error, option = name, bytes, "socket buffer size not set");
-    }
 }
 
 #[cfg(test)]
@@ -838,6 +614,9 @@ mod tests {
         also_to: Option<SocketAddr>,
         /// Also send a datagram too large for UDP before each echo.
         oversize: bool,
+        /// Keep what arrives instead of echoing it.
+        silent: bool,
+        received: Vec<Vec<u8>>,
     }
 
     impl Echo {
@@ -848,6 +627,8 @@ mod tests {
                 destinations: Vec::new(),
                 also_to: None,
                 oversize: false,
+                silent: false,
+                received: Vec::new(),
             }
         }
     }
@@ -864,29 +645,21 @@ mod tests {
             if self.destinations.len() < 16 {
                 self.destinations.push(destination);
             }
+            if self.silent {
+                self.received.push(data.to_vec());
+                return;
+            }
             if let Some(other) = self.also_to {
                 let mut contents = tx.buffer();
                 contents.extend_from_slice(data);
-                tx.push(Transmit {
-                    destination: other,
-                    source: None,
-                    contents,
-                });
+                tx.push(Transmit::new(other, None, contents));
             }
             if self.oversize {
-                tx.push(Transmit {
-                    destination: source,
-                    source: None,
-                    contents: vec![0; 70_000],
-                });
+                tx.push(Transmit::new(source, None, vec![0; 70_000]));
             }
             let mut contents = tx.buffer();
             contents.extend_from_slice(data);
-            tx.push(Transmit {
-                destination: source,
-                source: Some(destination),
-                contents,
-            });
+            tx.push(Transmit::new(source, Some(destination), contents));
         }
 
         fn on_turn(&mut self, _now: Instant, _tx: &mut TxQueue) -> Turn {
@@ -1193,16 +966,15 @@ mod tests {
         let client = client("127.0.0.1:0");
         let destination = client.local_addr().unwrap();
         for i in 0..3 {
-            engine.tx.push(Transmit {
-                destination,
-                source: None,
-                contents: payload(i, 10),
-            });
+            engine
+                .tx
+                .push(Transmit::new(destination, None, payload(i, 10)));
         }
         engine.tx_blocked = true;
         engine.set_writable_interest(true).unwrap();
         engine.flush().unwrap();
-        assert_eq!(engine.tx.len(), 3, "nothing sent while blocked");
+        let queued: usize = engine.tx.iter().map(Transmit::segments).sum();
+        assert_eq!(queued, 3, "nothing sent while blocked");
         engine.run(&mut Turns(0)).unwrap();
         assert!(engine.tx.is_empty());
         assert!(!engine.tx_blocked && !engine.writable_interest);
@@ -1228,61 +1000,94 @@ mod tests {
         assert_eq!(counters.rx_datagrams, 100);
     }
 
-    #[test]
-    fn socket_addresses_round_trip() {
-        let addrs: [SocketAddr; 3] = [
-            "127.0.0.1:5004".parse().unwrap(),
-            "[::1]:5004".parse().unwrap(),
-            SocketAddr::V6(SocketAddrV6::new("fe80::1".parse().unwrap(), 9, 0, 3)),
-        ];
-        for addr in addrs {
-            let mut storage = zeroed_sockaddr();
-            let len = write_sockaddr(addr, &mut storage);
-            assert_eq!(read_sockaddr(&storage, len), Some(addr));
-            assert_eq!(read_sockaddr(&storage, len - 1), None);
+    /// A driver that queues `count` datagrams of `size` bytes to `to` on its first turn, then
+    /// stops (the engine flushes them before `run` returns).
+    struct Burst {
+        to: SocketAddr,
+        count: usize,
+        size: usize,
+    }
+
+    impl Driver for Burst {
+        fn on_datagram(
+            &mut self,
+            _: Instant,
+            _: SocketAddr,
+            _: SocketAddr,
+            _: &[u8],
+            _: &mut TxQueue,
+        ) {
         }
-        let v4: SocketAddr = "127.0.0.1:5004".parse().unwrap();
-        let mapped = socket_family_addr(v4, true).unwrap();
-        assert_eq!(mapped.to_string(), "[::ffff:127.0.0.1]:5004");
-        let mut storage = zeroed_sockaddr();
-        let len = write_sockaddr(mapped, &mut storage);
-        assert_eq!(
-            read_sockaddr(&storage, len),
-            Some(v4),
-            "v4-mapped read as IPv4"
-        );
-        assert_eq!(socket_family_addr(mapped, false), Some(v4));
-        assert_eq!(socket_family_addr("[::1]:1".parse().unwrap(), false), None);
+        fn on_turn(&mut self, _: Instant, tx: &mut TxQueue) -> Turn {
+            for i in 0..self.count {
+                let mut contents = tx.buffer();
+                contents.extend_from_slice(&payload(i, self.size));
+                tx.push(Transmit::new(self.to, None, contents));
+            }
+            Turn::Stop
+        }
+    }
+
+    fn send_burst(to: SocketAddr, count: usize, size: usize, gso: bool) -> EngineCounters {
+        let notifier = Notifier::new().unwrap();
+        let options = EngineOptions {
+            gso,
+            ..EngineOptions::default()
+        };
+        let mut engine =
+            EpollEngine::bind("127.0.0.1:0".parse().unwrap(), &notifier, &options).unwrap();
+        engine.run(&mut Burst { to, count, size }).unwrap();
+        engine.counters()
     }
 
     #[test]
-    fn pktinfo_control_messages() {
-        let mut control = Control::default();
-        assert_eq!(
-            write_pktinfo(&mut control, Ipv4Addr::UNSPECIFIED.into(), false),
-            0
-        );
-        assert_eq!(
-            write_pktinfo(&mut control, Ipv6Addr::LOCALHOST.into(), false),
-            0
-        );
-        for (ip, ipv6_socket) in [
-            (IpAddr::from([127, 0, 0, 1]), false),
-            (IpAddr::from(Ipv6Addr::LOCALHOST), true),
-        ] {
-            let len = write_pktinfo(&mut control, ip, ipv6_socket);
-            assert!(len > 0);
-            let mut header = zeroed_mmsghdr().msg_hdr;
-            header.msg_control = control.0.as_mut_ptr().cast();
-            header.msg_controllen = len as _;
-            // The send side fills ipi_spec_dst, the receive side reads ipi_addr: compare the
-            // IPv6 one directly and the IPv4 one through its field.
-            // SAFETY: the header describes `control`, `len` bytes of it written above.
-            let read = unsafe { read_pktinfo(&header) };
-            match ip {
-                IpAddr::V6(_) => assert_eq!(read, Some(ip)),
-                IpAddr::V4(_) => assert_eq!(read, Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
-            }
+    fn equal_size_datagrams_to_one_destination_leave_in_one_gso_send() {
+        let client = client("127.0.0.1:0");
+        let to = client.local_addr().unwrap();
+        let counters = send_burst(to, 10, 1200, true);
+        assert_eq!(counters.tx_datagrams, 10);
+        assert_eq!(counters.tx_gso_sends, 1, "{counters:?}");
+        assert_eq!(counters.syscalls, 1, "{counters:?}");
+        let mut buffer = [0u8; 4096];
+        for i in 0..10 {
+            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            assert_eq!(&buffer[..len], payload(i, 1200).as_slice(), "datagram {i}");
+        }
+
+        let counters = send_burst(to, 10, 1200, false);
+        assert_eq!(counters.tx_datagrams, 10);
+        assert_eq!(counters.tx_gso_sends, 0);
+        for i in 0..10 {
+            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            assert_eq!(&buffer[..len], payload(i, 1200).as_slice(), "datagram {i}");
+        }
+    }
+
+    #[test]
+    fn gro_hands_coalesced_datagrams_over_one_by_one() {
+        let mut echo = Echo::new();
+        echo.silent = true;
+        let notifier = Notifier::new().unwrap();
+        let options = EngineOptions {
+            gro: true,
+            ..EngineOptions::default()
+        };
+        let mut engine =
+            EpollEngine::bind("127.0.0.1:0".parse().unwrap(), &notifier, &options).unwrap();
+        let server = engine.local_addr();
+        let sent = send_burst(server, 40, 1000, true);
+        assert!(sent.tx_gso_sends >= 1);
+        // Let the datagrams land, then take one turn of receiving.
+        thread::sleep(Duration::from_millis(50));
+        echo.stop.store(true, Ordering::SeqCst);
+        engine.rx_ready = true;
+        engine.receive(&mut echo).unwrap();
+        let counters = engine.counters();
+        assert_eq!(counters.rx_datagrams, 40, "{counters:?}");
+        assert!(counters.rx_gro_receives >= 1, "{counters:?}");
+        assert_eq!(echo.received.len(), 40);
+        for (i, data) in echo.received.iter().enumerate() {
+            assert_eq!(data, &payload(i, 1000), "datagram {i}");
         }
     }
 }

@@ -6,8 +6,14 @@
 //! batched sends, and sleeps until the socket is readable, the [`Notifier`] fires or the
 //! driver's deadline passes.
 //!
-//! Backends: [`epoll`] (mio readiness + `recvmmsg`/`sendmmsg`), the baseline and fallback.
-//! The io_uring backend implements the same [`Engine`] trait.
+//! Backends, behind the same [`Engine`] trait: [`uring`] (io_uring: multishot receive into a
+//! provided buffer ring, batched `SendMsg` submissions) and [`epoll`] (mio readiness +
+//! `recvmmsg`/`sendmmsg`), the baseline and fallback. [`probe`] tells whether this kernel (and
+//! seccomp policy) lets a backend run; [`bind`] builds one.
+//!
+//! Both send several equal-size datagrams to one destination as one `UDP_SEGMENT` (GSO) send
+//! when the kernel allows it (see [`TxQueue`]), and can receive coalesced datagrams
+//! (`UDP_GRO`), handing them to the driver one by one.
 //!
 //! This is the only crate of the workspace with `unsafe`; each block carries a `// SAFETY:`
 //! comment.
@@ -21,10 +27,54 @@ pub mod epoll;
 mod notifier;
 mod pin;
 mod queue;
+mod sys;
+pub mod uring;
 
 pub use notifier::Notifier;
 pub use pin::pin_current_thread;
-pub use queue::{Transmit, TxQueue};
+pub use queue::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, Transmit, TxQueue};
+
+/// Largest datagram handed to a driver; larger ones are counted in
+/// [`EngineCounters::rx_truncated`] and dropped (WebRTC keeps datagrams under the path MTU).
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Bytes per receive buffer when coalesced receives (GRO) are on.
+pub(crate) const GRO_BUFFER_SIZE: usize = 65_536;
+
+/// Hand one received buffer to the driver: one datagram, or `segment_size`-byte datagrams
+/// back to back when the kernel coalesced several (GRO). Counts what it hands over.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn deliver(
+    driver: &mut dyn Driver,
+    now: Instant,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: &[u8],
+    segment_size: Option<u16>,
+    counters: &mut EngineCounters,
+    tx: &mut TxQueue,
+) {
+    let size = match segment_size {
+        Some(size) if usize::from(size) < data.len() => {
+            counters.rx_gro_receives += 1;
+            usize::from(size)
+        }
+        _ => data.len().max(1),
+    };
+    for datagram in data.chunks(size) {
+        if datagram.len() > MAX_DATAGRAM {
+            counters.rx_truncated += 1;
+            continue;
+        }
+        counters.rx_datagrams += 1;
+        counters.rx_bytes += datagram.len() as u64;
+        driver.on_datagram(now, source, destination, datagram, tx);
+    }
+    if data.is_empty() {
+        counters.rx_datagrams += 1;
+        driver.on_datagram(now, source, destination, data, tx);
+    }
+}
 
 /// Which backend an [`Engine`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +82,8 @@ pub use queue::{Transmit, TxQueue};
 pub enum EngineKind {
     /// mio readiness + `recvmmsg`/`sendmmsg`.
     Epoll,
+    /// io_uring: multishot `RecvMsgMulti` into a provided buffer ring, batched `SendMsg`.
+    Uring,
 }
 
 impl EngineKind {
@@ -39,6 +91,7 @@ impl EngineKind {
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::Epoll => "epoll",
+            EngineKind::Uring => "uring",
         }
     }
 }
@@ -86,8 +139,18 @@ pub struct EngineCounters {
     pub tx_errors: u64,
     /// Datagrams received truncated (larger than the receive buffer) and dropped.
     pub rx_truncated: u64,
-    /// Receive/send system calls made.
+    /// Receive/send system calls made (`io_uring_enter` for the uring engine).
     pub syscalls: u64,
+    /// Segmented (GSO) sends of more than one datagram; their datagrams count in
+    /// `tx_datagrams`.
+    pub tx_gso_sends: u64,
+    /// Coalesced (GRO) receives of more than one datagram; their datagrams count in
+    /// `rx_datagrams`.
+    pub rx_gro_receives: u64,
+    /// Times the receive side ran out of buffers (uring: the provided buffer ring ran dry,
+    /// `ENOBUFS`) and had to re-arm; datagrams the kernel dropped meanwhile are lost, the
+    /// engine goes on.
+    pub rx_no_buffers: u64,
 }
 
 /// A UDP I/O backend running one shard's loop.
@@ -114,6 +177,23 @@ pub struct EngineOptions {
     /// Most datagrams received per loop turn before the driver's turn runs (bounds latency of
     /// mailbox and timers under load).
     pub max_rx_per_turn: usize,
+    /// Send equal-size datagrams to one destination as one segmented send (`UDP_SEGMENT`)
+    /// when the kernel allows it; if it refuses, the engine logs once and sends them one by
+    /// one.
+    pub gso: bool,
+    /// Ask the kernel for coalesced receives (`UDP_GRO`): fewer, larger receives when peers
+    /// send bursts of equal-size datagrams (a GSO sender on loopback, or NIC GRO). Receive
+    /// buffers grow to 64 KiB each.
+    pub gro: bool,
+    /// uring: entries in the submission queue (the completion queue gets four times as many,
+    /// and at least as many as `uring_buffers`, so multishot receive does not stop itself).
+    pub uring_entries: u32,
+    /// uring: buffers in the provided buffer ring for multishot receive (a power of two).
+    pub uring_buffers: u16,
+    /// uring: a kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`).
+    pub uring_sqpoll: bool,
+    /// uring: zero-copy sends (`SendMsgZc`).
+    pub uring_zero_copy: bool,
 }
 
 impl Default for EngineOptions {
@@ -123,7 +203,36 @@ impl Default for EngineOptions {
             recv_buffer: 4 << 20,
             send_buffer: 4 << 20,
             max_rx_per_turn: 256,
+            gso: true,
+            gro: false,
+            uring_entries: 1024,
+            uring_buffers: 1024,
+            uring_sqpoll: false,
+            uring_zero_copy: false,
         }
+    }
+}
+
+/// Whether a backend can run here: `Err` says why not (no kernel support,
+/// `kernel.io_uring_disabled`, a seccomp policy that denies the system calls, ...). Epoll
+/// always can.
+pub fn probe(kind: EngineKind) -> Result<(), String> {
+    match kind {
+        EngineKind::Epoll => Ok(()),
+        EngineKind::Uring => uring::probe(),
+    }
+}
+
+/// Bind a UDP socket at `addr` and build a `kind` engine around it, woken by `notifier`.
+pub fn bind(
+    kind: EngineKind,
+    addr: SocketAddr,
+    notifier: &Notifier,
+    options: &EngineOptions,
+) -> io::Result<Box<dyn Engine>> {
+    match kind {
+        EngineKind::Epoll => bind_epoll(addr, notifier, options),
+        EngineKind::Uring => Ok(Box::new(uring::UringEngine::bind(addr, notifier, options)?)),
     }
 }
 

@@ -6,17 +6,46 @@
 //! [`TxQueue::buffer`] hands it out again, so a driver that builds its datagrams in buffers
 //! from [`TxQueue::buffer`] allocates nothing per packet either.
 //!
-//! Generic segmentation offload (several equal-size datagrams to one destination in one
-//! `sendmsg` with `UDP_SEGMENT`) is not done yet; when it comes, a transmit will carry a
-//! segment size, as `quinn_udp::Transmit` does.
+//! # Segmentation offload (GSO)
+//!
+//! When the engine allows it ([`TxQueue::set_max_segments`] > 1), the queue merges datagrams
+//! as they are pushed: a datagram for a destination (and source address) that already has a
+//! queued, not yet sent transmit whose datagrams all have the same size, and that is no larger
+//! than them, is appended to that transmit's buffer instead of being queued on its own. The
+//! merged transmit carries [`Transmit::segment_size`] and leaves in one `sendmsg` with
+//! `UDP_SEGMENT`; the kernel cuts it back into datagrams of that size (the last may be
+//! shorter). A shorter datagram closes its group, as does reaching the segment or byte limit.
+//! So a video frame's packets to one viewer, fanned out packet by packet across all viewers
+//! during one engine turn, leave as one send per viewer. Datagrams to one destination keep
+//! their order; datagrams to different destinations may leave in another order than they were
+//! pushed (a merged group goes out at the position of its first datagram).
+//!
+//! Merging costs one hash lookup per push and one copy of the datagram into the group's
+//! buffer. Group buffers (up to [`MAX_GSO_BYTES`]) come from a second pool, so steady state
+//! allocates nothing here either.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+
+use rustc_hash::FxBuildHasher;
 
 /// Most spent buffers kept for reuse; beyond this they are freed.
 const POOL_LIMIT: usize = 1024;
 
-/// One datagram to send.
+/// Most spent group (GSO) buffers kept for reuse.
+const GROUP_POOL_LIMIT: usize = 256;
+
+/// Buffers with more capacity than this go to the group pool when recycled.
+const SMALL_BUFFER: usize = 4096;
+
+/// Most bytes in one merged transmit: under the 65,507-byte UDP payload limit of IPv4.
+pub const MAX_GSO_BYTES: usize = 64_000;
+
+/// Most datagrams in one merged transmit (the kernel's `UDP_MAX_SEGMENTS` is 64 on older
+/// kernels, 128 on newer ones).
+pub const MAX_GSO_SEGMENTS: usize = 64;
+
+/// One datagram, or several equal-size datagrams to one destination, to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// Where to send it.
@@ -26,21 +55,68 @@ pub struct Transmit {
     /// replies leave from the address the peer used. `None`, or an unspecified address, lets
     /// the kernel choose. Ignored on sockets bound to a concrete address.
     pub source: Option<SocketAddr>,
-    /// The datagram's payload.
+    /// `None`: `contents` is one datagram. `Some(size)`: `contents` is several datagrams of
+    /// `size` bytes each, back to back, the last possibly shorter (set by [`TxQueue`] when it
+    /// merges; drivers push `None`).
+    pub segment_size: Option<u16>,
+    /// The datagram's payload (or the datagrams', back to back).
     pub contents: Vec<u8>,
 }
 
+impl Transmit {
+    /// One datagram from `source` (see the field) to `destination`.
+    pub fn new(destination: SocketAddr, source: Option<SocketAddr>, contents: Vec<u8>) -> Self {
+        Transmit {
+            destination,
+            source,
+            segment_size: None,
+            contents,
+        }
+    }
+
+    /// How many datagrams this transmit is.
+    pub fn segments(&self) -> usize {
+        match self.segment_size {
+            Some(size) if size > 0 => self.contents.len().div_ceil(usize::from(size)).max(1),
+            _ => 1,
+        }
+    }
+
+    /// The datagrams this transmit is, in order.
+    pub fn datagrams(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let size = match self.segment_size {
+            Some(size) if size > 0 => usize::from(size),
+            _ => self.contents.len().max(1),
+        };
+        let empty = self.contents.is_empty();
+        self.contents.chunks(size).chain(empty.then_some(&[][..]))
+    }
+}
+
 /// A FIFO of [`Transmit`]s, filled by the driver and drained by the engine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TxQueue {
     transmits: VecDeque<Transmit>,
     pool: Vec<Vec<u8>>,
+    group_pool: Vec<Vec<u8>>,
+    /// Most datagrams per merged transmit; 1 turns merging off.
+    max_segments: usize,
+    /// Per (destination, source): the push number of its open group's transmit.
+    open: HashMap<(SocketAddr, Option<SocketAddr>), u64, FxBuildHasher>,
+    /// Transmits consumed so far: the push number of the front transmit.
+    consumed: u64,
+}
+
+impl Default for TxQueue {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TxQueue {
-    /// An empty queue.
+    /// An empty queue (merging off until [`TxQueue::set_max_segments`]).
     pub fn new() -> Self {
-        Self::default()
+        Self::with_capacity(0)
     }
 
     /// An empty queue with room for `capacity` transmits before it grows.
@@ -48,11 +124,75 @@ impl TxQueue {
         Self {
             transmits: VecDeque::with_capacity(capacity),
             pool: Vec::with_capacity(capacity.min(POOL_LIMIT)),
+            group_pool: Vec::new(),
+            max_segments: 1,
+            open: HashMap::default(),
+            consumed: 0,
         }
     }
 
-    /// Queue a datagram; it is sent after the current driver call returns, in order.
+    /// Merge up to `segments` datagrams per transmit from now on (clamped to
+    /// 1..=[`MAX_GSO_SEGMENTS`]; 1 turns merging off). Engines set this from their GSO support.
+    pub fn set_max_segments(&mut self, segments: usize) {
+        self.max_segments = segments.clamp(1, MAX_GSO_SEGMENTS);
+        if self.max_segments == 1 {
+            self.open.clear();
+        }
+    }
+
+    /// The current merge limit (1: off).
+    pub fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    /// Queue a transmit; it is sent after the current driver call returns. Transmits to one
+    /// destination keep their order; it may be merged into an earlier one (see the module).
     pub fn push(&mut self, transmit: Transmit) {
+        if self.max_segments > 1 && transmit.segment_size.is_none() {
+            self.push_merging(transmit);
+        } else {
+            self.transmits.push_back(transmit);
+        }
+    }
+
+    fn push_merging(&mut self, transmit: Transmit) {
+        let len = transmit.contents.len();
+        if len == 0 || len > usize::from(u16::MAX) {
+            self.transmits.push_back(transmit);
+            return;
+        }
+        let key = (transmit.destination, transmit.source);
+        let next = self.consumed + self.transmits.len() as u64;
+        if let Some(&number) = self.open.get(&key)
+            && number >= self.consumed
+            && let Some(group) = self.transmits.get_mut((number - self.consumed) as usize)
+        {
+            let size = group.segment_size.map_or(group.contents.len(), usize::from);
+            let closed = group.contents.len() % size != 0;
+            let count = group.contents.len() / size;
+            if !closed
+                && len <= size
+                && count < self.max_segments
+                && group.contents.len() + len <= MAX_GSO_BYTES
+            {
+                if group.segment_size.is_none() {
+                    let mut buffer = self
+                        .group_pool
+                        .pop()
+                        .unwrap_or_else(|| Vec::with_capacity(MAX_GSO_BYTES));
+                    buffer.extend_from_slice(&group.contents);
+                    let single = std::mem::replace(&mut group.contents, buffer);
+                    group.segment_size = Some(size as u16);
+                    group.contents.extend_from_slice(&transmit.contents);
+                    self.recycle(single);
+                } else {
+                    group.contents.extend_from_slice(&transmit.contents);
+                }
+                self.recycle(transmit.contents);
+                return;
+            }
+        }
+        self.open.insert(key, next);
         self.transmits.push_back(transmit);
     }
 
@@ -62,15 +202,20 @@ impl TxQueue {
         self.pool.pop().unwrap_or_default()
     }
 
-    /// Give a buffer back for reuse by [`TxQueue::buffer`].
+    /// Give a buffer back for reuse by [`TxQueue::buffer`] (or for merged transmits).
     pub fn recycle(&mut self, mut buffer: Vec<u8>) {
-        if self.pool.len() < POOL_LIMIT && buffer.capacity() > 0 {
+        if buffer.capacity() > SMALL_BUFFER {
+            if self.group_pool.len() < GROUP_POOL_LIMIT {
+                buffer.clear();
+                self.group_pool.push(buffer);
+            }
+        } else if self.pool.len() < POOL_LIMIT && buffer.capacity() > 0 {
             buffer.clear();
             self.pool.push(buffer);
         }
     }
 
-    /// Number of queued transmits.
+    /// Number of queued transmits (a merged transmit counts once).
     pub fn len(&self) -> usize {
         self.transmits.len()
     }
@@ -90,11 +235,22 @@ impl TxQueue {
         self.transmits.get(index)
     }
 
+    /// Remove the oldest transmit and hand it over (an engine that keeps buffers alive until
+    /// an asynchronous send completes gives them back with [`TxQueue::recycle`]).
+    pub fn pop_front(&mut self) -> Option<Transmit> {
+        let transmit = self.transmits.pop_front()?;
+        self.consumed += 1;
+        if self.transmits.is_empty() {
+            self.open.clear();
+        }
+        Some(transmit)
+    }
+
     /// Remove the oldest `count` transmits (all of them if fewer are queued), recycling their
     /// buffers. Engines call this for what they sent or dropped.
     pub fn consume(&mut self, count: usize) {
         for _ in 0..count.min(self.transmits.len()) {
-            if let Some(transmit) = self.transmits.pop_front() {
+            if let Some(transmit) = self.pop_front() {
                 self.recycle(transmit.contents);
             }
         }
@@ -102,6 +258,8 @@ impl TxQueue {
 
     /// Remove and return every queued transmit, oldest first.
     pub fn drain(&mut self) -> impl Iterator<Item = Transmit> + '_ {
+        self.consumed += self.transmits.len() as u64;
+        self.open.clear();
         self.transmits.drain(..)
     }
 
@@ -109,18 +267,48 @@ impl TxQueue {
     pub fn clear(&mut self) {
         self.consume(self.transmits.len());
     }
+
+    /// Turn merging off and split every queued merged transmit back into single datagrams,
+    /// in order (for an engine whose kernel refused a segmented send).
+    pub fn unmerge(&mut self) {
+        self.set_max_segments(1);
+        if self.transmits.iter().all(|t| t.segment_size.is_none()) {
+            return;
+        }
+        let merged = std::mem::take(&mut self.transmits);
+        for transmit in merged {
+            if transmit.segment_size.is_none() {
+                self.transmits.push_back(transmit);
+                continue;
+            }
+            for datagram in transmit.datagrams() {
+                let mut contents = self.buffer();
+                contents.extend_from_slice(datagram);
+                self.transmits.push_back(Transmit::new(
+                    transmit.destination,
+                    transmit.source,
+                    contents,
+                ));
+            }
+            self.recycle(transmit.contents);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
     fn transmit(byte: u8) -> Transmit {
-        Transmit {
-            destination: "127.0.0.1:9".parse().unwrap(),
-            source: None,
-            contents: vec![byte; 10],
-        }
+        Transmit::new(addr(9), None, vec![byte; 10])
+    }
+
+    fn sized(port: u16, byte: u8, len: usize) -> Transmit {
+        Transmit::new(addr(port), None, vec![byte; len])
     }
 
     #[test]
@@ -146,11 +334,7 @@ mod tests {
         let mut buffer = queue.buffer();
         buffer.extend_from_slice(&[7; 100]);
         let pointer = buffer.as_ptr();
-        queue.push(Transmit {
-            destination: "127.0.0.1:9".parse().unwrap(),
-            source: None,
-            contents: buffer,
-        });
+        queue.push(Transmit::new(addr(9), None, buffer));
         queue.consume(10);
         assert!(queue.is_empty());
         let again = queue.buffer();
@@ -170,5 +354,131 @@ mod tests {
         assert!(queue.is_empty());
         assert!(queue.buffer().capacity() >= 10);
         assert!(queue.buffer().capacity() >= 10);
+    }
+
+    #[test]
+    fn merging_is_off_by_default() {
+        let mut queue = TxQueue::new();
+        for byte in 0..3 {
+            queue.push(sized(1, byte, 100));
+        }
+        assert_eq!(queue.len(), 3);
+        assert!(queue.iter().all(|t| t.segment_size.is_none()));
+    }
+
+    #[test]
+    fn a_frame_fanned_out_to_viewers_merges_per_viewer() {
+        let mut queue = TxQueue::new();
+        queue.set_max_segments(64);
+        // Packet-major order, as a shard fans out: p0 to viewers 1..=3, then p1, p2 (shorter).
+        for (packet, len) in [(0u8, 1200), (1, 1200), (2, 700)] {
+            for viewer in 1..=3 {
+                queue.push(sized(viewer, packet, len));
+            }
+        }
+        assert_eq!(queue.len(), 3);
+        for (i, t) in queue.iter().enumerate() {
+            assert_eq!(t.destination, addr(i as u16 + 1));
+            assert_eq!(t.segment_size, Some(1200));
+            assert_eq!(t.segments(), 3);
+            let datagrams: Vec<&[u8]> = t.datagrams().collect();
+            assert_eq!(datagrams.len(), 3);
+            assert_eq!(datagrams[0], &[0u8; 1200][..]);
+            assert_eq!(datagrams[1], &[1u8; 1200][..]);
+            assert_eq!(datagrams[2], &[2u8; 700][..]);
+        }
+        // The shorter datagram closed each group: the next frame starts new transmits.
+        queue.push(sized(1, 3, 1200));
+        queue.push(sized(1, 4, 1200));
+        assert_eq!(queue.len(), 4);
+        assert_eq!(queue.get(3).unwrap().segments(), 2);
+    }
+
+    #[test]
+    fn larger_datagrams_sources_and_limits_start_new_groups() {
+        let mut queue = TxQueue::new();
+        queue.set_max_segments(4);
+        queue.push(sized(1, 0, 500));
+        queue.push(sized(1, 1, 600)); // larger: cannot follow 500-byte segments
+        queue.push(Transmit::new(addr(1), Some(addr(2)), vec![2; 600])); // other source
+        assert_eq!(queue.len(), 3);
+        for byte in 3..10 {
+            queue.push(sized(1, byte, 600));
+        }
+        // 600-byte group: 1, 3, 4, 5 (full at 4), then 6, 7, 8, 9.
+        let sizes: Vec<usize> = queue.iter().map(Transmit::segments).collect();
+        assert_eq!(sizes, [1, 4, 1, 4]);
+        assert_eq!(queue.get(1).unwrap().contents[600 * 3], 5);
+
+        let mut queue = TxQueue::new();
+        queue.set_max_segments(64);
+        for byte in 0..60 {
+            queue.push(sized(1, byte, 1200));
+        }
+        // 64,000 bytes at most: 53 segments of 1200, then a new group.
+        let sizes: Vec<usize> = queue.iter().map(Transmit::segments).collect();
+        assert_eq!(sizes, [53, 7]);
+        assert!(queue.iter().all(|t| t.contents.len() <= MAX_GSO_BYTES));
+    }
+
+    #[test]
+    fn sent_groups_are_not_appended_to() {
+        let mut queue = TxQueue::new();
+        queue.set_max_segments(64);
+        queue.push(sized(1, 0, 100));
+        queue.push(sized(2, 0, 100));
+        queue.consume(1);
+        queue.push(sized(1, 1, 100)); // its group left: a new transmit
+        queue.push(sized(2, 1, 100)); // still queued: merged
+        let view: Vec<(u16, usize)> = queue
+            .iter()
+            .map(|t| (t.destination.port(), t.segments()))
+            .collect();
+        assert_eq!(view, [(2, 2), (1, 1)]);
+        let front = queue.pop_front().unwrap();
+        assert_eq!(front.contents.len(), 200);
+        queue.recycle(front.contents);
+        // The group buffer went to the group pool and is used by the next merge.
+        queue.push(sized(1, 2, 100));
+        assert_eq!(queue.get(0).unwrap().segments(), 2);
+        assert!(queue.group_pool.is_empty());
+    }
+
+    #[test]
+    fn unmerge_restores_single_datagrams_in_order() {
+        let mut queue = TxQueue::new();
+        queue.set_max_segments(8);
+        for packet in 0..3u8 {
+            for viewer in 1..=2 {
+                queue.push(sized(viewer, packet, 50));
+            }
+        }
+        queue.push(Transmit::new(addr(3), None, Vec::new()));
+        assert_eq!(queue.len(), 3);
+        queue.unmerge();
+        assert_eq!(queue.max_segments(), 1);
+        let view: Vec<(u16, u8, usize)> = queue
+            .iter()
+            .map(|t| {
+                (
+                    t.destination.port(),
+                    t.contents[..].first().copied().unwrap_or(9),
+                    t.contents.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            view,
+            [
+                (1, 0, 50),
+                (1, 1, 50),
+                (1, 2, 50),
+                (2, 0, 50),
+                (2, 1, 50),
+                (2, 2, 50),
+                (3, 9, 0)
+            ]
+        );
+        assert!(queue.iter().all(|t| t.segment_size.is_none()));
     }
 }
