@@ -21,7 +21,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringcast_core::{
     Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardId,
 };
-use ringcast_net::{Driver, EngineKind, EngineOptions, Notifier, Transmit, Turn, TxQueue};
+pub use ringcast_net::{EngineCounters, EngineKind, EngineOptions};
+use ringcast_net::{Driver, Notifier, Transmit, Turn, TxQueue};
 use tokio::sync::{mpsc, oneshot};
 
 /// How to start the shards.
@@ -33,7 +34,9 @@ pub struct ShardsConfig {
     pub pin_threads: bool,
     /// Settings each shard starts from (its id is filled in).
     pub shard: ShardConfig,
-    /// Socket and batch settings.
+    /// Which I/O engine runs the shards (see [`ringcast_net::probe`] to choose one).
+    pub kind: EngineKind,
+    /// Socket, batch, GSO/GRO and ring settings.
     pub engine: EngineOptions,
     /// Mailbox capacity of each shard (commands and relays).
     pub mailbox: usize,
@@ -67,6 +70,50 @@ pub struct ShardHandle {
     mailbox: Sender<Mail>,
     notifier: Notifier,
     relay_drops: Arc<AtomicU64>,
+    counters: Arc<PublishedCounters>,
+}
+
+/// A shard's engine counters, stored by the shard thread once per loop turn (relaxed atomic
+/// stores, no lock) and read by the control plane.
+#[derive(Debug, Default)]
+struct PublishedCounters {
+    values: [AtomicU64; 10],
+}
+
+impl PublishedCounters {
+    fn store(&self, c: &EngineCounters) {
+        let values = [
+            c.rx_datagrams,
+            c.rx_bytes,
+            c.tx_datagrams,
+            c.tx_bytes,
+            c.tx_errors,
+            c.rx_truncated,
+            c.syscalls,
+            c.tx_gso_sends,
+            c.rx_gro_receives,
+            c.rx_no_buffers,
+        ];
+        for (slot, value) in self.values.iter().zip(values) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
+    fn load(&self) -> EngineCounters {
+        let v: [u64; 10] = std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed));
+        EngineCounters {
+            rx_datagrams: v[0],
+            rx_bytes: v[1],
+            tx_datagrams: v[2],
+            tx_bytes: v[3],
+            tx_errors: v[4],
+            rx_truncated: v[5],
+            syscalls: v[6],
+            tx_gso_sends: v[7],
+            rx_gro_receives: v[8],
+            rx_no_buffers: v[9],
+        }
+    }
 }
 
 impl std::fmt::Debug for ShardHandle {
@@ -92,6 +139,11 @@ impl ShardHandle {
     /// Relay messages to this shard dropped because its mailbox was full.
     pub fn relay_drops(&self) -> u64 {
         self.relay_drops.load(Ordering::Relaxed)
+    }
+
+    /// The shard's I/O engine counters as of its last loop turn.
+    pub fn engine_counters(&self) -> EngineCounters {
+        self.counters.load()
     }
 
     /// Send a command and wait for its answer.
@@ -138,7 +190,7 @@ impl Shards {
         let mut mailboxes = Vec::with_capacity(n);
         for (i, bind) in config.binds.iter().enumerate() {
             let notifier = Notifier::new()?;
-            let engine = ringcast_net::bind_epoll(*bind, &notifier, &config.engine)?;
+            let engine = ringcast_net::bind(config.kind, *bind, &notifier, &config.engine)?;
             let (tx, rx) = crossbeam_channel::bounded(config.mailbox);
             handles.push(ShardHandle {
                 id: ShardId(i as u16),
@@ -146,6 +198,7 @@ impl Shards {
                 mailbox: tx,
                 notifier,
                 relay_drops: Arc::new(AtomicU64::new(0)),
+                counters: Arc::default(),
             });
             engines.push(engine);
             mailboxes.push(rx);
@@ -168,7 +221,9 @@ impl Shards {
                     {
                         tracing::warn!(shard = i, core, "could not pin shard thread: {e}");
                     }
-                    let mut driver = ShardDriver::new(shard_config, mailbox, peers, events);
+                    let counters = peers[i].counters.clone();
+                    let mut driver =
+                        ShardDriver::new(shard_config, mailbox, peers, events, counters);
                     let result = engine.run(&mut driver);
                     if let Err(e) = &result {
                         tracing::error!(shard = i, "shard engine stopped: {e}");
@@ -222,6 +277,7 @@ struct ShardDriver {
     next_token: u64,
     deadline: Option<Instant>,
     stopping: bool,
+    counters: Arc<PublishedCounters>,
 }
 
 impl ShardDriver {
@@ -230,6 +286,7 @@ impl ShardDriver {
         mailbox: Receiver<Mail>,
         peers: Vec<ShardHandle>,
         events: mpsc::UnboundedSender<(ShardId, ShardEvent)>,
+        counters: Arc<PublishedCounters>,
     ) -> Self {
         ShardDriver {
             shard: Shard::new(config),
@@ -240,6 +297,7 @@ impl ShardDriver {
             next_token: 0,
             deadline: None,
             stopping: false,
+            counters,
         }
     }
 
@@ -292,6 +350,10 @@ impl Driver for ShardDriver {
             contents: data,
         });
         self.drain(tx);
+    }
+
+    fn on_counters(&mut self, counters: &EngineCounters) {
+        self.counters.store(counters);
     }
 
     fn on_turn(&mut self, now: Instant, tx: &mut TxQueue) -> Turn {

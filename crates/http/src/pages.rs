@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use ringcast_core::{Command, Reply, ShardStats};
+use ringcast_engine::EngineCounters;
 use serde_json::json;
 
 use crate::AppState;
@@ -65,6 +66,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .zip(&stats)
         .map(|(h, s)| {
+            let e = h.engine_counters();
             json!({
                 "id": h.id().0,
                 "socket": h.local_addr().to_string(),
@@ -86,6 +88,18 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
                     "rejected": s.drop_rejected,
                     "replayed": s.drop_replayed,
                     "no_route": s.drop_no_route,
+                },
+                "io": {
+                    "rx_datagrams": e.rx_datagrams,
+                    "rx_bytes": e.rx_bytes,
+                    "tx_datagrams": e.tx_datagrams,
+                    "tx_bytes": e.tx_bytes,
+                    "tx_gso_sends": e.tx_gso_sends,
+                    "rx_gro_receives": e.rx_gro_receives,
+                    "syscalls": e.syscalls,
+                    "rx_truncated": e.rx_truncated,
+                    "rx_no_buffers": e.rx_no_buffers,
+                    "tx_errors": e.tx_errors,
                 },
             })
         })
@@ -171,6 +185,35 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         );
         for (i, s) in stats.iter().enumerate() {
             let _ = writeln!(out, "ringcast_{name}{{shard=\"{i}\"}} {}", get(s));
+        }
+    }
+    let io: [(&str, &str, fn(&EngineCounters) -> u64); 6] = [
+        ("io_tx_gso_sends_total", "Segmented (GSO) sends of several datagrams", |e| {
+            e.tx_gso_sends
+        }),
+        ("io_syscalls_total", "Receive/send system calls (io_uring_enter for uring)", |e| {
+            e.syscalls
+        }),
+        ("io_rx_truncated_total", "Datagrams dropped: larger than a receive buffer", |e| {
+            e.rx_truncated
+        }),
+        ("io_rx_no_buffers_total", "Times the receive buffers ran out (recovered)", |e| {
+            e.rx_no_buffers
+        }),
+        ("io_tx_errors_total", "Datagrams dropped: the send failed", |e| e.tx_errors),
+        ("io_rx_gro_receives_total", "Coalesced (GRO) receives of several datagrams", |e| {
+            e.rx_gro_receives
+        }),
+    ];
+    for (name, help, get) in io {
+        let _ = writeln!(out, "# HELP ringcast_{name} {help}\n# TYPE ringcast_{name} counter");
+        for h in state.shards.iter() {
+            let _ = writeln!(
+                out,
+                "ringcast_{name}{{shard=\"{}\"}} {}",
+                h.id().0,
+                get(&h.engine_counters())
+            );
         }
     }
     let mut res = out.into_response();

@@ -51,6 +51,7 @@ fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
             max_participants: limit,
             ..ShardConfig::default()
         },
+        kind: ringcast_net::EngineKind::Epoll,
         engine: EngineOptions::default(),
         mailbox: 64,
     })

@@ -122,6 +122,12 @@ pub trait Driver {
     /// Called once per loop turn, after the received batch was handed over and whenever the
     /// notifier fired or a deadline passed: drain the mailbox, run timers, queue sends.
     fn on_turn(&mut self, now: Instant, tx: &mut TxQueue) -> Turn;
+
+    /// The engine's counters, offered once per loop turn right before [`Driver::on_turn`]
+    /// (for a driver that publishes them to other threads). Does nothing by default.
+    fn on_counters(&mut self, counters: &EngineCounters) {
+        let _ = counters;
+    }
 }
 
 /// Counters an engine keeps (read by its own thread, reported through the driver).

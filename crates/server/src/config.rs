@@ -80,6 +80,15 @@ pub struct MediaConfig {
     pub port_base: u16,
     /// Which I/O engine runs the shards.
     pub engine: EngineChoice,
+    /// Send a frame's equal-size packets to one viewer as one segmented send (UDP GSO) when
+    /// the kernel allows it.
+    pub gso: bool,
+    /// Ask the kernel for coalesced receives (UDP GRO).
+    pub gro: bool,
+    /// io_uring: a kernel thread polls the submission queue (SQPOLL).
+    pub uring_sqpoll: bool,
+    /// io_uring: zero-copy sends.
+    pub uring_zero_copy: bool,
     /// Pin shard `i` to CPU core `i`.
     pub pin_threads: bool,
     /// Most participants on one shard; at least 1.
@@ -104,7 +113,7 @@ pub struct MediaConfig {
 pub enum EngineChoice {
     /// The best one the kernel allows.
     Auto,
-    /// io_uring (not in this build yet: the server refuses it).
+    /// io_uring; the server refuses to start if the kernel does not allow it.
     Uring,
     /// epoll.
     Epoll,
@@ -875,6 +884,8 @@ mod tests {
         assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(config.media.port_base, 50000);
         assert_eq!(config.media.engine, EngineChoice::Auto);
+        assert!(config.media.gso && !config.media.gro);
+        assert!(!config.media.uring_sqpoll && !config.media.uring_zero_copy);
         assert!(config.media.pin_threads);
         assert_eq!(config.media.max_participants_per_shard, 1000);
         assert_eq!(config.media.keyframe_interval_ms, 1000);
@@ -1038,9 +1049,11 @@ mod tests {
                 ("RINGCAST_LOG_LEVEL", "debug"),
                 ("RINGCAST_MEDIA_ENGINE", "uring"),
                 ("RINGCAST_MEDIA_ENGINE", "epoll"),
+                ("RINGCAST_MEDIA_GSO", "false"),
             ],
         )
         .unwrap();
+        assert!(!config.media.gso);
         assert_eq!(config.media.port_base, 40000);
         assert!(!config.media.pin_threads);
         assert_eq!(config.http.listen, "127.0.0.1:9000".parse().unwrap());

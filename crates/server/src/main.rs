@@ -14,7 +14,7 @@ use clap::Parser;
 use ringcast_core::ShardConfig;
 use ringcast_engine::{Shards, ShardsConfig};
 use ringcast_http::{AppState, HttpSettings, StreamAuth};
-use ringcast_net::EngineOptions;
+use ringcast_net::{EngineKind, EngineOptions};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, EngineChoice};
@@ -63,18 +63,23 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let engine_name = match config.media.engine {
-        EngineChoice::Epoll => "epoll",
-        EngineChoice::Auto => {
-            tracing::info!("engine auto: io_uring is not built yet, using epoll");
-            "epoll"
-        }
+    let kind = match config.media.engine {
+        EngineChoice::Epoll => EngineKind::Epoll,
         EngineChoice::Uring => {
-            bail!(
-                "media.engine = \"uring\": the io_uring engine is not in this build; use \"epoll\" or \"auto\""
-            )
+            if let Err(why) = ringcast_net::probe(EngineKind::Uring) {
+                bail!("media.engine = \"uring\": io_uring cannot run here: {why}; use \"epoll\" or \"auto\"");
+            }
+            EngineKind::Uring
         }
+        EngineChoice::Auto => match ringcast_net::probe(EngineKind::Uring) {
+            Ok(()) => EngineKind::Uring,
+            Err(why) => {
+                tracing::info!("engine auto: io_uring cannot run here ({why}); using epoll");
+                EngineKind::Epoll
+            }
+        },
     };
+    let engine_name = kind.name();
     let n = config.shard_count();
     let binds: Vec<SocketAddr> = (0..n)
         .map(|i| SocketAddr::new(config.media.bind, config.media.port_base + i as u16))
@@ -100,7 +105,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         binds: binds.clone(),
         pin_threads: config.media.pin_threads,
         shard: shard_cfg,
-        engine: EngineOptions::default(),
+        kind,
+        engine: EngineOptions {
+            gso: config.media.gso,
+            gro: config.media.gro,
+            uring_sqpoll: config.media.uring_sqpoll,
+            uring_zero_copy: config.media.uring_zero_copy,
+            ..EngineOptions::default()
+        },
         mailbox: 4096,
     })
     .with_context(|| {
