@@ -109,6 +109,7 @@ fn swarm_loads_a_server_in_another_namespace() {
             .env("RINGCAST_MEDIA_SHARDS", "2")
             .env("RINGCAST_MEDIA_PIN_THREADS", "false")
             .env("RINGCAST_LOG_LEVEL", "warn")
+            .env("RINGCAST_MEDIA_ENGINE", common::test_engine())
             .stdout(Stdio::null())
             .spawn()
             .expect("ringcast starts in its namespace"),

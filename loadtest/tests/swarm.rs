@@ -61,6 +61,7 @@ fn start_ringcast() -> Server {
         .env("RINGCAST_MEDIA_SHARDS", shards.to_string())
         .env("RINGCAST_MEDIA_PIN_THREADS", "false")
         .env("RINGCAST_LOG_LEVEL", "warn")
+        .env("RINGCAST_MEDIA_ENGINE", common::test_engine())
         .stdout(Stdio::null())
         .spawn()
         .expect("ringcast starts");

@@ -70,6 +70,8 @@ async function startServer() {
         RINGCAST_MEDIA_PORT_BASE: String(mediaBase),
         RINGCAST_MEDIA_SHARDS: '2',
         RINGCAST_MEDIA_BIND: '127.0.0.1',
+        // scripts/test runs the suite once per I/O engine.
+        RINGCAST_MEDIA_ENGINE: process.env.TEST_ENGINE || 'auto',
         NO_COLOR: '1',
       },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -21,8 +21,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringcast_core::{
     Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardId,
 };
-pub use ringcast_net::{EngineCounters, EngineKind, EngineOptions};
 use ringcast_net::{Driver, Notifier, Transmit, Turn, TxQueue};
+pub use ringcast_net::{EngineCounters, EngineKind, EngineOptions};
 use tokio::sync::{mpsc, oneshot};
 
 /// How to start the shards.

@@ -188,25 +188,42 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         }
     }
     let io: [(&str, &str, fn(&EngineCounters) -> u64); 6] = [
-        ("io_tx_gso_sends_total", "Segmented (GSO) sends of several datagrams", |e| {
-            e.tx_gso_sends
-        }),
-        ("io_syscalls_total", "Receive/send system calls (io_uring_enter for uring)", |e| {
-            e.syscalls
-        }),
-        ("io_rx_truncated_total", "Datagrams dropped: larger than a receive buffer", |e| {
-            e.rx_truncated
-        }),
-        ("io_rx_no_buffers_total", "Times the receive buffers ran out (recovered)", |e| {
-            e.rx_no_buffers
-        }),
-        ("io_tx_errors_total", "Datagrams dropped: the send failed", |e| e.tx_errors),
-        ("io_rx_gro_receives_total", "Coalesced (GRO) receives of several datagrams", |e| {
-            e.rx_gro_receives
-        }),
+        (
+            "io_tx_gso_sends_total",
+            "Segmented (GSO) sends of several datagrams",
+            |e| e.tx_gso_sends,
+        ),
+        (
+            "io_syscalls_total",
+            "Receive/send system calls (io_uring_enter for uring)",
+            |e| e.syscalls,
+        ),
+        (
+            "io_rx_truncated_total",
+            "Datagrams dropped: larger than a receive buffer",
+            |e| e.rx_truncated,
+        ),
+        (
+            "io_rx_no_buffers_total",
+            "Times the receive buffers ran out (recovered)",
+            |e| e.rx_no_buffers,
+        ),
+        (
+            "io_tx_errors_total",
+            "Datagrams dropped: the send failed",
+            |e| e.tx_errors,
+        ),
+        (
+            "io_rx_gro_receives_total",
+            "Coalesced (GRO) receives of several datagrams",
+            |e| e.rx_gro_receives,
+        ),
     ];
     for (name, help, get) in io {
-        let _ = writeln!(out, "# HELP ringcast_{name} {help}\n# TYPE ringcast_{name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP ringcast_{name} {help}\n# TYPE ringcast_{name} counter"
+        );
         for h in state.shards.iter() {
             let _ = writeln!(
                 out,

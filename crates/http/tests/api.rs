@@ -43,6 +43,18 @@ impl Drop for Server {
     }
 }
 
+/// The engine under test: `TEST_ENGINE` (`uring`, `epoll`; `scripts/test` runs the suite once
+/// with each), else io_uring where it runs.
+fn test_engine() -> ringcast_net::EngineKind {
+    use ringcast_net::EngineKind;
+    match std::env::var("TEST_ENGINE") {
+        Ok(name) if name != "auto" => EngineKind::from_name(&name)
+            .unwrap_or_else(|| panic!("TEST_ENGINE={name}: expected uring, epoll or auto")),
+        _ if ringcast_net::probe(EngineKind::Uring).is_ok() => EngineKind::Uring,
+        _ => EngineKind::Epoll,
+    }
+}
+
 fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
     let (shards, events) = Shards::start(ShardsConfig {
         binds: vec!["127.0.0.1:0".parse().unwrap(); 2],
@@ -51,7 +63,7 @@ fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
             max_participants: limit,
             ..ShardConfig::default()
         },
-        kind: ringcast_net::EngineKind::Epoll,
+        kind: test_engine(),
         engine: EngineOptions::default(),
         mailbox: 64,
     })

@@ -94,6 +94,15 @@ impl EngineKind {
             EngineKind::Uring => "uring",
         }
     }
+
+    /// The kind named `name` (`"epoll"`, `"uring"`), as [`EngineKind::name`] writes it.
+    pub fn from_name(name: &str) -> Option<EngineKind> {
+        match name {
+            "epoll" => Some(EngineKind::Epoll),
+            "uring" => Some(EngineKind::Uring),
+            _ => None,
+        }
+    }
 }
 
 /// What an engine asks its driver to do next.

@@ -67,7 +67,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         EngineChoice::Epoll => EngineKind::Epoll,
         EngineChoice::Uring => {
             if let Err(why) = ringcast_net::probe(EngineKind::Uring) {
-                bail!("media.engine = \"uring\": io_uring cannot run here: {why}; use \"epoll\" or \"auto\"");
+                bail!(
+                    "media.engine = \"uring\": io_uring cannot run here: {why}; use \"epoll\" or \"auto\""
+                );
             }
             EngineKind::Uring
         }

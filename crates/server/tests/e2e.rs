@@ -171,6 +171,19 @@ fn broadcast(shards: usize, viewers: usize, hostile: bool) {
         check_viewer(i, seen, &sent, want);
     }
     let stats = get_json(format!("{}/api/stats", server.http));
+    let engine = common::test_engine();
+    if engine != "auto" {
+        assert_eq!(
+            stats["engine"],
+            engine.as_str(),
+            "the engine asked for runs"
+        );
+    }
+    let io_sent = counter(&stats, &["io", "tx_datagrams"]);
+    assert!(
+        io_sent >= counter(&stats, &["tx_datagrams"]) / 2 && io_sent > 0,
+        "engine counters published: {stats}"
+    );
     if shards > 1 {
         assert!(
             counter(&stats, &["relayed"]) > 0,

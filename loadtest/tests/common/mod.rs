@@ -15,3 +15,9 @@ pub fn ringcast_binary() -> PathBuf {
     );
     path
 }
+
+/// The I/O engine the servers under test run: `TEST_ENGINE` (`uring`, `epoll`; `scripts/test`
+/// runs the suite once with each), else `auto`.
+pub fn test_engine() -> String {
+    std::env::var("TEST_ENGINE").unwrap_or_else(|_| "auto".into())
+}

@@ -39,6 +39,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The I/O engine the servers under test run: `TEST_ENGINE` (`uring`, `epoll`; `scripts/test`
+/// runs the suite once with each), else `auto`. A server that cannot run the engine asked
+/// for refuses to start, so the test fails rather than testing the other engine.
+pub fn test_engine() -> String {
+    std::env::var("TEST_ENGINE").unwrap_or_else(|_| "auto".into())
+}
+
 pub fn start_server(shards: usize) -> Server {
     start_server_with(shards, &[])
 }
@@ -67,6 +74,7 @@ pub fn start_server_with(shards: usize, env: &[(&str, &str)]) -> Server {
         .env("RINGCAST_MEDIA_SHARDS", shards.to_string())
         .env("RINGCAST_MEDIA_PIN_THREADS", "false")
         .env("RINGCAST_LOG_LEVEL", "warn")
+        .env("RINGCAST_MEDIA_ENGINE", test_engine())
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .spawn()
