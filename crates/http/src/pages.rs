@@ -110,6 +110,9 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
 /// A metric: name, help text, and how to read it from a shard's counters.
 type Metric = (&'static str, &'static str, fn(&ShardStats) -> u64);
 
+/// An I/O engine metric: name, help text, and how to read it from the engine's counters.
+type IoMetric = (&'static str, &'static str, fn(&EngineCounters) -> u64);
+
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = shard_stats(&state).await;
     let mut out = String::new();
@@ -187,7 +190,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
             let _ = writeln!(out, "ringcast_{name}{{shard=\"{i}\"}} {}", get(s));
         }
     }
-    let io: [(&str, &str, fn(&EngineCounters) -> u64); 6] = [
+    let io: [IoMetric; 6] = [
         (
             "io_tx_gso_sends_total",
             "Segmented (GSO) sends of several datagrams",
