@@ -52,6 +52,11 @@ pub fn start_server(shards: usize) -> Server {
 
 /// Start the binary with `shards` shards and extra `RINGCAST_*` variables.
 pub fn start_server_with(shards: usize, env: &[(&str, &str)]) -> Server {
+    start_server_under(&[], shards, env)
+}
+
+/// Start the binary under a wrapper command (`strace ...`; empty: none).
+pub fn start_server_under(wrapper: &[&str], shards: usize, env: &[(&str, &str)]) -> Server {
     let http_port = free_port();
     // A UDP base port with `shards` free ports above it.
     let base = loop {
@@ -62,7 +67,14 @@ pub fn start_server_with(shards: usize, env: &[(&str, &str)]) -> Server {
             break p;
         }
     };
-    let mut command = Command::new(binary());
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(binary());
+            command
+        }
+        None => Command::new(binary()),
+    };
     // The server reads every RINGCAST_* variable as a config key: only the test's own count.
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("RINGCAST_")) {
         command.env_remove(k);
