@@ -4,15 +4,16 @@
 //! Publishers and viewers are str0m peers (RTP mode), many per thread, on ringcast-net's epoll
 //! engine (one UDP socket per worker thread; each session has its own source address on it, a
 //! loopback one or one from `--source-range`, see [`worker`]). Signalling is plain WHIP/WHEP
-//! over HTTP, so any server that speaks them can be loaded.
+//! over HTTP, so any server that speaks them can be loaded, or Janus's VideoRoom API
+//! (`--target janus`, see [`janus`]).
 #![forbid(unsafe_code)]
 
+mod janus;
 mod media;
 mod procfs;
 mod report;
 mod signal;
 mod stats;
-mod summary;
 mod swarm;
 mod units;
 mod worker;
@@ -25,8 +26,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
+use ringcast_loadtest::summary::{self, Summary};
+
 use crate::media::VideoCodec;
-use crate::summary::Summary;
+use crate::signal::Target;
 use crate::swarm::Plan;
 use crate::worker::MediaPlan;
 
@@ -69,9 +72,17 @@ enum Scenario {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Server base URL (WHIP at /whip/<stream>, WHEP at /whep/<stream>).
+    /// Server base URL (WHIP at /whip/<stream>, WHEP at /whep/<stream>); with --target janus
+    /// the Janus HTTP API, e.g. http://10.213.5.2:8088/janus.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// The server's signalling: whip (WHIP/WHEP) or janus (Janus VideoRoom over HTTP, one
+    /// room per stream, created when missing and destroyed at the end if this run created it).
+    #[arg(long, value_enum, default_value_t = Target::Whip)]
+    target: Target,
+    /// Publishers send audio only (Opus, 50 packets/s); viewers ask for audio only.
+    #[arg(long)]
+    audio_only: bool,
     /// Measured window, after the last join and the warm-up: 10s, 500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = units::duration)]
     duration: Duration,
@@ -232,18 +243,28 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
     );
     let keyframe_every =
         (common.keyframe_interval.as_secs_f64() * f64::from(common.fps)).round() as u32;
-    let scenario = format!(
-        "{name} {} {}kbps {}fps",
-        match common.codec {
-            VideoCodec::Vp8 => "vp8",
-            VideoCodec::H264 => "h264",
-        },
-        common.bitrate / 1000,
-        common.fps
-    );
+    let media = if common.audio_only {
+        "audio only".to_string()
+    } else {
+        format!(
+            "{} {}kbps {}fps",
+            match common.codec {
+                VideoCodec::Vp8 => "vp8",
+                VideoCodec::H264 => "h264",
+            },
+            common.bitrate / 1000,
+            common.fps
+        )
+    };
+    let via = match common.target {
+        Target::Whip => "",
+        Target::Janus => " via janus videoroom",
+    };
+    let scenario = format!("{name} {media}{via}");
     let plan = Plan {
         scenario,
         url: common.url.trim_end_matches('/').to_string(),
+        target: common.target,
         streams: streams as usize,
         viewers_per_stream: viewers as usize,
         join_rate,
@@ -261,6 +282,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             .unwrap_or_else(|| format!("lt{}-{}", std::process::id(), unix_seconds() % 100_000)),
         media: MediaPlan {
             codec: common.codec,
+            video: !common.audio_only,
             fps: common.fps,
             frame_sizes: media::frame_sizes(common.bitrate, common.fps, keyframe_every),
             keyframe_interval: common.keyframe_interval,
