@@ -1,5 +1,7 @@
 //! The parts of `ringcast-loadtest` that other programs use: the summary a run writes as JSON
-//! ([`summary`]).
+//! ([`summary`]) and the network-namespace test bed with its Janus configuration ([`testbed`]),
+//! shared by the loadtest's integration tests and the `ringcast-bench` scenario runner.
 #![forbid(unsafe_code)]
 
 pub mod summary;
+pub mod testbed;
