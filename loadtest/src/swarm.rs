@@ -254,7 +254,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
             range.1
         );
     }
-    let started_at = crate::rfc3339_now();
+    let started_at = ringcast_loadtest::clock::rfc3339_now();
     let t0 = Instant::now();
     let self_cpu0 = Process::Current.cpu().unwrap_or_default();
     let server = plan.server_pid.map(Process::Pid);
