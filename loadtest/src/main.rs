@@ -4,15 +4,16 @@
 //! Publishers and viewers are str0m peers (RTP mode), many per thread, on ringcast-net's epoll
 //! engine (one UDP socket per worker thread; each session has its own source address on it, a
 //! loopback one or one from `--source-range`, see [`worker`]). Signalling is plain WHIP/WHEP
-//! over HTTP, so any server that speaks them can be loaded.
+//! over HTTP, so any server that speaks them can be loaded, or Janus's VideoRoom API
+//! (`--target janus`, see [`janus`]).
 #![forbid(unsafe_code)]
 
+mod janus;
 mod media;
 mod procfs;
 mod report;
 mod signal;
 mod stats;
-mod summary;
 mod swarm;
 mod units;
 mod worker;
@@ -21,12 +22,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use ringcast_loadtest::clock::unix_seconds;
+use ringcast_loadtest::summary::{self, Summary};
+
 use crate::media::VideoCodec;
-use crate::summary::Summary;
+use crate::signal::Target;
 use crate::swarm::Plan;
 use crate::worker::MediaPlan;
 
@@ -69,9 +73,17 @@ enum Scenario {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Server base URL (WHIP at /whip/<stream>, WHEP at /whep/<stream>).
+    /// Server base URL (WHIP at /whip/<stream>, WHEP at /whep/<stream>); with --target janus
+    /// the Janus HTTP API, e.g. http://10.213.5.2:8088/janus.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// The server's signalling: whip (WHIP/WHEP) or janus (Janus VideoRoom over HTTP, one
+    /// room per stream, created when missing and destroyed at the end if this run created it).
+    #[arg(long, value_enum, default_value_t = Target::Whip)]
+    target: Target,
+    /// Publishers send audio only (Opus, 50 packets/s); viewers ask for audio only.
+    #[arg(long)]
+    audio_only: bool,
     /// Measured window, after the last join and the warm-up: 10s, 500ms, 2m.
     #[arg(long, default_value = "10s", value_parser = units::duration)]
     duration: Duration,
@@ -232,18 +244,28 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
     );
     let keyframe_every =
         (common.keyframe_interval.as_secs_f64() * f64::from(common.fps)).round() as u32;
-    let scenario = format!(
-        "{name} {} {}kbps {}fps",
-        match common.codec {
-            VideoCodec::Vp8 => "vp8",
-            VideoCodec::H264 => "h264",
-        },
-        common.bitrate / 1000,
-        common.fps
-    );
+    let media = if common.audio_only {
+        "audio only".to_string()
+    } else {
+        format!(
+            "{} {}kbps {}fps",
+            match common.codec {
+                VideoCodec::Vp8 => "vp8",
+                VideoCodec::H264 => "h264",
+            },
+            common.bitrate / 1000,
+            common.fps
+        )
+    };
+    let via = match common.target {
+        Target::Whip => "",
+        Target::Janus => " via janus videoroom",
+    };
+    let scenario = format!("{name} {media}{via}");
     let plan = Plan {
         scenario,
         url: common.url.trim_end_matches('/').to_string(),
+        target: common.target,
         streams: streams as usize,
         viewers_per_stream: viewers as usize,
         join_rate,
@@ -261,6 +283,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             .unwrap_or_else(|| format!("lt{}-{}", std::process::id(), unix_seconds() % 100_000)),
         media: MediaPlan {
             codec: common.codec,
+            video: !common.audio_only,
             fps: common.fps,
             frame_sizes: media::frame_sizes(common.bitrate, common.fps, keyframe_every),
             keyframe_interval: common.keyframe_interval,
@@ -408,48 +431,9 @@ fn table(s: &Summary) -> String {
     t
 }
 
-fn unix_seconds() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Now as RFC 3339 UTC, e.g. 2026-05-01T12:00:00Z.
-pub fn rfc3339_now() -> String {
-    rfc3339(unix_seconds())
-}
-
-fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_777_636_800), "2026-05-01T12:00:00Z");
-    }
 
     #[test]
     fn cli_rejects_bad_units() {

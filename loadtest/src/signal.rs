@@ -1,8 +1,9 @@
-//! WHIP/WHEP signalling: build a peer's `Rtc`, POST its offer, accept the answer.
+//! Signalling: build a peer's `Rtc`, negotiate it with the server, hand it to a worker.
 //!
-//! Plain RFC 9725 / WHEP over HTTP/1.1 (ureq, no TLS), so any server that speaks them can be
-//! loaded. Runs on the signalling threads, never on a media worker: building an `Rtc` and the
-//! HTTP round trip take milliseconds.
+//! Two targets behind one [`Signaller`]: plain RFC 9725 / WHEP over HTTP/1.1 (ureq, no TLS), so
+//! any server that speaks them can be loaded, and Janus's VideoRoom over its HTTP API
+//! ([`crate::janus`]). Runs on the signalling threads, never on a media worker: building an
+//! `Rtc` and the HTTP round trips take milliseconds.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -12,7 +13,77 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::{Candidate, Rtc, RtcConfig};
 
+use crate::janus::Janus;
 use crate::media::VideoCodec;
+
+/// The signalling the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// WHIP to publish, WHEP to play (ringcast, or any server that speaks them).
+    Whip,
+    /// Janus's VideoRoom plugin over Janus's HTTP API; one room per stream.
+    Janus,
+}
+
+/// What every session of a run is negotiated with.
+#[derive(Debug, Clone, Copy)]
+pub struct Negotiation {
+    /// Video codec.
+    pub codec: VideoCodec,
+    /// Whether publishers send (and viewers ask for) video; audio is always there.
+    pub video: bool,
+}
+
+/// Opens and closes sessions with one server; shared by the signalling threads.
+#[derive(Debug)]
+pub enum Signaller {
+    /// WHIP/WHEP at `base`.
+    Whip {
+        /// The server's base URL.
+        base: String,
+        /// Codecs and media.
+        negotiation: Negotiation,
+    },
+    /// Janus VideoRoom.
+    Janus(Janus),
+}
+
+impl Signaller {
+    /// A signaller for `target` at `base`.
+    pub fn new(target: Target, base: &str, negotiation: Negotiation, timeout: Duration) -> Self {
+        match target {
+            Target::Whip => Signaller::Whip {
+                base: base.to_string(),
+                negotiation,
+            },
+            Target::Janus => Signaller::Janus(Janus::new(base, negotiation, timeout)),
+        }
+    }
+
+    /// Open one session; on failure, the cause as it goes into the errors table.
+    pub fn join(&self, agent: &ureq::Agent, job: Job) -> Result<Joined, String> {
+        match self {
+            Signaller::Whip { base, negotiation } => join(agent, base, *negotiation, job),
+            Signaller::Janus(janus) => janus.join(agent, job),
+        }
+    }
+
+    /// Close a session `join` opened; errors are ignored (the server may be gone).
+    pub fn leave(&self, agent: &ureq::Agent, location: &str) {
+        match self {
+            Signaller::Whip { .. } => leave(agent, location),
+            Signaller::Janus(janus) => janus.leave(agent, location),
+        }
+    }
+
+    /// After the last `leave`: release what the run set up on the server (Janus: the rooms
+    /// it created) and stop background work (keepalives).
+    pub fn finish(&self) {
+        if let Signaller::Janus(janus) = self {
+            janus.finish();
+        }
+    }
+}
 
 /// What a session is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,13 +122,13 @@ pub struct Joined {
     pub job: Job,
     /// The peer connection.
     pub rtc: Rtc,
-    /// Audio and video media ids.
+    /// Audio and video media ids (audio-only runs: the audio one twice).
     pub mids: [Mid; 2],
-    /// Payload types to send with (publishers): audio, video.
+    /// Payload types to send with (publishers): audio, video (audio-only runs: audio twice).
     pub pts: Option<[Pt; 2]>,
-    /// When the offer was posted.
+    /// When signalling began (WHIP/WHEP: the offer's POST; Janus: the session's creation).
     pub posted: Instant,
-    /// The session URL, for DELETE.
+    /// The session's URL, for [`Signaller::leave`].
     pub location: String,
 }
 
@@ -70,32 +141,19 @@ pub fn agent(timeout: Duration) -> ureq::Agent {
         .new_agent()
 }
 
-/// Open one session; on failure, the cause as it goes into the errors table.
-pub fn join(
+/// Open one WHIP/WHEP session; on failure, the cause as it goes into the errors table.
+fn join(
     agent: &ureq::Agent,
     base: &str,
-    codec: VideoCodec,
+    negotiation: Negotiation,
     job: Job,
 ) -> Result<Joined, String> {
-    let mut config = RtcConfig::new()
-        .set_rtp_mode(true)
-        .clear_codecs()
-        .enable_opus(true, false);
-    config = match codec {
-        VideoCodec::Vp8 => config.enable_vp8(true),
-        VideoCodec::H264 => config.enable_h264(true),
-    };
-    let mut rtc = config.build(Instant::now());
-    let candidate = Candidate::host(job.local, "udp").map_err(|e| format!("candidate: {e}"))?;
-    rtc.add_local_candidate(candidate);
+    let mut rtc = new_rtc(negotiation.codec, job.local)?;
     let (direction, path) = match &job.role {
         Role::Publisher { stream, .. } => (Direction::SendOnly, format!("/whip/{stream}")),
         Role::Viewer { stream, .. } => (Direction::RecvOnly, format!("/whep/{stream}")),
     };
-    let mut api = rtc.sdp_api();
-    let audio = api.add_media(MediaKind::Audio, direction, None, None, None);
-    let video = api.add_media(MediaKind::Video, direction, None, None, None);
-    let (offer, pending): (_, SdpPendingOffer) = api.apply().ok_or("sdp: no offer")?;
+    let (audio, video, offer, pending) = offer(&mut rtc, direction, negotiation.video)?;
 
     let posted = Instant::now();
     let url = format!("{}{path}", base.trim_end_matches('/'));
@@ -125,10 +183,7 @@ pub fn join(
         .map_err(|_| "sdp".to_string())?;
 
     let pts = match job.role {
-        Role::Publisher { .. } => Some([
-            payload_type(&rtc, audio, Codec::Opus).ok_or("sdp: no opus")?,
-            payload_type(&rtc, video, codec_of(codec)).ok_or("sdp: no video codec")?,
-        ]),
+        Role::Publisher { .. } => Some(publisher_pts(&rtc, audio, video, negotiation)?),
         Role::Viewer { .. } => None,
     };
     Ok(Joined {
@@ -141,8 +196,58 @@ pub fn join(
     })
 }
 
+/// A str0m peer in RTP mode with Opus and `codec`, and one host candidate at `local`.
+pub(crate) fn new_rtc(codec: VideoCodec, local: SocketAddr) -> Result<Rtc, String> {
+    let mut config = RtcConfig::new()
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false);
+    config = match codec {
+        VideoCodec::Vp8 => config.enable_vp8(true),
+        VideoCodec::H264 => config.enable_h264(true),
+    };
+    let mut rtc = config.build(Instant::now());
+    let candidate = Candidate::host(local, "udp").map_err(|e| format!("candidate: {e}"))?;
+    rtc.add_local_candidate(candidate);
+    Ok(rtc)
+}
+
+/// An offer with an audio and (when `video`) a video m-line in `direction`: the audio mid,
+/// the video mid (the audio one again without video), the offer and its pending state.
+pub(crate) fn offer(
+    rtc: &mut Rtc,
+    direction: Direction,
+    video: bool,
+) -> Result<(Mid, Mid, str0m::change::SdpOffer, SdpPendingOffer), String> {
+    let mut api = rtc.sdp_api();
+    let audio = api.add_media(MediaKind::Audio, direction, None, None, None);
+    let video = if video {
+        api.add_media(MediaKind::Video, direction, None, None, None)
+    } else {
+        audio
+    };
+    let (offer, pending) = api.apply().ok_or("sdp: no offer")?;
+    Ok((audio, video, offer, pending))
+}
+
+/// The payload types a publisher sends with, from the accepted answer.
+pub(crate) fn publisher_pts(
+    rtc: &Rtc,
+    audio: Mid,
+    video: Mid,
+    negotiation: Negotiation,
+) -> Result<[Pt; 2], String> {
+    let opus = payload_type(rtc, audio, Codec::Opus).ok_or("sdp: no opus")?;
+    if !negotiation.video {
+        return Ok([opus, opus]);
+    }
+    let video =
+        payload_type(rtc, video, codec_of(negotiation.codec)).ok_or("sdp: no video codec")?;
+    Ok([opus, video])
+}
+
 /// DELETE a session; errors are ignored (the server may be gone).
-pub fn leave(agent: &ureq::Agent, location: &str) {
+fn leave(agent: &ureq::Agent, location: &str) {
     let _ = agent.delete(location).call();
 }
 
@@ -198,7 +303,7 @@ fn absolute(base: &str, location: &str) -> String {
 
 /// Keep the ICE candidates the swarm can reach: loopback ones for a loopback target, else
 /// those on the target's own address (when it advertises it; otherwise all).
-fn reachable_candidates_only(sdp: &str, base: &str) -> String {
+pub(crate) fn reachable_candidates_only(sdp: &str, base: &str) -> String {
     let candidate_ip = |line: &str| {
         line.strip_prefix("a=candidate:")?
             .split_whitespace()
@@ -225,7 +330,7 @@ fn reachable_candidates_only(sdp: &str, base: &str) -> String {
     out
 }
 
-fn http_cause(error: &ureq::Error) -> String {
+pub(crate) fn http_cause(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "timeout".into(),
         ureq::Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {

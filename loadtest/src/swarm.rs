@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use ringcast_net::{EngineOptions, Notifier};
 
-use crate::media::VideoCodec;
 use crate::procfs::Process;
-use crate::signal::{self, Job, Role};
+use crate::signal::{self, Job, Negotiation, Role, Signaller, Target};
 use crate::stats;
 use crate::summary::{Counts, ServerFigures, Summary, Tick};
 use crate::worker::{Command, MediaPlan, Worker};
@@ -25,8 +24,10 @@ use crate::worker::{Command, MediaPlan, Worker};
 pub struct Plan {
     /// Human description, e.g. "broadcast 1x20 vp8 2500kbps".
     pub scenario: String,
-    /// Server base URL.
+    /// Server base URL (Janus: its HTTP API, e.g. `http://10.213.5.2:8088/janus`).
     pub url: String,
+    /// The signalling the server speaks.
+    pub target: Target,
     /// Streams (one publisher each).
     pub streams: usize,
     /// Viewers per stream.
@@ -253,7 +254,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
             range.1
         );
     }
-    let started_at = crate::rfc3339_now();
+    let started_at = ringcast_loadtest::clock::rfc3339_now();
     let t0 = Instant::now();
     let self_cpu0 = Process::Current.cpu().unwrap_or_default();
     let server = plan.server_pid.map(Process::Pid);
@@ -302,15 +303,24 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     );
 
     // Signalling threads take jobs from one queue.
+    let signaller = Arc::new(Signaller::new(
+        plan.target,
+        &plan.url,
+        Negotiation {
+            codec: plan.media.codec,
+            video: plan.media.video,
+        },
+        plan.http_timeout,
+    ));
     let (jobs, job_queue) = mpsc::channel::<Job>();
     let job_queue = Arc::new(Mutex::new(job_queue));
     let signallers: Vec<JoinHandle<()>> = (0..plan.signal_threads.max(1))
         .map(|i| {
             let (queue, shared, routes) = (job_queue.clone(), shared.clone(), routes.clone());
-            let (url, codec, timeout) = (plan.url.clone(), plan.media.codec, plan.http_timeout);
+            let (signaller, timeout) = (signaller.clone(), plan.http_timeout);
             std::thread::Builder::new()
                 .name(format!("signal-{i}"))
-                .spawn(move || signal_loop(&queue, &shared, &routes, &url, codec, timeout))
+                .spawn(move || signal_loop(&queue, &shared, &routes, &signaller, timeout))
                 .expect("spawn signalling thread")
         })
         .collect();
@@ -436,7 +446,8 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         .lock()
         .map(|l| l.clone())
         .unwrap_or_default();
-    leave_all(&locations, plan.signal_threads.max(1));
+    leave_all(&signaller, &locations, plan.signal_threads.max(1));
+    signaller.finish();
     // Signalling threads blocked on a stalled server finish with their timeout; don't wait.
     drop(signallers);
 
@@ -540,8 +551,7 @@ fn signal_loop(
     queue: &Mutex<mpsc::Receiver<Job>>,
     shared: &Shared,
     routes: &[(Sender<Command>, Notifier)],
-    url: &str,
-    codec: VideoCodec,
+    signaller: &Signaller,
     timeout: Duration,
 ) {
     let agent = signal::agent(timeout);
@@ -555,7 +565,7 @@ fn signal_loop(
         };
         let publisher = matches!(job.role, Role::Publisher { .. });
         let worker = job.worker;
-        match signal::join(&agent, url, codec, job) {
+        match signaller.join(&agent, job) {
             Ok(joined) => {
                 if let Ok(mut l) = shared.locations.lock() {
                     l.push(joined.location.clone());
@@ -571,8 +581,8 @@ fn signal_loop(
     }
 }
 
-/// DELETE every session, a few at a time, giving up after a few seconds in all.
-fn leave_all(locations: &[String], threads: usize) {
+/// Close every session, a few at a time, giving up after a few seconds in all.
+fn leave_all(signaller: &Signaller, locations: &[String], threads: usize) {
     if locations.is_empty() {
         return;
     }
@@ -586,7 +596,7 @@ fn leave_all(locations: &[String], threads: usize) {
                     if Instant::now() > deadline {
                         return;
                     }
-                    signal::leave(&agent, location);
+                    signaller.leave(&agent, location);
                 }
             });
         }

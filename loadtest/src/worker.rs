@@ -41,6 +41,8 @@ pub enum Command {
 pub struct MediaPlan {
     /// Video codec.
     pub codec: VideoCodec,
+    /// Whether publishers send video (false: audio only).
+    pub video: bool,
     /// Video frames per second.
     pub fps: u32,
     /// Video bytes per delta frame and per keyframe.
@@ -109,6 +111,8 @@ enum Kind {
 }
 
 struct Publisher {
+    /// Sends video too (else audio only).
+    with_video: bool,
     mids: [Mid; 2],
     pts: [Pt; 2],
     audio: Packetizer,
@@ -165,6 +169,7 @@ impl Worker {
         } = joined;
         let kind = match (&job.role, pts) {
             (Role::Publisher { id, .. }, Some(pts)) => Kind::Publisher(Box::new(Publisher {
+                with_video: self.plan.video,
                 mids,
                 pts,
                 audio: Packetizer::new(*id),
@@ -519,7 +524,12 @@ impl Peer {
     fn wake(&self) -> Instant {
         match &self.kind {
             Kind::Publisher(p) if self.dtls_ok => {
-                self.rtc_deadline.min(p.next_audio).min(p.next_video)
+                let media = if p.with_video {
+                    p.next_audio.min(p.next_video)
+                } else {
+                    p.next_audio
+                };
+                self.rtc_deadline.min(media)
             }
             _ => self.rtc_deadline,
         }
@@ -632,7 +642,7 @@ impl Publisher {
             self.audio_packets += 1;
             self.next_audio += AUDIO_EVERY;
         }
-        while self.next_video <= now {
+        while self.with_video && self.next_video <= now {
             let key = self.force_key
                 || self
                     .last_key
