@@ -1097,15 +1097,26 @@ impl Engine for UringEngine {
 
 impl Drop for UringEngine {
     fn drop(&mut self) {
-        if self.in_flight == 0 {
-            return;
+        self.let_go();
+    }
+}
+
+impl UringEngine {
+    /// Make sure nothing in flight still uses the engine's memory before it is freed: cancel
+    /// and wait if operations are in flight (a run that ended in a panic or a failed
+    /// cancellation), and if that fails (a single-issuer ring refuses other threads), leak
+    /// the memory rather than free what the kernel may still touch. Returns whether it leaked.
+    fn let_go(&mut self) -> bool {
+        if self.in_flight == 0 || self.shared.is_none() {
+            return false;
         }
-        // A run that ended in a panic or a failed cancellation: try again from here (a
-        // single-issuer ring refuses other threads), and if the kernel may still touch the
-        // memory, never free it.
-        if let Err(error) = self.quiesce() {
-            tracing::warn!(%error, "uring engine dropped with operations in flight: leaking its buffers");
-            std::mem::forget(self.shared.take());
+        match self.quiesce() {
+            Ok(()) => false,
+            Err(error) => {
+                tracing::warn!(%error, "uring engine dropped with operations in flight: leaking its buffers");
+                std::mem::forget(self.shared.take());
+                true
+            }
         }
     }
 }
@@ -1278,11 +1289,80 @@ mod tests {
         assert!(why.contains("no io_uring in this kernel"), "{why}");
     }
 
-    #[test]
-    fn probe_says_yes_or_why_not() {
-        match probe() {
-            Ok(()) => {}
-            Err(why) => assert!(!why.is_empty()),
+    /// A bound engine, or `None` where `RINGCAST_TEST_ENGINES=epoll` says io_uring is not
+    /// expected here; fails with the probe's reason otherwise.
+    fn bound(notifier: &Notifier) -> Option<UringEngine> {
+        if std::env::var("RINGCAST_TEST_ENGINES").is_ok_and(|v| v.trim() == "epoll") {
+            return None;
         }
+        if let Err(why) = probe() {
+            panic!("io_uring cannot run here: {why} (RINGCAST_TEST_ENGINES=epoll skips this)");
+        }
+        let options = EngineOptions {
+            uring_entries: 16,
+            uring_buffers: 16,
+            ..EngineOptions::default()
+        };
+        Some(UringEngine::bind("127.0.0.1:0".parse().unwrap(), notifier, &options).unwrap())
+    }
+
+    #[test]
+    fn the_eventfd_read_resets_it_and_cancellation_leaves_nothing_in_flight() {
+        let notifier = Notifier::new().unwrap();
+        let Some(mut engine) = bound(&notifier) else {
+            return;
+        };
+        eprintln!("ring flags on this kernel: {}", engine.ring_flags());
+        engine.start().unwrap();
+        engine.arm().unwrap();
+        engine.enter(0, None).unwrap();
+        assert_eq!(engine.in_flight, 2, "receive and eventfd read armed");
+        notifier.arm();
+        notifier.notify();
+        engine.enter(1, Some(Duration::from_secs(2))).unwrap();
+        engine.complete(None).unwrap();
+        assert!(!engine.wake_armed, "the eventfd read completed");
+        assert!(
+            !engine.wake_by_poll,
+            "this kernel reads a nonblocking eventfd in the ring"
+        );
+        assert_eq!(notifier.drain(), 0, "the read reset the eventfd");
+        assert_eq!(engine.in_flight, 1);
+        engine.quiesce().unwrap();
+        assert_eq!(engine.in_flight, 0);
+        assert!(!engine.receive_armed);
+        assert!(!engine.let_go(), "nothing to leak");
+    }
+
+    #[test]
+    fn dropping_with_operations_in_flight_is_sound_on_any_thread() {
+        let notifier = Notifier::new().unwrap();
+        let Some(mut engine) = bound(&notifier) else {
+            return;
+        };
+        engine.start().unwrap();
+        engine.arm().unwrap();
+        engine.enter(0, None).unwrap();
+        assert_eq!(engine.in_flight, 2);
+        let single_issuer = engine.setup.single_issuer;
+        // Another thread: a single-issuer ring refuses it, so the memory is leaked, not freed.
+        let leaked = thread::spawn(move || {
+            let leaked = engine.let_go();
+            drop(engine);
+            leaked
+        })
+        .join()
+        .unwrap();
+        assert_eq!(leaked, single_issuer);
+
+        // The same thread: cancelled and waited for, nothing leaked.
+        let Some(mut engine) = bound(&notifier) else {
+            return;
+        };
+        engine.start().unwrap();
+        engine.arm().unwrap();
+        engine.enter(0, None).unwrap();
+        assert!(!engine.let_go());
+        assert_eq!(engine.in_flight, 0);
     }
 }

@@ -552,6 +552,86 @@ fn equal_size_datagrams_to_one_destination_leave_in_one_gso_send() {
     });
 }
 
+/// A driver that queues its transmits on the first turn and stops.
+struct Queue(Vec<Transmit>);
+
+impl Driver for Queue {
+    fn on_datagram(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8], _: &mut TxQueue) {
+    }
+    fn on_turn(&mut self, _: Instant, tx: &mut TxQueue) -> Turn {
+        for transmit in self.0.drain(..) {
+            tx.push(transmit);
+        }
+        Turn::Stop
+    }
+}
+
+#[test]
+fn a_refused_segmented_send_turns_gso_off_and_resends_one_by_one() {
+    for_each_kind(|kind| {
+        let client = client("127.0.0.1:0");
+        let to = client.local_addr().unwrap();
+        let notifier = Notifier::new().unwrap();
+        let mut engine =
+            ringcast_net::bind(kind, "127.0.0.1:0".parse().unwrap(), &notifier, &options())
+                .unwrap();
+        // 150 one-byte segments: more than the kernel's UDP_MAX_SEGMENTS (64 or 128), so it
+        // refuses the segmented send with EINVAL, as a device without GSO would. (Few enough
+        // for the client's default receive buffer.)
+        let refused = Transmit {
+            segment_size: Some(1),
+            ..Transmit::new(to, None, (0..150).map(|i| i as u8).collect())
+        };
+        let mut queue = Queue(vec![refused]);
+        engine.run(&mut queue).unwrap();
+        let counters = engine.counters();
+        assert_eq!(counters.tx_datagrams, 150, "{kind:?}: {counters:?}");
+        assert_eq!(counters.tx_errors, 0, "{kind:?}: {counters:?}");
+        let mut buffer = [0u8; 4096];
+        for i in 0..150 {
+            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            assert_eq!(&buffer[..len], &[i as u8], "{kind:?}: datagram {i}");
+        }
+        // GSO stays off: equal-size datagrams now leave one by one.
+        let burst: Vec<Transmit> = (0..10)
+            .map(|i| Transmit::new(to, None, payload(i, 1200)))
+            .collect();
+        engine.run(&mut Queue(burst)).unwrap();
+        let after = engine.counters();
+        assert_eq!(
+            after.tx_gso_sends, counters.tx_gso_sends,
+            "{kind:?}: {after:?}"
+        );
+        assert_eq!(after.tx_datagrams, 160, "{kind:?}: {after:?}");
+        for i in 0..10 {
+            let (len, _) = client
+                .recv_from(&mut buffer)
+                .unwrap_or_else(|e| panic!("{kind:?}: datagram {i} not there: {e} {after:?}"));
+            assert_eq!(
+                &buffer[..len],
+                payload(i, 1200).as_slice(),
+                "{kind:?}: datagram {i}"
+            );
+        }
+    });
+}
+
+#[test]
+fn uring_sqpoll_echoes() {
+    if !kinds().contains(&EngineKind::Uring) {
+        return;
+    }
+    let sqpoll = EngineOptions {
+        uring_sqpoll: true,
+        ..options()
+    };
+    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", Echo::new(), &sqpoll);
+    let server = running.addr;
+    echo_round_trip(EngineKind::Uring, &client("127.0.0.1:0"), server, 300);
+    let (counters, _) = running.stop();
+    assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
+}
+
 #[test]
 fn gro_hands_coalesced_datagrams_over_one_by_one() {
     for_each_kind(|kind| {
