@@ -4,9 +4,14 @@
 //! `RINGCAST_TEST_ENGINES=epoll` says to test the epoll engine only (a host or container
 //! without io_uring).
 
+// For the counting allocator below, the one unsafe item here.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -15,6 +20,51 @@ use ringcast_net::{
     Driver, Engine, EngineCounters, EngineKind, EngineOptions, MAX_DATAGRAM, Notifier, Transmit,
     Turn, TxQueue,
 };
+
+/// Counts the allocations of threads that asked for it (an engine thread in steady state).
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_allocation() {
+    // `try_with`: the thread's locals may be gone while it exits; const-initialized cells
+    // without destructors never allocate.
+    let _ = COUNTING.try_with(|counting| {
+        if counting.get() {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments, which
+// upholds GlobalAlloc's contract; the counting touches only thread-local integers.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: forwarded as received.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 /// The engine kinds to test: all of them, unless `RINGCAST_TEST_ENGINES=epoll`.
 fn kinds() -> Vec<EngineKind> {
@@ -58,6 +108,9 @@ struct Echo {
     /// Sleep this long in each of the first `slow_for` datagrams.
     slow: Duration,
     slow_for: usize,
+    /// While set, count the engine thread's allocations into `allocations`.
+    count_allocations: Arc<AtomicBool>,
+    allocations: Arc<AtomicU64>,
 }
 
 impl Echo {
@@ -73,6 +126,8 @@ impl Echo {
             kept: Vec::new(),
             slow: Duration::ZERO,
             slow_for: 0,
+            count_allocations: Arc::new(AtomicBool::new(false)),
+            allocations: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -112,6 +167,8 @@ impl Driver for Echo {
 
     fn on_turn(&mut self, _now: Instant, _tx: &mut TxQueue) -> Turn {
         self.turns.fetch_add(1, Ordering::SeqCst);
+        COUNTING.set(self.count_allocations.load(Ordering::SeqCst));
+        self.allocations.store(ALLOCATIONS.get(), Ordering::SeqCst);
         if self.stop.load(Ordering::SeqCst) {
             Turn::Stop
         } else {
@@ -840,4 +897,43 @@ fn run_until_stopped(engine: &mut dyn Engine, echo: &mut Echo) -> io::Result<()>
         }
     }
     engine.run(&mut Polling(echo))
+}
+
+#[test]
+fn no_allocation_per_datagram_in_steady_state() {
+    for_each_kind(|kind| {
+        let echo = Echo::new();
+        let count = echo.count_allocations.clone();
+        let allocations = echo.allocations.clone();
+        let running = Running::start(kind, "127.0.0.1:0", echo, &options());
+        let server = running.addr;
+        let client = client("127.0.0.1:0");
+        let datagram = payload(1, 1200);
+        let mut buffer = [0u8; 2048];
+        let mut round = |count: usize| {
+            for _ in 0..count / 16 {
+                for _ in 0..16 {
+                    client.send_to(&datagram, server).unwrap();
+                }
+                for _ in 0..16 {
+                    client.recv_from(&mut buffer).expect("echo within 2 s");
+                }
+            }
+        };
+        round(1000);
+        count.store(true, Ordering::SeqCst);
+        // One turn to switch counting on, then the measured traffic.
+        running.notifier.notify();
+        thread::sleep(Duration::from_millis(20));
+        round(2000);
+        count.store(false, Ordering::SeqCst);
+        running.notifier.notify();
+        thread::sleep(Duration::from_millis(20));
+        let (counters, _) = running.stop();
+        let allocations = allocations.load(Ordering::SeqCst);
+        assert_eq!(
+            allocations, 0,
+            "{kind:?}: {allocations} allocations for 2000 echoes, {counters:?}"
+        );
+    });
 }
