@@ -584,13 +584,12 @@ impl UringEngine {
     fn turns(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         loop {
             self.notifier.arm();
-            let turn = driver.on_turn(Instant::now(), &mut self.tx);
-            self.arm()?;
-            self.queue_sends()?;
-            let deadline = match turn {
+            let deadline = match driver.on_turn(Instant::now(), &mut self.tx) {
                 Turn::Stop => return self.flush_before_stop(),
                 Turn::Wait(deadline) => deadline,
             };
+            self.arm()?;
+            self.queue_sends()?;
             self.wait(deadline)?;
             self.notifier.disarm();
             self.complete(Some(driver))?;
@@ -684,13 +683,17 @@ impl UringEngine {
     ///
     /// Whatever the entry points at must stay valid until its last completion.
     unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
-        loop {
+        for _ in 0..16 {
             // SAFETY: per this function's contract.
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
             self.enter(0, None)?;
         }
+        // The kernel keeps refusing to take entries (EBUSY/EAGAIN over and over).
+        Err(io::Error::other(
+            "io_uring submission queue stays full: the kernel does not take entries",
+        ))
     }
 
     /// Submit what is queued and wait for completions until `deadline`; no waiting when
@@ -780,7 +783,7 @@ impl UringEngine {
             let entry = self.completions[index].clone();
             let step = match entry.user_data() & TAG_MASK {
                 RECEIVE => self.on_receive(&entry, driver.as_deref_mut(), now),
-                SEND => self.on_sent(&entry),
+                SEND => self.on_sent(entry.user_data(), entry.result(), entry.flags()),
                 WAKE => {
                     self.on_wake(&entry);
                     Ok(())
@@ -900,9 +903,8 @@ impl UringEngine {
     }
 
     /// A send completion (or a zero-copy send's notification).
-    fn on_sent(&mut self, entry: &cqueue::Entry) -> io::Result<()> {
-        let index = (entry.user_data() & !TAG_MASK) as usize;
-        let flags = entry.flags();
+    fn on_sent(&mut self, user_data: u64, result: i32, flags: u32) -> io::Result<()> {
+        let index = (user_data & !TAG_MASK) as usize;
         // SAFETY: the slot's operation completed (or is past its result and only waits for
         // the notification, during which the kernel reads the transmit's buffer only, which
         // this reference does not touch).
@@ -910,7 +912,6 @@ impl UringEngine {
         if cqueue::notif(flags) {
             return self.release_slot(index);
         }
-        let result = entry.result();
         let transmit = slot
             .transmit
             .as_ref()
@@ -1332,6 +1333,76 @@ mod tests {
         assert_eq!(engine.in_flight, 0);
         assert!(!engine.receive_armed);
         assert!(!engine.let_go(), "nothing to leak");
+    }
+
+    #[test]
+    fn blocked_sends_resume_when_writable() {
+        // Loopback never fills a send buffer, so stand in for EAGAIN: one send in flight
+        // completes with it, and what is queued waits behind it until the socket polls
+        // writable.
+        struct Turns(usize);
+        impl Driver for Turns {
+            fn on_datagram(
+                &mut self,
+                _: Instant,
+                _: SocketAddr,
+                _: SocketAddr,
+                _: &[u8],
+                _: &mut TxQueue,
+            ) {
+            }
+            fn on_turn(&mut self, _: Instant, _: &mut TxQueue) -> Turn {
+                self.0 += 1;
+                if self.0 > 1 {
+                    Turn::Stop
+                } else {
+                    Turn::Wait(None)
+                }
+            }
+        }
+        let notifier = Notifier::new().unwrap();
+        let Some(mut engine) = bound(&notifier) else {
+            return;
+        };
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let destination = client.local_addr().unwrap();
+        // A send "in flight" that the kernel never saw, completed by hand with EAGAIN.
+        let index = engine.free_slots.pop().unwrap();
+        // SAFETY: the slot was free; no operation refers to it.
+        let slot = unsafe { &mut *engine.shared_ref().slots[index as usize].get() };
+        slot.prepare(
+            Transmit::new(destination, None, vec![0; 10]),
+            destination,
+            false,
+            false,
+        );
+        engine.in_flight += 1;
+        for i in 1..3u8 {
+            engine
+                .tx
+                .push(Transmit::new(destination, None, vec![i; 10]));
+        }
+        engine
+            .on_sent(SEND | u64::from(index), -libc::EAGAIN, 0)
+            .unwrap();
+        assert!(engine.tx_blocked);
+        assert_eq!(engine.pending.len(), 1);
+        assert_eq!(engine.free_slots.len(), engine.slot_count());
+        assert_eq!(engine.in_flight, 0);
+
+        engine.run(&mut Turns(0)).unwrap();
+        assert!(!engine.tx_blocked, "POLLOUT came");
+        assert!(engine.pending.is_empty() && engine.tx.is_empty());
+        let mut buffer = [0u8; 64];
+        for i in 0..3u8 {
+            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            assert_eq!(&buffer[..len], &[i; 10], "in order");
+        }
+        assert_eq!(engine.counters().tx_datagrams, 3);
+        assert_eq!(engine.counters().tx_errors, 0);
     }
 
     #[test]
