@@ -102,7 +102,19 @@ impl Sample {
     fn ns_per_datagram(&self) -> f64 {
         self.cpu_ns as f64 / self.counters.tx_datagrams.max(1) as f64
     }
+
+    /// Share of the generated datagrams the engine did not receive.
+    fn loss(&self) -> f64 {
+        1.0 - self.counters.rx_datagrams as f64 / self.generated.max(1) as f64
+    }
 }
+
+/// A run that lost more than this is repeated: the engine was starved of CPU (another
+/// process on its core), which makes its batches larger and its cost per datagram smaller.
+const MAX_LOSS: f64 = 0.01;
+
+/// Times a lossy run is repeated before it is kept anyway (and marked).
+const ATTEMPTS: usize = 5;
 
 /// Forwards each datagram to every sink.
 struct Forward {
@@ -279,10 +291,22 @@ fn main() {
         "fan-out 1 -> {}, {} datagrams/s in of {} B, bursts of {}, {} s per run, median of {}",
         args.fanout, args.rate, args.size, args.burst, args.seconds, args.reps
     );
+    println!("load average before: {}", load_average());
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); configs.len()];
     for rep in 0..args.reps {
         for (i, config) in configs.iter().enumerate() {
-            let sample = run_once(*config, &args);
+            let mut sample = run_once(*config, &args);
+            for _ in 1..ATTEMPTS {
+                if sample.loss() <= MAX_LOSS {
+                    break;
+                }
+                eprintln!(
+                    "rep {rep} {:<18} lost {:.1}% (starved of CPU?): again",
+                    config.name(),
+                    100.0 * sample.loss()
+                );
+                sample = run_once(*config, &args);
+            }
             eprintln!(
                 "rep {rep} {:<18} {:>7.0} ns/datagram  out {:>8}  gso sends {:>7}  syscalls {:>7}  rx {:>7}/{:<7} helpers {:.1} ms",
                 config.name(),
@@ -311,10 +335,17 @@ fn main() {
             sample.counters.tx_datagrams,
             sample.counters.tx_gso_sends,
             sample.counters.syscalls as f64 / sample.counters.rx_datagrams.max(1) as f64,
-            100.0 * (1.0 - sample.counters.rx_datagrams as f64 / sample.generated.max(1) as f64),
+            100.0 * sample.loss(),
             sample.ns_per_datagram() / baseline,
         );
     }
+    println!("load average after: {}", load_average());
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 /// The run with the median CPU time per datagram.

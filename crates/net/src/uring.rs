@@ -20,12 +20,14 @@
 //! **Receiving.** A buffer ring of `uring_buffers` buffers is registered once at bind
 //! (page-aligned memory, allocated once). Each buffer holds the `io_uring_recvmsg_out` header,
 //! room for the source address, control space when the socket needs it (pktinfo on wildcard
-//! sockets, `UDP_GRO`) and [`MAX_DATAGRAM`] bytes of payload ([`GRO_BUFFER_SIZE`] with GRO). A
+//! sockets, `UDP_GRO`) and [`MAX_DATAGRAM`] bytes of payload (64 KiB with GRO). A
 //! larger datagram comes back with `MSG_TRUNC` and is counted in
 //! [`EngineCounters::rx_truncated`]. When the ring runs dry (the driver is slower than the
 //! peers) the receive ends with `ENOBUFS`: it is counted in [`EngineCounters::rx_no_buffers`]
 //! and re-armed once the datagrams in hand were handled; what waits in the socket is received
-//! then. A multishot receive that ends for any other reason is re-armed as well.
+//! then. A multishot receive that ends for any other reason is re-armed as well. With GRO
+//! each buffer is 64 KiB, so the ring takes `uring_buffers` × 64 KiB of address space (64 MiB
+//! for 1024 buffers), resident as buffers get used.
 //!
 //! **Sending.** Every transmit popped from the queue goes into a send slot (a `msghdr`, its
 //! iovec, the destination address and control space, preallocated: `uring_entries` slots)
@@ -46,7 +48,8 @@
 //! `SQPOLL` instead. A single-issuer ring is created disabled and enabled by the first
 //! [`Engine::run`], so it may be bound on one thread and run on another (a later `run` on yet
 //! another thread builds a new ring). The socket is a registered file when the kernel allows.
-//! [`UringEngine::ring_flags`] says what this kernel gave.
+//! [`UringEngine::ring_flags`] says what this kernel gave. [`EngineCounters::syscalls`]
+//! counts `io_uring_enter` calls (with SQPOLL, also submissions the poller took without one).
 //!
 //! **Lifetimes.** The buffer ring, the send slots and the eventfd read target are memory the
 //! kernel reads or writes while operations are in flight. `run` cancels every operation before
