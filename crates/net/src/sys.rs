@@ -258,6 +258,23 @@ pub(crate) unsafe fn read_control(header: &libc::msghdr) -> ReceivedControl {
     found
 }
 
+/// Read pktinfo and `UDP_GRO` control messages from control bytes the kernel wrote somewhere
+/// other than a `msghdr`'s own control buffer (io_uring's multishot `recvmsg` puts them in the
+/// receive buffer, behind the source address, with no alignment promise). Copies at most
+/// [`CONTROL_LEN`] bytes into aligned space first.
+pub(crate) fn read_control_bytes(bytes: &[u8]) -> ReceivedControl {
+    let len = bytes.len().min(CONTROL_LEN);
+    let mut control = Control::default();
+    control.0[..len].copy_from_slice(&bytes[..len]);
+    // SAFETY: msghdr is integers and raw pointers; all zeroes is a valid value.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_control = control.0.as_mut_ptr().cast();
+    header.msg_controllen = len as _;
+    // SAFETY: the header describes `control`, which lives to the end of this function and
+    // holds `len` initialized bytes.
+    unsafe { read_control(&header) }
+}
+
 /// Whether the kernel knows `UDP_SEGMENT` (GSO) on this socket.
 pub(crate) fn gso_supported(fd: RawFd) -> bool {
     option(fd, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok()

@@ -1,0 +1,939 @@
+//! The engine contract, run against every engine kind on loopback.
+//!
+//! io_uring is required: where `probe(Uring)` fails these tests fail with its reason, unless
+//! `RINGCAST_TEST_ENGINES=epoll` says to test the epoll engine only (a host or container
+//! without io_uring).
+
+// For the counting allocator below, the one unsafe item here.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ringcast_net::{
+    Driver, Engine, EngineCounters, EngineKind, EngineOptions, MAX_DATAGRAM, Notifier, Transmit,
+    Turn, TxQueue,
+};
+
+/// Counts the allocations of threads that asked for it (an engine thread in steady state).
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn count_allocation() {
+    // `try_with`: the thread's locals may be gone while it exits; const-initialized cells
+    // without destructors never allocate.
+    let _ = COUNTING.try_with(|counting| {
+        if counting.get() {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+// SAFETY: every method forwards to the system allocator with the caller's arguments, which
+// upholds GlobalAlloc's contract; the counting touches only thread-local integers.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count_allocation();
+        // SAFETY: forwarded as received.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        // SAFETY: forwarded as received.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded as received.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+/// The engine kinds to test: all of them, unless `RINGCAST_TEST_ENGINES=epoll`.
+fn kinds() -> Vec<EngineKind> {
+    if std::env::var("RINGCAST_TEST_ENGINES").is_ok_and(|v| v.trim() == "epoll") {
+        eprintln!("RINGCAST_TEST_ENGINES=epoll: testing the epoll engine only");
+        return vec![EngineKind::Epoll];
+    }
+    if let Err(why) = ringcast_net::probe(EngineKind::Uring) {
+        panic!(
+            "the io_uring engine cannot run here: {why}\n\
+             (set RINGCAST_TEST_ENGINES=epoll to test only the epoll engine on such a host)"
+        );
+    }
+    vec![EngineKind::Epoll, EngineKind::Uring]
+}
+
+fn options() -> EngineOptions {
+    EngineOptions {
+        batch: 8,
+        max_rx_per_turn: 64,
+        uring_entries: 64,
+        uring_buffers: 64,
+        ..EngineOptions::default()
+    }
+}
+
+/// A driver that echoes each datagram back from the address it arrived on, optionally
+/// sending extra datagrams first, and stops when told.
+struct Echo {
+    stop: Arc<AtomicBool>,
+    turns: Arc<AtomicUsize>,
+    received: Arc<AtomicUsize>,
+    destinations: Vec<SocketAddr>,
+    /// Also send a copy here before each echo (a closed port).
+    also_to: Option<SocketAddr>,
+    /// Also send a datagram too large for UDP before each echo.
+    oversize: bool,
+    /// Keep what arrives instead of echoing it.
+    silent: bool,
+    kept: Vec<Vec<u8>>,
+    /// Sleep this long in each of the first `slow_for` datagrams.
+    slow: Duration,
+    slow_for: usize,
+    /// While set, count the engine thread's allocations into `allocations`.
+    count_allocations: Arc<AtomicBool>,
+    allocations: Arc<AtomicU64>,
+}
+
+impl Echo {
+    fn new() -> Echo {
+        Echo {
+            stop: Arc::new(AtomicBool::new(false)),
+            turns: Arc::new(AtomicUsize::new(0)),
+            received: Arc::new(AtomicUsize::new(0)),
+            destinations: Vec::new(),
+            also_to: None,
+            oversize: false,
+            silent: false,
+            kept: Vec::new(),
+            slow: Duration::ZERO,
+            slow_for: 0,
+            count_allocations: Arc::new(AtomicBool::new(false)),
+            allocations: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Driver for Echo {
+    fn on_datagram(
+        &mut self,
+        _now: Instant,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+        tx: &mut TxQueue,
+    ) {
+        let count = self.received.fetch_add(1, Ordering::SeqCst);
+        if count < self.slow_for {
+            thread::sleep(self.slow);
+        }
+        if self.destinations.len() < 16 && !self.destinations.contains(&destination) {
+            self.destinations.push(destination);
+        }
+        if self.silent {
+            self.kept.push(data.to_vec());
+            return;
+        }
+        if let Some(other) = self.also_to {
+            let mut contents = tx.buffer();
+            contents.extend_from_slice(data);
+            tx.push(Transmit::new(other, None, contents));
+        }
+        if self.oversize {
+            tx.push(Transmit::new(source, None, vec![0; 70_000]));
+        }
+        let mut contents = tx.buffer();
+        contents.extend_from_slice(data);
+        tx.push(Transmit::new(source, Some(destination), contents));
+    }
+
+    fn on_turn(&mut self, _now: Instant, _tx: &mut TxQueue) -> Turn {
+        self.turns.fetch_add(1, Ordering::SeqCst);
+        COUNTING.set(self.count_allocations.load(Ordering::SeqCst));
+        self.allocations.store(ALLOCATIONS.get(), Ordering::SeqCst);
+        if self.stop.load(Ordering::SeqCst) {
+            Turn::Stop
+        } else {
+            Turn::Wait(None)
+        }
+    }
+}
+
+type Finished = (Box<dyn Engine>, Echo, io::Result<()>);
+
+/// An engine running `Echo` on its own thread (bound on the test's thread, as the shards do).
+struct Running {
+    kind: EngineKind,
+    addr: SocketAddr,
+    notifier: Notifier,
+    stop: Arc<AtomicBool>,
+    turns: Arc<AtomicUsize>,
+    received: Arc<AtomicUsize>,
+    done: mpsc::Receiver<Finished>,
+}
+
+impl Running {
+    fn start(kind: EngineKind, addr: &str, driver: Echo, options: &EngineOptions) -> Running {
+        let notifier = Notifier::new().unwrap();
+        let mut engine = ringcast_net::bind(kind, addr.parse().unwrap(), &notifier, options)
+            .unwrap_or_else(|e| panic!("{kind:?}: bind failed: {e}"));
+        assert_eq!(engine.kind(), kind);
+        let addr = engine.local_addr();
+        let stop = driver.stop.clone();
+        let turns = driver.turns.clone();
+        let received = driver.received.clone();
+        let (sender, done) = mpsc::channel();
+        thread::spawn(move || {
+            let mut driver = driver;
+            let result = engine.run(&mut driver);
+            let _ = sender.send((engine, driver, result));
+        });
+        Running {
+            kind,
+            addr,
+            notifier,
+            stop,
+            turns,
+            received,
+            done,
+        }
+    }
+
+    fn stop(self) -> (EngineCounters, Echo) {
+        let (engine, driver) = self.stop_engine();
+        (engine.counters(), driver)
+    }
+
+    fn stop_engine(self) -> (Box<dyn Engine>, Echo) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.notifier.notify();
+        let (engine, driver, result) = self
+            .done
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{:?}: engine did not stop", self.kind));
+        result.unwrap_or_else(|e| panic!("{:?}: run failed: {e}", self.kind));
+        (engine, driver)
+    }
+}
+
+fn client(addr: &str) -> UdpSocket {
+    let socket = UdpSocket::bind(addr).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    socket
+}
+
+fn payload(index: usize, size: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; size];
+    bytes[..2].copy_from_slice(&(index as u16).to_be_bytes());
+    for (k, byte) in bytes.iter_mut().enumerate().skip(2) {
+        *byte = (index * 7 + k) as u8;
+    }
+    bytes
+}
+
+/// Send `count` datagrams of varied sizes (2..=2048 bytes) in windows and check every echo.
+fn echo_round_trip(kind: EngineKind, client: &UdpSocket, server: SocketAddr, count: usize) {
+    let sizes: Vec<usize> = (0..count).map(|i| 2 + (i * 131) % 2047).collect();
+    let mut seen = vec![false; count];
+    let mut buffer = [0u8; 4096];
+    let indices: Vec<usize> = (0..count).collect();
+    for window in indices.chunks(16) {
+        for &i in window {
+            client.send_to(&payload(i, sizes[i]), server).unwrap();
+        }
+        for _ in window {
+            let (len, from) = client
+                .recv_from(&mut buffer)
+                .unwrap_or_else(|e| panic!("{kind:?}: no echo within 2 s: {e}"));
+            assert_eq!(from, server, "{kind:?}");
+            let index = u16::from_be_bytes([buffer[0], buffer[1]]) as usize;
+            assert!(
+                index < count && !seen[index],
+                "{kind:?}: unexpected echo {index}"
+            );
+            assert_eq!(
+                &buffer[..len],
+                payload(index, sizes[index]).as_slice(),
+                "{kind:?}"
+            );
+            seen[index] = true;
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "{kind:?}");
+}
+
+/// Run `test` for every engine kind, each on its own thread, at the same time.
+fn for_each_kind(test: fn(EngineKind)) {
+    let handles: Vec<_> = kinds()
+        .into_iter()
+        .map(|kind| (kind, thread::spawn(move || test(kind))))
+        .collect();
+    for (kind, handle) in handles {
+        if let Err(panic) = handle.join() {
+            eprintln!("engine {kind:?} failed");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+#[test]
+fn probe_reports_uring() {
+    let kinds = kinds();
+    if kinds.contains(&EngineKind::Uring) {
+        assert_eq!(ringcast_net::probe(EngineKind::Uring), Ok(()));
+    }
+    assert_eq!(ringcast_net::probe(EngineKind::Epoll), Ok(()));
+}
+
+#[test]
+fn echoes_a_thousand_datagrams() {
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "127.0.0.1:0", Echo::new(), &options());
+        let server = running.addr;
+        let client = client("127.0.0.1:0");
+        echo_round_trip(kind, &client, server, 1000);
+        let (counters, driver) = running.stop();
+        assert_eq!(counters.rx_datagrams, 1000, "{kind:?}: {counters:?}");
+        assert_eq!(counters.tx_datagrams, 1000, "{kind:?}: {counters:?}");
+        assert_eq!(counters.rx_bytes, counters.tx_bytes, "{kind:?}");
+        assert_eq!(counters.rx_truncated, 0, "{kind:?}");
+        assert_eq!(counters.tx_errors, 0, "{kind:?}");
+        assert!(counters.syscalls > 0, "{kind:?}");
+        assert_eq!(
+            driver.destinations[0], server,
+            "{kind:?}: bound address reported"
+        );
+    });
+}
+
+#[test]
+fn notifier_wakes_a_sleeping_engine_and_stop_ends_run() {
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "127.0.0.1:0", Echo::new(), &options());
+        thread::sleep(Duration::from_millis(100));
+        let idle_turns = running.turns.load(Ordering::SeqCst);
+        assert!(
+            idle_turns <= 3,
+            "{kind:?}: engine spun while idle: {idle_turns} turns"
+        );
+        // Wake it a few times without stopping: each wake is one turn, no more.
+        for _ in 0..3 {
+            let before = running.turns.load(Ordering::SeqCst);
+            let notifier = running.notifier.clone();
+            thread::spawn(move || notifier.notify()).join().unwrap();
+            let start = Instant::now();
+            while running.turns.load(Ordering::SeqCst) == before {
+                assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "{kind:?}: notify did not wake the engine"
+                );
+                thread::sleep(Duration::from_millis(1));
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+        let turns = running.turns.load(Ordering::SeqCst);
+        assert!(
+            turns <= idle_turns + 6,
+            "{kind:?}: {turns} turns after 3 wakes"
+        );
+        let notifier = running.notifier.clone();
+        let stop = running.stop.clone();
+        thread::spawn(move || {
+            stop.store(true, Ordering::SeqCst);
+            notifier.notify();
+        })
+        .join()
+        .unwrap();
+        let (_, _, result) = running
+            .done
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{kind:?}: notify did not wake the engine"));
+        result.unwrap();
+    });
+}
+
+/// A driver that stops at its deadline.
+struct Timer {
+    deadline: Instant,
+    turns: usize,
+}
+
+impl Driver for Timer {
+    fn on_datagram(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8], _: &mut TxQueue) {
+    }
+    fn on_turn(&mut self, now: Instant, _: &mut TxQueue) -> Turn {
+        self.turns += 1;
+        if now >= self.deadline {
+            Turn::Stop
+        } else {
+            Turn::Wait(Some(self.deadline))
+        }
+    }
+}
+
+#[test]
+fn deadline_wakes_the_engine_and_idle_does_not_spin() {
+    for_each_kind(|kind| {
+        let notifier = Notifier::new().unwrap();
+        let mut engine =
+            ringcast_net::bind(kind, "127.0.0.1:0".parse().unwrap(), &notifier, &options())
+                .unwrap();
+        let start = Instant::now();
+        let mut timer = Timer {
+            deadline: start + Duration::from_millis(50),
+            turns: 0,
+        };
+        engine.run(&mut timer).unwrap();
+        assert!(start.elapsed() >= Duration::from_millis(50), "{kind:?}");
+        assert!(
+            start.elapsed() < Duration::from_millis(500),
+            "{kind:?}: {:?}",
+            start.elapsed()
+        );
+        assert!(
+            timer.turns <= 6,
+            "{kind:?}: engine spun before its deadline: {} turns",
+            timer.turns
+        );
+        let syscalls = engine.counters().syscalls;
+        assert!(
+            syscalls <= 6,
+            "{kind:?}: {syscalls} system calls while idle"
+        );
+
+        // A deadline already past does not block; the engine runs again after a stop.
+        let mut timer = Timer {
+            deadline: Instant::now(),
+            turns: 0,
+        };
+        engine.run(&mut timer).unwrap();
+        assert_eq!(timer.turns, 1, "{kind:?}");
+    });
+}
+
+#[test]
+fn truncated_datagrams_are_counted_and_skipped() {
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "127.0.0.1:0", Echo::new(), &options());
+        let server = running.addr;
+        let client = client("127.0.0.1:0");
+        for size in [3000, MAX_DATAGRAM + 1, MAX_DATAGRAM, 100] {
+            client.send_to(&payload(size, size), server).unwrap();
+        }
+        let mut buffer = [0u8; 4096];
+        for size in [MAX_DATAGRAM, 100] {
+            let (len, _) = client.recv_from(&mut buffer).expect("echo within 2 s");
+            assert_eq!(&buffer[..len], payload(size, size).as_slice(), "{kind:?}");
+        }
+        let (counters, _) = running.stop();
+        assert_eq!(counters.rx_truncated, 2, "{kind:?}: {counters:?}");
+        assert_eq!(counters.rx_datagrams, 2, "{kind:?}: {counters:?}");
+    });
+}
+
+#[test]
+fn wildcard_socket_reports_the_destination_and_replies_from_it() {
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "0.0.0.0:0", Echo::new(), &options());
+        let port = running.addr.port();
+        assert!(running.addr.ip().is_unspecified(), "{kind:?}");
+        // 127.0.0.2 is loopback too: replies must come from the address the peer used.
+        for ip in [[127, 0, 0, 1], [127, 0, 0, 2]] {
+            let server = SocketAddr::from((ip, port));
+            let client = client("127.0.0.1:0");
+            echo_round_trip(kind, &client, server, 20);
+        }
+        let (_, driver) = running.stop();
+        assert!(!driver.destinations.is_empty(), "{kind:?}");
+        for d in &driver.destinations {
+            assert_eq!(d.port(), port, "{kind:?}");
+            assert!(
+                d.ip() == SocketAddr::from(([127, 0, 0, 1], 0)).ip()
+                    || d.ip() == SocketAddr::from(([127, 0, 0, 2], 0)).ip(),
+                "{kind:?}: {:?}",
+                driver.destinations
+            );
+        }
+        assert!(
+            driver
+                .destinations
+                .iter()
+                .any(|d| d.ip() == SocketAddr::from(([127, 0, 0, 2], 0)).ip()),
+            "{kind:?}: {:?}",
+            driver.destinations
+        );
+    });
+}
+
+#[test]
+fn dual_stack_and_ipv6_sockets() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback (cannot bind [::1])");
+        return;
+    }
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "[::]:0", Echo::new(), &options());
+        let server = SocketAddr::from(([127, 0, 0, 1], running.addr.port()));
+        echo_round_trip(kind, &client("127.0.0.1:0"), server, 20);
+        let (_, driver) = running.stop();
+        assert!(
+            driver.destinations.iter().all(|&d| d == server),
+            "{kind:?}: {:?}",
+            driver.destinations
+        );
+
+        let running = Running::start(kind, "[::1]:0", Echo::new(), &options());
+        let server = running.addr;
+        echo_round_trip(kind, &client("[::1]:0"), server, 100);
+        let (counters, _) = running.stop();
+        assert_eq!(counters.rx_datagrams, 100, "{kind:?}");
+    });
+}
+
+#[test]
+fn send_errors_do_not_stop_the_engine() {
+    for_each_kind(|kind| {
+        let closed = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut echo = Echo::new();
+        echo.also_to = Some(closed);
+        echo.oversize = true;
+        let running = Running::start(kind, "127.0.0.1:0", echo, &options());
+        let server = running.addr;
+        let client = client("127.0.0.1:0");
+        let mut buffer = [0u8; 4096];
+        for i in 0..5 {
+            let sent = payload(i, 50);
+            client.send_to(&sent, server).unwrap();
+            let (len, _) = client.recv_from(&mut buffer).expect("echo within 2 s");
+            assert_eq!(&buffer[..len], sent.as_slice(), "{kind:?}");
+        }
+        let (counters, _) = running.stop();
+        // Five oversize datagrams (EMSGSIZE) at least; a refused port may add more.
+        assert!(counters.tx_errors >= 5, "{kind:?}: {counters:?}");
+        assert!(counters.tx_datagrams >= 5, "{kind:?}: {counters:?}");
+    });
+}
+
+/// A driver that queues `count` datagrams of `size` bytes to `to` on its first turn, then
+/// stops (the engine sends them before `run` returns).
+struct Burst {
+    to: SocketAddr,
+    count: usize,
+    size: usize,
+}
+
+impl Driver for Burst {
+    fn on_datagram(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8], _: &mut TxQueue) {
+    }
+    fn on_turn(&mut self, _: Instant, tx: &mut TxQueue) -> Turn {
+        for i in 0..self.count {
+            let mut contents = tx.buffer();
+            contents.extend_from_slice(&payload(i, self.size));
+            tx.push(Transmit::new(self.to, None, contents));
+        }
+        Turn::Stop
+    }
+}
+
+fn send_burst(
+    kind: EngineKind,
+    to: SocketAddr,
+    count: usize,
+    size: usize,
+    options: &EngineOptions,
+) -> EngineCounters {
+    let notifier = Notifier::new().unwrap();
+    let mut engine =
+        ringcast_net::bind(kind, "127.0.0.1:0".parse().unwrap(), &notifier, options).unwrap();
+    engine.run(&mut Burst { to, count, size }).unwrap();
+    engine.counters()
+}
+
+#[test]
+fn equal_size_datagrams_to_one_destination_leave_in_one_gso_send() {
+    for_each_kind(|kind| {
+        let client = client("127.0.0.1:0");
+        let to = client.local_addr().unwrap();
+        let counters = send_burst(kind, to, 10, 1200, &options());
+        assert_eq!(counters.tx_datagrams, 10, "{kind:?}: {counters:?}");
+        assert_eq!(counters.tx_gso_sends, 1, "{kind:?}: {counters:?}");
+        assert_eq!(counters.tx_errors, 0, "{kind:?}: {counters:?}");
+        let mut buffer = [0u8; 4096];
+        for i in 0..10 {
+            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            assert_eq!(
+                &buffer[..len],
+                payload(i, 1200).as_slice(),
+                "{kind:?}: datagram {i}"
+            );
+        }
+
+        let no_gso = EngineOptions {
+            gso: false,
+            ..options()
+        };
+        let counters = send_burst(kind, to, 10, 1200, &no_gso);
+        assert_eq!(counters.tx_datagrams, 10, "{kind:?}");
+        assert_eq!(counters.tx_gso_sends, 0, "{kind:?}");
+        for i in 0..10 {
+            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            assert_eq!(
+                &buffer[..len],
+                payload(i, 1200).as_slice(),
+                "{kind:?}: datagram {i}"
+            );
+        }
+    });
+}
+
+/// A driver that queues its transmits on the first turn and stops.
+struct Queue(Vec<Transmit>);
+
+impl Driver for Queue {
+    fn on_datagram(&mut self, _: Instant, _: SocketAddr, _: SocketAddr, _: &[u8], _: &mut TxQueue) {
+    }
+    fn on_turn(&mut self, _: Instant, tx: &mut TxQueue) -> Turn {
+        for transmit in self.0.drain(..) {
+            tx.push(transmit);
+        }
+        Turn::Stop
+    }
+}
+
+#[test]
+fn a_refused_segmented_send_turns_gso_off_and_resends_one_by_one() {
+    for_each_kind(|kind| {
+        let client = client("127.0.0.1:0");
+        let to = client.local_addr().unwrap();
+        let notifier = Notifier::new().unwrap();
+        let mut engine =
+            ringcast_net::bind(kind, "127.0.0.1:0".parse().unwrap(), &notifier, &options())
+                .unwrap();
+        // 150 one-byte segments: more than the kernel's UDP_MAX_SEGMENTS (64 or 128), so it
+        // refuses the segmented send with EINVAL, as a device without GSO would. (Few enough
+        // for the client's default receive buffer.)
+        let refused = Transmit {
+            segment_size: Some(1),
+            ..Transmit::new(to, None, (0..150).map(|i| i as u8).collect())
+        };
+        let mut queue = Queue(vec![refused]);
+        engine.run(&mut queue).unwrap();
+        let counters = engine.counters();
+        assert_eq!(counters.tx_datagrams, 150, "{kind:?}: {counters:?}");
+        assert_eq!(counters.tx_errors, 0, "{kind:?}: {counters:?}");
+        let mut buffer = [0u8; 4096];
+        for i in 0..150 {
+            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            assert_eq!(&buffer[..len], &[i as u8], "{kind:?}: datagram {i}");
+        }
+        // GSO stays off: equal-size datagrams now leave one by one.
+        let burst: Vec<Transmit> = (0..10)
+            .map(|i| Transmit::new(to, None, payload(i, 1200)))
+            .collect();
+        engine.run(&mut Queue(burst)).unwrap();
+        let after = engine.counters();
+        assert_eq!(
+            after.tx_gso_sends, counters.tx_gso_sends,
+            "{kind:?}: {after:?}"
+        );
+        assert_eq!(after.tx_datagrams, 160, "{kind:?}: {after:?}");
+        for i in 0..10 {
+            let (len, _) = client
+                .recv_from(&mut buffer)
+                .unwrap_or_else(|e| panic!("{kind:?}: datagram {i} not there: {e} {after:?}"));
+            assert_eq!(
+                &buffer[..len],
+                payload(i, 1200).as_slice(),
+                "{kind:?}: datagram {i}"
+            );
+        }
+    });
+}
+
+#[test]
+fn uring_sqpoll_echoes() {
+    if !kinds().contains(&EngineKind::Uring) {
+        return;
+    }
+    let sqpoll = EngineOptions {
+        uring_sqpoll: true,
+        ..options()
+    };
+    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", Echo::new(), &sqpoll);
+    let server = running.addr;
+    echo_round_trip(EngineKind::Uring, &client("127.0.0.1:0"), server, 300);
+    let (counters, _) = running.stop();
+    assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
+}
+
+#[test]
+fn gro_hands_coalesced_datagrams_over_one_by_one() {
+    for_each_kind(|kind| {
+        let mut echo = Echo::new();
+        echo.silent = true;
+        let gro = EngineOptions {
+            gro: true,
+            ..options()
+        };
+        let running = Running::start(kind, "127.0.0.1:0", echo, &gro);
+        let sent = send_burst(kind, running.addr, 40, 1000, &options());
+        assert!(sent.tx_gso_sends >= 1, "{kind:?}: {sent:?}");
+        let start = Instant::now();
+        while running.received.load(Ordering::SeqCst) < 40 {
+            assert!(
+                start.elapsed() < Duration::from_secs(2),
+                "{kind:?}: burst not received"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
+        let (counters, echo) = running.stop();
+        assert_eq!(counters.rx_datagrams, 40, "{kind:?}: {counters:?}");
+        assert!(counters.rx_gro_receives >= 1, "{kind:?}: {counters:?}");
+        assert_eq!(echo.kept.len(), 40, "{kind:?}");
+        for (i, data) in echo.kept.iter().enumerate() {
+            assert_eq!(data, &payload(i, 1000), "{kind:?}: datagram {i}");
+        }
+    });
+}
+
+#[test]
+fn a_slow_driver_and_a_dry_buffer_ring_do_not_stop_the_engine() {
+    for_each_kind(|kind| {
+        let tiny = EngineOptions {
+            uring_buffers: 4,
+            max_rx_per_turn: 16,
+            ..options()
+        };
+        let mut echo = Echo::new();
+        echo.slow = Duration::from_millis(5);
+        echo.slow_for = 20;
+        let running = Running::start(kind, "127.0.0.1:0", echo, &tiny);
+        let server = running.addr;
+        let blaster = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let datagram = [7u8; 100];
+        for _ in 0..10_000 {
+            // The engine's socket buffer may overflow: those datagrams are lost, fine.
+            let _ = blaster.send_to(&datagram, server);
+        }
+        // Wait until the engine has caught up (nothing new for 100 ms).
+        let mut last = running.received.load(Ordering::SeqCst);
+        let start = Instant::now();
+        loop {
+            thread::sleep(Duration::from_millis(100));
+            let now = running.received.load(Ordering::SeqCst);
+            if now == last {
+                break;
+            }
+            last = now;
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{kind:?}: never caught up"
+            );
+        }
+        assert!(last > 100, "{kind:?}: only {last} datagrams received");
+        // Recovered: a fresh client gets every echo.
+        echo_round_trip(kind, &client("127.0.0.1:0"), server, 200);
+        let (counters, _) = running.stop();
+        eprintln!("{kind:?}: {counters:?}");
+        if kind == EngineKind::Uring {
+            assert!(counters.rx_no_buffers > 0, "{kind:?}: {counters:?}");
+        } else {
+            assert_eq!(counters.rx_no_buffers, 0, "{kind:?}: {counters:?}");
+        }
+    });
+}
+
+#[test]
+fn garbage_from_many_sockets_does_not_disturb_an_echo() {
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "127.0.0.1:0", Echo::new(), &options());
+        let server = running.addr;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flooders: Vec<_> = (0..3u64)
+            .map(|seed| {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                    let mut state = 0x9e37_79b9_7f4a_7c15 ^ (seed + 1);
+                    let mut next = move || {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        state
+                    };
+                    let mut buffer = [0u8; 3000];
+                    let mut sent = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let len = (next() % 3000) as usize;
+                        for byte in &mut buffer[..len] {
+                            *byte = next() as u8;
+                        }
+                        let _ = socket.send_to(&buffer[..len], server);
+                        sent += 1;
+                        // A flood the engine can keep up with on a small machine (two
+                        // engines run at once): what is tested is that garbage is handled, not
+                        // what overload loses.
+                        if sent % 8 == 0 {
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    sent
+                })
+            })
+            .collect();
+        let client = client("127.0.0.1:0");
+        echo_round_trip(kind, &client, server, 300);
+        stop.store(true, Ordering::SeqCst);
+        let garbage: usize = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+        let (counters, _) = running.stop();
+        assert!(garbage > 100, "{kind:?}: only {garbage} garbage datagrams");
+        assert!(counters.rx_datagrams >= 300, "{kind:?}: {counters:?}");
+    });
+}
+
+#[test]
+fn uring_zero_copy_sends_echo() {
+    if !kinds().contains(&EngineKind::Uring) {
+        return;
+    }
+    let zero_copy = EngineOptions {
+        uring_zero_copy: true,
+        ..options()
+    };
+    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", Echo::new(), &zero_copy);
+    let server = running.addr;
+    echo_round_trip(EngineKind::Uring, &client("127.0.0.1:0"), server, 300);
+    let (counters, _) = running.stop();
+    assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
+    let to = client("127.0.0.1:0");
+    let counters = send_burst(
+        EngineKind::Uring,
+        to.local_addr().unwrap(),
+        10,
+        1200,
+        &zero_copy,
+    );
+    assert_eq!(counters.tx_gso_sends, 1, "{counters:?}");
+    let mut buffer = [0u8; 4096];
+    for i in 0..10 {
+        let (len, _) = to.recv_from(&mut buffer).expect("datagram within 2 s");
+        assert_eq!(&buffer[..len], payload(i, 1200).as_slice(), "datagram {i}");
+    }
+}
+
+#[test]
+fn an_engine_runs_again_on_another_thread() {
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "127.0.0.1:0", Echo::new(), &options());
+        let server = running.addr;
+        let client = client("127.0.0.1:0");
+        echo_round_trip(kind, &client, server, 20);
+        let (mut engine, _) = running.stop_engine();
+        // Datagrams sent while no run is going wait for the next run.
+        client.send_to(&payload(0, 10), server).unwrap();
+        let mut echo = Echo::new();
+        let stop = echo.stop.clone();
+        let received = echo.received.clone();
+        let waiter = thread::spawn(move || {
+            let start = Instant::now();
+            while received.load(Ordering::SeqCst) < 21 && start.elapsed() < Duration::from_secs(2) {
+                thread::sleep(Duration::from_millis(1));
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        // This thread, not the one of the first run; stop once the echo was handed over.
+        echo.received.store(20, Ordering::SeqCst);
+        let result = run_until_stopped(&mut *engine, &mut echo);
+        waiter.join().unwrap();
+        result.unwrap_or_else(|e| panic!("{kind:?}: second run failed: {e}"));
+        let mut buffer = [0u8; 64];
+        let (len, _) = client.recv_from(&mut buffer).expect("echo within 2 s");
+        assert_eq!(&buffer[..len], payload(0, 10).as_slice(), "{kind:?}");
+    });
+}
+
+/// Run until the driver's stop flag is set; the engine polls it every 10 ms.
+fn run_until_stopped(engine: &mut dyn Engine, echo: &mut Echo) -> io::Result<()> {
+    struct Polling<'a>(&'a mut Echo);
+    impl Driver for Polling<'_> {
+        fn on_datagram(
+            &mut self,
+            now: Instant,
+            source: SocketAddr,
+            destination: SocketAddr,
+            data: &[u8],
+            tx: &mut TxQueue,
+        ) {
+            self.0.on_datagram(now, source, destination, data, tx);
+        }
+        fn on_turn(&mut self, now: Instant, tx: &mut TxQueue) -> Turn {
+            match self.0.on_turn(now, tx) {
+                Turn::Stop => Turn::Stop,
+                Turn::Wait(_) => Turn::Wait(Some(now + Duration::from_millis(10))),
+            }
+        }
+    }
+    engine.run(&mut Polling(echo))
+}
+
+#[test]
+fn no_allocation_per_datagram_in_steady_state() {
+    for_each_kind(|kind| {
+        let echo = Echo::new();
+        let count = echo.count_allocations.clone();
+        let allocations = echo.allocations.clone();
+        let running = Running::start(kind, "127.0.0.1:0", echo, &options());
+        let server = running.addr;
+        let client = client("127.0.0.1:0");
+        let datagram = payload(1, 1200);
+        let mut buffer = [0u8; 2048];
+        let mut round = |count: usize| {
+            for _ in 0..count / 16 {
+                for _ in 0..16 {
+                    client.send_to(&datagram, server).unwrap();
+                }
+                for _ in 0..16 {
+                    client.recv_from(&mut buffer).expect("echo within 2 s");
+                }
+            }
+        };
+        round(1000);
+        count.store(true, Ordering::SeqCst);
+        // One turn to switch counting on, then the measured traffic.
+        running.notifier.notify();
+        thread::sleep(Duration::from_millis(20));
+        round(2000);
+        count.store(false, Ordering::SeqCst);
+        running.notifier.notify();
+        thread::sleep(Duration::from_millis(20));
+        let (counters, _) = running.stop();
+        let allocations = allocations.load(Ordering::SeqCst);
+        assert_eq!(
+            allocations, 0,
+            "{kind:?}: {allocations} allocations for 2000 echoes, {counters:?}"
+        );
+    });
+}
