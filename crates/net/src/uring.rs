@@ -587,6 +587,7 @@ impl UringEngine {
     fn turns(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         loop {
             self.notifier.arm();
+            driver.on_counters(&self.counters);
             let deadline = match driver.on_turn(Instant::now(), &mut self.tx) {
                 Turn::Stop => return self.flush_before_stop(),
                 Turn::Wait(deadline) => deadline,
@@ -1353,19 +1354,19 @@ mod tests {
             assert!(why.contains("denied (seccomp?)"), "{why}");
         }
         // The filter went with its thread.
-        if std::env::var("RINGCAST_TEST_ENGINES").is_err() {
+        if std::env::var("TEST_ENGINES").is_err() {
             assert_eq!(probe(), Ok(()));
         }
     }
 
-    /// A bound engine, or `None` where `RINGCAST_TEST_ENGINES=epoll` says io_uring is not
+    /// A bound engine, or `None` where `TEST_ENGINES=epoll` says io_uring is not
     /// expected here; fails with the probe's reason otherwise.
     fn bound(notifier: &Notifier) -> Option<UringEngine> {
-        if std::env::var("RINGCAST_TEST_ENGINES").is_ok_and(|v| v.trim() == "epoll") {
+        if std::env::var("TEST_ENGINES").is_ok_and(|v| v.trim() == "epoll") {
             return None;
         }
         if let Err(why) = probe() {
-            panic!("io_uring cannot run here: {why} (RINGCAST_TEST_ENGINES=epoll skips this)");
+            panic!("io_uring cannot run here: {why} (TEST_ENGINES=epoll skips this)");
         }
         let options = EngineOptions {
             uring_entries: 16,

@@ -1,7 +1,7 @@
 //! The engine contract, run against every engine kind on loopback.
 //!
 //! io_uring is required: where `probe(Uring)` fails these tests fail with its reason, unless
-//! `RINGCAST_TEST_ENGINES=epoll` says to test the epoll engine only (a host or container
+//! `TEST_ENGINES=epoll` says to test the epoll engine only (a host or container
 //! without io_uring).
 
 // For the counting allocator below, the one unsafe item here.
@@ -66,16 +66,16 @@ unsafe impl GlobalAlloc for CountingAllocator {
 #[global_allocator]
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
-/// The engine kinds to test: all of them, unless `RINGCAST_TEST_ENGINES=epoll`.
+/// The engine kinds to test: all of them, unless `TEST_ENGINES=epoll`.
 fn kinds() -> Vec<EngineKind> {
-    if std::env::var("RINGCAST_TEST_ENGINES").is_ok_and(|v| v.trim() == "epoll") {
-        eprintln!("RINGCAST_TEST_ENGINES=epoll: testing the epoll engine only");
+    if std::env::var("TEST_ENGINES").is_ok_and(|v| v.trim() == "epoll") {
+        eprintln!("TEST_ENGINES=epoll: testing the epoll engine only");
         return vec![EngineKind::Epoll];
     }
     if let Err(why) = ringcast_net::probe(EngineKind::Uring) {
         panic!(
             "the io_uring engine cannot run here: {why}\n\
-             (set RINGCAST_TEST_ENGINES=epoll to test only the epoll engine on such a host)"
+             (set TEST_ENGINES=epoll to test only the epoll engine on such a host)"
         );
     }
     vec![EngineKind::Epoll, EngineKind::Uring]
