@@ -190,7 +190,7 @@ impl Shards {
         let mut mailboxes = Vec::with_capacity(n);
         for (i, bind) in config.binds.iter().enumerate() {
             let notifier = Notifier::new()?;
-            let engine = ringcast_net::bind(config.kind, *bind, &notifier, &config.engine)?;
+            let engine = bind_retrying(config.kind, *bind, &notifier, &config.engine)?;
             let (tx, rx) = crossbeam_channel::bounded(config.mailbox);
             handles.push(ShardHandle {
                 id: ShardId(i as u16),
@@ -261,6 +261,34 @@ impl Shards {
         }
         for t in self.threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// How long a shard socket's port may stay busy at startup before that is an error.
+const BIND_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Bind a shard's engine, retrying while the port is in use for up to [`BIND_PATIENCE`]: a
+/// previous ringcast running io_uring releases its sockets only when the kernel has torn its
+/// rings down, a moment after the process exited, so a quick restart would otherwise fail.
+fn bind_retrying(
+    kind: EngineKind,
+    addr: SocketAddr,
+    notifier: &Notifier,
+    options: &EngineOptions,
+) -> io::Result<Box<dyn ringcast_net::Engine>> {
+    let give_up = Instant::now() + BIND_PATIENCE;
+    let mut logged = false;
+    loop {
+        match ringcast_net::bind(kind, addr, notifier, options) {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < give_up => {
+                if !logged {
+                    tracing::info!(%addr, "shard port busy, retrying for up to 5 s (a previous process may still be closing)");
+                    logged = true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            result => return result,
         }
     }
 }
