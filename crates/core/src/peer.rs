@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
@@ -20,6 +20,18 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 
 use crate::ids::TrackKind;
 use crate::sdp::{CodecName, OfferSummary, OfferedCodec};
+
+/// How long a viewer's sent packets stay available for retransmission (NACK → RTX). str0m's
+/// default, 3 s and up to 1024 packets, holds ~0.9 MiB per 2.5 Mbit/s viewer; libwebrtc keeps
+/// a sent packet for max(1 s, 3 × RTT), and a NACK arriving later than a second asks for a
+/// packet the player has given up on.
+const RTX_HISTORY: Duration = Duration::from_secs(1);
+
+/// Most packets kept for retransmission per stream (a 2.5 Mbit/s keyframe burst fits).
+const RTX_HISTORY_PACKETS: usize = 1024;
+
+/// str0m's default: stop resending when retransmissions pass this share of what is sent.
+const RTX_RATIO_CAP: f32 = 0.15;
 
 /// What every peer of a process shares: the DTLS certificate (one per process, ECDSA, generated
 /// once) and the addresses a shard advertises.
@@ -348,8 +360,10 @@ impl Peer {
                 if !remote_ok {
                     return None;
                 }
-                let ssrc = self.rtc.direct_api().stream_tx_by_mid(mid, None)?.ssrc();
-                Some((ssrc, pt))
+                let mut api = self.rtc.direct_api();
+                let stream = api.stream_tx_by_mid(mid, None)?;
+                stream.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
+                Some((stream.ssrc(), pt))
             });
             self.slots.push(Slot { mid, kind, tx });
         }
