@@ -772,9 +772,10 @@ fn garbage_from_many_sockets_does_not_disturb_an_echo() {
         let running = Running::start(kind, "127.0.0.1:0", Echo::new(), &options());
         let server = running.addr;
         let stop = Arc::new(AtomicBool::new(false));
+        let flooded = Arc::new(AtomicUsize::new(0));
         let flooders: Vec<_> = (0..3u64)
             .map(|seed| {
-                let stop = stop.clone();
+                let (stop, flooded) = (stop.clone(), flooded.clone());
                 thread::spawn(move || {
                     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
                     let mut state = 0x9e37_79b9_7f4a_7c15 ^ (seed + 1);
@@ -785,7 +786,7 @@ fn garbage_from_many_sockets_does_not_disturb_an_echo() {
                         state
                     };
                     let mut buffer = [0u8; 3000];
-                    let mut sent = 0;
+                    let mut sent = 0usize;
                     while !stop.load(Ordering::SeqCst) {
                         let len = (next() % 3000) as usize;
                         for byte in &mut buffer[..len] {
@@ -793,10 +794,11 @@ fn garbage_from_many_sockets_does_not_disturb_an_echo() {
                         }
                         let _ = socket.send_to(&buffer[..len], server);
                         sent += 1;
+                        flooded.fetch_add(1, Ordering::SeqCst);
                         // A flood the engine can keep up with on a small machine (two
                         // engines run at once): what is tested is that garbage is handled, not
                         // what overload loses.
-                        if sent % 8 == 0 {
+                        if sent.is_multiple_of(8) {
                             thread::sleep(Duration::from_millis(1));
                         }
                     }
@@ -804,12 +806,21 @@ fn garbage_from_many_sockets_does_not_disturb_an_echo() {
                 })
             })
             .collect();
+        // The echo runs while the flood is under way, whatever the scheduler does.
+        let start = Instant::now();
+        while flooded.load(Ordering::SeqCst) < 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "flooders never started"
+            );
+            thread::sleep(Duration::from_millis(1));
+        }
         let client = client("127.0.0.1:0");
         echo_round_trip(kind, &client, server, 300);
         stop.store(true, Ordering::SeqCst);
         let garbage: usize = flooders.into_iter().map(|f| f.join().unwrap()).sum();
         let (counters, _) = running.stop();
-        assert!(garbage > 100, "{kind:?}: only {garbage} garbage datagrams");
+        assert!(garbage >= 200, "{kind:?}: only {garbage} garbage datagrams");
         assert!(counters.rx_datagrams >= 300, "{kind:?}: {counters:?}");
     });
 }
