@@ -603,7 +603,6 @@ mod tests {
     //! deadlines, truncation, pktinfo, send errors, GSO, GRO, IPv6, floods) is tested against
     //! every engine in `tests/engines.rs`.
     use super::*;
-    use std::net::UdpSocket;
 
     fn payload(index: usize, size: usize) -> Vec<u8> {
         (0..size).map(|k| (index * 7 + k) as u8).collect()
@@ -614,26 +613,6 @@ mod tests {
         // Loopback never fills a send buffer, so stand in for EAGAIN: mark the engine
         // blocked with WRITABLE interest, as flush does, and check that the writable event
         // sends what waited, in order, and drops the WRITABLE interest.
-        struct Turns(usize);
-        impl Driver for Turns {
-            fn on_datagram(
-                &mut self,
-                _: Instant,
-                _: SocketAddr,
-                _: SocketAddr,
-                _: &[u8],
-                _: &mut TxQueue,
-            ) {
-            }
-            fn on_turn(&mut self, _: Instant, _: &mut TxQueue) -> Turn {
-                self.0 += 1;
-                if self.0 > 1 {
-                    Turn::Stop
-                } else {
-                    Turn::Wait(None)
-                }
-            }
-        }
         let notifier = Notifier::new().unwrap();
         let mut engine = EpollEngine::bind(
             "127.0.0.1:0".parse().unwrap(),
@@ -641,10 +620,7 @@ mod tests {
             &EngineOptions::default(),
         )
         .unwrap();
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let client = crate::testing::client();
         let destination = client.local_addr().unwrap();
         for i in 0..3 {
             engine
@@ -656,7 +632,7 @@ mod tests {
         engine.flush().unwrap();
         let queued: usize = engine.tx.iter().map(Transmit::segments).sum();
         assert_eq!(queued, 3, "nothing sent while blocked");
-        engine.run(&mut Turns(0)).unwrap();
+        engine.run(&mut crate::testing::OneWait::new()).unwrap();
         assert!(engine.tx.is_empty());
         assert!(!engine.tx_blocked && !engine.writable_interest);
         let mut buffer = [0u8; 64];

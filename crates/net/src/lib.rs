@@ -30,6 +30,9 @@ mod queue;
 mod sys;
 pub mod uring;
 
+#[cfg(test)]
+mod testing;
+
 pub use notifier::Notifier;
 pub use pin::pin_current_thread;
 pub use queue::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, Transmit, TxQueue};

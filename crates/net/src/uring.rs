@@ -1409,34 +1409,11 @@ mod tests {
         // Loopback never fills a send buffer, so stand in for EAGAIN: one send in flight
         // completes with it, and what is queued waits behind it until the socket polls
         // writable.
-        struct Turns(usize);
-        impl Driver for Turns {
-            fn on_datagram(
-                &mut self,
-                _: Instant,
-                _: SocketAddr,
-                _: SocketAddr,
-                _: &[u8],
-                _: &mut TxQueue,
-            ) {
-            }
-            fn on_turn(&mut self, _: Instant, _: &mut TxQueue) -> Turn {
-                self.0 += 1;
-                if self.0 > 1 {
-                    Turn::Stop
-                } else {
-                    Turn::Wait(None)
-                }
-            }
-        }
         let notifier = Notifier::new().unwrap();
         let Some(mut engine) = bound(&notifier) else {
             return;
         };
-        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .unwrap();
+        let client = crate::testing::client();
         let destination = client.local_addr().unwrap();
         // A send "in flight" that the kernel never saw, completed by hand with EAGAIN.
         let index = engine.free_slots.pop().unwrap();
@@ -1462,7 +1439,7 @@ mod tests {
         assert_eq!(engine.free_slots.len(), engine.slot_count());
         assert_eq!(engine.in_flight, 0);
 
-        engine.run(&mut Turns(0)).unwrap();
+        engine.run(&mut crate::testing::OneWait::new()).unwrap();
         assert!(!engine.tx_blocked, "POLLOUT came");
         assert!(engine.pending.is_empty() && engine.tx.is_empty());
         let mut buffer = [0u8; 64];

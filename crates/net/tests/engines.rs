@@ -673,19 +673,23 @@ fn a_refused_segmented_send_turns_gso_off_and_resends_one_by_one() {
     });
 }
 
+/// A uring engine with `options` echoes 300 datagrams; its counters after.
+fn uring_echo(options: &EngineOptions) -> EngineCounters {
+    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", Echo::new(), options);
+    let server = running.addr;
+    echo_round_trip(EngineKind::Uring, &client("127.0.0.1:0"), server, 300);
+    running.stop().0
+}
+
 #[test]
 fn uring_sqpoll_echoes() {
     if !kinds().contains(&EngineKind::Uring) {
         return;
     }
-    let sqpoll = EngineOptions {
+    let counters = uring_echo(&EngineOptions {
         uring_sqpoll: true,
         ..options()
-    };
-    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", Echo::new(), &sqpoll);
-    let server = running.addr;
-    echo_round_trip(EngineKind::Uring, &client("127.0.0.1:0"), server, 300);
-    let (counters, _) = running.stop();
+    });
     assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
 }
 
@@ -834,10 +838,7 @@ fn uring_zero_copy_sends_echo() {
         uring_zero_copy: true,
         ..options()
     };
-    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", Echo::new(), &zero_copy);
-    let server = running.addr;
-    echo_round_trip(EngineKind::Uring, &client("127.0.0.1:0"), server, 300);
-    let (counters, _) = running.stop();
+    let counters = uring_echo(&zero_copy);
     assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
     let to = client("127.0.0.1:0");
     let counters = send_burst(
