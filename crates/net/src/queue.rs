@@ -163,36 +163,28 @@ impl TxQueue {
         }
         let key = (transmit.destination, transmit.source);
         let next = self.consumed + self.transmits.len() as u64;
-        if let Some(&number) = self.open.get(&key)
-            && number >= self.consumed
-            && let Some(group) = self.transmits.get_mut((number - self.consumed) as usize)
-        {
-            let size = group.segment_size.map_or(group.contents.len(), usize::from);
-            let closed = group.contents.len() % size != 0;
-            let count = group.contents.len() / size;
-            if !closed
-                && len <= size
-                && count < self.max_segments
-                && group.contents.len() + len <= MAX_GSO_BYTES
+        // One hash lookup: the destination's open group, or this transmit becomes it.
+        let open = self.open.entry(key).or_insert(next);
+        if *open != next {
+            let group = (*open >= self.consumed)
+                .then(|| self.transmits.get_mut((*open - self.consumed) as usize))
+                .flatten();
+            if let Some(group) = group
+                && let Some(displaced) = append(
+                    group,
+                    &transmit.contents,
+                    self.max_segments,
+                    &mut self.group_pool,
+                )
             {
-                if group.segment_size.is_none() {
-                    let mut buffer = self
-                        .group_pool
-                        .pop()
-                        .unwrap_or_else(|| Vec::with_capacity(MAX_GSO_BYTES));
-                    buffer.extend_from_slice(&group.contents);
-                    let single = std::mem::replace(&mut group.contents, buffer);
-                    group.segment_size = Some(size as u16);
-                    group.contents.extend_from_slice(&transmit.contents);
+                if let Some(single) = displaced {
                     self.recycle(single);
-                } else {
-                    group.contents.extend_from_slice(&transmit.contents);
                 }
                 self.recycle(transmit.contents);
                 return;
             }
+            *open = next;
         }
-        self.open.insert(key, next);
         self.transmits.push_back(transmit);
     }
 
@@ -293,6 +285,40 @@ impl TxQueue {
             self.recycle(transmit.contents);
         }
     }
+}
+
+/// Append `data` to the merged transmit `group` if it may follow (the group is not closed
+/// by a shorter datagram, `data` is no larger than its segments, and the segment and byte
+/// limits allow). `None`: it may not. `Some(displaced)`: appended; a group that was one
+/// datagram moved into a group buffer from `group_pool`, and its own buffer is `displaced`.
+fn append(
+    group: &mut Transmit,
+    data: &[u8],
+    max_segments: usize,
+    group_pool: &mut Vec<Vec<u8>>,
+) -> Option<Option<Vec<u8>>> {
+    let size = group.segment_size.map_or(group.contents.len(), usize::from);
+    let closed = !group.contents.len().is_multiple_of(size);
+    let count = group.contents.len() / size;
+    if closed
+        || data.len() > size
+        || count >= max_segments
+        || group.contents.len() + data.len() > MAX_GSO_BYTES
+    {
+        return None;
+    }
+    let displaced = if group.segment_size.is_none() {
+        let mut buffer = group_pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(MAX_GSO_BYTES));
+        buffer.extend_from_slice(&group.contents);
+        group.segment_size = Some(size as u16);
+        Some(std::mem::replace(&mut group.contents, buffer))
+    } else {
+        None
+    };
+    group.contents.extend_from_slice(data);
+    Some(displaced)
 }
 
 #[cfg(test)]
