@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod control;
 pub mod ids;
 pub mod keyframe;
 pub mod peer;
@@ -40,6 +41,7 @@ pub mod sdp;
 pub mod shard;
 pub mod stun;
 
+pub use control::{Control, ControlConfig};
 pub use ids::{SessionId, ShardId, StreamId, TrackKind};
 pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
 pub use shard::{

@@ -1,0 +1,787 @@
+//! The control plane as a state machine: streams, sessions, placement and the
+//! create / replace / leave / timeout flows, with no sockets, threads, clock or randomness.
+//!
+//! The HTTP control plane (`ringcast-http`) drives it over real shards and the simulation
+//! (`ringcast-sim`) over simulated ones: both call the same flows, so a simulated scenario runs
+//! the code that serves HTTP. It is to the shards what quinn-proto's `Endpoint` is to its
+//! connections: it decides, and hands out [`Command`]s for the driver to deliver.
+//!
+//! # Driving it
+//!
+//! A join is three calls with the expensive work of the driver between them:
+//!
+//! 1. [`Control::admit`] reserves a shard (and, for a publisher, the stream) and says what the
+//!    peer must be built for ([`Admission`]). Nothing is built yet, so a refusal costs nothing.
+//! 2. The driver builds the participant's [`Peer`] from the offer (about 1 ms of CPU, off the
+//!    shard threads) and hands it to [`Control::place`], which gives back the command that adds
+//!    it to its shard. A failed build goes to [`Control::abandon`].
+//! 3. The driver delivers the command and reports the shard's answer to [`Control::placed`],
+//!    which records the session (or undoes the reservation) and settles what follows from it.
+//!
+//! Sessions end through [`Control::leave`] (the client's DELETE) or [`Control::closed`] (the
+//! shard ended one on its own: ICE consent or DTLS timeout, a client that never connected, a
+//! replaced publisher).
+//!
+//! After every call, the driver takes [`Control::poll_command`] until it returns `None` and
+//! delivers each command to its shard, in order; their answers need no reply to the control
+//! plane. A driver that shares one `Control` between tasks drains it under the same lock as the
+//! call, so each caller delivers its own flow's commands.
+//!
+//! # What it keeps consistent
+//!
+//! - One publisher per stream, or a replacement when [`ControlConfig::replace_publisher`] is
+//!   set; a publisher whose codec differs from the last one's ends the viewers that negotiated
+//!   the old one (they reconnect and negotiate the new one).
+//! - The relay between shards: a publisher's shard relays a stream once to each other shard
+//!   that holds placed viewers of it, and to no other. The control plane tracks which shards it
+//!   told, and says so again when a publisher (re)appears, wherever it lands.
+//! - Every reservation (shard load, pending publisher, pending viewer) is released exactly once:
+//!   by [`Control::placed`], [`Control::abandon`], [`Control::leave`] or [`Control::closed`].
+
+pub mod placement;
+
+use std::collections::{HashMap, VecDeque};
+
+use str0m::IceCreds;
+
+use crate::ids::{SessionId, ShardId, StreamId};
+use crate::peer::{Peer, Published};
+use crate::shard::{Command, CommandError};
+
+pub use placement::Limits;
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Number of shards (1 to 64).
+    pub shards: u16,
+    /// Placement limits per shard.
+    pub limits: Limits,
+    /// A publisher for a stream that has a live one replaces it instead of being refused.
+    pub replace_publisher: bool,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            shards: 1,
+            limits: Limits {
+                affinity: 500,
+                max: 1000,
+            },
+            replace_publisher: false,
+        }
+    }
+}
+
+/// Publisher (WHIP) or viewer (WHEP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sends a stream.
+    Publisher,
+    /// Plays a stream.
+    Viewer,
+}
+
+/// Why a flow was refused. Each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The stream has a publisher, or one is being set up (409).
+    #[error("stream {0} already has a publisher")]
+    PublisherExists(String),
+    /// A viewer came before the publisher (409 with `Retry-After`).
+    #[error("stream {0} has no publisher yet")]
+    NoPublisher(String),
+    /// Every shard holds its maximum (503 with `Retry-After`).
+    #[error("every shard is full")]
+    Full,
+    /// No such session (404).
+    #[error("no such session")]
+    UnknownSession,
+    /// The session id is already taken (the driver mints another).
+    #[error("session id already in use")]
+    DuplicateSession,
+    /// The publisher changed codec while this viewer was being set up for the old one (409):
+    /// it should try again.
+    #[error("the stream's codec changed while this viewer was being set up")]
+    CodecChanged,
+    /// The shard refused the participant.
+    #[error(transparent)]
+    Shard(#[from] CommandError),
+}
+
+/// A command for one shard.
+#[derive(Debug)]
+#[must_use]
+pub struct ShardCommand {
+    /// The shard.
+    pub shard: ShardId,
+    /// The command.
+    pub command: Command,
+}
+
+/// A join that got a shard: build its peer for [`Admission::shard`], then [`Control::place`]
+/// it, or [`Control::abandon`] it.
+#[derive(Debug)]
+#[must_use = "an admission holds a reservation until placed or abandoned"]
+pub struct Admission {
+    ticket: u64,
+    /// Publisher or viewer.
+    pub role: Role,
+    /// The stream.
+    pub stream: StreamId,
+    /// The shard it will live on: its candidates go in the answer.
+    pub shard: ShardId,
+    /// For a viewer: what the publisher sends, which its peer must be built to receive.
+    pub published: Option<Published>,
+}
+
+/// A built participant, ready for its shard.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per join and moved once"
+)]
+pub enum Built {
+    /// A publisher and what its offer sends.
+    Publisher(Box<Peer>, Published),
+    /// A viewer.
+    Viewer(Box<Peer>),
+}
+
+/// A participant on its way to its shard: deliver the command [`Control::place`] gave with it,
+/// then report the answer to [`Control::placed`].
+#[derive(Debug)]
+#[must_use = "a placing holds a reservation until its answer is reported"]
+pub struct Placing {
+    ticket: u64,
+    /// The session it will be.
+    pub session: SessionId,
+    /// Its shard.
+    pub shard: ShardId,
+}
+
+/// A participant placed: its session is recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// The session.
+    pub session: SessionId,
+    /// Its shard.
+    pub shard: ShardId,
+    /// For a publisher that changed the stream's codec: what changed ("video: VP8 -> H264"),
+    /// and how many viewers were ended for it.
+    pub codec_change: Option<(String, usize)>,
+}
+
+/// One session as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView<'a> {
+    /// The stream's name.
+    pub stream: &'a str,
+    /// Publisher or viewer.
+    pub role: Role,
+    /// Its shard.
+    pub shard: ShardId,
+    /// Its entity tag (changes on ICE restart).
+    pub etag: &'a str,
+}
+
+/// One stream as the control plane knows it.
+#[derive(Debug, Clone)]
+pub struct StreamView<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// Its id.
+    pub id: StreamId,
+    /// A publisher is placed.
+    pub live: bool,
+    /// Its publisher's shard.
+    pub publisher_shard: Option<ShardId>,
+    /// Placed viewers.
+    pub viewers: u32,
+    /// Placed viewers per shard.
+    pub viewers_per_shard: Vec<u32>,
+    /// What the (last) publisher sends.
+    pub published: Option<&'a Published>,
+}
+
+/// The control plane's state: streams, sessions, shard loads.
+#[derive(Debug)]
+pub struct Control {
+    config: ControlConfig,
+    streams: HashMap<String, Stream>,
+    sessions: HashMap<SessionId, Session>,
+    pending: HashMap<u64, Pending>,
+    load: Vec<usize>,
+    next_stream: u64,
+    next_ticket: u64,
+    commands: VecDeque<ShardCommand>,
+}
+
+#[derive(Debug)]
+struct Stream {
+    id: StreamId,
+    publisher: Option<(SessionId, ShardId)>,
+    publisher_pending: bool,
+    published: Option<Published>,
+    /// Per shard.
+    shards: Vec<StreamShard>,
+}
+
+/// A stream's viewers on one shard, and whether the publisher's shard was told to relay there.
+#[derive(Debug, Default, Clone, Copy)]
+struct StreamShard {
+    placed: u32,
+    pending: u32,
+    relayed: bool,
+}
+
+#[derive(Debug)]
+struct Session {
+    stream: String,
+    role: Role,
+    shard: ShardId,
+    etag: String,
+}
+
+#[derive(Debug)]
+struct Pending {
+    role: Role,
+    stream: String,
+    shard: ShardId,
+    /// A viewer: what it was built to receive. A publisher: what it sends (after `place`).
+    published: Option<Published>,
+    /// A publisher: the relay mask its `AddPublisher` carried.
+    relay_to: u64,
+    session: Option<SessionId>,
+}
+
+impl Control {
+    /// No streams, no sessions, `config.shards` empty shards.
+    pub fn new(config: ControlConfig) -> Control {
+        assert!((1..=64).contains(&config.shards), "1 to 64 shards");
+        let load = vec![0; usize::from(config.shards)];
+        Control {
+            config,
+            streams: HashMap::new(),
+            sessions: HashMap::new(),
+            pending: HashMap::new(),
+            load,
+            next_stream: 1,
+            next_ticket: 1,
+            commands: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// Participants per shard, placed or being placed.
+    pub fn load(&self) -> &[usize] {
+        &self.load
+    }
+
+    /// Participants on every shard, placed or being placed.
+    pub fn participants(&self) -> usize {
+        self.load.iter().sum()
+    }
+
+    /// A session.
+    pub fn session(&self, id: SessionId) -> Option<SessionView<'_>> {
+        self.sessions.get(&id).map(|s| SessionView {
+            stream: &s.stream,
+            role: s.role,
+            shard: s.shard,
+            etag: &s.etag,
+        })
+    }
+
+    /// A stream by name.
+    pub fn stream(&self, name: &str) -> Option<StreamView<'_>> {
+        self.streams.get_key_value(name).map(|(n, s)| s.view(n))
+    }
+
+    /// Every stream with a publisher, viewers, or a join under way.
+    pub fn streams(&self) -> impl Iterator<Item = StreamView<'_>> {
+        self.streams.iter().map(|(n, s)| s.view(n))
+    }
+
+    /// The viewer sessions of a stream, with their shards.
+    pub fn viewers_of(&self, name: &str) -> Vec<(SessionId, ShardId)> {
+        let mut v: Vec<_> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.stream == name && s.role == Role::Viewer)
+            .map(|(id, s)| (*id, s.shard))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The next command to deliver, in order; `None` when all are out.
+    pub fn poll_command(&mut self) -> Option<ShardCommand> {
+        self.commands.pop_front()
+    }
+
+    // ---- joins ----
+
+    /// Step 1 of a join: reserve a shard (and the stream, for a publisher).
+    pub fn admit(&mut self, role: Role, stream: &str) -> Result<Admission, Refusal> {
+        match role {
+            Role::Publisher => self.admit_publisher(stream),
+            Role::Viewer => self.admit_viewer(stream),
+        }
+    }
+
+    /// Step 2 of a join: the peer is built; here is the command that adds it to its shard.
+    pub fn place(
+        &mut self,
+        admission: Admission,
+        session: SessionId,
+        built: Built,
+    ) -> Result<(Placing, ShardCommand), Refusal> {
+        let ticket = admission.ticket;
+        if self.sessions.contains_key(&session)
+            || self.pending.values().any(|p| p.session == Some(session))
+        {
+            self.abandon(admission);
+            return Err(Refusal::DuplicateSession);
+        }
+        let Some(p) = self.pending.get_mut(&ticket) else {
+            return Err(Refusal::UnknownSession);
+        };
+        p.session = Some(session);
+        let shard = p.shard;
+        let stream = self
+            .streams
+            .get(&p.stream)
+            .expect("a pending join holds its stream");
+        let command = match built {
+            Built::Publisher(peer, published) => {
+                let relay_to = stream.viewer_mask(shard);
+                p.relay_to = relay_to;
+                p.published = Some(published.clone());
+                Command::AddPublisher {
+                    session,
+                    stream: stream.id,
+                    peer,
+                    published,
+                    relay_to,
+                }
+            }
+            Built::Viewer(peer) => Command::AddSubscriber {
+                session,
+                stream: stream.id,
+                peer,
+                published: p.published.clone().unwrap_or_default(),
+                publisher_shard: stream.publisher.map(|(_, s)| s),
+            },
+        };
+        Ok((
+            Placing {
+                ticket,
+                session,
+                shard,
+            },
+            ShardCommand { shard, command },
+        ))
+    }
+
+    /// Step 3 of a join: the shard's answer to the command [`Control::place`] gave. `etag` is
+    /// the new session's entity tag.
+    pub fn placed(
+        &mut self,
+        placing: Placing,
+        answer: Result<(), CommandError>,
+        etag: String,
+    ) -> Result<Joined, Refusal> {
+        let Some(p) = self.pending.remove(&placing.ticket) else {
+            return Err(Refusal::UnknownSession);
+        };
+        if let Err(e) = answer {
+            self.release(p);
+            return Err(Refusal::Shard(e));
+        }
+        let session = placing.session;
+        match p.role {
+            Role::Publisher => Ok(self.publisher_placed(p, session, etag)),
+            Role::Viewer => self.viewer_placed(p, session, etag),
+        }
+    }
+
+    /// A join that will not be placed (its peer could not be built, or its command could not
+    /// be delivered): release what [`Control::admit`] reserved.
+    pub fn abandon(&mut self, admission: Admission) {
+        if let Some(p) = self.pending.remove(&admission.ticket) {
+            self.release(p);
+        }
+    }
+
+    /// Like [`Control::abandon`], after [`Control::place`]: the command was never delivered.
+    pub fn abandon_placing(&mut self, placing: Placing) {
+        if let Some(p) = self.pending.remove(&placing.ticket) {
+            self.release(p);
+        }
+    }
+
+    // ---- sessions ----
+
+    /// The client leaves (DELETE): its shard is told to remove it, and the session is
+    /// forgotten.
+    pub fn leave(&mut self, session: SessionId) -> Result<(), Refusal> {
+        let shard = self
+            .sessions
+            .get(&session)
+            .ok_or(Refusal::UnknownSession)?
+            .shard;
+        self.commands.push_back(ShardCommand {
+            shard,
+            command: Command::Remove { session },
+        });
+        self.forget(session);
+        Ok(())
+    }
+
+    /// The shard ended a session on its own (timeout, close, replacement): forget it. A session
+    /// the control plane no longer knows is ignored.
+    pub fn closed(&mut self, session: SessionId) {
+        self.forget(session);
+    }
+
+    /// An ICE restart: the command that gives the session's shard the new credentials. Record
+    /// the new entity tag with [`Control::set_etag`] once the shard took it.
+    pub fn ice_restart(
+        &mut self,
+        session: SessionId,
+        remote: IceCreds,
+        local: IceCreds,
+    ) -> Result<ShardCommand, Refusal> {
+        let s = self.sessions.get(&session).ok_or(Refusal::UnknownSession)?;
+        Ok(ShardCommand {
+            shard: s.shard,
+            command: Command::IceRestart {
+                session,
+                remote,
+                local,
+            },
+        })
+    }
+
+    /// Set a session's entity tag.
+    pub fn set_etag(&mut self, session: SessionId, etag: String) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.etag = etag;
+        }
+    }
+
+    // ---- the flows ----
+
+    fn admit_publisher(&mut self, name: &str) -> Result<Admission, Refusal> {
+        let replace = self.config.replace_publisher;
+        let stream = self.stream_entry(name);
+        if stream.publisher_pending || (stream.publisher.is_some() && !replace) {
+            return Err(Refusal::PublisherExists(name.to_string()));
+        }
+        // A replacement takes its predecessor's shard, where the shard itself swaps them
+        // without a gap; a restart goes where most of its waiting viewers are.
+        let prefer = stream
+            .publisher
+            .map(|(_, s)| s)
+            .or_else(|| stream.busiest_shard());
+        let id = stream.id;
+        let Some(shard) = placement::publisher(&self.load, self.config.limits, prefer) else {
+            self.drop_if_unused(name);
+            return Err(Refusal::Full);
+        };
+        let stream = self.streams.get_mut(name).expect("just made");
+        stream.publisher_pending = true;
+        Ok(self.reserve(Role::Publisher, name, id, shard, None))
+    }
+
+    fn admit_viewer(&mut self, name: &str) -> Result<Admission, Refusal> {
+        let no_publisher = || Refusal::NoPublisher(name.to_string());
+        let stream = self.streams.get(name).ok_or_else(no_publisher)?;
+        let (Some((_, home)), Some(published)) = (stream.publisher, &stream.published) else {
+            return Err(no_publisher());
+        };
+        let viewers: Vec<u32> = stream.shards.iter().map(|s| s.placed + s.pending).collect();
+        let shard = placement::viewer(&self.load, self.config.limits, Some(home), &viewers)
+            .ok_or(Refusal::Full)?;
+        let (id, published) = (stream.id, published.clone());
+        let stream = self.streams.get_mut(name).expect("looked up");
+        stream.shards[usize::from(shard.0)].pending += 1;
+        Ok(self.reserve(Role::Viewer, name, id, shard, Some(published)))
+    }
+
+    fn reserve(
+        &mut self,
+        role: Role,
+        name: &str,
+        id: StreamId,
+        shard: ShardId,
+        published: Option<Published>,
+    ) -> Admission {
+        self.load[usize::from(shard.0)] += 1;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.pending.insert(
+            ticket,
+            Pending {
+                role,
+                stream: name.to_string(),
+                shard,
+                published: published.clone(),
+                relay_to: 0,
+                session: None,
+            },
+        );
+        Admission {
+            ticket,
+            role,
+            stream: id,
+            shard,
+            published,
+        }
+    }
+
+    /// Undo a reservation.
+    fn release(&mut self, p: Pending) {
+        self.unload(p.shard);
+        if let Some(stream) = self.streams.get_mut(&p.stream) {
+            match p.role {
+                Role::Publisher => stream.publisher_pending = false,
+                Role::Viewer => {
+                    let s = &mut stream.shards[usize::from(p.shard.0)];
+                    s.pending = s.pending.saturating_sub(1);
+                }
+            }
+        }
+        self.drop_if_unused(&p.stream);
+    }
+
+    fn publisher_placed(&mut self, p: Pending, session: SessionId, etag: String) -> Joined {
+        let stream = self
+            .streams
+            .get_mut(&p.stream)
+            .expect("a pending join holds its stream");
+        let published = p.published.expect("placed publishers carry what they send");
+        stream.publisher_pending = false;
+        let previous = stream.publisher.replace((session, p.shard));
+        let before = stream.published.replace(published.clone());
+        let id = stream.id;
+        // The relay: exactly the shards with placed viewers, other than the publisher's own.
+        // Its AddPublisher carried the mask as it was then; viewers that came or went since
+        // are settled now.
+        for (i, s) in stream.shards.iter_mut().enumerate() {
+            let bit = 1u64 << i;
+            let want = s.placed > 0 && i != usize::from(p.shard.0);
+            s.relayed = want;
+            if want != (p.relay_to & bit != 0) {
+                self.commands.push_back(ShardCommand {
+                    shard: p.shard,
+                    command: Command::RelayInterest {
+                        stream: id,
+                        shard: ShardId(i as u16),
+                        want,
+                    },
+                });
+            }
+        }
+        self.sessions.insert(
+            session,
+            Session {
+                stream: p.stream.clone(),
+                role: Role::Publisher,
+                shard: p.shard,
+                etag,
+            },
+        );
+        // A replaced publisher on its own shard was swapped out by that shard (which reports
+        // it closed); one elsewhere is removed here. Either way it is forgotten now.
+        if let Some((old, old_shard)) = previous {
+            if old_shard != p.shard {
+                self.commands.push_back(ShardCommand {
+                    shard: old_shard,
+                    command: Command::Remove { session: old },
+                });
+            }
+            self.forget(old);
+        }
+        // Viewers negotiated the old codec: they cannot follow. Their sessions end so their
+        // players reconnect and negotiate the new one (viewers of an unchanged codec stay).
+        let codec_change = before
+            .and_then(|b| published.changed_from(&b))
+            .map(|change| {
+                let viewers = self.viewers_of(&p.stream);
+                for &(viewer, _) in &viewers {
+                    let _ = self.leave(viewer);
+                }
+                (change, viewers.len())
+            });
+        Joined {
+            session,
+            shard: p.shard,
+            codec_change,
+        }
+    }
+
+    fn viewer_placed(
+        &mut self,
+        p: Pending,
+        session: SessionId,
+        etag: String,
+    ) -> Result<Joined, Refusal> {
+        let stream = self
+            .streams
+            .get_mut(&p.stream)
+            .expect("a pending join holds its stream");
+        let here = usize::from(p.shard.0);
+        let s = &mut stream.shards[here];
+        s.pending = s.pending.saturating_sub(1);
+        s.placed += 1;
+        self.sessions.insert(
+            session,
+            Session {
+                stream: p.stream.clone(),
+                role: Role::Viewer,
+                shard: p.shard,
+                etag,
+            },
+        );
+        // The publisher changed codec while this viewer was built for the old one.
+        if let (Some(now), Some(was)) = (&stream.published, &p.published)
+            && now.changed_from(was).is_some()
+        {
+            let _ = self.leave(session);
+            return Err(Refusal::CodecChanged);
+        }
+        if let Some((_, home)) = stream.publisher
+            && home != p.shard
+            && !stream.shards[here].relayed
+        {
+            stream.shards[here].relayed = true;
+            self.commands.push_back(ShardCommand {
+                shard: home,
+                command: Command::RelayInterest {
+                    stream: stream.id,
+                    shard: p.shard,
+                    want: true,
+                },
+            });
+        }
+        Ok(Joined {
+            session,
+            shard: p.shard,
+            codec_change: None,
+        })
+    }
+
+    /// A session is over: release its shard and its place in its stream.
+    fn forget(&mut self, session: SessionId) {
+        let Some(rec) = self.sessions.remove(&session) else {
+            return;
+        };
+        self.unload(rec.shard);
+        let Some(stream) = self.streams.get_mut(&rec.stream) else {
+            return;
+        };
+        match rec.role {
+            Role::Publisher => {
+                if stream.publisher.map(|(s, _)| s) == Some(session) {
+                    stream.publisher = None;
+                    // Its shard stopped relaying with it; the next publisher is told afresh.
+                    for s in &mut stream.shards {
+                        s.relayed = false;
+                    }
+                }
+            }
+            Role::Viewer => {
+                let s = &mut stream.shards[usize::from(rec.shard.0)];
+                s.placed = s.placed.saturating_sub(1);
+                if s.placed == 0 && s.relayed {
+                    s.relayed = false;
+                    if let Some((_, home)) = stream.publisher {
+                        self.commands.push_back(ShardCommand {
+                            shard: home,
+                            command: Command::RelayInterest {
+                                stream: stream.id,
+                                shard: rec.shard,
+                                want: false,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        self.drop_if_unused(&rec.stream);
+    }
+
+    // ---- helpers ----
+
+    fn stream_entry(&mut self, name: &str) -> &mut Stream {
+        let shards = usize::from(self.config.shards);
+        let next = &mut self.next_stream;
+        self.streams.entry(name.to_string()).or_insert_with(|| {
+            let id = StreamId(*next);
+            *next += 1;
+            Stream {
+                id,
+                publisher: None,
+                publisher_pending: false,
+                published: None,
+                shards: vec![StreamShard::default(); shards],
+            }
+        })
+    }
+
+    fn drop_if_unused(&mut self, name: &str) {
+        if self.streams.get(name).is_some_and(Stream::is_unused) {
+            self.streams.remove(name);
+        }
+    }
+
+    fn unload(&mut self, shard: ShardId) {
+        if let Some(n) = self.load.get_mut(usize::from(shard.0)) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+impl Stream {
+    fn is_unused(&self) -> bool {
+        self.publisher.is_none()
+            && !self.publisher_pending
+            && self.shards.iter().all(|s| s.placed == 0 && s.pending == 0)
+    }
+
+    /// Shards other than `except` with placed viewers, one bit each.
+    fn viewer_mask(&self, except: ShardId) -> u64 {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.placed > 0 && *i != usize::from(except.0))
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }
+
+    /// The shard holding most of this stream's viewers, if any has one.
+    fn busiest_shard(&self) -> Option<ShardId> {
+        self.shards
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.placed > 0)
+            .max_by_key(|(i, s)| (s.placed, std::cmp::Reverse(*i)))
+            .map(|(i, _)| ShardId(i as u16))
+    }
+
+    fn view<'a>(&'a self, name: &'a str) -> StreamView<'a> {
+        let viewers_per_shard: Vec<u32> = self.shards.iter().map(|s| s.placed).collect();
+        StreamView {
+            name,
+            id: self.id,
+            live: self.publisher.is_some(),
+            publisher_shard: self.publisher.map(|(_, s)| s),
+            viewers: viewers_per_shard.iter().sum(),
+            viewers_per_shard,
+            published: self.published.as_ref(),
+        }
+    }
+}
