@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringcast_core::{
@@ -146,13 +146,32 @@ impl ShardHandle {
         self.counters.load()
     }
 
-    /// Send a command and wait for its answer.
+    /// Send a command and wait for its answer. A full mailbox answers [`CallError::Busy`] at
+    /// once.
     pub async fn call(&self, command: Command) -> Result<Reply, CallError> {
+        self.call_patiently(command, Duration::ZERO).await
+    }
+
+    /// Send a command and wait for its answer; while the mailbox is full, try again every
+    /// 10 ms for up to `patience` before answering [`CallError::Busy`].
+    pub async fn call_patiently(
+        &self,
+        command: Command,
+        patience: Duration,
+    ) -> Result<Reply, CallError> {
         let (tx, rx) = oneshot::channel();
-        match self.mailbox.try_send(Mail::Command(Box::new(command), tx)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(CallError::Busy),
-            Err(TrySendError::Disconnected(_)) => return Err(CallError::Gone),
+        let give_up = Instant::now() + patience;
+        let mut mail = Mail::Command(Box::new(command), tx);
+        loop {
+            match self.mailbox.try_send(mail) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < give_up => {
+                    mail = back;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(TrySendError::Full(_)) => return Err(CallError::Busy),
+                Err(TrySendError::Disconnected(_)) => return Err(CallError::Gone),
+            }
         }
         self.notifier.notify();
         match rx.await {

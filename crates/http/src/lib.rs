@@ -9,7 +9,6 @@
 
 mod error;
 mod pages;
-mod registry;
 mod whip;
 
 use std::collections::BTreeMap;
@@ -19,13 +18,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::get;
 use parking_lot::Mutex;
-use ringcast_core::DtlsCert;
-use ringcast_core::{ShardEvent, ShardId};
+use ringcast_core::control::{ControlConfig, Limits};
+use ringcast_core::{Control, DtlsCert, ShardEvent, ShardId};
 use ringcast_engine::ShardHandle;
 use tokio::sync::mpsc;
 
 pub use error::ApiError;
-pub use registry::Registry;
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -36,8 +34,10 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// `Retry-After` on a WHEP 409 (no publisher yet).
     pub whep_retry_after: u32,
-    /// Most participants per shard.
-    pub max_participants_per_shard: usize,
+    /// Placement limits per shard (affinity and maximum).
+    pub limits: Limits,
+    /// A WHIP POST for a live stream replaces its publisher instead of getting 409.
+    pub replace_publisher: bool,
     /// `Link` header values for ICE servers (`<url>; rel="ice-server"; ...`).
     pub ice_links: Vec<String>,
     /// Per-stream tokens.
@@ -61,7 +61,9 @@ pub struct AppState {
     candidates: Vec<Vec<SocketAddr>>,
     cert: DtlsCert,
     engine: &'static str,
-    registry: Mutex<Registry>,
+    /// The control plane's state: the only state shared between requests, locked only for
+    /// its calls (never across an await, never by the data path).
+    control: Mutex<Control>,
     /// Bounds concurrent `Rtc` builds.
     builds: tokio::sync::Semaphore,
 }
@@ -84,14 +86,18 @@ impl AppState {
         cert: DtlsCert,
         engine: &'static str,
     ) -> Arc<AppState> {
-        let n = shards.len();
+        let control = Control::new(ControlConfig {
+            shards: shards.len() as u16,
+            limits: settings.limits,
+            replace_publisher: settings.replace_publisher,
+        });
         Arc::new(AppState {
             settings,
             shards,
             candidates,
             cert,
             engine,
-            registry: Mutex::new(Registry::new(n)),
+            control: Mutex::new(control),
             builds: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, |c| c.get()),
             ),
@@ -102,7 +108,7 @@ impl AppState {
 impl AppState {
     /// Participants placed or being placed, all shards together.
     pub fn participants(&self) -> usize {
-        self.registry.lock().load().iter().sum()
+        self.control.lock().participants()
     }
 }
 
@@ -127,7 +133,7 @@ pub async fn follow_shard_events(
         match event {
             ShardEvent::SessionClosed { session } => {
                 tracing::info!(%session, shard = shard.0, "session ended (timeout or close)");
-                whip::session_ended(&state, session).await;
+                whip::session_closed(&state, session).await;
             }
             ShardEvent::SessionConnected { session } => {
                 tracing::debug!(%session, shard = shard.0, "session connected");

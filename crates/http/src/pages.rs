@@ -30,19 +30,22 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 }
 
 async fn streams(State(state): State<Arc<AppState>>) -> Response {
-    let r = state.registry.lock();
-    let mut list: Vec<_> = r
+    let control = state.control.lock();
+    let mut list: Vec<_> = control
         .streams()
-        .map(|(name, s)| {
+        .map(|s| {
             json!({
-                "name": name,
-                "live": s.publisher.is_some(),
-                "viewers": s.viewer_count(),
-                "codecs": s.published.as_ref().map(|p| p.tracks.iter().flatten()
+                "name": s.name,
+                "live": s.live,
+                "viewers": s.viewers,
+                "shard": s.publisher_shard.map(|p| p.0),
+                "viewers_per_shard": s.viewers_per_shard,
+                "codecs": s.published.map(|p| p.tracks.iter().flatten()
                     .map(|t| t.offered.to_string()).collect::<Vec<_>>()),
             })
         })
         .collect();
+    drop(control);
     list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     axum::Json(json!({ "streams": list })).into_response()
 }

@@ -12,13 +12,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use ringcast_core::control::{Built, Refusal, Role, ShardCommand};
 use ringcast_core::sdp::SdpFragment;
-use ringcast_core::{Command, IceCreds, Peer, PeerSetup, SessionId, ShardId};
+use ringcast_core::{CommandError, Control, IceCreds, Peer, PeerSetup, SessionId, ShardId};
+use ringcast_engine::CallError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::registry::Gone;
 
 /// Publish (WHIP) or play (WHEP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +29,13 @@ enum Kind {
 }
 
 impl Kind {
+    fn role(self) -> Role {
+        match self {
+            Kind::Whip => Role::Publisher,
+            Kind::Whep => Role::Viewer,
+        }
+    }
+
     fn path(self) -> &'static str {
         match self {
             Kind::Whip => "whip",
@@ -269,11 +277,8 @@ async fn create(
     }
     // The session is set up in its own task: a client that hangs up mid-request cannot cancel
     // it half-way (a participant placed on a shard but never registered would leak).
-    let task = match kind {
-        Kind::Whip => tokio::spawn(publish(state, stream, offer)),
-        Kind::Whep => tokio::spawn(play(state, stream, offer)),
-    };
-    task.await
+    tokio::spawn(join(state, kind, stream, offer))
+        .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "session setup failed"))?
 }
 
@@ -294,17 +299,6 @@ async fn build<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-/// Place on a shard; `Err` 503 when every shard is full.
-fn place(state: &AppState) -> Result<ShardId, ApiError> {
-    state
-        .registry
-        .lock()
-        .place(state.settings.max_participants_per_shard)
-        .ok_or_else(|| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "every shard is full").retry_after(5)
-        })
-}
-
 fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
     PeerSetup {
         cert: state.cert.clone(),
@@ -313,155 +307,122 @@ fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
     }
 }
 
-async fn publish(
+/// A publisher or a viewer joins, through the control plane's three steps: admit (a shard is
+/// reserved), build the peer off the async threads, place it on its shard.
+async fn join(
     state: Arc<AppState>,
+    kind: Kind,
     stream: String,
     offer: String,
 ) -> Result<Response, ApiError> {
-    let stream_id = state
-        .registry
+    let role = kind.role();
+    let admission = state
+        .control
         .lock()
-        .reserve_publisher(&stream)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
-                format!("stream {stream} already has a publisher"),
-            )
-        })?;
-    let shard = match place(&state) {
-        Ok(s) => s,
-        Err(e) => {
-            state.registry.lock().cancel_publisher(&stream);
-            return Err(e);
-        }
-    };
-    let undo = |state: &AppState| {
-        let mut r = state.registry.lock();
-        r.unplace(shard);
-        r.cancel_publisher(&stream);
-    };
-    let setup = setup_for(&state, shard);
+        .admit(role, &stream)
+        .map_err(|r| refused(&state, r))?;
+    let setup = setup_for(&state, admission.shard);
+    let receives = admission.published.clone();
     let built = build(&state, move || {
-        Peer::publisher(&setup, &offer, Instant::now())
+        let now = Instant::now();
+        match receives {
+            None => Peer::publisher(&setup, &offer, now).map(|(peer, answer, published)| {
+                (Built::Publisher(Box::new(peer), published), answer)
+            }),
+            Some(published) => Peer::subscriber(&setup, &offer, &published, now)
+                .map(|(peer, answer)| (Built::Viewer(Box::new(peer)), answer)),
+        }
     })
     .await;
-    let (peer, answer, published) = match built {
+    let (built, answer) = match built {
         Ok(b) => b,
         Err(e) => {
-            undo(&state);
+            state.control.lock().abandon(admission);
             return Err(e);
         }
     };
     let session = SessionId(rand::rng().random::<u64>() | 1 << 63);
-    let relay_to = state
-        .registry
+    let (placing, command) = state
+        .control
         .lock()
-        .stream(&stream)
-        .map_or(0, |s| s.viewer_mask(shard));
-    let handle = &state.shards[usize::from(shard.0)];
-    let cmd = Command::AddPublisher {
-        session,
-        stream: stream_id,
-        peer: Box::new(peer),
-        published: published.clone(),
-        relay_to,
+        .place(admission, session, built)
+        .map_err(|r| refused(&state, r))?;
+    let answered = match state.shards[usize::from(command.shard.0)]
+        .call(command.command)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(CallError::Refused(e)) => Err(e),
+        Err(e) => {
+            state.control.lock().abandon_placing(placing);
+            return Err(e.into());
+        }
     };
-    if let Err(e) = handle.call(cmd).await {
-        undo(&state);
-        return Err(e.into());
-    }
     let etag = new_etag();
-    let (changed, viewers) = {
-        let mut r = state.registry.lock();
-        let changed = r
-            .stream(&stream)
-            .and_then(|s| s.published.as_ref())
-            .and_then(|before| published.changed_from(before));
-        r.publisher_placed(&stream, session, shard, published, etag.clone());
-        let viewers = if changed.is_some() {
-            r.viewers_of(&stream)
-        } else {
-            Vec::new()
-        };
-        (changed, viewers)
+    let (joined, commands) = {
+        let mut control = state.control.lock();
+        let joined = control.placed(placing, answered, etag.clone());
+        (joined, drain(&mut control))
     };
-    tracing::info!(%session, stream, shard = shard.0, "publisher joined");
-    if let Some(change) = changed {
-        // Viewers negotiated the old codec: they cannot follow. End their sessions so their
-        // players reconnect and negotiate the new one (viewers of an unchanged codec stay).
+    deliver(&state, commands).await;
+    let joined = joined.map_err(|r| refused(&state, r))?;
+    if let Some((change, viewers)) = &joined.codec_change {
         tracing::info!(
             stream,
             change,
-            viewers = viewers.len(),
+            viewers,
             "codec changed on publisher restart: viewers must reconnect"
         );
-        for (viewer, vshard) in viewers {
-            let _ = state.shards[usize::from(vshard.0)]
-                .call(Command::Remove { session: viewer })
-                .await;
-            session_ended(&state, viewer).await;
-        }
     }
-    Ok(created(&state, Kind::Whip, &stream, session, &etag, answer))
+    let shard = joined.shard.0;
+    match role {
+        Role::Publisher => tracing::info!(%session, stream, shard, "publisher joined"),
+        Role::Viewer => tracing::info!(%session, stream, shard, "viewer joined"),
+    }
+    Ok(created(&state, kind, &stream, session, &etag, answer))
 }
 
-async fn play(state: Arc<AppState>, stream: String, offer: String) -> Result<Response, ApiError> {
-    let live = {
-        let r = state.registry.lock();
-        r.stream(&stream)
-            .and_then(|s| Some((s.id, s.publisher?.1, s.published.clone()?)))
-    };
-    let Some((stream_id, publisher_shard, published)) = live else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("stream {stream} has no publisher yet"),
-        )
-        .retry_after(state.settings.whep_retry_after));
-    };
-    let shard = place(&state)?;
-    let setup = setup_for(&state, shard);
-    let for_build = published.clone();
-    let built = build(&state, move || {
-        Peer::subscriber(&setup, &offer, &for_build, Instant::now())
-    })
-    .await;
-    let (peer, answer) = match built {
-        Ok(b) => b,
-        Err(e) => {
-            state.registry.lock().unplace(shard);
-            return Err(e);
+/// The answer to a refusal of the control plane.
+fn refused(state: &AppState, refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::NoPublisher(_) => ApiError::new(StatusCode::CONFLICT, refusal.to_string())
+            .retry_after(state.settings.whep_retry_after),
+        Refusal::CodecChanged => {
+            ApiError::new(StatusCode::CONFLICT, refusal.to_string()).retry_after(1)
         }
-    };
-    let session = SessionId(rand::rng().random::<u64>() | 1 << 63);
-    let cmd = Command::AddSubscriber {
-        session,
-        stream: stream_id,
-        peer: Box::new(peer),
-        published,
-        publisher_shard: Some(publisher_shard),
-    };
-    if let Err(e) = state.shards[usize::from(shard.0)].call(cmd).await {
-        state.registry.lock().unplace(shard);
-        return Err(e.into());
-    }
-    let etag = new_etag();
-    let relay_from = state
-        .registry
-        .lock()
-        .viewer_placed(&stream, session, shard, etag.clone());
-    if let Some(ps) = relay_from {
-        let interest = Command::RelayInterest {
-            stream: stream_id,
-            shard,
-            want: true,
-        };
-        if let Err(e) = state.shards[usize::from(ps.0)].call(interest).await {
-            tracing::warn!(shard = ps.0, "relay interest not delivered: {e}");
+        Refusal::PublisherExists(_) => ApiError::new(StatusCode::CONFLICT, refusal.to_string()),
+        Refusal::Full | Refusal::Shard(CommandError::ShardFull) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(5)
+        }
+        Refusal::UnknownSession | Refusal::Shard(CommandError::UnknownSession) => {
+            ApiError::new(StatusCode::NOT_FOUND, "no such session")
+        }
+        Refusal::DuplicateSession | Refusal::Shard(_) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, refusal.to_string())
         }
     }
-    tracing::info!(%session, stream, shard = shard.0, "viewer joined");
-    Ok(created(&state, Kind::Whep, &stream, session, &etag, answer))
 }
+
+/// The commands a control-plane call left, taken under the same lock as the call.
+pub(crate) fn drain(control: &mut Control) -> Vec<ShardCommand> {
+    std::iter::from_fn(|| control.poll_command()).collect()
+}
+
+/// Deliver commands whose answers the control plane does not wait for, in order. A busy
+/// mailbox is tried again for a while: these settle state (a removal, a relay) and must not be
+/// lost to a moment of overload.
+pub(crate) async fn deliver(state: &AppState, commands: Vec<ShardCommand>) {
+    for ShardCommand { shard, command } in commands {
+        let handle = &state.shards[usize::from(shard.0)];
+        match handle.call_patiently(command, DELIVERY_PATIENCE).await {
+            Ok(_) | Err(CallError::Refused(CommandError::UnknownSession)) => {}
+            Err(e) => tracing::warn!(shard = shard.0, "control command not delivered: {e}"),
+        }
+    }
+}
+
+/// How long a busy shard's mailbox is retried for one command.
+const DELIVERY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn created(
     state: &AppState,
@@ -508,16 +469,12 @@ fn find_session(
 ) -> Result<(SessionId, ShardId, String), ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such session");
     let id = parse_session(session).ok_or_else(not_found)?;
-    let r = state.registry.lock();
-    let rec = r.session(id).ok_or_else(not_found)?;
-    let role_ok = match kind {
-        Kind::Whip => rec.role == crate::registry::Role::Publisher,
-        Kind::Whep => rec.role == crate::registry::Role::Viewer,
-    };
-    if rec.stream != stream || !role_ok {
+    let control = state.control.lock();
+    let rec = control.session(id).ok_or_else(not_found)?;
+    if rec.stream != stream || rec.role != kind.role() {
         return Err(not_found());
     }
-    Ok((id, rec.shard, rec.etag.clone()))
+    Ok((id, rec.shard, rec.etag.to_string()))
 }
 
 async fn patch(
@@ -564,14 +521,16 @@ async fn patch(
         ));
     };
     let local = mint_ice(shard);
-    let cmd = Command::IceRestart {
-        session: id,
-        remote: IceCreds { ufrag, pass },
-        local: local.clone(),
-    };
-    state.shards[usize::from(shard.0)].call(cmd).await?;
+    let command = state
+        .control
+        .lock()
+        .ice_restart(id, IceCreds { ufrag, pass }, local.clone())
+        .map_err(|r| refused(&state, r))?;
+    state.shards[usize::from(command.shard.0)]
+        .call(command.command)
+        .await?;
     let etag = new_etag();
-    state.registry.lock().set_etag(id, etag.clone());
+    state.control.lock().set_etag(id, etag.clone());
     let mut frag = format!(
         "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
         local.ufrag, local.pass
@@ -604,33 +563,23 @@ async fn delete(
     stream: String,
     session: String,
 ) -> Result<Response, ApiError> {
-    let (id, shard, _) = find_session(&state, kind, &stream, &session)?;
-    match state.shards[usize::from(shard.0)]
-        .call(Command::Remove { session: id })
-        .await
-    {
-        Ok(_) | Err(ringcast_engine::CallError::Refused(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    session_ended(&state, id).await;
+    let (id, _, _) = find_session(&state, kind, &stream, &session)?;
+    let commands = {
+        let mut control = state.control.lock();
+        control.leave(id).map_err(|r| refused(&state, r))?;
+        drain(&mut control)
+    };
+    deliver(&state, commands).await;
     tracing::info!(session = %id, stream, "session deleted");
     Ok(StatusCode::OK.into_response())
 }
 
-/// Bookkeeping after a session ended, however it ended.
-pub(crate) async fn session_ended(state: &AppState, session: SessionId) {
-    let gone = state.registry.lock().session_gone(session);
-    if let Some(Gone {
-        stream,
-        viewer_shard,
-        stop_relay_from: Some(ps),
-    }) = gone
-    {
-        let cmd = Command::RelayInterest {
-            stream,
-            shard: viewer_shard,
-            want: false,
-        };
-        let _ = state.shards[usize::from(ps.0)].call(cmd).await;
-    }
+/// A shard ended a session on its own (timeout, close, replacement).
+pub(crate) async fn session_closed(state: &AppState, session: SessionId) {
+    let commands = {
+        let mut control = state.control.lock();
+        control.closed(session);
+        drain(&mut control)
+    };
+    deliver(state, commands).await;
 }

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use ringcast_core::ShardConfig;
+use ringcast_core::control::Limits;
 use ringcast_engine::{Shards, ShardsConfig};
 use ringcast_http::{AppState, HttpSettings, StreamAuth};
 use ringcast_net::EngineOptions;
@@ -77,7 +78,11 @@ fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
         cors_origin: "*".into(),
         max_body_bytes: 65536,
         whep_retry_after: 2,
-        max_participants_per_shard: limit,
+        limits: Limits {
+            affinity: limit,
+            max: limit,
+        },
+        replace_publisher: false,
         ice_links: vec!["<stun:stun.example.invalid:3478>; rel=\"ice-server\"".into()],
         streams,
     };
