@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use ringcast_core::ShardConfig;
+use ringcast_core::control::Limits;
 use ringcast_engine::{Shards, ShardsConfig};
 use ringcast_http::{AppState, HttpSettings, StreamAuth};
 use ringcast_net::{EngineKind, EngineOptions};
@@ -142,7 +143,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         cors_origin: config.http.cors_origin.clone(),
         max_body_bytes: config.http.max_body_bytes,
         whep_retry_after: config.whep.retry_after_secs,
-        max_participants_per_shard: config.media.max_participants_per_shard,
+        limits: Limits {
+            affinity: config.media.max_participants_per_shard.min(500),
+            max: config.media.max_participants_per_shard,
+        },
+        replace_publisher: false,
         ice_links: config.ice_links(),
         streams: config
             .streams
