@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use ringcast_core::{ShardId, StreamId};
+use ringcast_core::ShardId;
 use ringcast_sim::{PublisherConfig, Sim, SimConfig};
 
 /// Viewers per publisher.
@@ -52,8 +52,7 @@ fn connected(viewers: usize) -> Sim {
         ..SimConfig::default()
     });
     sim.add_broadcast(
-        ShardId(0),
-        StreamId(1),
+        "s1",
         PublisherConfig {
             audio: false,
             ..PublisherConfig::video_2500kbps()

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use ringcast_core::{ShardId, StreamId};
+use ringcast_core::ShardId;
 use ringcast_sim::{PublisherConfig, Sim, SimConfig};
 
 fn main() {
@@ -20,8 +20,7 @@ fn main() {
         ..SimConfig::default()
     });
     sim.add_broadcast(
-        ShardId(0),
-        StreamId(1),
+        "s1",
         PublisherConfig::video_2500kbps(),
         viewers,
         Duration::from_secs(5),

@@ -17,12 +17,13 @@
 //!
 //! # What it plays
 //!
-//! The control plane: [`Sim::add_publisher`] builds a publisher client (sendonly offer), gets
-//! the answer from [`Peer::publisher`] and sends [`Command::AddPublisher`] to the shard;
-//! [`Sim::add_viewer`] does the same for a viewer with [`Peer::subscriber`] and
-//! [`Command::AddSubscriber`], and tells the publisher's shard with
-//! [`Command::RelayInterest`] when a viewer lands on another shard; [`Sim::remove`] undoes
-//! either. Relay messages between shards are handed over synchronously, in the same step.
+//! The control plane is ringcast-core's [`Control`], the same state machine the HTTP server
+//! drives: [`Sim::add_publisher`] and [`Sim::add_viewer`] run its join flow (admit, build the
+//! participant's peer from a str0m client's offer, place it on the shard the control plane
+//! chose), [`Sim::remove`] its leave flow, and sessions the shards close on their own go to
+//! [`Control::closed`]. Every command the control plane hands out is delivered to its shard at
+//! once, in order. Relay messages between shards are handed over synchronously, in the same
+//! step.
 //!
 //! # Determinism
 //!
@@ -47,9 +48,10 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use ringcast_core::control::{Built, Limits, Refusal, Role as ControlRole};
 use ringcast_core::{
-    Command, CommandError, IceCreds, Input, Output, Peer, PeerSetup, Published, Relay, Reply,
-    SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId, generate_certificate,
+    Command, CommandError, Control, ControlConfig, IceCreds, Input, Output, Peer, PeerSetup, Relay,
+    Reply, SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId, generate_certificate,
 };
 use str0m::config::DtlsCert;
 
@@ -70,6 +72,10 @@ pub struct SimConfig {
     pub shard: ShardConfig,
     /// Link settings of new clients (both directions).
     pub link: LinkConfig,
+    /// The control plane's placement limits per shard.
+    pub limits: Limits,
+    /// A second publisher of a live stream replaces the first instead of being refused.
+    pub replace_publisher: bool,
 }
 
 impl Default for SimConfig {
@@ -79,6 +85,8 @@ impl Default for SimConfig {
             shards: 1,
             shard: ShardConfig::default(),
             link: LinkConfig::default(),
+            limits: ControlConfig::default().limits,
+            replace_publisher: false,
         }
     }
 }
@@ -102,15 +110,6 @@ struct Node {
     wake: Wake,
 }
 
-/// The control plane's registry entry of one stream.
-#[derive(Debug, Clone)]
-struct StreamInfo {
-    published: Published,
-    publisher: Option<(ClientId, ShardId)>,
-    /// Viewers per shard.
-    viewers: Vec<usize>,
-}
-
 /// The simulation: shards, clients, network and clock.
 pub struct Sim {
     config: SimConfig,
@@ -121,7 +120,7 @@ pub struct Sim {
     nodes: Vec<Node>,
     clients: Vec<Client>,
     client_addrs: HashMap<SocketAddr, ClientId>,
-    sessions: HashMap<SessionId, ClientId>,
+    control: Control,
     closed: Vec<SessionId>,
     shard_addrs: HashMap<SocketAddr, usize>,
     client_timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -130,7 +129,6 @@ pub struct Sim {
     shard_busy: Duration,
     publishers: Vec<ClientId>,
     net: Network,
-    streams: HashMap<StreamId, StreamInfo>,
     next_session: u64,
     next_token: u64,
     next_generation: u32,
@@ -181,6 +179,11 @@ impl Sim {
                 wake: Wake::default(),
             });
         }
+        let control = Control::new(ControlConfig {
+            shards: config.shards,
+            limits: config.limits,
+            replace_publisher: config.replace_publisher,
+        });
         Sim {
             config,
             start,
@@ -190,13 +193,12 @@ impl Sim {
             nodes,
             clients: Vec::new(),
             client_addrs: HashMap::new(),
-            sessions: HashMap::new(),
+            control,
             closed: Vec::new(),
             shard_addrs,
             client_timers: BinaryHeap::new(),
             publishers: Vec::new(),
             net: Network::default(),
-            streams: HashMap::new(),
             next_session: 1,
             next_token: 1,
             next_generation: 1,
@@ -255,189 +257,125 @@ impl Sim {
         &self.net
     }
 
+    /// The control plane.
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
     // ---- control plane ----
 
-    /// Place a publisher of `stream` on `shard`: build its client and offer, answer it with
-    /// [`Peer::publisher`], send [`Command::AddPublisher`]. It connects (and, by default,
-    /// starts sending) as the sim runs.
-    pub fn add_publisher(
-        &mut self,
-        shard: ShardId,
-        stream: StreamId,
-        config: PublisherConfig,
-    ) -> ClientId {
-        let id = ClientId(self.clients.len());
-        let addr = client_addr(id);
-        let built = client::build(self.now, &self.client_cert, addr, Some(&config));
-        let (session, setup) = self.mint(shard);
-        let (peer, answer, published) =
-            Peer::publisher(&setup, &built.offer.to_sdp_string(), self.now)
-                .expect("the shard answers the publisher");
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let seed = self.seed_for(id, 3);
-        let client = self.new_client(
-            id,
-            built,
-            &answer,
-            shard,
-            session,
-            stream,
-            Some((config, generation, seed)),
-        );
-        self.clients.push(client);
-        self.client_addrs.insert(addr, id);
-        self.sessions.insert(session, id);
-        self.publishers.push(id);
-
-        let entry = self.streams.entry(stream).or_insert_with(|| StreamInfo {
-            published: published.clone(),
-            publisher: None,
-            viewers: vec![0; usize::from(self.config.shards)],
-        });
-        entry.published = published.clone();
-        entry.publisher = Some((id, shard));
-        let relay_to = entry
-            .viewers
-            .iter()
-            .enumerate()
-            .filter(|(s, n)| **n > 0 && *s != usize::from(shard.0))
-            .fold(0u64, |m, (s, _)| m | 1 << s);
-        self.command(
-            shard,
-            Command::AddPublisher {
-                session,
-                stream,
-                peer: Box::new(peer),
-                published,
-                relay_to,
-            },
-        )
-        .expect("AddPublisher");
-        self.schedule_client(id);
-        id
+    /// A publisher of `stream` joins (a WHIP POST): its client and sendonly offer are built,
+    /// and the control plane admits it, places it and tells the shards what follows. It
+    /// connects (and, by default, starts sending) as the sim runs. Panics if refused.
+    pub fn add_publisher(&mut self, stream: &str, config: PublisherConfig) -> ClientId {
+        self.try_add_publisher(stream, config)
+            .unwrap_or_else(|r| panic!("publisher of {stream} refused: {r}"))
     }
 
-    /// Place a viewer of `stream` (which must have had a publisher) on `shard`: build its
-    /// client and recvonly offer, answer it with [`Peer::subscriber`], send
-    /// [`Command::AddSubscriber`], and [`Command::RelayInterest`] to the publisher's shard when
-    /// this is the first viewer on another shard.
-    pub fn add_viewer(&mut self, shard: ShardId, stream: StreamId) -> ClientId {
+    /// Like [`Sim::add_publisher`], with the control plane's refusal.
+    pub fn try_add_publisher(
+        &mut self,
+        stream: &str,
+        config: PublisherConfig,
+    ) -> Result<ClientId, Refusal> {
+        self.join(stream, Some(config))
+    }
+
+    /// A viewer of `stream` joins (a WHEP POST), as [`Sim::add_publisher`]. Panics if refused.
+    pub fn add_viewer(&mut self, stream: &str) -> ClientId {
+        self.try_add_viewer(stream)
+            .unwrap_or_else(|r| panic!("viewer of {stream} refused: {r}"))
+    }
+
+    /// Like [`Sim::add_viewer`], with the control plane's refusal.
+    pub fn try_add_viewer(&mut self, stream: &str) -> Result<ClientId, Refusal> {
+        self.join(stream, None)
+    }
+
+    /// The control plane's join flow, with the sim's client as the peer on the other side.
+    fn join(
+        &mut self,
+        stream: &str,
+        publish: Option<PublisherConfig>,
+    ) -> Result<ClientId, Refusal> {
+        let role = match publish {
+            Some(_) => ControlRole::Publisher,
+            None => ControlRole::Viewer,
+        };
+        let admission = self.control.admit(role, stream)?;
+        let (shard, stream_id) = (admission.shard, admission.stream);
         let id = ClientId(self.clients.len());
         let addr = client_addr(id);
-        let info = self
-            .streams
-            .get(&stream)
-            .expect("the stream has had a publisher")
-            .clone();
-        let built = client::build(self.now, &self.client_cert, addr, None);
+        let built = client::build(self.now, &self.client_cert, addr, publish.as_ref());
         let (session, setup) = self.mint(shard);
-        let (peer, answer) = Peer::subscriber(
-            &setup,
-            &built.offer.to_sdp_string(),
-            &info.published,
-            self.now,
-        )
-        .expect("the shard answers the viewer");
-        let client = self.new_client(id, built, &answer, shard, session, stream, None);
+        let offer = built.offer.to_sdp_string();
+        let made = match &admission.published {
+            None => Peer::publisher(&setup, &offer, self.now).map(|(peer, answer, published)| {
+                (Built::Publisher(Box::new(peer), published), answer)
+            }),
+            Some(published) => Peer::subscriber(&setup, &offer, published, self.now)
+                .map(|(peer, answer)| (Built::Viewer(Box::new(peer)), answer)),
+        };
+        let (made, answer) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                self.control.abandon(admission);
+                panic!("the shard cannot answer the sim's offer: {e}");
+            }
+        };
+        let (placing, command) = self.control.place(admission, session, made)?;
+        let answered = self.command(command.shard, command.command).map(|_| ());
+        let joined = self
+            .control
+            .placed(placing, answered, format!("\"{session}\""));
+        self.deliver_commands();
+        joined?;
+        let publish = publish.map(|config| {
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            (config, generation, self.seed_for(id, 3))
+        });
+        let is_publisher = publish.is_some();
+        let client = self.new_client(id, built, &answer, shard, session, stream_id, publish);
         self.clients.push(client);
         self.client_addrs.insert(addr, id);
-        self.sessions.insert(session, id);
-
-        let publisher_shard = info.publisher.map(|(_, s)| s);
-        self.command(
-            shard,
-            Command::AddSubscriber {
-                session,
-                stream,
-                peer: Box::new(peer),
-                published: info.published.clone(),
-                publisher_shard,
-            },
-        )
-        .expect("AddSubscriber");
-        let entry = self.streams.get_mut(&stream).expect("registered");
-        entry.viewers[usize::from(shard.0)] += 1;
-        let first_here = entry.viewers[usize::from(shard.0)] == 1;
-        if first_here && let Some(origin) = publisher_shard.filter(|o| *o != shard) {
-            self.command(
-                origin,
-                Command::RelayInterest {
-                    stream,
-                    shard,
-                    want: true,
-                },
-            )
-            .expect("RelayInterest");
+        if is_publisher {
+            self.publishers.push(id);
         }
         self.schedule_client(id);
-        id
+        Ok(id)
     }
 
-    /// The client leaves (WHIP/WHEP DELETE): [`Command::Remove`] of its session, and
-    /// [`Command::RelayInterest`] `want: false` when the last viewer of another shard goes.
-    /// The client's `Rtc` is closed (its DTLS close_notify goes out).
-    pub fn remove(&mut self, id: ClientId) -> Result<Reply, CommandError> {
+    /// The client leaves (WHIP/WHEP DELETE): the control plane's leave flow. The client's
+    /// `Rtc` is closed (its DTLS close_notify goes out).
+    pub fn remove(&mut self, id: ClientId) -> Result<(), Refusal> {
         let c = &mut self.clients[id.0];
-        let (shard, session) = (c.shard, c.session);
+        let session = c.session;
         let _ = c.rtc.close();
         self.drain_client(id.0);
         let c = &mut self.clients[id.0];
         c.closed = true;
         c.deadline = None;
-        let result = self.command(shard, Command::Remove { session });
-        self.forget(id);
-        result
+        let left = self.control.leave(session);
+        self.deliver_commands();
+        left
     }
 
-    /// The control plane's bookkeeping when a session ends (removed, or closed by its shard).
-    fn forget(&mut self, id: ClientId) {
-        let c = &mut self.clients[id.0];
-        if self.sessions.remove(&c.session) != Some(id) {
-            return;
-        }
-        // The client itself goes on running: it hears the shard's DTLS close (a replaced
-        // publisher) or has already vanished.
-        let (shard, stream) = (c.shard, c.stream);
-        let is_publisher = matches!(c.role, Role::Publisher(_));
-        let Some(entry) = self.streams.get_mut(&stream) else {
-            return;
-        };
-        if is_publisher {
-            if entry.publisher.is_some_and(|(p, _)| p == id) {
-                entry.publisher = None;
+    /// Deliver the control plane's commands to their shards, in order.
+    fn deliver_commands(&mut self) {
+        while let Some(c) = self.control.poll_command() {
+            if let Err(e) = self.command(c.shard, c.command) {
+                tracing::debug!(shard = c.shard.0, "control command refused: {e}");
             }
-            return;
-        }
-        let n = &mut entry.viewers[usize::from(shard.0)];
-        *n = n.saturating_sub(1);
-        if *n > 0 {
-            return;
-        }
-        // The last viewer here: the publisher's shard stops relaying to this one. Without a
-        // publisher right now, every other shard is told (one may still hold the interest).
-        let targets: Vec<ShardId> = match entry.publisher {
-            Some((_, origin)) => vec![origin],
-            None => (0..self.config.shards).map(ShardId).collect(),
-        };
-        for t in targets.into_iter().filter(|t| *t != shard) {
-            let _ = self.command(
-                t,
-                Command::RelayInterest {
-                    stream,
-                    shard,
-                    want: false,
-                },
-            );
         }
     }
 
-    /// Sessions the shards closed on their own since the last call.
+    /// Sessions the shards closed on their own since the last call: the control plane's
+    /// timeout flow.
     fn handle_closed(&mut self) {
         while let Some(session) = self.closed.pop() {
-            if let Some(&id) = self.sessions.get(&session) {
-                self.forget(id);
-            }
+            self.control.closed(session);
+            self.deliver_commands();
         }
     }
 
@@ -542,20 +480,18 @@ impl Sim {
         }
     }
 
-    /// One publisher and `viewers` viewers of `stream`, all on `shard`, connected (within
-    /// `max` of virtual time, else a panic). Returns the publisher and the viewers.
+    /// One publisher and `viewers` viewers of `stream`, placed by the control plane and
+    /// connected (within `max` of virtual time, else a panic). Returns the publisher and the
+    /// viewers.
     pub fn add_broadcast(
         &mut self,
-        shard: ShardId,
-        stream: StreamId,
+        stream: &str,
         config: PublisherConfig,
         viewers: usize,
         max: Duration,
     ) -> (ClientId, Vec<ClientId>) {
-        let publisher = self.add_publisher(shard, stream, config);
-        let ids: Vec<ClientId> = (0..viewers)
-            .map(|_| self.add_viewer(shard, stream))
-            .collect();
+        let publisher = self.add_publisher(stream, config);
+        let ids: Vec<ClientId> = (0..viewers).map(|_| self.add_viewer(stream)).collect();
         let mut all = ids.clone();
         all.push(publisher);
         self.connect(&all, max);

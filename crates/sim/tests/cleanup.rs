@@ -5,22 +5,26 @@ mod common;
 
 use std::time::Duration;
 
-use ringcast_core::{ShardId, StreamId};
+use ringcast_core::ShardId;
+use ringcast_core::control::Limits;
 use ringcast_sim::{ClientId, PublisherConfig, Sim, SimConfig};
 
-/// A publisher on shard 0 and viewers on shards 0 and 1, streaming.
+/// A publisher on shard 0 and viewers on shards 0 and 1 (shard 0 takes four participants
+/// before viewers spill), streaming.
 fn busy() -> (Sim, ClientId, Vec<ClientId>) {
     common::init_log();
     let mut sim = Sim::new(SimConfig {
         seed: 21,
         shards: 2,
+        limits: Limits {
+            affinity: 4,
+            max: 100,
+        },
         ..SimConfig::default()
     });
-    let stream = StreamId(3);
-    let publisher = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
-    let viewers: Vec<_> = (0..6)
-        .map(|i| sim.add_viewer(ShardId(i % 2), stream))
-        .collect();
+    let stream = "s3";
+    let publisher = sim.add_publisher(stream, PublisherConfig::default());
+    let viewers: Vec<_> = (0..6).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(publisher);
     sim.connect(&all, Duration::from_secs(2));
@@ -32,6 +36,13 @@ fn busy() -> (Sim, ClientId, Vec<ClientId>) {
                 .is_empty()
         );
     }
+    let on = |s: u16| {
+        viewers
+            .iter()
+            .filter(|v| sim.client(**v).shard == ShardId(s))
+            .count()
+    };
+    assert_eq!((on(0), on(1)), (3, 3));
     (sim, publisher, viewers)
 }
 
@@ -50,6 +61,9 @@ fn assert_empty(sim: &mut Sim) {
             (0, 0, 0)
         );
     }
+    // The control plane let go of everything too.
+    assert_eq!(sim.control().load(), &[0, 0]);
+    assert_eq!(sim.control().streams().count(), 0);
 }
 
 #[test]
@@ -132,10 +146,10 @@ fn a_session_that_never_connects_is_closed_by_the_shard() {
         seed: 5,
         ..SimConfig::default()
     });
-    let stream = StreamId(9);
-    let publisher = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    let stream = "s9";
+    let publisher = sim.add_publisher(stream, PublisherConfig::default());
     sim.connect(&[publisher], Duration::from_secs(2));
-    let ghost = sim.add_viewer(ShardId(0), stream);
+    let ghost = sim.add_viewer(stream);
     sim.vanish(ghost);
     let session = sim.client(ghost).session;
     let start = sim.now();

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ringcast_core::{ShardId, StreamId, TrackKind};
+use ringcast_core::{ShardId, TrackKind};
 use ringcast_sim::{PublisherConfig, Sim, SimConfig, VideoCodec, check};
 
 const VIEWERS: usize = 100;
@@ -18,18 +18,15 @@ fn one_publisher_to_100_viewers() {
         seed: 7,
         ..SimConfig::default()
     });
-    let stream = StreamId(1);
+    let stream = "s1";
     let publisher = sim.add_publisher(
-        ShardId(0),
         stream,
         PublisherConfig {
             start_on_connect: false,
             ..PublisherConfig::default()
         },
     );
-    let viewers: Vec<_> = (0..VIEWERS)
-        .map(|_| sim.add_viewer(ShardId(0), stream))
-        .collect();
+    let viewers: Vec<_> = (0..VIEWERS).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(publisher);
     sim.connect(&all, Duration::from_secs(5));
@@ -69,9 +66,8 @@ fn h264_to_10_viewers() {
         seed: 8,
         ..SimConfig::default()
     });
-    let stream = StreamId(2);
+    let stream = "s2";
     let publisher = sim.add_publisher(
-        ShardId(0),
         stream,
         PublisherConfig {
             codec: VideoCodec::H264,
@@ -79,9 +75,7 @@ fn h264_to_10_viewers() {
             ..PublisherConfig::default()
         },
     );
-    let viewers: Vec<_> = (0..10)
-        .map(|_| sim.add_viewer(ShardId(0), stream))
-        .collect();
+    let viewers: Vec<_> = (0..10).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(publisher);
     sim.connect(&all, Duration::from_secs(5));

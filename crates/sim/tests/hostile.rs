@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringcast_core::{ShardId, ShardStats, StreamId, TrackKind};
+use ringcast_core::{ShardId, ShardStats, TrackKind};
 use ringcast_sim::{ClientId, PublisherConfig, Sim, SimConfig, check};
 
 /// A STUN binding request with this USERNAME and a made-up MESSAGE-INTEGRITY.
@@ -83,10 +83,10 @@ fn world(seed: u64) -> World {
         ..SimConfig::default()
     });
     let shard = ShardId(0);
-    let stream = StreamId(66);
-    let publisher = sim.add_publisher(shard, stream, PublisherConfig::default());
+    let stream = "s66";
+    let publisher = sim.add_publisher(stream, PublisherConfig::default());
     sim.capture(publisher, 32);
-    let viewers: Vec<_> = (0..4).map(|_| sim.add_viewer(shard, stream)).collect();
+    let viewers: Vec<_> = (0..4).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(publisher);
     sim.connect(&all, Duration::from_secs(2));

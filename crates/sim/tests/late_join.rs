@@ -5,20 +5,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ringcast_core::{ShardId, StreamId, TrackKind};
+use ringcast_core::TrackKind;
 use ringcast_sim::{
     ClientId, LinkConfig, PublisherConfig, Sim, SimConfig, Tag, VideoCodec, check, media,
 };
 
-fn setup(codec: VideoCodec) -> (Sim, ClientId, StreamId) {
+fn setup(codec: VideoCodec) -> (Sim, ClientId, &'static str) {
     common::init_log();
     let mut sim = Sim::new(SimConfig {
         seed: 11,
         ..SimConfig::default()
     });
-    let stream = StreamId(5);
+    let stream = "s5";
     let publisher = sim.add_publisher(
-        ShardId(0),
         stream,
         PublisherConfig {
             codec,
@@ -27,7 +26,7 @@ fn setup(codec: VideoCodec) -> (Sim, ClientId, StreamId) {
         },
     );
     // One early viewer, so the stream is being forwarded when the late ones come.
-    let early = sim.add_viewer(ShardId(0), stream);
+    let early = sim.add_viewer(stream);
     sim.connect(&[publisher, early], Duration::from_secs(2));
     sim.run_for(Duration::from_secs(2));
     assert!(!sim.client(early).received(TrackKind::Video).is_empty());
@@ -53,7 +52,7 @@ fn late_joiner_gets_a_keyframe_within_a_second() {
         let (mut sim, publisher, stream) = setup(codec);
         let requests_before = sim.client(publisher).publisher().keyframe_requests.len();
         let joined = sim.now();
-        let late = sim.add_viewer(ShardId(0), stream);
+        let late = sim.add_viewer(stream);
         let got_video = sim.run_until_true(Duration::from_secs(1), |s| {
             !s.client(late).received(TrackKind::Video).is_empty()
         });
@@ -95,7 +94,7 @@ fn joiners_within_a_second_share_keyframe_requests() {
     let mut joined = Vec::new();
     for _ in 0..6 {
         let at = sim.now();
-        joined.push((sim.add_viewer(ShardId(0), stream), at));
+        joined.push((sim.add_viewer(stream), at));
         sim.run_for(Duration::from_millis(150));
     }
     sim.run_until(t0 + Duration::from_secs(3));
@@ -135,7 +134,7 @@ fn a_lone_joiner_costs_one_keyframe() {
     sim.run_for(Duration::from_secs(1));
     let before = sim.client(publisher).publisher().keyframes.len();
     let joined = sim.now();
-    let late = sim.add_viewer(ShardId(0), stream);
+    let late = sim.add_viewer(stream);
     sim.run_for(Duration::from_secs(3));
     let p = sim.client(publisher).publisher();
     let keyframes: Vec<_> = p.keyframes[before..]
@@ -158,7 +157,7 @@ fn a_slowly_connecting_joiner_starts_fresh_on_a_keyframe() {
     // and a keyframe spent on it before then would be wasted.
     for loss in [0.0, 0.05] {
         let (mut sim, publisher, stream) = setup(VideoCodec::Vp8);
-        let late = sim.add_viewer(ShardId(0), stream);
+        let late = sim.add_viewer(stream);
         sim.set_link(late, LinkConfig::lossy(1.0, Duration::from_millis(20)));
         sim.run_for(Duration::from_secs(1));
         sim.set_link(late, LinkConfig::lossy(loss, Duration::from_millis(20)));

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ringcast_core::{ShardId, StreamId, TrackKind};
+use ringcast_core::TrackKind;
 use ringcast_sim::{LinkConfig, PublisherConfig, Sim, SimConfig, check};
 
 const VIEWERS: usize = 20;
@@ -19,9 +19,8 @@ fn nack_rtx_repairs_five_percent_loss() {
         link: LinkConfig::lossy(0.05, Duration::from_millis(20)),
         ..SimConfig::default()
     });
-    let stream = StreamId(9);
+    let stream = "s9";
     let publisher = sim.add_publisher(
-        ShardId(0),
         stream,
         PublisherConfig {
             start_on_connect: false,
@@ -32,9 +31,7 @@ fn nack_rtx_repairs_five_percent_loss() {
     );
     // The publisher's own link is clean: the loss under test is on the viewers' side.
     sim.set_link(publisher, LinkConfig::default());
-    let viewers: Vec<_> = (0..VIEWERS)
-        .map(|_| sim.add_viewer(ShardId(0), stream))
-        .collect();
+    let viewers: Vec<_> = (0..VIEWERS).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(publisher);
     // DTLS retransmits through the loss; give it time.

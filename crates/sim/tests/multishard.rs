@@ -1,24 +1,31 @@
-//! Two shards: the publisher on shard 0, viewers on both. The publisher's shard relays each
-//! packet once to shard 1, which fans it out; keyframe requests travel back.
+//! Viewers on several shards: the control plane keeps a stream's viewers on its publisher's
+//! shard until that shard reaches its affinity limit, then spills them. The publisher's shard
+//! relays each packet once to each other shard with viewers, which fans it out; keyframe
+//! requests travel back.
 
 mod common;
 
 use std::time::Duration;
 
-use ringcast_core::{ShardId, StreamId, TrackKind};
+use ringcast_core::control::Limits;
+use ringcast_core::{ShardId, TrackKind};
 use ringcast_sim::{PublisherConfig, Sim, SimConfig, check, media};
 
 #[test]
 fn viewers_on_both_shards_get_everything() {
     common::init_log();
+    // Shard 0 takes the publisher and four viewers; the next viewers spill to shard 1.
     let mut sim = Sim::new(SimConfig {
         seed: 13,
         shards: 2,
+        limits: Limits {
+            affinity: 5,
+            max: 100,
+        },
         ..SimConfig::default()
     });
-    let stream = StreamId(2);
+    let stream = "s2";
     let publisher = sim.add_publisher(
-        ShardId(0),
         stream,
         PublisherConfig {
             start_on_connect: false,
@@ -26,9 +33,7 @@ fn viewers_on_both_shards_get_everything() {
             ..PublisherConfig::default()
         },
     );
-    let viewers: Vec<_> = (0..8)
-        .map(|i| sim.add_viewer(ShardId(i % 2), stream))
-        .collect();
+    let viewers: Vec<_> = (0..8).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(publisher);
     sim.connect(&all, Duration::from_secs(2));
@@ -37,8 +42,9 @@ fn viewers_on_both_shards_get_everything() {
 
     // A viewer on shard 1 asks for a keyframe (PLI): shard 1 relays the request to shard 0,
     // which asks the publisher.
-    let remote = viewers[1];
-    assert_eq!(sim.client(remote).shard, ShardId(1));
+    let shards: Vec<u16> = viewers.iter().map(|v| sim.client(*v).shard.0).collect();
+    assert_eq!(shards, [0, 0, 0, 0, 1, 1, 1, 1]);
+    let remote = viewers[4];
     let before = sim.client(publisher).publisher().keyframe_requests.len();
     let asked = sim.now();
     assert!(sim.viewer_request_keyframe(remote));
@@ -57,7 +63,8 @@ fn viewers_on_both_shards_get_everything() {
     // A late viewer on shard 1 starts on a keyframe requested through shard 0.
     sim.run_for(Duration::from_millis(1500));
     let joined = sim.now();
-    let late = sim.add_viewer(ShardId(1), stream);
+    let late = sim.add_viewer(stream);
+    assert_eq!(sim.client(late).shard, ShardId(1), "the late viewer spills");
     let got = sim.run_until_true(Duration::from_secs(1), |s| {
         !s.client(late).received(TrackKind::Video).is_empty()
     });
@@ -95,19 +102,24 @@ fn viewers_on_both_shards_get_everything() {
 }
 
 #[test]
-fn all_viewers_on_the_other_shard() {
+fn all_viewers_on_other_shards() {
+    // One participant per shard: the publisher's shard holds no viewer and relays to three.
     common::init_log();
     let mut sim = Sim::new(SimConfig {
         seed: 17,
-        shards: 2,
+        shards: 4,
+        limits: Limits {
+            affinity: 1,
+            max: 1,
+        },
         ..SimConfig::default()
     });
-    let stream = StreamId(4);
-    let publisher = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    let stream = "s4";
+    let publisher = sim.add_publisher(stream, PublisherConfig::default());
     sim.connect(&[publisher], Duration::from_secs(2));
     sim.run_for(Duration::from_millis(500));
     // Viewers arrive on shard 1 after media started: their first video is a keyframe.
-    let viewers: Vec<_> = (0..3).map(|_| sim.add_viewer(ShardId(1), stream)).collect();
+    let viewers: Vec<_> = (0..3).map(|_| sim.add_viewer(stream)).collect();
     sim.connect(&viewers, Duration::from_secs(2));
     sim.run_for(Duration::from_secs(2));
     sim.set_media(publisher, false);
@@ -122,5 +134,8 @@ fn all_viewers_on_the_other_shard() {
             }
         }
     }
+    let mut shards: Vec<u16> = viewers.iter().map(|v| sim.client(*v).shard.0).collect();
+    shards.sort();
+    assert_eq!(shards, [1, 2, 3]);
     assert_eq!(sim.shard(ShardId(0)).stats().rtp_forwarded, 0);
 }

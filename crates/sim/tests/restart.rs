@@ -6,23 +6,28 @@ mod common;
 
 use std::time::Duration;
 
-use ringcast_core::{ShardEvent, ShardId, StreamId, TrackKind};
+use ringcast_core::control::Refusal;
+use ringcast_core::{ShardEvent, ShardId, TrackKind};
 use ringcast_sim::{ClientId, PublisherConfig, Received, Sim, SimConfig, Tag, check};
 use str0m::IceConnectionState;
 
 const VIEWERS: usize = 5;
 
-fn start() -> (Sim, ClientId, Vec<ClientId>, StreamId) {
+fn start() -> (Sim, ClientId, Vec<ClientId>, &'static str) {
+    start_with(false)
+}
+
+/// A publisher and its viewers, streaming; `replace_publisher` as the control plane is set.
+fn start_with(replace_publisher: bool) -> (Sim, ClientId, Vec<ClientId>, &'static str) {
     common::init_log();
     let mut sim = Sim::new(SimConfig {
         seed: 3,
+        replace_publisher,
         ..SimConfig::default()
     });
-    let stream = StreamId(77);
-    let first = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
-    let viewers: Vec<_> = (0..VIEWERS)
-        .map(|_| sim.add_viewer(ShardId(0), stream))
-        .collect();
+    let stream = "s77";
+    let first = sim.add_publisher(stream, PublisherConfig::default());
+    let viewers: Vec<_> = (0..VIEWERS).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(first);
     sim.connect(&all, Duration::from_secs(2));
@@ -120,7 +125,7 @@ fn publisher_leaves_and_another_takes_over() {
     sim.remove(first).expect("removed");
     sim.run_for(Duration::from_millis(500));
 
-    let second = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    let second = sim.add_publisher(stream, PublisherConfig::default());
     sim.connect(&[second], Duration::from_secs(2));
     sim.run_for(Duration::from_secs(2));
     sim.set_media(second, false);
@@ -160,7 +165,7 @@ fn publisher_vanishes_times_out_and_another_takes_over() {
     );
     assert_eq!(sim.shard(ShardId(0)).stats().publishers, 0);
 
-    let second = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    let second = sim.add_publisher(stream, PublisherConfig::default());
     sim.connect(&[second], Duration::from_secs(2));
     sim.run_for(Duration::from_secs(2));
     sim.set_media(second, false);
@@ -175,13 +180,34 @@ fn publisher_vanishes_times_out_and_another_takes_over() {
 }
 
 #[test]
+fn a_second_publisher_is_refused_unless_replacing_is_on() {
+    let (mut sim, first, _viewers, stream) = start();
+    assert_eq!(
+        sim.try_add_publisher(stream, PublisherConfig::default()),
+        Err(Refusal::PublisherExists(stream.to_string()))
+    );
+    sim.run_for(Duration::from_millis(200));
+    assert!(
+        sim.client(first).is_connected(),
+        "the live publisher was disturbed"
+    );
+    assert_eq!(
+        sim.control().participants(),
+        VIEWERS + 1,
+        "the refusal left a reservation"
+    );
+}
+
+#[test]
 fn a_second_publisher_replaces_the_first() {
-    // AddPublisher for a stream that has one: the shard drops the old one (and tells its
-    // client), viewers switch over without a gap.
-    let (mut sim, first, viewers, stream) = start();
+    // With replace_publisher, a publisher for a stream that has one takes its shard; the shard
+    // drops the old one (and tells its client), viewers switch over without a gap, and the
+    // control plane forgets the old session.
+    let (mut sim, first, viewers, stream) = start_with(true);
+    let old_session = sim.client(first).session;
     sim.set_media(first, false);
     sim.run_for(Duration::from_millis(100));
-    let second = sim.add_publisher(ShardId(0), stream, PublisherConfig::default());
+    let second = sim.add_publisher(stream, PublisherConfig::default());
     sim.connect(&[second], Duration::from_secs(2));
     sim.run_for(Duration::from_secs(1));
     sim.set_media(second, false);
@@ -191,6 +217,8 @@ fn a_second_publisher_replaces_the_first() {
         "the replaced publisher's client was not told"
     );
     assert_eq!(sim.shard(ShardId(0)).stats().publishers, 1);
+    assert!(sim.control().session(old_session).is_none());
+    assert_eq!(sim.control().participants(), VIEWERS + 1);
     assert_never_reconnected(&sim, &viewers);
     for &v in &viewers {
         for kind in TrackKind::ALL {
