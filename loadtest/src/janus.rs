@@ -35,8 +35,10 @@ use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, Mid};
 
+use crate::http;
 use crate::media::VideoCodec;
-use crate::signal::{self, Job, Joined, Negotiation, Role};
+use crate::negotiation::{self, Negotiation};
+use crate::session::{Job, Joined, Role};
 
 /// Publisher bitrate cap of the rooms we create (REMB Janus sends), bits/s: well above the
 /// loadtest's 2.5 Mbit/s default, so Janus never asks our publishers to slow down.
@@ -150,7 +152,7 @@ impl Janus {
             })
             .unwrap_or_default();
         if !created.is_empty() {
-            let agent = signal::agent(self.timeout);
+            let agent = http::agent(self.timeout);
             match self.open(&agent) {
                 Ok(handle) => {
                     for room in created {
@@ -195,9 +197,9 @@ impl Janus {
             .get("id")
             .and_then(Value::as_u64)
             .ok_or("janus videoroom: joined without a feed id")?;
-        let mut rtc = signal::new_rtc(self.negotiation.codec, job.local)?;
+        let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
         let (audio, video, offer, pending) =
-            signal::offer(&mut rtc, Direction::SendOnly, self.negotiation.video)?;
+            negotiation::offer(&mut rtc, Direction::SendOnly, self.negotiation.video)?;
         let (_, jsep) = self.plugin_async(
             agent,
             handle,
@@ -205,12 +207,12 @@ impl Janus {
             Some(jsep_of("offer", &offer.to_sdp_string())),
         )?;
         let sdp = jsep_sdp(jsep.as_ref(), "answer")?;
-        let sdp = signal::reachable_candidates_only(&sdp, &self.base);
+        let sdp = negotiation::reachable_candidates_only(&sdp, &self.base);
         let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|_| "sdp".to_string())?;
-        let pts = signal::publisher_pts(&rtc, audio, video, self.negotiation)?;
+        let pts = negotiation::publisher_pts(&rtc, audio, video, self.negotiation)?;
         if let Ok(mut rooms) = self.state.rooms.lock() {
             rooms.entry(room).or_default().feed = Some(feed);
         }
@@ -250,9 +252,9 @@ impl Janus {
             None,
         )?;
         let sdp = jsep_sdp(jsep.as_ref(), "offer")?;
-        let sdp = signal::reachable_candidates_only(&sdp, &self.base);
+        let sdp = negotiation::reachable_candidates_only(&sdp, &self.base);
         let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
-        let mut rtc = signal::new_rtc(self.negotiation.codec, job.local)?;
+        let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -407,12 +409,12 @@ impl Janus {
     fn wait_event(&self, session: u64, transaction: &str) -> Result<Value, String> {
         let deadline = Instant::now() + self.timeout;
         // One long poll lasts up to 30 s on Janus's side; ours ends at the deadline.
-        let poll = signal::agent(self.timeout);
+        let poll = http::agent(self.timeout);
         let mut rid = 0u64;
         while Instant::now() < deadline {
             rid += 1;
             let url = format!("{}/{session}?maxev=10&rid={rid}", self.base);
-            let mut response = poll.get(&url).call().map_err(|e| signal::http_cause(&e))?;
+            let mut response = poll.get(&url).call().map_err(|e| http::cause(&e))?;
             let status = response.status().as_u16();
             if status != 200 {
                 return Err(format!("janus http {status}"));
@@ -420,7 +422,7 @@ impl Janus {
             let text = response
                 .body_mut()
                 .read_to_string()
-                .map_err(|e| signal::http_cause(&e))?;
+                .map_err(|e| http::cause(&e))?;
             let events: Value =
                 serde_json::from_str(&text).map_err(|_| "janus: bad JSON".to_string())?;
             let events = match events {
@@ -470,7 +472,7 @@ pub fn room_id(stream: &str) -> u64 {
 
 /// Send `keepalive` to every open session every [`KEEPALIVE_EVERY`] until told to stop.
 fn keepalive_loop(state: &State, base: &str) {
-    let agent = signal::agent(Duration::from_secs(2));
+    let agent = http::agent(Duration::from_secs(2));
     let mut next = Instant::now() + KEEPALIVE_EVERY;
     while !state.stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -498,7 +500,7 @@ fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Result<Value, String> {
         .post(url)
         .header("Content-Type", "application/json")
         .send(body.to_string())
-        .map_err(|e| signal::http_cause(&e))?;
+        .map_err(|e| http::cause(&e))?;
     let status = response.status().as_u16();
     if status != 200 {
         return Err(format!("janus http {status}"));
@@ -506,7 +508,7 @@ fn post(agent: &ureq::Agent, url: &str, body: &Value) -> Result<Value, String> {
     let text = response
         .body_mut()
         .read_to_string()
-        .map_err(|e| signal::http_cause(&e))?;
+        .map_err(|e| http::cause(&e))?;
     serde_json::from_str(&text).map_err(|_| "janus: bad JSON".to_string())
 }
 

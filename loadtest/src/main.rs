@@ -8,13 +8,17 @@
 //! (`--target janus`, see [`janus`]).
 #![forbid(unsafe_code)]
 
+mod http;
 mod janus;
 mod media;
+mod negotiation;
 mod procfs;
 mod report;
+mod session;
 mod signal;
 mod stats;
 mod swarm;
+mod tally;
 mod units;
 mod worker;
 
@@ -232,7 +236,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             common.url
         ));
     }
-    if signal::host_of(&common.url).is_none() {
+    if http::host_of(&common.url).is_none() {
         return Err(format!("--url {:?}: no host", common.url));
     }
     if common.keyframe_interval < Duration::from_millis(100) {

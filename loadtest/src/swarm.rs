@@ -2,9 +2,8 @@
 //! prints a progress line each second, measures the window after warm-up and assembles the
 //! [`Summary`].
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,10 +12,14 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use ringcast_net::{EngineOptions, Notifier};
 
+use crate::http;
+use crate::negotiation::Negotiation;
 use crate::procfs::Process;
-use crate::signal::{self, Job, Negotiation, Role, Signaller, Target};
+use crate::session::{Job, Role};
+use crate::signal::{Signaller, Target};
 use crate::stats;
 use crate::summary::{Counts, ServerFigures, Summary, Tick};
+use crate::tally::{Tally, Totals};
 use crate::worker::{Command, MediaPlan, Worker};
 
 /// Everything a run needs to know.
@@ -56,154 +59,6 @@ pub struct Plan {
     pub media: MediaPlan,
 }
 
-/// Counters one worker publishes (cumulative).
-#[derive(Debug, Default)]
-pub struct WorkerCounters {
-    /// Media packets written by publishers.
-    pub sent: AtomicU64,
-    /// Media packets received by viewers.
-    pub received: AtomicU64,
-    /// Bytes received by viewers (payload + RTP header).
-    pub bytes: AtomicU64,
-    /// Packets expected by viewers.
-    pub expected: AtomicU64,
-    /// Duplicates.
-    pub duplicates: AtomicU64,
-    /// Reorders.
-    pub reorders: AtomicU64,
-    /// Payloads that failed verification.
-    pub corrupt: AtomicU64,
-}
-
-/// State shared by the coordinator, the workers and the signalling threads.
-#[derive(Debug)]
-pub struct Shared {
-    /// One per worker.
-    pub workers: Vec<WorkerCounters>,
-    /// Latency samples (µs) not yet taken by the coordinator.
-    pub latency: Mutex<Histogram<u64>>,
-    errors: Mutex<BTreeMap<String, u64>>,
-    joins_ms: Mutex<Vec<f64>>,
-    locations: Mutex<Vec<String>>,
-    publishers_connected: AtomicUsize,
-    publishers_failed: AtomicUsize,
-    viewers_connected: AtomicUsize,
-    viewers_failed: AtomicUsize,
-    /// Sessions with media flowing now (connected minus stalled or gone).
-    active: AtomicUsize,
-}
-
-impl Shared {
-    fn new(workers: usize) -> Self {
-        Shared {
-            workers: (0..workers).map(|_| WorkerCounters::default()).collect(),
-            latency: Mutex::new(stats::histogram()),
-            errors: Mutex::default(),
-            joins_ms: Mutex::default(),
-            locations: Mutex::default(),
-            publishers_connected: AtomicUsize::new(0),
-            publishers_failed: AtomicUsize::new(0),
-            viewers_connected: AtomicUsize::new(0),
-            viewers_failed: AtomicUsize::new(0),
-            active: AtomicUsize::new(0),
-        }
-    }
-
-    /// Count an error by cause.
-    pub fn error(&self, cause: &str) {
-        if let Ok(mut errors) = self.errors.lock() {
-            *errors.entry(cause.to_string()).or_default() += 1;
-        }
-    }
-
-    /// A session that never got media failed.
-    pub fn fail(&self, publisher: bool, cause: &str) {
-        self.error(cause);
-        if publisher {
-            self.publishers_failed.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.viewers_failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// A session got media flowing.
-    pub fn connected(&self, publisher: bool) {
-        if publisher {
-            self.publishers_connected.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.viewers_connected.fetch_add(1, Ordering::Relaxed);
-        }
-        self.active.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A connected session stopped getting media (or was dropped).
-    pub fn lost_active(&self, _publisher: bool) {
-        let _ = self
-            .active
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |a| a.checked_sub(1));
-    }
-
-    /// A stalled session gets media again.
-    pub fn regained_active(&self) {
-        self.active.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A viewer's join time.
-    pub fn joined(&self, ms: f64) {
-        if let Ok(mut joins) = self.joins_ms.lock() {
-            joins.push(ms);
-        }
-    }
-
-    fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for w in &self.workers {
-            t.sent += w.sent.load(Ordering::Relaxed);
-            t.received += w.received.load(Ordering::Relaxed);
-            t.bytes += w.bytes.load(Ordering::Relaxed);
-            t.expected += w.expected.load(Ordering::Relaxed);
-            t.duplicates += w.duplicates.load(Ordering::Relaxed);
-            t.reorders += w.reorders.load(Ordering::Relaxed);
-            t.corrupt += w.corrupt.load(Ordering::Relaxed);
-        }
-        t
-    }
-
-    fn take_latency(&self) -> Histogram<u64> {
-        let mut out = stats::histogram();
-        if let Ok(mut h) = self.latency.lock() {
-            let _ = out.add(&*h);
-            h.reset();
-        }
-        out
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Totals {
-    sent: u64,
-    received: u64,
-    bytes: u64,
-    expected: u64,
-    duplicates: u64,
-    reorders: u64,
-    corrupt: u64,
-}
-
-impl Totals {
-    fn since(self, before: Totals) -> Totals {
-        Totals {
-            sent: self.sent.saturating_sub(before.sent),
-            received: self.received.saturating_sub(before.received),
-            bytes: self.bytes.saturating_sub(before.bytes),
-            expected: self.expected.saturating_sub(before.expected),
-            duplicates: self.duplicates.saturating_sub(before.duplicates),
-            reorders: self.reorders.saturating_sub(before.reorders),
-            corrupt: self.corrupt.saturating_sub(before.corrupt),
-        }
-    }
-}
-
 /// A snapshot at the start of the measured window.
 #[derive(Debug, Clone, Copy)]
 struct Mark {
@@ -235,7 +90,7 @@ pub fn session_ip(range: (Ipv4Addr, u8), index: usize) -> Option<Ipv4Addr> {
 
 /// Run the plan; `interrupted` ends it early (Ctrl-C) with the summary so far.
 pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
-    let range = match (plan.source_range, signal::loopback_url(&plan.url)) {
+    let range = match (plan.source_range, http::loopback_url(&plan.url)) {
         (Some(r), _) => r,
         (None, true) => LOOPBACK_RANGE,
         (None, false) => anyhow::bail!(
@@ -263,7 +118,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         anyhow::bail!("--server-pid {pid}: no such process (cannot read /proc/{pid})");
     }
 
-    let shared = Arc::new(Shared::new(plan.threads));
+    let tally = Arc::new(Tally::new(plan.threads));
     let media = Arc::new(plan.media.clone());
     let mut workers = Vec::with_capacity(plan.threads);
     for index in 0..plan.threads {
@@ -280,7 +135,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         )?;
         let port = engine.local_addr().port();
         let (mailbox, inbox) = mpsc::channel();
-        let mut worker = Worker::new(index, shared.clone(), media.clone(), inbox);
+        let mut worker = Worker::new(index, tally.clone(), media.clone(), inbox);
         let thread = std::thread::Builder::new()
             .name(format!("media-{index}"))
             .spawn(move || {
@@ -316,11 +171,11 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let job_queue = Arc::new(Mutex::new(job_queue));
     let signallers: Vec<JoinHandle<()>> = (0..plan.signal_threads.max(1))
         .map(|i| {
-            let (queue, shared, routes) = (job_queue.clone(), shared.clone(), routes.clone());
+            let (queue, tally, routes) = (job_queue.clone(), tally.clone(), routes.clone());
             let (signaller, timeout) = (signaller.clone(), plan.http_timeout);
             std::thread::Builder::new()
                 .name(format!("signal-{i}"))
-                .spawn(move || signal_loop(&queue, &shared, &routes, &signaller, timeout))
+                .spawn(move || signal_loop(&queue, &tally, &routes, &signaller, timeout))
                 .expect("spawn signalling thread")
         })
         .collect();
@@ -343,7 +198,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let tick = |progress: &mut Progress,
                 timeline: &mut Vec<Tick>,
                 measured: Option<&mut Histogram<u64>>| {
-        let t = progress.tick(&shared, plan.streams * plan.viewers_per_stream, measured);
+        let t = progress.tick(&tally, plan.streams * plan.viewers_per_stream, measured);
         timeline.push(t);
     };
     let mut measured_latency = stats::histogram();
@@ -365,8 +220,8 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     }
     let publishers_up = t0 + Duration::from_secs(10);
     while !interrupted.load(Ordering::Relaxed) && Instant::now() < publishers_up {
-        let done = shared.publishers_connected.load(Ordering::Relaxed)
-            + shared.publishers_failed.load(Ordering::Relaxed);
+        let done = tally.publishers_connected.load(Ordering::Relaxed)
+            + tally.publishers_failed.load(Ordering::Relaxed);
         if done >= plan.streams {
             break;
         }
@@ -402,10 +257,10 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
             && now >= at
         {
             measuring = true;
-            let _ = shared.take_latency();
+            let _ = tally.take_latency();
             mark = Mark {
                 at: now,
-                totals: shared.totals(),
+                totals: tally.totals(),
                 server_cpu: server.and_then(|s| s.cpu()),
                 self_cpu: Process::Current.cpu().unwrap_or_default(),
             };
@@ -420,13 +275,13 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         std::thread::sleep(Duration::from_millis(2));
     }
     let window_end = Instant::now();
-    let totals = shared.totals();
+    let totals = tally.totals();
     let server_cpu1 = server.and_then(|s| s.cpu());
     let server_rss1 = server.and_then(|s| s.rss_kib());
     let self_cpu1 = Process::Current.cpu().unwrap_or_default();
     // The last partial second goes into the measured latency too; interrupted before the
     // window opened, everything so far counts.
-    let _ = measured_latency.add(shared.take_latency());
+    let _ = measured_latency.add(tally.take_latency());
     if !measuring {
         let _ = measured_latency.add(&progress.all_latency);
     }
@@ -441,7 +296,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         let _ = w.thread.join();
     }
     let elapsed = t0.elapsed();
-    let locations = shared
+    let locations = tally
         .locations
         .lock()
         .map(|l| l.clone())
@@ -453,20 +308,16 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
 
     let window = Totals::since(totals, mark.totals);
     let measured_s = window_end.saturating_duration_since(mark.at).as_secs_f64();
-    let joins_ms = shared
-        .joins_ms
-        .lock()
-        .map(|j| j.clone())
-        .unwrap_or_default();
+    let joins_ms = tally.joins_ms.lock().map(|j| j.clone()).unwrap_or_default();
     let viewers = Counts {
         requested: viewers_total,
-        connected: shared.viewers_connected.load(Ordering::Relaxed),
-        failed: shared.viewers_failed.load(Ordering::Relaxed),
+        connected: tally.viewers_connected.load(Ordering::Relaxed),
+        failed: tally.viewers_failed.load(Ordering::Relaxed),
     };
     let publishers = Counts {
         requested: plan.streams,
-        connected: shared.publishers_connected.load(Ordering::Relaxed),
-        failed: shared.publishers_failed.load(Ordering::Relaxed),
+        connected: tally.publishers_connected.load(Ordering::Relaxed),
+        failed: tally.publishers_failed.load(Ordering::Relaxed),
     };
     // Over the measured window (joins and warm-up excluded), like the server's figures.
     let self_cpu = self_cpu1.saturating_sub(mark.self_cpu).as_secs_f64();
@@ -504,7 +355,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
             })
         }
         (Some(pid), _, _) => {
-            shared.error("server gone");
+            tally.error("server gone");
             Some(ServerFigures {
                 pid,
                 ..ServerFigures::default()
@@ -512,7 +363,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         }
         _ => None,
     };
-    let errors = shared.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let errors = tally.errors.lock().map(|e| e.clone()).unwrap_or_default();
     Ok(Summary {
         scenario: plan.scenario.clone(),
         target: plan.url.clone(),
@@ -549,12 +400,12 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
 /// A signalling thread: open sessions until the job queue closes.
 fn signal_loop(
     queue: &Mutex<mpsc::Receiver<Job>>,
-    shared: &Shared,
+    tally: &Tally,
     routes: &[(Sender<Command>, Notifier)],
     signaller: &Signaller,
     timeout: Duration,
 ) {
-    let agent = signal::agent(timeout);
+    let agent = http::agent(timeout);
     loop {
         let job = match queue.lock() {
             Ok(queue) => match queue.recv() {
@@ -567,7 +418,7 @@ fn signal_loop(
         let worker = job.worker;
         match signaller.join(&agent, job) {
             Ok(joined) => {
-                if let Ok(mut l) = shared.locations.lock() {
+                if let Ok(mut l) = tally.locations.lock() {
                     l.push(joined.location.clone());
                 }
                 let (mailbox, notifier) = &routes[worker];
@@ -576,7 +427,7 @@ fn signal_loop(
                 }
                 notifier.notify();
             }
-            Err(cause) => shared.fail(publisher, &cause),
+            Err(cause) => tally.fail(publisher, &cause),
         }
     }
 }
@@ -591,7 +442,7 @@ fn leave_all(signaller: &Signaller, locations: &[String], threads: usize) {
     std::thread::scope(|scope| {
         for part in locations.chunks(chunk) {
             scope.spawn(move || {
-                let agent = signal::agent(Duration::from_secs(1));
+                let agent = http::agent(Duration::from_secs(1));
                 for location in part {
                     if Instant::now() > deadline {
                         return;
@@ -632,12 +483,12 @@ impl Progress {
 
     fn tick(
         &mut self,
-        shared: &Shared,
+        tally: &Tally,
         viewers: usize,
         measured: Option<&mut Histogram<u64>>,
     ) -> Tick {
         let now = Instant::now();
-        let totals = shared.totals();
+        let totals = tally.totals();
         let d = totals.since(self.last);
         let dt = now
             .saturating_duration_since(self.last_at)
@@ -645,7 +496,7 @@ impl Progress {
             .max(1e-9);
         self.last = totals;
         self.last_at = now;
-        let latency = shared.take_latency();
+        let latency = tally.take_latency();
         let p99_ms = if latency.is_empty() {
             0.0
         } else {
@@ -658,9 +509,9 @@ impl Progress {
         }
         let tick = Tick {
             t_s: now.saturating_duration_since(self.t0).as_secs_f64(),
-            connected: shared.active.load(Ordering::Relaxed),
-            failed: shared.viewers_failed.load(Ordering::Relaxed)
-                + shared.publishers_failed.load(Ordering::Relaxed),
+            connected: tally.active.load(Ordering::Relaxed),
+            failed: tally.viewers_failed.load(Ordering::Relaxed)
+                + tally.publishers_failed.load(Ordering::Relaxed),
             pps_out: d.sent as f64 / dt,
             pps_in: d.received as f64 / dt,
             loss_pct: stats::loss_pct(d.expected, d.received),
@@ -669,12 +520,12 @@ impl Progress {
         eprintln!(
             "[{:>5.1}s] viewers {}/{} connected, {} failed | publishers {}/{} | pps out {:.0} in {:.0} | loss {:.2}% | p99 {:.1} ms",
             tick.t_s,
-            shared.viewers_connected.load(Ordering::Relaxed),
+            tally.viewers_connected.load(Ordering::Relaxed),
             viewers,
-            shared.viewers_failed.load(Ordering::Relaxed),
-            shared.publishers_connected.load(Ordering::Relaxed),
-            shared.publishers_connected.load(Ordering::Relaxed)
-                + shared.publishers_failed.load(Ordering::Relaxed),
+            tally.viewers_failed.load(Ordering::Relaxed),
+            tally.publishers_connected.load(Ordering::Relaxed),
+            tally.publishers_connected.load(Ordering::Relaxed)
+                + tally.publishers_failed.load(Ordering::Relaxed),
             tick.pps_out,
             tick.pps_in,
             tick.loss_pct,

@@ -23,9 +23,9 @@ use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::media::{self, Packetizer, VideoCodec};
-use crate::signal::{Joined, Role};
+use crate::session::{Joined, Role};
 use crate::stats::{self, SeqTracker};
-use crate::swarm::Shared;
+use crate::tally::Tally;
 
 /// What the coordinator tells a worker.
 #[derive(Debug)]
@@ -65,7 +65,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(500);
 /// The driver of one worker's engine.
 pub struct Worker {
     index: usize,
-    shared: Arc<Shared>,
+    tally: Arc<Tally>,
     plan: Arc<MediaPlan>,
     mailbox: Receiver<Command>,
     peers: Vec<Option<Peer>>,
@@ -137,14 +137,14 @@ impl Worker {
     /// A worker that takes sessions from `mailbox`.
     pub fn new(
         index: usize,
-        shared: Arc<Shared>,
+        tally: Arc<Tally>,
         plan: Arc<MediaPlan>,
         mailbox: Receiver<Command>,
     ) -> Self {
         let now = Instant::now();
         Worker {
             index,
-            shared,
+            tally,
             plan,
             mailbox,
             peers: Vec::new(),
@@ -221,12 +221,12 @@ impl Worker {
             self.free.push(slot);
             let publisher = matches!(peer.kind, Kind::Publisher(_));
             if peer.connected && !peer.stalled {
-                self.shared.lost_active(publisher);
+                self.tally.lost_active(publisher);
             }
             if !peer.connected {
-                self.shared.fail(publisher, cause);
+                self.tally.fail(publisher, cause);
             } else {
-                self.shared.error(cause);
+                self.tally.error(cause);
             }
         }
     }
@@ -251,7 +251,7 @@ impl Worker {
         let mut ctx = Ctx {
             counters: &mut self.counters,
             latency: &mut self.latency,
-            shared: &self.shared,
+            tally: &self.tally,
             plan: &self.plan,
         };
         if let Err(cause) = peer.drain(&mut ctx, now, tx) {
@@ -305,11 +305,11 @@ impl Worker {
                 let silent = now.saturating_duration_since(last) > self.plan.stall_after;
                 if silent && !peer.stalled {
                     peer.stalled = true;
-                    self.shared.error("media stalled");
-                    self.shared.lost_active(false);
+                    self.tally.error("media stalled");
+                    self.tally.lost_active(false);
                 } else if !silent && peer.stalled {
                     peer.stalled = false;
-                    self.shared.regained_active();
+                    self.tally.regained_active();
                 }
             }
         }
@@ -317,7 +317,7 @@ impl Worker {
 
     /// Publish counters and the latency samples taken since the last flush.
     fn flush(&mut self) {
-        let c = &self.shared.workers[self.index];
+        let c = &self.tally.workers[self.index];
         c.sent.store(self.counters.sent, Ordering::Relaxed);
         c.received.store(self.counters.received, Ordering::Relaxed);
         c.bytes.store(self.counters.bytes, Ordering::Relaxed);
@@ -327,8 +327,8 @@ impl Worker {
         c.reorders.store(self.counters.reorders, Ordering::Relaxed);
         c.corrupt.store(self.counters.corrupt, Ordering::Relaxed);
         if !self.latency.is_empty() {
-            if let Ok(mut shared) = self.shared.latency.lock() {
-                let _ = shared.add(&self.latency);
+            if let Ok(mut tallied) = self.tally.latency.lock() {
+                let _ = tallied.add(&self.latency);
             }
             self.latency.reset();
         }
@@ -372,7 +372,7 @@ impl Driver for Worker {
             let mut ctx = Ctx {
                 counters: &mut self.counters,
                 latency: &mut self.latency,
-                shared: &self.shared,
+                tally: &self.tally,
                 plan: &self.plan,
             };
             // Payload bytes: the datagram less the fixed header and the SRTP tag.
@@ -457,7 +457,7 @@ impl Driver for Worker {
 struct Ctx<'a> {
     counters: &'a mut Counters,
     latency: &'a mut Histogram<u64>,
-    shared: &'a Shared,
+    tally: &'a Tally,
     plan: &'a MediaPlan,
 }
 
@@ -481,9 +481,9 @@ impl Peer {
         };
         if !self.connected {
             self.connected = true;
-            ctx.shared.connected(false);
+            ctx.tally.connected(false);
             let join = arrived.saturating_duration_since(self.posted);
-            ctx.shared.joined(join.as_secs_f64() * 1000.0);
+            ctx.tally.joined(join.as_secs_f64() * 1000.0);
         }
         viewer.last_media = Some(now);
         let index = match viewer.streams.iter().position(|(s, _)| *s == ssrc) {
@@ -590,7 +590,7 @@ impl Peer {
                 self.dtls_ok = true;
                 if let Kind::Publisher(p) = &mut self.kind {
                     self.connected = true;
-                    ctx.shared.connected(true);
+                    ctx.tally.connected(true);
                     p.next_audio = now;
                     p.next_video = now;
                 }

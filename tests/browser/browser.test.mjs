@@ -2,7 +2,8 @@
 // page plays it over WHEP (watch.html), through a real ringcast server on 127.0.0.1.
 //
 // Run from the repository root:  node --test tests/browser/
-// Env: RINGCAST_BIN (default target/debug/ringcast), CHROMIUM (default /usr/bin/chromium).
+// Env: RINGCAST_BIN (default $CARGO_TARGET_DIR/debug/ringcast, else target/debug/ringcast),
+// CHROMIUM (default /usr/bin/chromium).
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -15,7 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = path.resolve(ROOT, process.env.RINGCAST_BIN || 'target/debug/ringcast');
+const TARGET_DIR = process.env.CARGO_TARGET_DIR || 'target';
+const BIN = path.resolve(ROOT, process.env.RINGCAST_BIN || path.join(TARGET_DIR, 'debug', 'ringcast'));
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless',

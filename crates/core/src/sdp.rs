@@ -404,8 +404,8 @@ impl SdpFragment {
 mod tests {
     use super::*;
 
-    const CHROMIUM: &str = include_str!("../../../../shared/fixtures/sdp/chromium-whip.sdp");
-    const FFMPEG: &str = include_str!("../../../../shared/fixtures/sdp/ffmpeg9-whip.sdp");
+    const CHROMIUM: &str = include_str!("../../../tests/fixtures/sdp/chromium-whip.sdp");
+    const FFMPEG: &str = include_str!("../../../tests/fixtures/sdp/ffmpeg9-whip.sdp");
 
     #[test]
     fn chromium_offer_picks_first_codecs() {

@@ -18,8 +18,8 @@ use ringcast_net::EngineOptions;
 use str0m::media::{Direction, MediaKind};
 use tower::ServiceExt;
 
-const CHROMIUM_FILE: &str = include_str!("../../../../shared/fixtures/sdp/chromium-whip.sdp");
-const FFMPEG_FILE: &str = include_str!("../../../../shared/fixtures/sdp/ffmpeg9-whip.sdp");
+const CHROMIUM_FILE: &str = include_str!("../../../tests/fixtures/sdp/chromium-whip.sdp");
+const FFMPEG_FILE: &str = include_str!("../../../tests/fixtures/sdp/ffmpeg9-whip.sdp");
 
 /// A fixture file holds the client's offer, then "---- answer ----".
 fn offer_of(file: &str) -> String {
