@@ -631,11 +631,13 @@ mod tests {
             &[
                 ("RINGCAST_LOG_LEVEL", "ringcast_core=debug,info"),
                 ("RINGCAST_HTTP_CORS_ORIGIN", "\"https://example.org\""),
+                ("RINGCAST_WHIP_REPLACE_PUBLISHER", "true"),
             ],
         )
         .unwrap();
         assert_eq!(config.log.level, "ringcast_core=debug,info");
         assert_eq!(config.http.cors_origin, "https://example.org");
+        assert!(config.whip.replace_publisher);
         assert_eq!(
             load(None, &[("RINGCAST_LOG_LEVEL", "5")])
                 .unwrap()

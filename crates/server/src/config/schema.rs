@@ -17,6 +17,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[media]`: the shards and their UDP sockets.
     pub media: MediaConfig,
+    /// `[whip]`: ingest.
+    pub whip: WhipConfig,
     /// `[whep]`: playback.
     pub whep: WhepConfig,
     /// `[[ice_servers]]`: STUN/TURN servers announced to clients; none by default.
@@ -66,6 +68,10 @@ pub struct MediaConfig {
     pub pin_threads: bool,
     /// Most participants on one shard; at least 1.
     pub max_participants_per_shard: usize,
+    /// A stream's viewers join its publisher's shard while that shard holds fewer than this
+    /// many participants, then spill to the least-loaded shard (one relay copy of the stream
+    /// there); at least 1, at most `max_participants_per_shard`.
+    pub affinity_limit: usize,
     /// Keyframe requests to one publisher track are merged to at most one per this many
     /// milliseconds; at least 100.
     pub keyframe_interval_ms: u64,
@@ -90,6 +96,19 @@ pub enum EngineChoice {
     Uring,
     /// epoll.
     Epoll,
+}
+
+/// `[whip]`: ingest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhipConfig {
+    /// A WHIP POST for a stream that already has a live publisher replaces it (the old
+    /// session ends, viewers stay and switch over) instead of getting 409.
+    #[allow(
+        dead_code,
+        reason = "read by the new control plane once main.rs wires it"
+    )]
+    pub replace_publisher: bool,
 }
 
 /// `[whep]`: playback.
@@ -156,10 +175,12 @@ mod tests {
         assert!(!config.media.uring_sqpoll && !config.media.uring_zero_copy);
         assert!(config.media.pin_threads);
         assert_eq!(config.media.max_participants_per_shard, 1000);
+        assert_eq!(config.media.affinity_limit, 500);
         assert_eq!(config.media.keyframe_interval_ms, 1000);
         assert!(config.media.announce.is_empty());
         assert!(config.media.advertise_loopback);
         assert!(!config.media.allow_ipv6);
+        assert!(!config.whip.replace_publisher);
         assert_eq!(config.whep.retry_after_secs, 2);
         assert!(config.ice_servers.is_empty());
         assert!(config.streams.is_empty());
