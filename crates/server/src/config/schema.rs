@@ -1,0 +1,221 @@
+//! The schema: one serde struct per section of `config/ringcast.toml`.
+//!
+//! The compiled-in file ([`DEFAULT_CONFIG`](super::DEFAULT_CONFIG)) is the only source of
+//! default values: these types have no `Default` of their own that could drift from it, and
+//! `deny_unknown_fields` everywhere makes a misspelt key an error.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[http]`: the control plane.
+    pub http: HttpConfig,
+    /// `[media]`: the shards and their UDP sockets.
+    pub media: MediaConfig,
+    /// `[whip]`: ingest.
+    pub whip: WhipConfig,
+    /// `[whep]`: playback.
+    pub whep: WhepConfig,
+    /// `[[ice_servers]]`: STUN/TURN servers announced to clients; none by default.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+    /// `[streams."name"]`: per-stream settings (tokens); none by default.
+    #[serde(default)]
+    pub streams: BTreeMap<String, StreamConfig>,
+    /// `[log]`: logging.
+    pub log: LogConfig,
+}
+
+/// `[http]`: the HTTP server (WHIP/WHEP signalling, demo pages, metrics).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address and port the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Value of `Access-Control-Allow-Origin`; never empty.
+    pub cors_origin: String,
+    /// Largest accepted request body in bytes; larger requests get 413.
+    pub max_body_bytes: usize,
+}
+
+/// `[media]`: the shards, their sockets and what they advertise.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Number of shards; 0 = one per CPU core (see [`Config::shard_count`]).
+    pub shards: usize,
+    /// Address the shard sockets bind to.
+    pub bind: IpAddr,
+    /// UDP port of shard 0; shard `i` listens on `port_base + i`.
+    pub port_base: u16,
+    /// Which I/O engine runs the shards.
+    pub engine: EngineChoice,
+    /// Send a frame's equal-size packets to one viewer as one segmented send (UDP GSO) when
+    /// the kernel allows it.
+    pub gso: bool,
+    /// Ask the kernel for coalesced receives (UDP GRO).
+    pub gro: bool,
+    /// io_uring: a kernel thread polls the submission queue (SQPOLL).
+    pub uring_sqpoll: bool,
+    /// io_uring: zero-copy sends.
+    pub uring_zero_copy: bool,
+    /// Pin shard `i` to CPU core `i`.
+    pub pin_threads: bool,
+    /// Most participants on one shard; at least 1.
+    pub max_participants_per_shard: usize,
+    /// A stream's viewers join its publisher's shard while that shard holds fewer than this
+    /// many participants, then spill to the least-loaded shard (one relay copy of the stream
+    /// there); at least 1, at most `max_participants_per_shard`.
+    pub affinity_limit: usize,
+    /// Keyframe requests to one publisher track are merged to at most one per this many
+    /// milliseconds; at least 100.
+    pub keyframe_interval_ms: u64,
+    /// A session not connected (ICE + DTLS) this many milliseconds after its answer is
+    /// removed; at least 1000.
+    pub connect_timeout_ms: u64,
+    /// Addresses advertised instead of the local ones (1:1 NAT); empty = the local addresses.
+    pub announce: Vec<IpAddr>,
+    /// Advertise the loopback addresses among the local ones (clients on the same host).
+    pub advertise_loopback: bool,
+    /// Advertise IPv6 local addresses too.
+    pub allow_ipv6: bool,
+}
+
+/// `media.engine`: the I/O engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// The best one the kernel allows.
+    Auto,
+    /// io_uring; the server refuses to start if the kernel does not allow it.
+    Uring,
+    /// epoll.
+    Epoll,
+}
+
+/// `[whip]`: ingest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhipConfig {
+    /// A WHIP POST for a stream that already has a live publisher replaces it (the old
+    /// session ends, viewers stay and switch over) instead of getting 409.
+    #[allow(
+        dead_code,
+        reason = "read by the new control plane once main.rs wires it"
+    )]
+    pub replace_publisher: bool,
+}
+
+/// `[whep]`: playback.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhepConfig {
+    /// `Retry-After` seconds on the 409 answered when a stream has no publisher yet.
+    pub retry_after_secs: u32,
+}
+
+/// One `[[ice_servers]]` entry: a STUN or TURN server announced to clients in `Link` headers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs; at least one.
+    pub urls: Vec<String>,
+    /// Username, for TURN.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Credential (password), for TURN.
+    #[serde(default)]
+    pub credential: Option<String>,
+}
+
+/// One `[streams."name"]` entry. A stream without an entry needs no token.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Bearer token required to publish (WHIP): the stream key; `None` = anyone may publish.
+    #[serde(default)]
+    pub publish_token: Option<String>,
+    /// Bearer token required to play (WHEP); `None` = anyone may play.
+    #[serde(default)]
+    pub view_token: Option<String>,
+}
+
+/// `[log]`: logging.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter; `RUST_LOG` replaces it when set.
+    pub level: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::config::DEFAULT_CONFIG;
+    use crate::config::testing::load;
+
+    #[test]
+    fn the_default_loads_with_the_documented_values() {
+        let config = Config::from_default();
+        assert_eq!(config.http.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.http.cors_origin, "*");
+        assert_eq!(config.http.max_body_bytes, 65536);
+        assert_eq!(config.media.shards, 0);
+        assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(config.media.port_base, 50000);
+        assert_eq!(config.media.engine, EngineChoice::Auto);
+        assert!(config.media.gso && !config.media.gro);
+        assert!(!config.media.uring_sqpoll && !config.media.uring_zero_copy);
+        assert!(config.media.pin_threads);
+        assert_eq!(config.media.max_participants_per_shard, 1000);
+        assert_eq!(config.media.affinity_limit, 500);
+        assert_eq!(config.media.keyframe_interval_ms, 1000);
+        assert!(config.media.announce.is_empty());
+        assert!(config.media.advertise_loopback);
+        assert!(!config.media.allow_ipv6);
+        assert!(!config.whip.replace_publisher);
+        assert_eq!(config.whep.retry_after_secs, 2);
+        assert!(config.ice_servers.is_empty());
+        assert!(config.streams.is_empty());
+        assert_eq!(config.log.level, "info");
+        assert!(config.shard_count() >= 1);
+        assert_eq!(Config::load(None, Vec::new()).unwrap(), config);
+    }
+
+    #[test]
+    fn the_commented_examples_of_the_default_file_load_when_uncommented() {
+        // What an operator does with `--print-default-config`: uncomment the examples.
+        let text: String = DEFAULT_CONFIG
+            .lines()
+            .map(|line| {
+                let example = [
+                    "# [",
+                    "# urls",
+                    "# username",
+                    "# credential",
+                    "# publish",
+                    "# view",
+                ];
+                if example.iter().any(|e| line.starts_with(e)) {
+                    &line[2..]
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let config = load(Some(&text), &[]).unwrap();
+        assert_eq!(config.ice_servers.len(), 1);
+        assert_eq!(config.ice_servers[0].username.as_deref(), Some("user"));
+        let demo = &config.streams["demo"];
+        assert_eq!(demo.publish_token.as_deref(), Some("change-me"));
+        assert_eq!(demo.view_token.as_deref(), Some("change-me-too"));
+    }
+}

@@ -1,0 +1,288 @@
+//! Validation: what the types cannot say. Each error names the key, its value and who set it.
+
+use super::layers::{KeyPath, Layers};
+use super::{Config, ConfigError, MAX_SHARDS, Origin};
+
+/// Checks `config`, as loaded from `layers`; the first problem found is the error.
+pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError> {
+    let invalid = |path: KeyPath, value: String, reason: String| ConfigError::InvalidValue {
+        origin: layers.origin(&path),
+        key: path.to_string(),
+        value,
+        reason,
+    };
+    let http = &config.http;
+    if http.cors_origin.is_empty() || http.cors_origin.chars().any(char::is_control) {
+        return Err(invalid(
+            KeyPath::of(&["http", "cors_origin"]),
+            http.cors_origin.clone(),
+            "expected an origin such as \"*\" or \"https://example.org\"".into(),
+        ));
+    }
+    let media = &config.media;
+    if media.shards > MAX_SHARDS {
+        return Err(invalid(
+            KeyPath::of(&["media", "shards"]),
+            media.shards.to_string(),
+            format!("expected at most {MAX_SHARDS} (0 = one per core)"),
+        ));
+    }
+    if media.max_participants_per_shard == 0 {
+        return Err(invalid(
+            KeyPath::of(&["media", "max_participants_per_shard"]),
+            "0".into(),
+            "expected at least 1".into(),
+        ));
+    }
+    if media.affinity_limit == 0 {
+        return Err(invalid(
+            KeyPath::of(&["media", "affinity_limit"]),
+            "0".into(),
+            "expected at least 1".into(),
+        ));
+    }
+    if media.affinity_limit > media.max_participants_per_shard {
+        let limit_path = KeyPath::of(&["media", "affinity_limit"]);
+        let max_path = KeyPath::of(&["media", "max_participants_per_shard"]);
+        // Blame the key the user set, the limit when both or neither were.
+        return Err(
+            if layers.origin(&max_path) != Origin::Default
+                && layers.origin(&limit_path) == Origin::Default
+            {
+                invalid(
+                    max_path,
+                    media.max_participants_per_shard.to_string(),
+                    format!(
+                        "expected at least {} (`media.affinity_limit`), or lower \
+                         `media.affinity_limit` too",
+                        media.affinity_limit
+                    ),
+                )
+            } else {
+                invalid(
+                    limit_path,
+                    media.affinity_limit.to_string(),
+                    format!(
+                        "expected at most {} (`media.max_participants_per_shard`)",
+                        media.max_participants_per_shard
+                    ),
+                )
+            },
+        );
+    }
+    if media.keyframe_interval_ms < 100 {
+        return Err(invalid(
+            KeyPath::of(&["media", "keyframe_interval_ms"]),
+            media.keyframe_interval_ms.to_string(),
+            "expected at least 100".into(),
+        ));
+    }
+    if media.connect_timeout_ms < 1000 {
+        return Err(invalid(
+            KeyPath::of(&["media", "connect_timeout_ms"]),
+            media.connect_timeout_ms.to_string(),
+            "expected at least 1000".into(),
+        ));
+    }
+    // Shard i listens on port_base + i: the last one must still be a port.
+    let shards = config.shard_count();
+    let base = usize::from(media.port_base);
+    let max_shards = usize::from(u16::MAX) + 1 - base;
+    if shards > max_shards {
+        let shards_path = KeyPath::of(&["media", "shards"]);
+        let base_path = KeyPath::of(&["media", "port_base"]);
+        // Blame the key the user set, the port base when both or neither were.
+        return Err(
+            if layers.origin(&shards_path) != Origin::Default
+                && layers.origin(&base_path) == Origin::Default
+            {
+                let cores = if media.shards == 0 {
+                    format!(" (0 = one per core: {shards})")
+                } else {
+                    String::new()
+                };
+                invalid(
+                    shards_path,
+                    format!("{}{cores}", media.shards),
+                    format!(
+                        "expected at most {max_shards} shards with `media.port_base` = \
+                         {base}, as shard i listens on UDP port port_base + i <= 65535"
+                    ),
+                )
+            } else {
+                invalid(
+                    base_path,
+                    base.to_string(),
+                    format!(
+                        "expected at most {} with {shards} shards (`media.shards`), as \
+                         shard i listens on UDP port port_base + i <= 65535",
+                        (usize::from(u16::MAX) + 1).saturating_sub(shards)
+                    ),
+                )
+            },
+        );
+    }
+    for (i, server) in config.ice_servers.iter().enumerate() {
+        let path = |key: &str| KeyPath::of(&["ice_servers"]).index(i).key(key);
+        if server.urls.is_empty() {
+            return Err(invalid(
+                path("urls"),
+                "[]".into(),
+                "expected at least one URL".into(),
+            ));
+        }
+        for url in &server.urls {
+            let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+            let known = matches!(scheme.as_deref(), Some("stun" | "stuns" | "turn" | "turns"));
+            if !known || url.chars().any(|c| c.is_whitespace() || "<>\"".contains(c)) {
+                return Err(invalid(
+                    path("urls"),
+                    url.clone(),
+                    "expected a stun:, stuns:, turn: or turns: URL".into(),
+                ));
+            }
+        }
+        for (key, value) in [
+            ("username", &server.username),
+            ("credential", &server.credential),
+        ] {
+            if let Some(value) = value
+                && value.chars().any(char::is_control)
+            {
+                return Err(invalid(
+                    path(key),
+                    value.clone(),
+                    "expected no control characters".into(),
+                ));
+            }
+        }
+    }
+    for (name, stream) in &config.streams {
+        if name.is_empty() || name.contains('/') {
+            return Err(invalid(
+                KeyPath::of(&["streams"]),
+                name.clone(),
+                "expected a stream name: not empty, no `/`".into(),
+            ));
+        }
+        for (key, token) in [
+            ("publish_token", &stream.publish_token),
+            ("view_token", &stream.view_token),
+        ] {
+            if let Some(token) = token
+                && (token.is_empty() || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                return Err(invalid(
+                    KeyPath::of(&["streams", name, key]),
+                    token.clone(),
+                    "expected a non-empty token without spaces (remove the key to let anyone \
+                     in)"
+                    .into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::testing::{error, load};
+
+    #[test]
+    fn validation_names_the_key() {
+        assert_eq!(
+            error(Some("[media]\nport_base = 65535\nshards = 2\n"), &[]),
+            "config file /x.toml: invalid value `65535` for `media.port_base`: expected at most \
+             65534 with 2 shards (`media.shards`), as shard i listens on UDP port port_base + i \
+             <= 65535"
+        );
+        assert!(load(Some("[media]\nport_base = 65534\nshards = 2\n"), &[]).is_ok());
+        assert!(
+            error(None, &[("RINGCAST_MEDIA_SHARDS", "20000")]).starts_with(
+                "environment RINGCAST_MEDIA_SHARDS: invalid value `20000` for `media.shards`: \
+                 expected at most 64"
+            )
+        );
+        assert_eq!(
+            error(None, &[("RINGCAST_MEDIA_MAX_PARTICIPANTS_PER_SHARD", "0")]),
+            "environment RINGCAST_MEDIA_MAX_PARTICIPANTS_PER_SHARD: invalid value `0` for \
+             `media.max_participants_per_shard`: expected at least 1"
+        );
+        assert_eq!(
+            error(Some("[media]\nkeyframe_interval_ms = 50\n"), &[]),
+            "config file /x.toml: invalid value `50` for `media.keyframe_interval_ms`: \
+             expected at least 100"
+        );
+        assert!(
+            error(Some("[http]\ncors_origin = \"\"\n"), &[]).starts_with(
+                "config file /x.toml: invalid value `` for `http.cors_origin`: expected"
+            )
+        );
+        assert!(
+            error(Some("[[ice_servers]]\nurls = [\"http://x\"]\n"), &[]).starts_with(
+                "config file /x.toml: invalid value `http://x` for `ice_servers[0].urls`"
+            )
+        );
+        assert!(
+            error(Some("[streams.demo]\npublish_token = \"\"\n"), &[]).starts_with(
+                "config file /x.toml: invalid value `` for `streams.demo.publish_token`"
+            )
+        );
+    }
+
+    #[test]
+    fn the_shard_count_or_the_port_base_is_blamed_whichever_was_set() {
+        assert_eq!(
+            error(
+                Some("[media]\nport_base = 65535\n"),
+                &[("RINGCAST_MEDIA_SHARDS", "2")]
+            ),
+            "config file /x.toml: invalid value `65535` for `media.port_base`: expected at most \
+             65534 with 2 shards (`media.shards`), as shard i listens on UDP port port_base + i \
+             <= 65535"
+        );
+        let message = error(
+            Some("[media]\nport_base = 65535\nshards = 2\n"),
+            &[("RINGCAST_MEDIA_SHARDS", "3")],
+        );
+        assert!(
+            message.starts_with("config file /x.toml: invalid value `65535` for `media.port_base`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_affinity_limit_is_between_1_and_the_shard_capacity() {
+        assert_eq!(
+            load(None, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "1000")])
+                .unwrap()
+                .media
+                .affinity_limit,
+            1000
+        );
+        assert_eq!(
+            error(Some("[media]\naffinity_limit = 0\n"), &[]),
+            "config file /x.toml: invalid value `0` for `media.affinity_limit`: \
+             expected at least 1"
+        );
+        assert_eq!(
+            error(None, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "1001")]),
+            "environment RINGCAST_MEDIA_AFFINITY_LIMIT: invalid value `1001` for \
+             `media.affinity_limit`: expected at most 1000 (`media.max_participants_per_shard`)"
+        );
+        // Lowering the capacity alone blames the capacity, the key the user set.
+        assert_eq!(
+            error(Some("[media]\nmax_participants_per_shard = 100\n"), &[]),
+            "config file /x.toml: invalid value `100` for `media.max_participants_per_shard`: \
+             expected at least 500 (`media.affinity_limit`), or lower `media.affinity_limit` too"
+        );
+        assert!(
+            load(
+                Some("[media]\nmax_participants_per_shard = 100\naffinity_limit = 100\n"),
+                &[]
+            )
+            .is_ok()
+        );
+    }
+}
