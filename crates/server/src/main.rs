@@ -144,10 +144,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         max_body_bytes: config.http.max_body_bytes,
         whep_retry_after: config.whep.retry_after_secs,
         limits: Limits {
-            affinity: config.media.max_participants_per_shard.min(500),
+            affinity: config
+                .media
+                .affinity_limit
+                .min(config.media.max_participants_per_shard),
             max: config.media.max_participants_per_shard,
         },
-        replace_publisher: false,
+        replace_publisher: config.whip.replace_publisher,
         ice_links: config.ice_links(),
         streams: config
             .streams

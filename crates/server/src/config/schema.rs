@@ -70,7 +70,7 @@ pub struct MediaConfig {
     pub max_participants_per_shard: usize,
     /// A stream's viewers join its publisher's shard while that shard holds fewer than this
     /// many participants, then spill to the least-loaded shard (one relay copy of the stream
-    /// there); at least 1, at most `max_participants_per_shard`.
+    /// there); at least 1; above `max_participants_per_shard` it is that.
     pub affinity_limit: usize,
     /// Keyframe requests to one publisher track are merged to at most one per this many
     /// milliseconds; at least 100.
@@ -104,10 +104,6 @@ pub enum EngineChoice {
 pub struct WhipConfig {
     /// A WHIP POST for a stream that already has a live publisher replaces it (the old
     /// session ends, viewers stay and switch over) instead of getting 409.
-    #[allow(
-        dead_code,
-        reason = "read by the new control plane once main.rs wires it"
-    )]
     pub replace_publisher: bool,
 }
 

@@ -41,35 +41,6 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 1".into(),
         ));
     }
-    if media.affinity_limit > media.max_participants_per_shard {
-        let limit_path = KeyPath::of(&["media", "affinity_limit"]);
-        let max_path = KeyPath::of(&["media", "max_participants_per_shard"]);
-        // Blame the key the user set, the limit when both or neither were.
-        return Err(
-            if layers.origin(&max_path) != Origin::Default
-                && layers.origin(&limit_path) == Origin::Default
-            {
-                invalid(
-                    max_path,
-                    media.max_participants_per_shard.to_string(),
-                    format!(
-                        "expected at least {} (`media.affinity_limit`), or lower \
-                         `media.affinity_limit` too",
-                        media.affinity_limit
-                    ),
-                )
-            } else {
-                invalid(
-                    limit_path,
-                    media.affinity_limit.to_string(),
-                    format!(
-                        "expected at most {} (`media.max_participants_per_shard`)",
-                        media.max_participants_per_shard
-                    ),
-                )
-            },
-        );
-    }
     if media.keyframe_interval_ms < 100 {
         return Err(invalid(
             KeyPath::of(&["media", "keyframe_interval_ms"]),
@@ -253,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn the_affinity_limit_is_between_1_and_the_shard_capacity() {
+    fn the_affinity_limit_is_at_least_1() {
         assert_eq!(
             load(None, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "1000")])
                 .unwrap()
@@ -266,23 +237,8 @@ mod tests {
             "config file /x.toml: invalid value `0` for `media.affinity_limit`: \
              expected at least 1"
         );
-        assert_eq!(
-            error(None, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "1001")]),
-            "environment RINGCAST_MEDIA_AFFINITY_LIMIT: invalid value `1001` for \
-             `media.affinity_limit`: expected at most 1000 (`media.max_participants_per_shard`)"
-        );
-        // Lowering the capacity alone blames the capacity, the key the user set.
-        assert_eq!(
-            error(Some("[media]\nmax_participants_per_shard = 100\n"), &[]),
-            "config file /x.toml: invalid value `100` for `media.max_participants_per_shard`: \
-             expected at least 500 (`media.affinity_limit`), or lower `media.affinity_limit` too"
-        );
-        assert!(
-            load(
-                Some("[media]\nmax_participants_per_shard = 100\naffinity_limit = 100\n"),
-                &[]
-            )
-            .is_ok()
-        );
+        // Above the shard's capacity it is the capacity: lowering the capacity alone is fine.
+        assert!(load(None, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "5000")]).is_ok());
+        assert!(load(Some("[media]\nmax_participants_per_shard = 100\n"), &[]).is_ok());
     }
 }
