@@ -39,14 +39,15 @@ pub mod peer;
 pub mod rewrite;
 pub mod sdp;
 pub mod shard;
+pub mod stats;
 pub mod stun;
 
 pub use control::{Control, ControlConfig};
 pub use ids::{SessionId, ShardId, StreamId, TrackKind};
 pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
 pub use shard::{
-    Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardStats,
-    Transmit,
+    Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, Transmit,
 };
+pub use stats::ShardStats;
 pub use str0m::IceCreds;
 pub use str0m::config::DtlsCert;

@@ -15,6 +15,7 @@ use crate::keyframe::starts_keyframe;
 use crate::peer::{Peer, PeerEvent, Published, Received, RtpIn};
 use crate::rewrite::{Rewriter, Source};
 use crate::sdp::CodecName;
+pub use crate::stats::ShardStats;
 use crate::stun;
 
 /// Settings of one shard.
@@ -225,43 +226,6 @@ pub enum Output {
     /// Nothing more now: feed [`Input::Timeout`] at this instant (`None`: no deadline), or any
     /// other input before.
     Timeout(Option<Instant>),
-}
-
-/// Counters of one shard.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ShardStats {
-    /// Participants placed here.
-    pub participants: u64,
-    /// Publishers among them.
-    pub publishers: u64,
-    /// Streams with state here.
-    pub streams: u64,
-    /// Datagrams received.
-    pub rx_datagrams: u64,
-    /// Datagrams transmitted (queued to the engine).
-    pub tx_datagrams: u64,
-    /// RTP packets received from publishers (here or relayed).
-    pub rtp_in: u64,
-    /// RTP packets forwarded to subscribers.
-    pub rtp_forwarded: u64,
-    /// Relay messages sent to other shards.
-    pub relayed: u64,
-    /// Keyframe requests sent to publishers.
-    pub keyframe_requests: u64,
-    /// Dropped: not STUN and from no known address.
-    pub drop_unknown_source: u64,
-    /// Dropped: STUN naming no local ufrag here, or not taken by the peer it named.
-    pub drop_unknown_ufrag: u64,
-    /// Dropped: not parseable as STUN, DTLS, RTP or RTCP.
-    pub drop_malformed: u64,
-    /// Dropped: str0m returned an error for it (a DTLS record it cannot take, input in a state
-    /// that does not accept it). SRTP authentication failures and truncated SRTP are dropped
-    /// inside str0m without an error and are not counted here.
-    pub drop_rejected: u64,
-    /// Dropped: an RTP packet the peer already delivered (a replay), before decryption.
-    pub drop_replayed: u64,
-    /// Dropped: relayed or forwarded media for which nothing here waits.
-    pub drop_no_route: u64,
 }
 
 /// A shard: the sans-IO core of one core's worth of participants.

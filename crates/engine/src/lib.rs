@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringcast_core::{
     Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardId,
 };
+use ringcast_counters::AtomicCounters;
 use ringcast_net::{Driver, Notifier, Transmit, Turn, TxQueue};
 pub use ringcast_net::{EngineCounters, EngineKind, EngineOptions};
 use tokio::sync::{mpsc, oneshot};
@@ -75,46 +76,7 @@ pub struct ShardHandle {
 
 /// A shard's engine counters, stored by the shard thread once per loop turn (relaxed atomic
 /// stores, no lock) and read by the control plane.
-#[derive(Debug, Default)]
-struct PublishedCounters {
-    values: [AtomicU64; 10],
-}
-
-impl PublishedCounters {
-    fn store(&self, c: &EngineCounters) {
-        let values = [
-            c.rx_datagrams,
-            c.rx_bytes,
-            c.tx_datagrams,
-            c.tx_bytes,
-            c.tx_errors,
-            c.rx_truncated,
-            c.syscalls,
-            c.tx_gso_sends,
-            c.rx_gro_receives,
-            c.rx_no_buffers,
-        ];
-        for (slot, value) in self.values.iter().zip(values) {
-            slot.store(value, Ordering::Relaxed);
-        }
-    }
-
-    fn load(&self) -> EngineCounters {
-        let v: [u64; 10] = std::array::from_fn(|i| self.values[i].load(Ordering::Relaxed));
-        EngineCounters {
-            rx_datagrams: v[0],
-            rx_bytes: v[1],
-            tx_datagrams: v[2],
-            tx_bytes: v[3],
-            tx_errors: v[4],
-            rx_truncated: v[5],
-            syscalls: v[6],
-            tx_gso_sends: v[7],
-            rx_gro_receives: v[8],
-            rx_no_buffers: v[9],
-        }
-    }
-}
+type PublishedCounters = AtomicCounters<EngineCounters>;
 
 impl std::fmt::Debug for ShardHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -434,5 +396,45 @@ impl Driver for ShardDriver {
             return Turn::Wait(Some(now));
         }
         Turn::Wait(self.deadline)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn engine_counters_reach_the_handle() {
+        let (shards, _events) = Shards::start(ShardsConfig {
+            binds: vec!["127.0.0.1:0".parse().unwrap()],
+            pin_threads: false,
+            shard: ShardConfig::default(),
+            kind: EngineKind::Epoll,
+            engine: EngineOptions::default(),
+            mailbox: 16,
+        })
+        .unwrap();
+        let handle = shards.handles()[0].clone();
+
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for len in [10, 20, 30] {
+            client
+                .send_to(&vec![0xff; len], handle.local_addr())
+                .unwrap();
+        }
+        // The shard thread publishes once per loop turn, field by field: wait until a load
+        // shows the whole turn after the datagrams.
+        let arrived =
+            |c: &EngineCounters| c.rx_datagrams == 3 && c.rx_bytes == 60 && c.syscalls > 0;
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut counters = handle.engine_counters();
+        while !arrived(&counters) && Instant::now() < give_up {
+            std::thread::sleep(Duration::from_millis(5));
+            counters = handle.engine_counters();
+        }
+        shards.stop();
+        assert!(arrived(&counters), "3 datagrams, 60 bytes: {counters:?}");
     }
 }

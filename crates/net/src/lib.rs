@@ -142,33 +142,35 @@ pub trait Driver {
     }
 }
 
-/// Counters an engine keeps (read by its own thread, reported through the driver).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct EngineCounters {
-    /// Datagrams received.
-    pub rx_datagrams: u64,
-    /// Bytes received.
-    pub rx_bytes: u64,
-    /// Datagrams sent.
-    pub tx_datagrams: u64,
-    /// Bytes sent.
-    pub tx_bytes: u64,
-    /// Datagrams dropped because a send failed (other than would-block retried later).
-    pub tx_errors: u64,
-    /// Datagrams received truncated (larger than the receive buffer) and dropped.
-    pub rx_truncated: u64,
-    /// Receive/send system calls made (`io_uring_enter` for the uring engine).
-    pub syscalls: u64,
-    /// Segmented (GSO) sends of more than one datagram; their datagrams count in
-    /// `tx_datagrams`.
-    pub tx_gso_sends: u64,
-    /// Coalesced (GRO) receives of more than one datagram; their datagrams count in
-    /// `rx_datagrams`.
-    pub rx_gro_receives: u64,
-    /// Times the receive side ran out of buffers (uring: the provided buffer ring ran dry,
-    /// `ENOBUFS`) and had to re-arm; datagrams the kernel dropped meanwhile are lost, the
-    /// engine goes on.
-    pub rx_no_buffers: u64,
+ringcast_counters::counters! {
+    /// Counters an engine keeps (read by its own thread, reported through the driver).
+    #[derive(Copy)]
+    pub struct EngineCounters {
+        /// Datagrams received.
+        rx_datagrams: Counter("Datagrams received from the socket"),
+        /// Bytes received.
+        rx_bytes: Counter("Bytes received from the socket"),
+        /// Datagrams sent.
+        tx_datagrams: Counter("Datagrams sent on the socket"),
+        /// Bytes sent.
+        tx_bytes: Counter("Bytes sent on the socket"),
+        /// Datagrams dropped because a send failed (other than would-block retried later).
+        tx_errors: Counter("Datagrams dropped: the send failed"),
+        /// Datagrams received truncated (larger than the receive buffer) and dropped.
+        rx_truncated: Counter("Datagrams dropped: larger than a receive buffer"),
+        /// Receive/send system calls made (`io_uring_enter` for the uring engine).
+        syscalls: Counter("Receive/send system calls (io_uring_enter for uring)"),
+        /// Segmented (GSO) sends of more than one datagram; their datagrams count in
+        /// `tx_datagrams`.
+        tx_gso_sends: Counter("Segmented (GSO) sends of several datagrams"),
+        /// Coalesced (GRO) receives of more than one datagram; their datagrams count in
+        /// `rx_datagrams`.
+        rx_gro_receives: Counter("Coalesced (GRO) receives of several datagrams"),
+        /// Times the receive side ran out of buffers (uring: the provided buffer ring ran dry,
+        /// `ENOBUFS`) and had to re-arm; datagrams the kernel dropped meanwhile are lost, the
+        /// engine goes on.
+        rx_no_buffers: Counter("Times the receive buffers ran out (recovered)"),
+    }
 }
 
 /// A UDP I/O backend running one shard's loop.

@@ -1,0 +1,67 @@
+//! A shard's counters, declared once: the struct the shard counts in, and with each counter
+//! its metric help text, its kind and where `/api/stats` puts it.
+
+ringcast_counters::counters! {
+    /// Counters of one shard.
+    ///
+    /// The drop counters are written under `"drops"` in `/api/stats` (`drop_malformed` as
+    /// `"drops": {"malformed": ...}`); their metric names keep the `drop_` prefix.
+    pub struct ShardStats {
+        /// Participants placed here.
+        participants: Gauge("Participants placed on the shard"),
+        /// Publishers among them.
+        publishers: Gauge("Publishers on the shard"),
+        /// Streams with state here.
+        streams: Gauge("Streams with state on the shard"),
+        /// Datagrams received.
+        rx_datagrams: Counter("UDP datagrams received"),
+        /// Datagrams transmitted (queued to the engine).
+        tx_datagrams: Counter("UDP datagrams sent"),
+        /// RTP packets received from publishers (here or relayed).
+        rtp_in: Counter("RTP packets received from publishers (local or relayed)"),
+        /// RTP packets forwarded to subscribers.
+        rtp_forwarded: Counter("RTP packets forwarded to subscribers"),
+        /// Relay messages sent to other shards.
+        relayed: Counter("Messages relayed to other shards"),
+        /// Keyframe requests sent to publishers.
+        keyframe_requests: Counter("Keyframe requests sent to publishers"),
+        /// Dropped: not STUN and from no known address.
+        drop_unknown_source: Counter("Datagrams dropped: unknown source address")
+            in drops.unknown_source,
+        /// Dropped: STUN naming no local ufrag here, or not taken by the peer it named.
+        drop_unknown_ufrag: Counter("Datagrams dropped: STUN for no local ufrag")
+            in drops.unknown_ufrag,
+        /// Dropped: not parseable as STUN, DTLS, RTP or RTCP.
+        drop_malformed: Counter("Datagrams dropped: malformed") in drops.malformed,
+        /// Dropped: str0m returned an error for it (a DTLS record it cannot take, input in a state
+        /// that does not accept it). SRTP authentication failures and truncated SRTP are dropped
+        /// inside str0m without an error and are not counted here.
+        drop_rejected: Counter("Datagrams dropped: refused by the peer (SRTP, DTLS)")
+            in drops.rejected,
+        /// Dropped: an RTP packet the peer already delivered (a replay), before decryption.
+        drop_replayed: Counter("Datagrams dropped: replayed RTP, before decryption")
+            in drops.replayed,
+        /// Dropped: relayed or forwarded media for which nothing here waits.
+        drop_no_route: Counter("Media dropped: nothing waits for it") in drops.no_route,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ringcast_counters::CounterSet;
+
+    use super::ShardStats;
+
+    #[test]
+    fn drop_counters_and_only_they_are_grouped_under_drops_without_their_prefix() {
+        for c in ShardStats::COUNTERS {
+            match c.name.strip_prefix("drop_") {
+                Some(cause) => {
+                    assert_eq!(c.group, Some("drops"), "{}", c.name);
+                    assert_eq!(c.key, cause);
+                }
+                None => assert_eq!((c.group, c.key), (None, c.name)),
+            }
+        }
+    }
+}
