@@ -57,6 +57,15 @@ fn test_engine() -> ringcast_net::EngineKind {
 }
 
 fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
+    server_with(limit, limit, false, streams)
+}
+
+fn server_with(
+    limit: usize,
+    affinity: usize,
+    replace_publisher: bool,
+    streams: BTreeMap<String, StreamAuth>,
+) -> Server {
     let (shards, events) = Shards::start(ShardsConfig {
         binds: vec!["127.0.0.1:0".parse().unwrap(); 2],
         pin_threads: false,
@@ -79,10 +88,10 @@ fn server(limit: usize, streams: BTreeMap<String, StreamAuth>) -> Server {
         max_body_bytes: 65536,
         whep_retry_after: 2,
         limits: Limits {
-            affinity: limit,
+            affinity,
             max: limit,
         },
-        replace_publisher: false,
+        replace_publisher,
         ice_links: vec!["<stun:stun.example.invalid:3478>; rel=\"ice-server\"".into()],
         streams,
     };
@@ -586,4 +595,66 @@ async fn publisher_restart_keeps_viewers_unless_the_codec_changes() {
     .await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
     assert_eq!(s.state.participants(), 1);
+}
+
+/// The `/api/streams` entry of `name`.
+async fn stream_entry(app: &Router, name: &str) -> serde_json::Value {
+    let list = send(
+        app,
+        Request::get("/api/streams").body(Body::empty()).unwrap(),
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&list.body).unwrap();
+    v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+        .unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_join_the_publishers_shard_until_its_affinity_limit() {
+    // Two shards; a shard takes three participants for its own streams before they spill.
+    let s = server_with(100, 3, false, BTreeMap::new());
+    let a = send(&s.app, post("/whip/aff", "application/sdp", chromium())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    for _ in 0..4 {
+        let v = send(
+            &s.app,
+            post("/whep/aff", "application/sdp", viewer_offer(false)),
+        )
+        .await;
+        assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    }
+    let entry = stream_entry(&s.app, "aff").await;
+    assert_eq!(entry["shard"], 0, "{entry}");
+    assert_eq!(
+        entry["viewers_per_shard"],
+        serde_json::json!([2, 2]),
+        "{entry}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_publisher_replaces_the_first_when_configured() {
+    let s = server_with(100, 100, true, BTreeMap::new());
+    let first = send(&s.app, post("/whip/rep", "application/sdp", chromium())).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = send(&s.app, post("/whip/rep", "application/sdp", chromium())).await;
+    assert_eq!(second.status, StatusCode::CREATED, "{}", second.body);
+    assert_ne!(first.header("location"), second.header("location"));
+    // The first session is gone; the second is the stream's publisher.
+    let gone = send(
+        &s.app,
+        Request::delete(first.header("location").unwrap())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+    assert_eq!(s.state.participants(), 1);
+    let entry = stream_entry(&s.app, "rep").await;
+    assert_eq!(entry["live"], true, "{entry}");
 }
