@@ -1,0 +1,361 @@
+//! One shard: the participants placed on one core, their demultiplexing, timers and forwarding.
+//!
+//! See the crate documentation for the input/output contract. This module holds the [`Shard`]
+//! type, its inputs and outputs and the loop that drains a participant's peer; the rest is
+//! split by job:
+//!
+//! - `demux`: a datagram in, to the participant it belongs to (by address, or by ICE ufrag for
+//!   a new address, which is then learned);
+//! - `timers`: the deadline heap, timeouts, and giving up on participants that never connect;
+//! - `routing`: a publisher's packets to local subscribers and to other shards, relays from
+//!   other shards, keyframe requests and their throttle;
+//! - `commands`: the control plane's commands, and placing and removing participants.
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
+use crate::peer::{Peer, PeerEvent};
+
+mod commands;
+mod demux;
+mod routing;
+mod timers;
+
+pub use commands::{Command, CommandError, Reply};
+pub use routing::Relay;
+
+use routing::{StreamEntry, SubTrack};
+use timers::Deadline;
+
+/// Settings of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// This shard.
+    pub id: ShardId,
+    /// Most participants this shard takes; more get [`CommandError::ShardFull`].
+    pub max_participants: usize,
+    /// Keyframe requests to one publisher track are merged into at most one per interval.
+    pub keyframe_interval: Duration,
+    /// Addresses announced instead of the local ones (NAT 1:1). When set, received datagrams
+    /// are presented to str0m as addressed to the announced address of their family, and
+    /// transmits leave from whatever local address the kernel picks.
+    pub announced: Vec<SocketAddr>,
+    /// Most remote addresses learned for one participant (ICE candidates it checks from).
+    pub max_addrs_per_participant: usize,
+    /// A participant not connected (ICE + DTLS) this long after it was placed is removed.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            id: ShardId(0),
+            max_participants: 2000,
+            keyframe_interval: Duration::from_secs(1),
+            announced: Vec::new(),
+            max_addrs_per_participant: 8,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a shard is fed.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A datagram arrived on the shard's socket.
+    Datagram {
+        /// Arrival time.
+        now: Instant,
+        /// Remote address.
+        source: SocketAddr,
+        /// Local address it was sent to.
+        destination: SocketAddr,
+        /// The bytes.
+        contents: &'a [u8],
+    },
+    /// Time passed (at or after the deadline [`Shard::poll_output`] gave).
+    Timeout(Instant),
+    /// A command from the control plane; answered by one [`Output::Reply`] with its token.
+    Command(Instant, u64, Command),
+    /// A message from another shard.
+    Relay(Instant, Relay),
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+#[must_use]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// Which local address to send from (`None`: let the kernel choose).
+    pub source: Option<SocketAddr>,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Things that happened that the control plane must learn about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEvent {
+    /// A session ended on its own (ICE consent or DTLS timeout, close): it is already freed.
+    SessionClosed {
+        /// The session.
+        session: SessionId,
+    },
+    /// A session's ICE and DTLS completed.
+    SessionConnected {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// What a shard yields; drain with [`Shard::poll_output`] until [`Output::Timeout`].
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Send a datagram.
+    Transmit(Transmit),
+    /// Send a message to another shard.
+    Relay {
+        /// The receiving shard.
+        to: ShardId,
+        /// The message.
+        message: Relay,
+    },
+    /// The answer to a command.
+    Reply {
+        /// The command's token.
+        token: u64,
+        /// The answer.
+        result: Result<Reply, CommandError>,
+    },
+    /// Something the control plane must learn.
+    Event(ShardEvent),
+    /// Nothing more now: feed [`Input::Timeout`] at this instant (`None`: no deadline), or any
+    /// other input before.
+    Timeout(Option<Instant>),
+}
+
+/// Counters of one shard.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Participants placed here.
+    pub participants: u64,
+    /// Publishers among them.
+    pub publishers: u64,
+    /// Streams with state here.
+    pub streams: u64,
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams transmitted (queued to the engine).
+    pub tx_datagrams: u64,
+    /// RTP packets received from publishers (here or relayed).
+    pub rtp_in: u64,
+    /// RTP packets forwarded to subscribers.
+    pub rtp_forwarded: u64,
+    /// Relay messages sent to other shards.
+    pub relayed: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Dropped: not STUN and from no known address.
+    pub drop_unknown_source: u64,
+    /// Dropped: STUN naming no local ufrag here, or not taken by the peer it named.
+    pub drop_unknown_ufrag: u64,
+    /// Dropped: not parseable as STUN, DTLS, RTP or RTCP.
+    pub drop_malformed: u64,
+    /// Dropped: str0m returned an error for it (a DTLS record it cannot take, input in a state
+    /// that does not accept it). SRTP authentication failures and truncated SRTP are dropped
+    /// inside str0m without an error and are not counted here.
+    pub drop_rejected: u64,
+    /// Dropped: an RTP packet the peer already delivered (a replay), before decryption.
+    pub drop_replayed: u64,
+    /// Dropped: relayed or forwarded media for which nothing here waits.
+    pub drop_no_route: u64,
+}
+
+/// A shard: the sans-IO core of one core's worth of participants.
+pub struct Shard {
+    config: ShardConfig,
+    participants: Slab<Participant>,
+    sessions: HashMap<SessionId, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_ufrag: HashMap<String, usize>,
+    streams: HashMap<StreamId, StreamEntry>,
+    timers: BinaryHeap<Deadline>,
+    out: VecDeque<Output>,
+    stats: ShardStats,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.config.id)
+            .field("participants", &self.participants.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Participant {
+    session: SessionId,
+    peer: Peer,
+    addrs: Vec<SocketAddr>,
+    scheduled: Option<Instant>,
+    /// Until connected: when it is given up (a client that got its answer and never came).
+    connect_by: Option<Instant>,
+    role: Role,
+}
+
+enum Role {
+    Publisher {
+        stream: StreamId,
+    },
+    Subscriber {
+        stream: StreamId,
+        tracks: [Option<SubTrack>; 2],
+    },
+}
+
+impl Shard {
+    /// A new, empty shard.
+    pub fn new(config: ShardConfig) -> Self {
+        Shard {
+            config,
+            participants: Slab::new(),
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            streams: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.config.id
+    }
+
+    /// Counters (participant counts are current).
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats.clone();
+        s.participants = self.participants.len() as u64;
+        s.publishers = self
+            .participants
+            .iter()
+            .filter(|(_, p)| matches!(p.role, Role::Publisher { .. }))
+            .count() as u64;
+        s.streams = self.streams.len() as u64;
+        s
+    }
+
+    /// Sizes of every map the shard keeps (participants, sessions, addresses, ufrags, streams,
+    /// timers): all zero once everyone has left and the timers ran.
+    pub fn map_sizes(&self) -> [usize; 6] {
+        [
+            self.participants.len(),
+            self.sessions.len(),
+            self.by_addr.len(),
+            self.by_ufrag.len(),
+            self.streams.len(),
+            self.timers.len(),
+        ]
+    }
+
+    /// Feed one input. Then drain [`Shard::poll_output`] until it returns [`Output::Timeout`].
+    pub fn handle_input(&mut self, input: Input<'_>) {
+        match input {
+            Input::Datagram {
+                now,
+                source,
+                destination,
+                contents,
+            } => self.datagram(now, source, destination, contents),
+            Input::Timeout(now) => self.timeout(now),
+            Input::Command(now, token, cmd) => {
+                let result = self.command(now, cmd);
+                self.out.push_back(Output::Reply { token, result });
+            }
+            Input::Relay(now, relay) => self.relay(now, relay),
+        }
+    }
+
+    /// Next output. Ends each drain with [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.next_deadline())
+    }
+
+    /// Drain one participant's peer; route what comes out.
+    fn drain(&mut self, key: usize, now: Instant) {
+        loop {
+            let Some(p) = self.participants.get_mut(key) else {
+                return;
+            };
+            match p.peer.poll() {
+                PeerEvent::Timeout(at) => {
+                    self.schedule(key, at, now);
+                    return;
+                }
+                PeerEvent::Transmit {
+                    destination,
+                    source,
+                    contents,
+                } => self.transmit(destination, source, contents),
+                PeerEvent::Rtp(packet) => {
+                    if let Role::Publisher { stream } = p.role {
+                        let epoch = p.session.0;
+                        self.publish(now, stream, epoch, packet);
+                    }
+                }
+                PeerEvent::KeyframeRequest(kind) => {
+                    if let Role::Subscriber { stream, .. } = p.role {
+                        self.request_keyframe(now, stream, kind);
+                    }
+                }
+                PeerEvent::Connected => {
+                    p.connect_by = None;
+                    let session = p.session;
+                    // A viewer gets media from now on; it starts on a keyframe asked for now.
+                    let viewer_of = match &p.role {
+                        Role::Subscriber { stream, tracks }
+                            if tracks[TrackKind::Video.index()].is_some() =>
+                        {
+                            Some(*stream)
+                        }
+                        _ => None,
+                    };
+                    self.out
+                        .push_back(Output::Event(ShardEvent::SessionConnected { session }));
+                    if let Some(stream) = viewer_of {
+                        self.request_keyframe(now, stream, TrackKind::Video);
+                    }
+                }
+                PeerEvent::Disconnected => {
+                    let session = p.session;
+                    self.remove(key, now);
+                    self.out
+                        .push_back(Output::Event(ShardEvent::SessionClosed { session }));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queue a datagram a peer produced. With announced addresses the local source is the
+    /// kernel's choice (str0m's source is the announced address, not a local one).
+    fn transmit(&mut self, destination: SocketAddr, source: SocketAddr, contents: Vec<u8>) {
+        self.stats.tx_datagrams += 1;
+        let source = self.config.announced.is_empty().then_some(source);
+        self.out.push_back(Output::Transmit(Transmit {
+            destination,
+            source,
+            contents,
+        }));
+    }
+}
