@@ -125,7 +125,7 @@ impl Shard {
                     .tracks
                     .each_ref()
                     .map(|t| t.as_ref().map(|t| t.name));
-                self.drain(key, now);
+                self.enqueue(key);
                 Ok(Reply::Done)
             }
             Command::AddSubscriber {
@@ -161,7 +161,7 @@ impl Shard {
                 }
                 // Its keyframe is requested once it is connected (see PeerEvent::Connected):
                 // one sent now would be spent before it can see it.
-                self.drain(key, now);
+                self.enqueue(key);
                 Ok(Reply::Done)
             }
             Command::Remove { session } => {
@@ -185,7 +185,7 @@ impl Shard {
                 self.by_ufrag.remove(p.peer.ufrag());
                 self.by_ufrag.insert(local.ufrag.clone(), key);
                 p.peer.ice_restart(remote, local);
-                self.drain(key, now);
+                self.enqueue(key);
                 Ok(Reply::Done)
             }
             Command::RelayInterest {
@@ -234,6 +234,7 @@ impl Shard {
             peer,
             addrs: Vec::new(),
             scheduled: None,
+            queued: false,
             connect_by: Some(now + self.config.connect_timeout),
             role,
         });

@@ -38,7 +38,7 @@ impl Shard {
             Received::Rejected => self.stats.drop_rejected += 1,
             Received::Replayed => self.stats.drop_replayed += 1,
         }
-        self.drain(key, now);
+        self.enqueue(key);
     }
 
     /// A datagram from an address we do not know: only a STUN request naming a local ufrag, and

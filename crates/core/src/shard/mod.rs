@@ -1,7 +1,7 @@
 //! One shard: the participants placed on one core, their demultiplexing, timers and forwarding.
 //!
 //! See the crate documentation for the input/output contract. This module holds the [`Shard`]
-//! type, its inputs and outputs and the loop that drains a participant's peer; the rest is
+//! type, its inputs and outputs and the work queue that polls participants' peers; the rest is
 //! split by job:
 //!
 //! - `demux`: a datagram in, to the participant it belongs to (by address, or by ICE ufrag for
@@ -10,6 +10,27 @@
 //! - `routing`: a publisher's packets to local subscribers and to other shards, relays from
 //!   other shards, keyframe requests and their throttle;
 //! - `commands`: the control plane's commands, and placing and removing participants.
+//!
+//! # Polling peers: one flat work queue
+//!
+//! Whatever changes a participant's peer (a datagram or a timeout for it, a command, a packet
+//! written to it, a keyframe asked of it) only marks the participant: its key goes to the back
+//! of `ready` unless its `queued` flag says it is there already. At the end of
+//! [`Shard::handle_input`] one loop pops keys from the front and polls each peer until it gives
+//! its deadline, routing each event as it comes. Routing changes other peers and marks them; it
+//! never polls them. So:
+//!
+//! - no peer is polled while another is being polled, and none twice at once: a participant is
+//!   in `ready` at most once, and its flag stays set while it is polled, so work routing gives
+//!   it meanwhile (a keyframe request to a publisher whose own packet asked for it) is picked
+//!   up by the same poll, which runs until the deadline;
+//! - one peer's outputs leave in the order str0m gives them; outputs of different peers are
+//!   ordered by when each was polled (a publisher's relays before its subscribers' packets), and
+//!   a command's reply comes before what the peers it changed send;
+//! - the work per input is the participants it touched, no scan; the queue is kept between
+//!   inputs, so marking allocates nothing once it has grown;
+//! - a key whose participant left before its turn is skipped. Keys are not reused within one
+//!   input (the only insertion is a command's, before anything is marked).
 
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -186,6 +207,9 @@ pub struct Shard {
     streams: HashMap<StreamId, StreamEntry>,
     timers: BinaryHeap<Deadline>,
     out: VecDeque<Output>,
+    /// Participants whose peer is polled before the current input is done (see the module
+    /// docs); empty between inputs.
+    ready: VecDeque<usize>,
     stats: ShardStats,
 }
 
@@ -203,6 +227,8 @@ struct Participant {
     peer: Peer,
     addrs: Vec<SocketAddr>,
     scheduled: Option<Instant>,
+    /// In `ready`, or being polled.
+    queued: bool,
     /// Until connected: when it is given up (a client that got its answer and never came).
     connect_by: Option<Instant>,
     role: Role,
@@ -218,6 +244,28 @@ enum Role {
     },
 }
 
+impl Participant {
+    /// Put `key` (this participant's) into `ready` unless it is there or being polled.
+    fn mark_ready(&mut self, key: usize, ready: &mut VecDeque<usize>) {
+        if !self.queued {
+            self.queued = true;
+            ready.push_back(key);
+        }
+    }
+}
+
+impl Input<'_> {
+    /// The time this input carries.
+    fn now(&self) -> Instant {
+        match self {
+            Input::Datagram { now, .. }
+            | Input::Timeout(now)
+            | Input::Command(now, ..)
+            | Input::Relay(now, _) => *now,
+        }
+    }
+}
+
 impl Shard {
     /// A new, empty shard.
     pub fn new(config: ShardConfig) -> Self {
@@ -230,6 +278,7 @@ impl Shard {
             streams: HashMap::new(),
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
+            ready: VecDeque::new(),
             stats: ShardStats::default(),
         }
     }
@@ -267,6 +316,7 @@ impl Shard {
 
     /// Feed one input. Then drain [`Shard::poll_output`] until it returns [`Output::Timeout`].
     pub fn handle_input(&mut self, input: Input<'_>) {
+        let now = input.now();
         match input {
             Input::Datagram {
                 now,
@@ -281,6 +331,7 @@ impl Shard {
             }
             Input::Relay(now, relay) => self.relay(now, relay),
         }
+        self.poll_ready(now);
     }
 
     /// Next output. Ends each drain with [`Output::Timeout`].
@@ -291,14 +342,29 @@ impl Shard {
         Output::Timeout(self.next_deadline())
     }
 
-    /// Drain one participant's peer; route what comes out.
-    fn drain(&mut self, key: usize, now: Instant) {
+    /// Mark a participant whose peer changed: it is polled before this input is done.
+    fn enqueue(&mut self, key: usize) {
+        if let Some(p) = self.participants.get_mut(key) {
+            p.mark_ready(key, &mut self.ready);
+        }
+    }
+
+    /// Poll the marked participants' peers, each to its deadline, until none is marked.
+    fn poll_ready(&mut self, now: Instant) {
+        while let Some(key) = self.ready.pop_front() {
+            self.poll_peer(key, now);
+        }
+    }
+
+    /// Poll one participant's peer until its deadline; route what comes out.
+    fn poll_peer(&mut self, key: usize, now: Instant) {
         loop {
             let Some(p) = self.participants.get_mut(key) else {
                 return;
             };
             match p.peer.poll() {
                 PeerEvent::Timeout(at) => {
+                    p.queued = false;
                     self.schedule(key, at, now);
                     return;
                 }
@@ -357,5 +423,108 @@ impl Shard {
             source,
             contents,
         }));
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test picks its own base instant"
+)]
+mod tests {
+    use str0m::media::{Direction, MediaKind};
+    use str0m::{Candidate, IceCreds, RtcConfig};
+
+    use super::*;
+    use crate::peer::{PeerSetup, Published, generate_certificate};
+
+    const SHARD_ADDR: &str = "192.0.2.1:5000";
+
+    /// A publisher's peer, answering the VP8 offer of a str0m client that never connects.
+    fn publisher(now: Instant) -> (Peer, Published) {
+        let cert = generate_certificate().expect("a certificate");
+        let mut client = RtcConfig::new()
+            .set_rtp_mode(true)
+            .set_dtls_cert(cert.clone())
+            .clear_codecs()
+            .enable_vp8(true)
+            .build(now);
+        let client_addr: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        client.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, _) = api.apply().expect("an offer");
+        let setup = PeerSetup {
+            cert,
+            candidates: vec![SHARD_ADDR.parse().unwrap()],
+            ice: IceCreds {
+                ufrag: "h0s1".into(),
+                pass: "testpasswordtestpassword".into(),
+            },
+        };
+        let (peer, _answer, published) =
+            Peer::publisher(&setup, &offer.to_sdp_string(), now).expect("a publisher");
+        (peer, published)
+    }
+
+    /// Drain the shard: what it yielded before the timeout, and the deadline.
+    fn drain(shard: &mut Shard) -> (Vec<Output>, Option<Instant>) {
+        let mut outputs = Vec::new();
+        loop {
+            match shard.poll_output() {
+                Output::Timeout(at) => return (outputs, at),
+                o => outputs.push(o),
+            }
+        }
+    }
+
+    #[test]
+    fn each_input_polls_the_peers_it_changed_before_it_ends() {
+        let start = Instant::now();
+        let connect_timeout = Duration::from_secs(2);
+        let mut shard = Shard::new(ShardConfig {
+            connect_timeout,
+            ..ShardConfig::default()
+        });
+        let (peer, published) = publisher(start);
+        shard.handle_input(Input::Command(
+            start,
+            7,
+            Command::AddPublisher {
+                session: SessionId(1),
+                stream: StreamId(1),
+                peer: Box::new(peer),
+                published,
+                relay_to: 0,
+            },
+        ));
+        let (outputs, deadline) = drain(&mut shard);
+        assert!(matches!(
+            outputs.as_slice(),
+            [Output::Reply {
+                token: 7,
+                result: Ok(Reply::Done)
+            }]
+        ));
+        // The new peer was polled within the command's input: its deadline is in the heap.
+        let deadline = deadline.expect("the placed peer's deadline");
+        assert!(deadline <= start + connect_timeout);
+        assert_eq!(shard.map_sizes(), [1, 1, 0, 1, 1, 1]);
+
+        // Timeouts poll it again each time; once its connect deadline passed it is given up.
+        let mut next = Some(deadline);
+        let mut closed = Vec::new();
+        for _ in 0..10_000 {
+            let Some(at) = next else { break };
+            shard.handle_input(Input::Timeout(at));
+            let (outputs, deadline) = drain(&mut shard);
+            closed.extend(outputs.into_iter().filter_map(|o| match o {
+                Output::Event(ShardEvent::SessionClosed { session }) => Some((session, at)),
+                _ => None,
+            }));
+            next = deadline;
+        }
+        assert_eq!(closed, [(SessionId(1), start + connect_timeout)]);
+        assert_eq!(shard.map_sizes(), [0; 6], "everything freed, no timer left");
     }
 }

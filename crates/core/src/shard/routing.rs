@@ -128,26 +128,33 @@ impl Shard {
         {
             self.stats.keyframe_requests += 1;
             self.participants[pk].peer.request_keyframe(packet.kind);
-            self.drain(pk, now);
+            self.enqueue(pk);
         }
         self.fan_out(now, stream, epoch, &packet);
     }
 
-    /// Forward one packet to every local subscriber of the stream.
+    /// Forward one packet to every local subscriber of the stream: written to each one's peer,
+    /// which is marked to be polled (never polled here, so the list cannot change under us).
     fn fan_out(&mut self, now: Instant, stream: StreamId, epoch: u64, packet: &RtpIn) {
-        let Some(entry) = self.streams.get_mut(&stream) else {
-            self.stats.drop_no_route += 1;
+        let Shard {
+            streams,
+            participants,
+            ready,
+            stats,
+            ..
+        } = self;
+        let Some(entry) = streams.get(&stream) else {
+            stats.drop_no_route += 1;
             return;
         };
-        let subscribers = std::mem::take(&mut entry.subscribers);
         let kind = packet.kind;
         let source = Source {
             epoch,
             ssrc: packet.ssrc,
         };
         let mut want_keyframe = false;
-        for &key in &subscribers {
-            let Some(p) = self.participants.get_mut(key) else {
+        for &key in &entry.subscribers {
+            let Some(p) = participants.get_mut(key) else {
                 continue;
             };
             // Not before ICE and DTLS are up: str0m would queue it and flush it, stale, at
@@ -183,12 +190,9 @@ impl Shard {
                 packet.ext,
                 now,
             ) {
-                self.stats.rtp_forwarded += 1;
-                self.drain(key, now);
+                stats.rtp_forwarded += 1;
+                p.mark_ready(key, ready);
             }
-        }
-        if let Some(entry) = self.streams.get_mut(&stream) {
-            entry.subscribers = subscribers;
         }
         if want_keyframe {
             self.request_keyframe(now, stream, kind);
@@ -208,7 +212,7 @@ impl Shard {
         if let Some(pk) = entry.publisher {
             self.stats.keyframe_requests += 1;
             self.participants[pk].peer.request_keyframe(kind);
-            self.drain(pk, now);
+            self.enqueue(pk);
         } else if let Some(origin) = entry.origin.filter(|o| *o != self.config.id) {
             self.stats.relayed += 1;
             self.out.push_back(Output::Relay {

@@ -1,6 +1,6 @@
 //! Timers: one heap of deadlines, one entry per participant and deadline it reported.
 //!
-//! A participant's peer reports its next deadline when it is drained; the earlier of that and
+//! A participant's peer reports its next deadline when it is polled; the earlier of that and
 //! its connect deadline is pushed onto the heap. Entries are not removed when a participant is
 //! rescheduled: one whose time is no longer the participant's `scheduled` one, or whose
 //! participant left, is stale and skipped when it comes up. A leaving participant's entries are
@@ -31,11 +31,11 @@ impl Shard {
             }
             p.scheduled = None;
             p.peer.handle_timeout(now);
-            self.drain(key, now);
+            self.enqueue(key);
         }
     }
 
-    /// A participant's peer was drained and wants to be woken at `at`: keep the earlier of that
+    /// A participant's peer was polled and wants to be woken at `at`: keep the earlier of that
     /// and its connect deadline. A participant whose connect deadline passed is removed.
     pub(super) fn schedule(&mut self, key: usize, at: Instant, now: Instant) {
         let Some(p) = self.participants.get_mut(key) else {
