@@ -1,0 +1,305 @@
+//! Commands from the control plane, and placing and removing participants.
+//!
+//! Every command is answered by one [`Reply`] or [`CommandError`]. A participant is placed with
+//! everything that indexes it (session, ICE ufrag, stream) and removed with all of it at once,
+//! its DTLS close flushed first.
+
+use std::time::Instant;
+
+use str0m::IceCreds;
+
+use super::routing::SubTrack;
+use super::{Output, Participant, Role, Shard, ShardEvent, ShardStats};
+use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
+use crate::peer::{Peer, PeerEvent, Published};
+use crate::rewrite::Rewriter;
+
+/// Control-plane commands.
+#[derive(Debug)]
+pub enum Command {
+    /// Place a publisher (a WHIP session).
+    AddPublisher {
+        /// Its session.
+        session: SessionId,
+        /// The stream it publishes.
+        stream: StreamId,
+        /// The connection, built from its offer.
+        peer: Box<Peer>,
+        /// What it sends.
+        published: Published,
+        /// Other shards with viewers of this stream (bit per shard).
+        relay_to: u64,
+    },
+    /// Place a subscriber (a WHEP session).
+    AddSubscriber {
+        /// Its session.
+        session: SessionId,
+        /// The stream it plays.
+        stream: StreamId,
+        /// The connection, built from its offer.
+        peer: Box<Peer>,
+        /// What the stream's publisher sends.
+        published: Published,
+        /// Where the publisher is (for keyframe requests).
+        publisher_shard: Option<ShardId>,
+    },
+    /// Remove a session and free everything it holds.
+    Remove {
+        /// The session.
+        session: SessionId,
+    },
+    /// ICE restart: new remote credentials, and the local ones to switch to.
+    IceRestart {
+        /// The session.
+        session: SessionId,
+        /// From the client's PATCH.
+        remote: IceCreds,
+        /// Newly minted.
+        local: IceCreds,
+    },
+    /// Another shard does (or no longer does) have viewers of `stream`.
+    RelayInterest {
+        /// The stream.
+        stream: StreamId,
+        /// The shard with viewers.
+        shard: ShardId,
+        /// Has viewers now.
+        want: bool,
+    },
+    /// Report counters.
+    Stats,
+}
+
+/// Answers to commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Done.
+    Done,
+    /// Counters.
+    Stats(Box<ShardStats>),
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The shard holds its maximum of participants.
+    #[error("shard is full")]
+    ShardFull,
+    /// No such session on this shard.
+    #[error("no such session")]
+    UnknownSession,
+    /// The session id is already in use.
+    #[error("session already exists")]
+    Duplicate,
+}
+
+impl Shard {
+    /// Carry out a command; its answer.
+    pub(super) fn command(&mut self, now: Instant, cmd: Command) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::AddPublisher {
+                session,
+                stream,
+                peer,
+                published,
+                relay_to,
+            } => {
+                let key = self.insert(now, session, *peer, Role::Publisher { stream })?;
+                let entry = self.streams.entry(stream).or_default();
+                if let Some(old) = entry.publisher.replace(key) {
+                    // The control plane allows one publisher per stream; a replaced one goes,
+                    // and the control plane hears of it like of any other end.
+                    let session = self.participants[old].session;
+                    self.remove_from_stream(old);
+                    self.remove(old, now);
+                    self.out
+                        .push_back(Output::Event(ShardEvent::SessionClosed { session }));
+                }
+                let entry = self.streams.entry(stream).or_default();
+                entry.publisher = Some(key);
+                entry.epoch = session.0;
+                entry.origin = Some(self.config.id);
+                entry.relay_to |= relay_to;
+                entry.keyframes = Default::default();
+                entry.codecs = published
+                    .tracks
+                    .each_ref()
+                    .map(|t| t.as_ref().map(|t| t.name));
+                self.enqueue(key);
+                Ok(Reply::Done)
+            }
+            Command::AddSubscriber {
+                session,
+                stream,
+                peer,
+                published,
+                publisher_shard,
+            } => {
+                let mut tracks: [Option<SubTrack>; 2] = [None, None];
+                for kind in TrackKind::ALL {
+                    if let Some(t) = &published.tracks[kind.index()]
+                        && peer.receives(kind)
+                    {
+                        let seed =
+                            session.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (kind.index() * 16);
+                        tracks[kind.index()] = Some(SubTrack {
+                            codec: t.name,
+                            rewriter: Rewriter::new(
+                                t.params.spec().clock_rate.get(),
+                                (seed as u16) & 0x7fff,
+                                (seed >> 32) as u32,
+                            ),
+                            waiting_keyframe: kind == TrackKind::Video,
+                        });
+                    }
+                }
+                let key = self.insert(now, session, *peer, Role::Subscriber { stream, tracks })?;
+                let entry = self.streams.entry(stream).or_default();
+                entry.subscribers.push(key);
+                if entry.origin.is_none() {
+                    entry.origin = publisher_shard;
+                }
+                // Its keyframe is requested once it is connected (see PeerEvent::Connected):
+                // one sent now would be spent before it can see it.
+                self.enqueue(key);
+                Ok(Reply::Done)
+            }
+            Command::Remove { session } => {
+                let key = *self
+                    .sessions
+                    .get(&session)
+                    .ok_or(CommandError::UnknownSession)?;
+                self.remove(key, now);
+                Ok(Reply::Done)
+            }
+            Command::IceRestart {
+                session,
+                remote,
+                local,
+            } => {
+                let key = *self
+                    .sessions
+                    .get(&session)
+                    .ok_or(CommandError::UnknownSession)?;
+                let p = &mut self.participants[key];
+                self.by_ufrag.remove(p.peer.ufrag());
+                self.by_ufrag.insert(local.ufrag.clone(), key);
+                p.peer.ice_restart(remote, local);
+                self.enqueue(key);
+                Ok(Reply::Done)
+            }
+            Command::RelayInterest {
+                stream,
+                shard,
+                want,
+            } => {
+                let bit = 1u64 << (shard.0 % 64);
+                if want {
+                    // Only the publisher's shard relays; elsewhere the interest is moot (the
+                    // control plane passes it again with the next AddPublisher).
+                    if let Some(entry) = self.streams.get_mut(&stream)
+                        && entry.publisher.is_some()
+                    {
+                        entry.relay_to |= bit;
+                    }
+                } else if let Some(entry) = self.streams.get_mut(&stream) {
+                    entry.relay_to &= !bit;
+                    if entry.is_unused() {
+                        self.streams.remove(&stream);
+                    }
+                }
+                Ok(Reply::Done)
+            }
+            Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+        }
+    }
+
+    /// Place a participant: indexed by session and ufrag, its connect deadline set.
+    fn insert(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        peer: Peer,
+        role: Role,
+    ) -> Result<usize, CommandError> {
+        if self.participants.len() >= self.config.max_participants {
+            return Err(CommandError::ShardFull);
+        }
+        if self.sessions.contains_key(&session) || self.by_ufrag.contains_key(peer.ufrag()) {
+            return Err(CommandError::Duplicate);
+        }
+        let ufrag = peer.ufrag().to_string();
+        let key = self.participants.insert(Participant {
+            session,
+            peer,
+            addrs: Vec::new(),
+            scheduled: None,
+            queued: false,
+            connect_by: Some(now + self.config.connect_timeout),
+            role,
+        });
+        self.sessions.insert(session, key);
+        self.by_ufrag.insert(ufrag, key);
+        Ok(key)
+    }
+
+    /// Take a participant out of its stream's lists.
+    pub(super) fn remove_from_stream(&mut self, key: usize) {
+        let Some(p) = self.participants.get(key) else {
+            return;
+        };
+        let (stream, publisher) = match p.role {
+            Role::Publisher { stream } => (stream, true),
+            Role::Subscriber { stream, .. } => (stream, false),
+        };
+        let Some(entry) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if publisher {
+            if entry.publisher == Some(key) {
+                entry.publisher = None;
+                // The next publisher, wherever it lands, is told where viewers are.
+                entry.relay_to = 0;
+            }
+        } else if let Some(i) = entry.subscribers.iter().position(|&k| k == key) {
+            entry.subscribers.swap_remove(i);
+        }
+        if entry.is_unused() {
+            self.streams.remove(&stream);
+        }
+    }
+
+    /// Free everything a participant holds, at once. Its DTLS close goes out first.
+    pub(super) fn remove(&mut self, key: usize, now: Instant) {
+        if !self.participants.contains(key) {
+            return;
+        }
+        self.remove_from_stream(key);
+        let mut p = self.participants.remove(key);
+        p.peer.close();
+        // Flush the close_notify; nothing else of it matters now.
+        loop {
+            match p.peer.poll() {
+                PeerEvent::Transmit {
+                    destination,
+                    source,
+                    contents,
+                } => self.transmit(destination, source, contents),
+                PeerEvent::Timeout(_) | PeerEvent::Disconnected => break,
+                _ => {}
+            }
+        }
+        let _ = now;
+        self.sessions.remove(&p.session);
+        self.by_ufrag.remove(p.peer.ufrag());
+        for a in &p.addrs {
+            if self.by_addr.get(a) == Some(&key) {
+                self.by_addr.remove(a);
+            }
+        }
+        // Drop this participant's timer entries now so an idle shard's maps end empty.
+        if p.scheduled.is_some() {
+            self.unschedule(key, p.session);
+        }
+    }
+}

@@ -1,0 +1,494 @@
+//! One shard: the participants placed on one core, their demultiplexing, timers and forwarding.
+//!
+//! See the crate documentation for the input/output contract. This module holds the [`Shard`]
+//! type, its inputs and outputs and the work queue that polls participants' peers; the rest is
+//! split by job:
+//!
+//! - `demux`: a datagram in, to the participant it belongs to (by address, or by ICE ufrag for
+//!   a new address, which is then learned);
+//! - `timers`: the deadline heap, timeouts, and giving up on participants that never connect;
+//! - `routing`: a publisher's packets to local subscribers and to other shards, relays from
+//!   other shards, keyframe requests and their throttle;
+//! - `commands`: the control plane's commands, and placing and removing participants.
+//!
+//! # Polling peers: one flat work queue
+//!
+//! Whatever changes a participant's peer (a datagram or a timeout for it, a command, a packet
+//! written to it, a keyframe asked of it) only marks the participant: its key goes to the back
+//! of `ready` unless its `queued` flag says it is there already. At the end of
+//! [`Shard::handle_input`] one loop pops keys from the front and polls each peer until it gives
+//! its deadline, routing each event as it comes. Routing changes other peers and marks them; it
+//! never polls them. So:
+//!
+//! - no peer is polled while another is being polled, and none twice at once: a participant is
+//!   in `ready` at most once, and its flag stays set while it is polled, so work routing gives
+//!   it meanwhile (a keyframe request to a publisher whose own packet asked for it) is picked
+//!   up by the same poll, which runs until the deadline;
+//! - one peer's outputs leave in the order str0m gives them; outputs of different peers are
+//!   ordered by when each was polled (a publisher's relays before its subscribers' packets), and
+//!   a command's reply comes before what the peers it changed send;
+//! - the work per input is the participants it touched, no scan; the queue is kept between
+//!   inputs, so marking allocates nothing once it has grown;
+//! - a key whose participant left before its turn is skipped. Keys are not reused within one
+//!   input (the only insertion is a command's, before anything is marked).
+
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
+use crate::peer::{Peer, PeerEvent};
+
+mod commands;
+mod demux;
+mod routing;
+mod timers;
+
+pub use crate::stats::ShardStats;
+pub use commands::{Command, CommandError, Reply};
+pub use routing::Relay;
+
+use routing::{StreamEntry, SubTrack};
+use timers::Deadline;
+
+/// Settings of one shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// This shard.
+    pub id: ShardId,
+    /// Most participants this shard takes; more get [`CommandError::ShardFull`].
+    pub max_participants: usize,
+    /// Keyframe requests to one publisher track are merged into at most one per interval.
+    pub keyframe_interval: Duration,
+    /// Addresses announced instead of the local ones (NAT 1:1). When set, received datagrams
+    /// are presented to str0m as addressed to the announced address of their family, and
+    /// transmits leave from whatever local address the kernel picks.
+    pub announced: Vec<SocketAddr>,
+    /// Most remote addresses learned for one participant (ICE candidates it checks from).
+    pub max_addrs_per_participant: usize,
+    /// A participant not connected (ICE + DTLS) this long after it was placed is removed.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig {
+            id: ShardId(0),
+            max_participants: 2000,
+            keyframe_interval: Duration::from_secs(1),
+            announced: Vec::new(),
+            max_addrs_per_participant: 8,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a shard is fed.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A datagram arrived on the shard's socket.
+    Datagram {
+        /// Arrival time.
+        now: Instant,
+        /// Remote address.
+        source: SocketAddr,
+        /// Local address it was sent to.
+        destination: SocketAddr,
+        /// The bytes.
+        contents: &'a [u8],
+    },
+    /// Time passed (at or after the deadline [`Shard::poll_output`] gave).
+    Timeout(Instant),
+    /// A command from the control plane; answered by one [`Output::Reply`] with its token.
+    Command(Instant, u64, Command),
+    /// A message from another shard.
+    Relay(Instant, Relay),
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+#[must_use]
+pub struct Transmit {
+    /// Where to.
+    pub destination: SocketAddr,
+    /// Which local address to send from (`None`: let the kernel choose).
+    pub source: Option<SocketAddr>,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+/// Things that happened that the control plane must learn about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardEvent {
+    /// A session ended on its own (ICE consent or DTLS timeout, close): it is already freed.
+    SessionClosed {
+        /// The session.
+        session: SessionId,
+    },
+    /// A session's ICE and DTLS completed.
+    SessionConnected {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// What a shard yields; drain with [`Shard::poll_output`] until [`Output::Timeout`].
+#[derive(Debug)]
+#[must_use]
+pub enum Output {
+    /// Send a datagram.
+    Transmit(Transmit),
+    /// Send a message to another shard.
+    Relay {
+        /// The receiving shard.
+        to: ShardId,
+        /// The message.
+        message: Relay,
+    },
+    /// The answer to a command.
+    Reply {
+        /// The command's token.
+        token: u64,
+        /// The answer.
+        result: Result<Reply, CommandError>,
+    },
+    /// Something the control plane must learn.
+    Event(ShardEvent),
+    /// Nothing more now: feed [`Input::Timeout`] at this instant (`None`: no deadline), or any
+    /// other input before.
+    Timeout(Option<Instant>),
+}
+
+/// A shard: the sans-IO core of one core's worth of participants.
+pub struct Shard {
+    config: ShardConfig,
+    participants: Slab<Participant>,
+    sessions: HashMap<SessionId, usize>,
+    by_addr: HashMap<SocketAddr, usize>,
+    by_ufrag: HashMap<String, usize>,
+    streams: HashMap<StreamId, StreamEntry>,
+    timers: BinaryHeap<Deadline>,
+    out: VecDeque<Output>,
+    /// Participants whose peer is polled before the current input is done (see the module
+    /// docs); empty between inputs.
+    ready: VecDeque<usize>,
+    stats: ShardStats,
+}
+
+impl std::fmt::Debug for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.config.id)
+            .field("participants", &self.participants.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Participant {
+    session: SessionId,
+    peer: Peer,
+    addrs: Vec<SocketAddr>,
+    scheduled: Option<Instant>,
+    /// In `ready`, or being polled.
+    queued: bool,
+    /// Until connected: when it is given up (a client that got its answer and never came).
+    connect_by: Option<Instant>,
+    role: Role,
+}
+
+enum Role {
+    Publisher {
+        stream: StreamId,
+    },
+    Subscriber {
+        stream: StreamId,
+        tracks: [Option<SubTrack>; 2],
+    },
+}
+
+impl Participant {
+    /// Put `key` (this participant's) into `ready` unless it is there or being polled.
+    fn mark_ready(&mut self, key: usize, ready: &mut VecDeque<usize>) {
+        if !self.queued {
+            self.queued = true;
+            ready.push_back(key);
+        }
+    }
+}
+
+impl Input<'_> {
+    /// The time this input carries.
+    fn now(&self) -> Instant {
+        match self {
+            Input::Datagram { now, .. }
+            | Input::Timeout(now)
+            | Input::Command(now, ..)
+            | Input::Relay(now, _) => *now,
+        }
+    }
+}
+
+impl Shard {
+    /// A new, empty shard.
+    pub fn new(config: ShardConfig) -> Self {
+        Shard {
+            config,
+            participants: Slab::new(),
+            sessions: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            streams: HashMap::new(),
+            timers: BinaryHeap::new(),
+            out: VecDeque::new(),
+            ready: VecDeque::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// This shard's id.
+    pub fn id(&self) -> ShardId {
+        self.config.id
+    }
+
+    /// Counters (participant counts are current).
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats.clone();
+        s.participants = self.participants.len() as u64;
+        s.publishers = self
+            .participants
+            .iter()
+            .filter(|(_, p)| matches!(p.role, Role::Publisher { .. }))
+            .count() as u64;
+        s.streams = self.streams.len() as u64;
+        s
+    }
+
+    /// Sizes of every map the shard keeps (participants, sessions, addresses, ufrags, streams,
+    /// timers): all zero once everyone has left and the timers ran.
+    pub fn map_sizes(&self) -> [usize; 6] {
+        [
+            self.participants.len(),
+            self.sessions.len(),
+            self.by_addr.len(),
+            self.by_ufrag.len(),
+            self.streams.len(),
+            self.timers.len(),
+        ]
+    }
+
+    /// Feed one input. Then drain [`Shard::poll_output`] until it returns [`Output::Timeout`].
+    pub fn handle_input(&mut self, input: Input<'_>) {
+        let now = input.now();
+        match input {
+            Input::Datagram {
+                now,
+                source,
+                destination,
+                contents,
+            } => self.datagram(now, source, destination, contents),
+            Input::Timeout(now) => self.timeout(now),
+            Input::Command(now, token, cmd) => {
+                let result = self.command(now, cmd);
+                self.out.push_back(Output::Reply { token, result });
+            }
+            Input::Relay(now, relay) => self.relay(now, relay),
+        }
+        self.poll_ready(now);
+    }
+
+    /// Next output. Ends each drain with [`Output::Timeout`].
+    pub fn poll_output(&mut self) -> Output {
+        if let Some(o) = self.out.pop_front() {
+            return o;
+        }
+        Output::Timeout(self.next_deadline())
+    }
+
+    /// Mark a participant whose peer changed: it is polled before this input is done.
+    fn enqueue(&mut self, key: usize) {
+        if let Some(p) = self.participants.get_mut(key) {
+            p.mark_ready(key, &mut self.ready);
+        }
+    }
+
+    /// Poll the marked participants' peers, each to its deadline, until none is marked.
+    fn poll_ready(&mut self, now: Instant) {
+        while let Some(key) = self.ready.pop_front() {
+            self.poll_peer(key, now);
+        }
+    }
+
+    /// Poll one participant's peer until its deadline; route what comes out.
+    fn poll_peer(&mut self, key: usize, now: Instant) {
+        loop {
+            let Some(p) = self.participants.get_mut(key) else {
+                return;
+            };
+            match p.peer.poll() {
+                PeerEvent::Timeout(at) => {
+                    p.queued = false;
+                    self.schedule(key, at, now);
+                    return;
+                }
+                PeerEvent::Transmit {
+                    destination,
+                    source,
+                    contents,
+                } => self.transmit(destination, source, contents),
+                PeerEvent::Rtp(packet) => {
+                    if let Role::Publisher { stream } = p.role {
+                        let epoch = p.session.0;
+                        self.publish(now, stream, epoch, packet);
+                    }
+                }
+                PeerEvent::KeyframeRequest(kind) => {
+                    if let Role::Subscriber { stream, .. } = p.role {
+                        self.request_keyframe(now, stream, kind);
+                    }
+                }
+                PeerEvent::Connected => {
+                    p.connect_by = None;
+                    let session = p.session;
+                    // A viewer gets media from now on; it starts on a keyframe asked for now.
+                    let viewer_of = match &p.role {
+                        Role::Subscriber { stream, tracks }
+                            if tracks[TrackKind::Video.index()].is_some() =>
+                        {
+                            Some(*stream)
+                        }
+                        _ => None,
+                    };
+                    self.out
+                        .push_back(Output::Event(ShardEvent::SessionConnected { session }));
+                    if let Some(stream) = viewer_of {
+                        self.request_keyframe(now, stream, TrackKind::Video);
+                    }
+                }
+                PeerEvent::Disconnected => {
+                    let session = p.session;
+                    self.remove(key, now);
+                    self.out
+                        .push_back(Output::Event(ShardEvent::SessionClosed { session }));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queue a datagram a peer produced. With announced addresses the local source is the
+    /// kernel's choice (str0m's source is the announced address, not a local one).
+    fn transmit(&mut self, destination: SocketAddr, source: SocketAddr, contents: Vec<u8>) {
+        self.stats.tx_datagrams += 1;
+        let source = self.config.announced.is_empty().then_some(source);
+        self.out.push_back(Output::Transmit(Transmit {
+            destination,
+            source,
+            contents,
+        }));
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test picks its own base instant"
+)]
+mod tests {
+    use str0m::media::{Direction, MediaKind};
+    use str0m::{Candidate, IceCreds, RtcConfig};
+
+    use super::*;
+    use crate::peer::{PeerSetup, Published, generate_certificate};
+
+    const SHARD_ADDR: &str = "192.0.2.1:5000";
+
+    /// A publisher's peer, answering the VP8 offer of a str0m client that never connects.
+    fn publisher(now: Instant) -> (Peer, Published) {
+        let cert = generate_certificate().expect("a certificate");
+        let mut client = RtcConfig::new()
+            .set_rtp_mode(true)
+            .set_dtls_cert(cert.clone())
+            .clear_codecs()
+            .enable_vp8(true)
+            .build(now);
+        let client_addr: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+        client.add_local_candidate(Candidate::host(client_addr, "udp").unwrap());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, _) = api.apply().expect("an offer");
+        let setup = PeerSetup {
+            cert,
+            candidates: vec![SHARD_ADDR.parse().unwrap()],
+            ice: IceCreds {
+                ufrag: "h0s1".into(),
+                pass: "testpasswordtestpassword".into(),
+            },
+        };
+        let (peer, _answer, published) =
+            Peer::publisher(&setup, &offer.to_sdp_string(), now).expect("a publisher");
+        (peer, published)
+    }
+
+    /// Drain the shard: what it yielded before the timeout, and the deadline.
+    fn drain(shard: &mut Shard) -> (Vec<Output>, Option<Instant>) {
+        let mut outputs = Vec::new();
+        loop {
+            match shard.poll_output() {
+                Output::Timeout(at) => return (outputs, at),
+                o => outputs.push(o),
+            }
+        }
+    }
+
+    #[test]
+    fn each_input_polls_the_peers_it_changed_before_it_ends() {
+        let start = Instant::now();
+        let connect_timeout = Duration::from_secs(2);
+        let mut shard = Shard::new(ShardConfig {
+            connect_timeout,
+            ..ShardConfig::default()
+        });
+        let (peer, published) = publisher(start);
+        shard.handle_input(Input::Command(
+            start,
+            7,
+            Command::AddPublisher {
+                session: SessionId(1),
+                stream: StreamId(1),
+                peer: Box::new(peer),
+                published,
+                relay_to: 0,
+            },
+        ));
+        let (outputs, deadline) = drain(&mut shard);
+        assert!(matches!(
+            outputs.as_slice(),
+            [Output::Reply {
+                token: 7,
+                result: Ok(Reply::Done)
+            }]
+        ));
+        // The new peer was polled within the command's input: its deadline is in the heap.
+        let deadline = deadline.expect("the placed peer's deadline");
+        assert!(deadline <= start + connect_timeout);
+        assert_eq!(shard.map_sizes(), [1, 1, 0, 1, 1, 1]);
+
+        // Timeouts poll it again each time; once its connect deadline passed it is given up.
+        let mut next = Some(deadline);
+        let mut closed = Vec::new();
+        for _ in 0..10_000 {
+            let Some(at) = next else { break };
+            shard.handle_input(Input::Timeout(at));
+            let (outputs, deadline) = drain(&mut shard);
+            closed.extend(outputs.into_iter().filter_map(|o| match o {
+                Output::Event(ShardEvent::SessionClosed { session }) => Some((session, at)),
+                _ => None,
+            }));
+            next = deadline;
+        }
+        assert_eq!(closed, [(SessionId(1), start + connect_timeout)]);
+        assert_eq!(shard.map_sizes(), [0; 6], "everything freed, no timer left");
+    }
+}
