@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Seen, SentLog, client, run_publisher, run_viewer, start_server};
+use common::{Seen, SentLog, client, run_publisher, run_viewer, start_server_with};
 use ringcast_sim::media::{Tag, VideoCodec};
 
 /// Every payload a viewer got is one the publisher sent, byte-exact; video starts on a
@@ -104,7 +104,9 @@ fn hostile_sender(ports: Vec<u16>, stop: Arc<AtomicBool>) -> usize {
 }
 
 fn broadcast(shards: usize, viewers: usize, hostile: bool) {
-    let server = start_server(shards);
+    // With more than one shard, the publisher's shard takes three participants before viewers
+    // spill, so viewers land on both and the stream is relayed.
+    let server = start_server_with(shards, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "3")]);
     let stop = Arc::new(AtomicBool::new(false));
     let sent: SentLog = Arc::default();
     let (mut publisher, _) = client(&server.http, "/whip/e2e", true);
