@@ -66,7 +66,7 @@ impl Default for ControlConfig {
         ControlConfig {
             shards: 1,
             limits: Limits {
-                affinity: 500,
+                affinity: 100,
                 max: 1000,
             },
             replace_publisher: false,

@@ -171,7 +171,7 @@ mod tests {
         assert!(!config.media.uring_sqpoll && !config.media.uring_zero_copy);
         assert!(config.media.pin_threads);
         assert_eq!(config.media.max_participants_per_shard, 1000);
-        assert_eq!(config.media.affinity_limit, 500);
+        assert_eq!(config.media.affinity_limit, 100);
         assert_eq!(config.media.keyframe_interval_ms, 1000);
         assert!(config.media.announce.is_empty());
         assert!(config.media.advertise_loopback);
