@@ -240,17 +240,29 @@ impl Janus {
             Some(feed) => feed,
             None => self.lookup_feed(agent, handle, room)?,
         };
-        let (_, jsep) = self.plugin_async(
-            agent,
-            handle,
-            json!({
-                "request": "join",
-                "ptype": "subscriber",
-                "room": room,
-                "streams": [{ "feed": feed }],
-            }),
-            None,
-        )?;
+        // Janus answers 428 "No such feed" until the publisher's PeerConnection is up, which
+        // can come after its publish request was answered: a subscriber waits for it, a while.
+        let mut tries = 0;
+        let (_, jsep) = loop {
+            let joined = self.plugin_async(
+                agent,
+                handle,
+                json!({
+                    "request": "join",
+                    "ptype": "subscriber",
+                    "room": room,
+                    "streams": [{ "feed": feed }],
+                }),
+                None,
+            );
+            match joined {
+                Err(cause) if cause.starts_with("janus videoroom 428") && tries < FEED_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(FEED_PAUSE);
+                }
+                other => break other?,
+            }
+        };
         let sdp = jsep_sdp(jsep.as_ref(), "offer")?;
         let sdp = negotiation::reachable_candidates_only(&sdp, &self.base);
         let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
@@ -586,6 +598,11 @@ fn offered_mids(sdp: &str) -> [Mid; 2] {
     let audio = audio.or(video).unwrap_or_else(|| Mid::from("0"));
     [audio, video.unwrap_or(audio)]
 }
+
+/// How often a subscriber asks again for a feed Janus does not offer yet, and how long it
+/// waits between two asks (2 s in all).
+const FEED_TRIES: u32 = 20;
+const FEED_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Digits in a reason become `N` (room and feed ids), and it is cut to 80 characters, so that
 /// one cause is one row in the errors table.
