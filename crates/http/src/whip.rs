@@ -14,7 +14,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use ringcast_core::control::{Built, Refusal, Role, ShardCommand};
 use ringcast_core::sdp::SdpFragment;
-use ringcast_core::{CommandError, Control, IceCreds, Peer, PeerSetup, SessionId, ShardId};
+use ringcast_core::{CommandError, Control, IceCreds, PeerSetup, SessionId, ShardId};
 use ringcast_engine::CallError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -324,14 +324,7 @@ async fn join(
     let setup = setup_for(&state, admission.shard);
     let receives = admission.published.clone();
     let built = build(&state, move || {
-        let now = Instant::now();
-        match receives {
-            None => Peer::publisher(&setup, &offer, now).map(|(peer, answer, published)| {
-                (Built::Publisher(Box::new(peer), published), answer)
-            }),
-            Some(published) => Peer::subscriber(&setup, &offer, &published, now)
-                .map(|(peer, answer)| (Built::Viewer(Box::new(peer)), answer)),
-        }
+        Built::from_offer(&setup, &offer, receives.as_ref(), Instant::now())
     })
     .await;
     let (built, answer) = match built {

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use ringcast_core::control::{Built, Limits, Refusal, Role as ControlRole};
 use ringcast_core::{
-    Command, CommandError, Control, ControlConfig, IceCreds, Input, Output, Peer, PeerSetup, Relay,
+    Command, CommandError, Control, ControlConfig, IceCreds, Input, Output, PeerSetup, Relay,
     Reply, SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId, generate_certificate,
 };
 use str0m::config::DtlsCert;
@@ -309,13 +309,7 @@ impl Sim {
         let built = client::build(self.now, &self.client_cert, addr, publish.as_ref());
         let (session, setup) = self.mint(shard);
         let offer = built.offer.to_sdp_string();
-        let made = match &admission.published {
-            None => Peer::publisher(&setup, &offer, self.now).map(|(peer, answer, published)| {
-                (Built::Publisher(Box::new(peer), published), answer)
-            }),
-            Some(published) => Peer::subscriber(&setup, &offer, published, self.now)
-                .map(|(peer, answer)| (Built::Viewer(Box::new(peer)), answer)),
-        };
+        let made = Built::from_offer(&setup, &offer, admission.published.as_ref(), self.now);
         let (made, answer) = match made {
             Ok(m) => m,
             Err(e) => {
