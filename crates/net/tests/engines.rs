@@ -242,6 +242,17 @@ fn client(addr: &str) -> UdpSocket {
     socket
 }
 
+/// `recv_from` that asks again when a signal interrupts the wait: a socket read timeout is not
+/// restarted by the kernel, so any signal reaching the test thread surfaces as EINTR.
+fn recv(socket: &UdpSocket, buffer: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    loop {
+        match socket.recv_from(buffer) {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 fn payload(index: usize, size: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; size];
     bytes[..2].copy_from_slice(&(index as u16).to_be_bytes());
@@ -262,8 +273,7 @@ fn echo_round_trip(kind: EngineKind, client: &UdpSocket, server: SocketAddr, cou
             client.send_to(&payload(i, sizes[i]), server).unwrap();
         }
         for _ in window {
-            let (len, from) = client
-                .recv_from(&mut buffer)
+            let (len, from) = recv(&client, &mut buffer)
                 .unwrap_or_else(|e| panic!("{kind:?}: no echo within 2 s: {e}"));
             assert_eq!(from, server, "{kind:?}");
             let index = u16::from_be_bytes([buffer[0], buffer[1]]) as usize;
@@ -442,7 +452,7 @@ fn truncated_datagrams_are_counted_and_skipped() {
         }
         let mut buffer = [0u8; 4096];
         for size in [MAX_DATAGRAM, 100] {
-            let (len, _) = client.recv_from(&mut buffer).expect("echo within 2 s");
+            let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
             assert_eq!(&buffer[..len], payload(size, size).as_slice(), "{kind:?}");
         }
         let (counters, _) = running.stop();
@@ -527,7 +537,7 @@ fn send_errors_do_not_stop_the_engine() {
         for i in 0..5 {
             let sent = payload(i, 50);
             client.send_to(&sent, server).unwrap();
-            let (len, _) = client.recv_from(&mut buffer).expect("echo within 2 s");
+            let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
             assert_eq!(&buffer[..len], sent.as_slice(), "{kind:?}");
         }
         let (counters, _) = running.stop();
@@ -583,7 +593,7 @@ fn equal_size_datagrams_to_one_destination_leave_in_one_gso_send() {
         assert_eq!(counters.tx_errors, 0, "{kind:?}: {counters:?}");
         let mut buffer = [0u8; 4096];
         for i in 0..10 {
-            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            let (len, _) = recv(&client, &mut buffer).expect("datagram within 2 s");
             assert_eq!(
                 &buffer[..len],
                 payload(i, 1200).as_slice(),
@@ -599,7 +609,7 @@ fn equal_size_datagrams_to_one_destination_leave_in_one_gso_send() {
         assert_eq!(counters.tx_datagrams, 10, "{kind:?}");
         assert_eq!(counters.tx_gso_sends, 0, "{kind:?}");
         for i in 0..10 {
-            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            let (len, _) = recv(&client, &mut buffer).expect("datagram within 2 s");
             assert_eq!(
                 &buffer[..len],
                 payload(i, 1200).as_slice(),
@@ -646,7 +656,7 @@ fn a_refused_segmented_send_turns_gso_off_and_resends_one_by_one() {
         assert_eq!(counters.tx_errors, 0, "{kind:?}: {counters:?}");
         let mut buffer = [0u8; 4096];
         for i in 0..150 {
-            let (len, _) = client.recv_from(&mut buffer).expect("datagram within 2 s");
+            let (len, _) = recv(&client, &mut buffer).expect("datagram within 2 s");
             assert_eq!(&buffer[..len], &[i as u8], "{kind:?}: datagram {i}");
         }
         // GSO stays off: equal-size datagrams now leave one by one.
@@ -661,8 +671,7 @@ fn a_refused_segmented_send_turns_gso_off_and_resends_one_by_one() {
         );
         assert_eq!(after.tx_datagrams, 160, "{kind:?}: {after:?}");
         for i in 0..10 {
-            let (len, _) = client
-                .recv_from(&mut buffer)
+            let (len, _) = recv(&client, &mut buffer)
                 .unwrap_or_else(|e| panic!("{kind:?}: datagram {i} not there: {e} {after:?}"));
             assert_eq!(
                 &buffer[..len],
@@ -851,7 +860,7 @@ fn uring_zero_copy_sends_echo() {
     assert_eq!(counters.tx_gso_sends, 1, "{counters:?}");
     let mut buffer = [0u8; 4096];
     for i in 0..10 {
-        let (len, _) = to.recv_from(&mut buffer).expect("datagram within 2 s");
+        let (len, _) = recv(&to, &mut buffer).expect("datagram within 2 s");
         assert_eq!(&buffer[..len], payload(i, 1200).as_slice(), "datagram {i}");
     }
 }
@@ -882,7 +891,7 @@ fn an_engine_runs_again_on_another_thread() {
         waiter.join().unwrap();
         result.unwrap_or_else(|e| panic!("{kind:?}: second run failed: {e}"));
         let mut buffer = [0u8; 64];
-        let (len, _) = client.recv_from(&mut buffer).expect("echo within 2 s");
+        let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
         assert_eq!(&buffer[..len], payload(0, 10).as_slice(), "{kind:?}");
     });
 }
@@ -928,7 +937,7 @@ fn no_allocation_per_datagram_in_steady_state() {
                     client.send_to(&datagram, server).unwrap();
                 }
                 for _ in 0..16 {
-                    client.recv_from(&mut buffer).expect("echo within 2 s");
+                    recv(&client, &mut buffer).expect("echo within 2 s");
                 }
             }
         };
