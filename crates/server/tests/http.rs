@@ -368,9 +368,9 @@ fn a_missing_certificate_or_a_bad_key_stops_the_server_naming_the_key() {
     assert!(message.contains("http.tls_key"), "{message}");
 }
 
-/// The binary run with `env`: it must exit with an error; its stderr.
+/// The binary run with `env`: it must exit with an error within `BOUND`; its stderr.
 fn refused_start(env: &[(&str, &str)]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+    let child = Command::new(env!("CARGO_BIN_EXE_ringcast"))
         .env_clear()
         .env("RINGCAST_HTTP_LISTEN", "127.0.0.1:0")
         .env("RINGCAST_MEDIA_BIND", "127.0.0.1")
@@ -380,10 +380,23 @@ fn refused_start(env: &[(&str, &str)]) -> String {
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .output()
+        .spawn()
         .expect("ringcast runs");
-    assert!(!output.status.success());
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    // The guard kills a server that started anyway.
+    let mut server = Server {
+        child,
+        http: String::new(),
+    };
+    assert!(!exited(&mut server).success());
+    let mut stderr = String::new();
+    server
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
 }
 
 /// Like `start_server_with`, over HTTPS: ready once a TLS handshake completes.
