@@ -223,7 +223,9 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
     };
     serve::serve(listener, ringcast_http::app(state), settings, first_signal).await;
     tracing::info!("HTTP stopped; stopping the shards");
-    // Live peers are told goodbye here, once HTTP has stopped and before the shards stop.
+    // Goodbye to live peers goes here, the one call site: once HTTP has stopped and before the
+    // shards stop, the shard command that sends every live peer a DTLS close / RTCP BYE (issue 9,
+    // peer lifecycle), so that players notice at once.
     tokio::task::spawn_blocking(move || shards.stop()).await?;
     Ok(())
 }

@@ -180,3 +180,51 @@ fn log_refusal(caps: &Caps, refusal: Refusal, peer: SocketAddr, settings: &Serve
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    fn settings() -> ServeSettings {
+        ServeSettings {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10,
+            max_connections_per_client: 10,
+            max_body_bytes: 1000,
+            drain_timeout: Duration::from_secs(5),
+            tls: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn handlers_get_the_client_address_as_connect_info() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = listener.local_addr().unwrap();
+        let app = Router::new().route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(serve(listener, app, settings(), async {
+            let _ = stopped.await;
+        }));
+        let mut client = tokio::net::TcpStream::connect(server).await.unwrap();
+        let local = client.local_addr().unwrap();
+        client
+            .write_all(b"GET /peer HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut response = String::new();
+        client.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with(&local.to_string()), "{response}");
+        stop.send(()).unwrap();
+        serving.await.unwrap();
+    }
+}
