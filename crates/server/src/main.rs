@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod config;
+mod serve;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -56,14 +57,26 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    let max_connections = serve::fit_open_files(config.http.max_connections);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(run(config))
+    runtime.block_on(run(config, max_connections))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
+    let mut signals = Signals::new().context("installing the SIGTERM and SIGINT handlers")?;
+    // A bad certificate or key stops the server before anything starts.
+    let tls = if config.http.tls_cert.as_os_str().is_empty() {
+        None
+    } else {
+        Some(serve::Tls::load(
+            config.http.tls_cert.clone(),
+            config.http.tls_key.clone(),
+        )?)
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let kind = match config.media.engine {
         EngineChoice::Epoll => EngineKind::Epoll,
         EngineChoice::Uring => {
@@ -184,34 +197,60 @@ async fn run(config: Config) -> anyhow::Result<()> {
         local.to_string()
     };
     tracing::info!(
-        "HTTP on {local}: WHIP http://{host}/whip/<stream>, WHEP http://{host}/whep/<stream>"
+        "HTTP on {local}: WHIP {scheme}://{host}/whip/<stream>, WHEP {scheme}://{host}/whep/<stream>"
     );
     tracing::info!(
-        "demo pages: http://{host}/ http://{host}/publish/demo http://{host}/watch/demo"
+        "demo pages: {scheme}://{host}/ {scheme}://{host}/publish/demo {scheme}://{host}/watch/demo"
     );
-    axum::serve(listener, ringcast_http::app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("shutting down");
+    let settings = serve::ServeSettings {
+        header_timeout: Duration::from_millis(config.http.header_timeout_ms),
+        body_timeout: Duration::from_millis(config.http.body_timeout_ms),
+        idle_timeout: Duration::from_millis(config.http.idle_timeout_ms),
+        max_connections,
+        max_connections_per_client: config.http.max_connections_per_client,
+        max_body_bytes: config.http.max_body_bytes,
+        drain_timeout: Duration::from_millis(config.http.drain_timeout_ms),
+        tls,
+    };
+    let first_signal = async {
+        signals.next().await;
+        tracing::info!("signal received: shutting down (a second one exits at once)");
+        tokio::spawn(async move {
+            signals.next().await;
+            tracing::warn!("second signal: exiting now, without draining");
+            std::process::exit(1);
+        });
+    };
+    serve::serve(listener, ringcast_http::app(state), settings, first_signal).await;
+    tracing::info!("HTTP stopped; stopping the shards");
+    // Goodbye to live peers goes here, the one call site: once HTTP has stopped and before the
+    // shards stop, the shard command that sends every live peer a DTLS close / RTCP BYE (issue 9,
+    // peer lifecycle), so that players notice at once.
     tokio::task::spawn_blocking(move || shards.stop()).await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGTERM and SIGINT (Ctrl-C), installed once so that a second one is never missed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
     }
 }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -39,8 +40,27 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Value of `Access-Control-Allow-Origin`; never empty.
     pub cors_origin: String,
-    /// Largest accepted request body in bytes; larger requests get 413.
+    /// Largest accepted request body in bytes; larger requests get 413 (at once when their
+    /// `Content-Length` says so).
     pub max_body_bytes: usize,
+    /// Milliseconds a client has to send a request's head (line and headers); at least 100.
+    pub header_timeout_ms: u64,
+    /// Milliseconds a client has to send a request's whole body; at least 100.
+    pub body_timeout_ms: u64,
+    /// A connection with no request in flight and nothing received for this many milliseconds
+    /// is closed; at least 100.
+    pub idle_timeout_ms: u64,
+    /// Most concurrent connections, all clients together; at least 1.
+    pub max_connections: usize,
+    /// Most concurrent connections from one client address (IPv6: one /64); at least 1.
+    pub max_connections_per_client: usize,
+    /// On SIGTERM, milliseconds in-flight requests have to finish before their connections
+    /// are closed.
+    pub drain_timeout_ms: u64,
+    /// Certificate chain (PEM) for HTTPS; empty = plain HTTP. Set with `tls_key`.
+    pub tls_cert: PathBuf,
+    /// Private key (PEM) of `tls_cert`; empty = plain HTTP.
+    pub tls_key: PathBuf,
 }
 
 /// `[media]`: the shards, their sockets and what they advertise.
@@ -163,6 +183,14 @@ mod tests {
         assert_eq!(config.http.listen, "0.0.0.0:8080".parse().unwrap());
         assert_eq!(config.http.cors_origin, "*");
         assert_eq!(config.http.max_body_bytes, 65536);
+        assert_eq!(config.http.header_timeout_ms, 10_000);
+        assert_eq!(config.http.body_timeout_ms, 10_000);
+        assert_eq!(config.http.idle_timeout_ms, 60_000);
+        assert_eq!(config.http.max_connections, 10_000);
+        assert_eq!(config.http.max_connections_per_client, 100);
+        assert_eq!(config.http.drain_timeout_ms, 5000);
+        assert_eq!(config.http.tls_cert, PathBuf::new());
+        assert_eq!(config.http.tls_key, PathBuf::new());
         assert_eq!(config.media.shards, 0);
         assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(config.media.port_base, 50000);

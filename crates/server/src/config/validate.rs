@@ -19,6 +19,47 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected an origin such as \"*\" or \"https://example.org\"".into(),
         ));
     }
+    for (key, value) in [
+        ("header_timeout_ms", http.header_timeout_ms),
+        ("body_timeout_ms", http.body_timeout_ms),
+        ("idle_timeout_ms", http.idle_timeout_ms),
+    ] {
+        if value < 100 {
+            return Err(invalid(
+                KeyPath::of(&["http", key]),
+                value.to_string(),
+                "expected at least 100".into(),
+            ));
+        }
+    }
+    for (key, value) in [
+        ("max_connections", http.max_connections),
+        (
+            "max_connections_per_client",
+            http.max_connections_per_client,
+        ),
+    ] {
+        if value == 0 {
+            return Err(invalid(
+                KeyPath::of(&["http", key]),
+                "0".into(),
+                "expected at least 1".into(),
+            ));
+        }
+    }
+    // HTTPS needs both files: one alone is a mistake, not plain HTTP.
+    for (key, value, (other_key, other)) in [
+        ("tls_cert", &http.tls_cert, ("tls_key", &http.tls_key)),
+        ("tls_key", &http.tls_key, ("tls_cert", &http.tls_cert)),
+    ] {
+        if !value.as_os_str().is_empty() && other.as_os_str().is_empty() {
+            return Err(invalid(
+                KeyPath::of(&["http", key]),
+                value.display().to_string(),
+                format!("`http.{other_key}` is empty: HTTPS needs both PEM files"),
+            ));
+        }
+    }
     let media = &config.media;
     if media.shards > MAX_SHARDS {
         return Err(invalid(
@@ -199,6 +240,33 @@ mod tests {
             error(Some("[streams.demo]\npublish_token = \"\"\n"), &[]).starts_with(
                 "config file /x.toml: invalid value `` for `streams.demo.publish_token`"
             )
+        );
+    }
+
+    #[test]
+    fn http_timeouts_caps_and_tls_files_are_checked() {
+        assert_eq!(
+            error(None, &[("RINGCAST_HTTP_HEADER_TIMEOUT_MS", "0")]),
+            "environment RINGCAST_HTTP_HEADER_TIMEOUT_MS: invalid value `0` for \
+             `http.header_timeout_ms`: expected at least 100"
+        );
+        assert_eq!(
+            error(Some("[http]\nmax_connections_per_client = 0\n"), &[]),
+            "config file /x.toml: invalid value `0` for `http.max_connections_per_client`: \
+             expected at least 1"
+        );
+        assert!(
+            error(Some("[http]\ntls_cert = \"/etc/cert.pem\"\n"), &[]).starts_with(
+                "config file /x.toml: invalid value `/etc/cert.pem` for `http.tls_cert`: \
+                     `http.tls_key` is empty"
+            ),
+        );
+        assert!(
+            load(
+                Some("[http]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n"),
+                &[]
+            )
+            .is_ok()
         );
     }
 

@@ -57,6 +57,27 @@ pub fn start_server_with(shards: usize, env: &[(&str, &str)]) -> Server {
 
 /// Start the binary under a wrapper command (`strace ...`; empty: none).
 pub fn start_server_under(wrapper: &[&str], shards: usize, env: &[(&str, &str)]) -> Server {
+    start_server_probed(wrapper, shards, env, |http| {
+        ureq::get(format!("{http}/healthz")).call().is_ok()
+    })
+}
+
+/// Start the binary with `shards` shards and extra `RINGCAST_*` variables; ready once
+/// `probe(http://host:port)` says so (HTTPS: the listener accepts).
+pub fn start_server_ready(
+    shards: usize,
+    env: &[(&str, &str)],
+    probe: impl Fn(&str) -> bool,
+) -> Server {
+    start_server_probed(&[], shards, env, probe)
+}
+
+fn start_server_probed(
+    wrapper: &[&str],
+    shards: usize,
+    env: &[(&str, &str)],
+    probe: impl Fn(&str) -> bool,
+) -> Server {
     let http_port = free_port();
     // A UDP base port with `shards` free ports above it.
     let base = loop {
@@ -98,12 +119,12 @@ pub fn start_server_under(wrapper: &[&str], shards: usize, env: &[(&str, &str)])
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if ureq::get(format!("{}/healthz", server.http)).call().is_ok() {
+        if probe(&server.http) {
             return server;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("ringcast did not answer /healthz");
+    panic!("ringcast did not get ready");
 }
 
 /// The `ringcast` binary: cargo names it for tests; an example finds it beside its own
