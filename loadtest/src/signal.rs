@@ -58,11 +58,15 @@ impl Signaller {
         }
     }
 
-    /// Close a session `join` opened; errors are ignored (the server may be gone).
-    pub fn leave(&self, agent: &ureq::Agent, location: &str) {
+    /// Close a session `join` opened; on failure, the cause as it goes into the errors table
+    /// (Janus: always `Ok`, its answers are not checked).
+    pub fn leave(&self, agent: &ureq::Agent, location: &str) -> Result<(), String> {
         match self {
             Signaller::Whip { .. } => leave(agent, location),
-            Signaller::Janus(janus) => janus.leave(agent, location),
+            Signaller::Janus(janus) => {
+                janus.leave(agent, location);
+                Ok(())
+            }
         }
     }
 
@@ -130,7 +134,11 @@ fn join(
     })
 }
 
-/// DELETE a session; errors are ignored (the server may be gone).
-fn leave(agent: &ureq::Agent, location: &str) {
-    let _ = agent.delete(location).call();
+/// DELETE a session; a refusal or a failed request is the cause as the errors table names it.
+fn leave(agent: &ureq::Agent, location: &str) -> Result<(), String> {
+    let response = agent.delete(location).call().map_err(|e| http::cause(&e))?;
+    match response.status().as_u16() {
+        200..=299 => Ok(()),
+        status => Err(format!("http {status}")),
+    }
 }
