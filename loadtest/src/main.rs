@@ -458,6 +458,10 @@ mod tests {
             vec!["ramp", "--rate", "5/s"],
             vec!["broadcast", "--streams", "0"],
             vec!["broadcast", "--codec", "av1"],
+            vec!["soak"], // no --server-pid
+            vec!["soak", "--server-pid", "1", "--publisher-share", "2"],
+            vec!["soak", "--server-pid", "1", "--cycles", "0"],
+            vec!["soak", "--server-pid", "1", "--hold", "soon"],
         ];
         for args in bad {
             let argv = std::iter::once("ringcast-loadtest").chain(args.iter().copied());
@@ -496,5 +500,17 @@ mod tests {
         ])
         .unwrap();
         assert!(plan_of(url.scenario).is_err());
+        let soak = Cli::try_parse_from([
+            "x",
+            "soak",
+            "--server",
+            "http://127.0.0.1:9",
+            "--server-pid",
+            "1",
+            "--cycles",
+            "200",
+        ])
+        .unwrap();
+        assert!(matches!(soak.scenario, Scenario::Soak(_)));
     }
 }

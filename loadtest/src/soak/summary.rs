@@ -37,7 +37,7 @@ pub struct SoakSummary {
     pub failures: Vec<String>,
 }
 
-/// The join/leave cycles.
+/// The join/leave cycles; the counts and failures include the warm-up cycles.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Cycles {
     /// Cycles measured (after the warm-up).
