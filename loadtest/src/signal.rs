@@ -95,9 +95,13 @@ fn join(
 
     let posted = Instant::now();
     let url = format!("{}{path}", base.trim_end_matches('/'));
+    // The session's own address as the client's: a server that trusts this host as a proxy
+    // (ringcast: limits.trusted_proxies) then applies its per-client limits per session, as
+    // for real clients; any other server ignores it.
     let mut response = agent
         .post(&url)
         .header("Content-Type", "application/sdp")
+        .header("X-Forwarded-For", job.local.ip().to_string())
         .send(offer.to_sdp_string())
         .map_err(|e| http::cause(&e))?;
     let status = response.status().as_u16();
