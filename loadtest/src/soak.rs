@@ -43,7 +43,7 @@ use crate::units;
 use crate::worker::{Command, MediaPlan};
 
 use gauges::{Admin, Declared, Snapshot};
-use summary::{Cycles, Rss, RunningStream, SoakSummary};
+use summary::{Cycles, Rss, RssSample, RunningStream, SoakSummary};
 
 /// The options of `ringcast-loadtest soak`.
 #[derive(Debug, Args)]
@@ -416,6 +416,7 @@ impl Rig {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
+        progress.tick(self, done.load(Ordering::Relaxed));
     }
 
     /// Stop the workers, then leave the running stream (viewers first, its publisher last).
@@ -477,7 +478,7 @@ fn soak(
     let concurrency = args.concurrency as usize;
     let warmup = args.warmup_cycles as usize;
     let total = warmup + args.cycles as usize;
-    let mut progress = Progress::new(t0, total);
+    let mut progress = Progress::new(t0, total, server);
     let done = AtomicUsize::new(0);
     if warmup > 0 {
         eprintln!("warm-up: {warmup} cycles");
@@ -585,6 +586,7 @@ fn soak(
             ratio,
             max_growth_pct: args.max_rss_growth,
             back: ratio <= 1.0 + args.max_rss_growth / 100.0,
+            timeline: std::mem::take(&mut progress.rss),
         },
         gauges: all_gauges,
         gauges_not_back,
@@ -678,24 +680,32 @@ struct Progress {
     total: usize,
     last: Totals,
     latency: Histogram<u64>,
+    server: Process,
+    /// The server's RSS each second.
+    rss: Vec<RssSample>,
 }
 
 impl Progress {
-    fn new(t0: Instant, total: usize) -> Self {
+    fn new(t0: Instant, total: usize, server: Process) -> Self {
         Progress {
             t0,
             next: t0 + Duration::from_secs(1),
             total,
             last: Totals::default(),
             latency: stats::histogram(),
+            server,
+            rss: Vec::new(),
         }
     }
 
     fn maybe(&mut self, rig: &Rig, done: usize) {
-        let now = Instant::now();
-        if now < self.next {
-            return;
+        if Instant::now() >= self.next {
+            self.tick(rig, done);
         }
+    }
+
+    fn tick(&mut self, rig: &Rig, done: usize) {
+        let now = Instant::now();
         self.next = now + Duration::from_secs(1);
         let totals = rig.steady_tally.totals();
         let d = totals.since(self.last);
@@ -712,10 +722,17 @@ impl Progress {
             + t.viewers_connected.load(Ordering::Relaxed);
         let failed =
             t.publishers_failed.load(Ordering::Relaxed) + t.viewers_failed.load(Ordering::Relaxed);
+        let t_s = now.saturating_duration_since(self.t0).as_secs_f64();
+        let rss_kib = self.server.rss_kib().unwrap_or(0);
+        self.rss.push(RssSample {
+            t_s,
+            cycles: done,
+            rss_kib,
+        });
         eprintln!(
             "[{:>6.1}s] cycles {}/{}, {} connected, {} failed, {} with media now | running \
-             stream loss {:.2}% p99 {:.1} ms",
-            now.saturating_duration_since(self.t0).as_secs_f64(),
+             stream loss {:.2}% p99 {:.1} ms | server RSS {rss_kib} KiB",
+            t_s,
             done,
             self.total,
             connected,

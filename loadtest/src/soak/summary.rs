@@ -109,6 +109,19 @@ pub struct Rss {
     pub max_growth_pct: f64,
     /// Whether the end is within the allowed growth of the start.
     pub back: bool,
+    /// Each second of the cycles: a leak grows with the cycles, an allocator settling flattens.
+    pub timeline: Vec<RssSample>,
+}
+
+/// The server's RSS at one moment of the cycles.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RssSample {
+    /// Seconds since the start.
+    pub t_s: f64,
+    /// Cycles done by then (warm-up included).
+    pub cycles: usize,
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
 }
 
 impl SoakSummary {
@@ -176,6 +189,7 @@ impl SoakSummary {
                 format!("NOT back within {}%", r.max_growth_pct)
             }
         );
+        let _ = writeln!(t, "RSS by cycle  {}", rss_by_quarter(c, &r.timeline));
         let _ = writeln!(
             t,
             "gauges        {} compared ({} totals not compared): {}",
@@ -210,6 +224,26 @@ impl SoakSummary {
             let _ = writeln!(t, "FAILED        {f}");
         }
         t
+    }
+}
+
+/// The RSS after each quarter of the measured cycles, from the timeline: "2500: 28100 KiB, ...".
+fn rss_by_quarter(c: &Cycles, timeline: &[RssSample]) -> String {
+    let quarters: Vec<String> = (1..=4)
+        .filter_map(|q| {
+            let at = c.warmup + c.requested * q / 4;
+            let sample = timeline.iter().find(|s| s.cycles >= at)?;
+            Some(format!(
+                "{}: {} KiB",
+                sample.cycles - c.warmup,
+                sample.rss_kib
+            ))
+        })
+        .collect();
+    if quarters.is_empty() {
+        "too short to tell".to_string()
+    } else {
+        quarters.join(", ")
     }
 }
 
