@@ -16,6 +16,7 @@ mod procfs;
 mod report;
 mod session;
 mod signal;
+mod soak;
 mod stats;
 mod swarm;
 mod tally;
@@ -73,6 +74,9 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
     },
+    /// A long-running stream with steady viewers while --cycles WHIP/WHEP sessions join and
+    /// leave; checks that the server's memory and gauges come back (see the README).
+    Soak(soak::SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,6 +166,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    if let Scenario::Soak(args) = &cli.scenario {
+        watch_ctrl_c(interrupted.clone());
+        return soak::main(args, &interrupted);
+    }
     let (plan, common) = match plan_of(cli.scenario) {
         Ok(p) => p,
         Err(message) => {
@@ -169,7 +178,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let interrupted = Arc::new(AtomicBool::new(false));
     watch_ctrl_c(interrupted.clone());
     let mut summary = match swarm::run(&plan, &interrupted) {
         Ok(s) => s,
@@ -229,6 +237,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             up_to,
             common,
         } => (1, up_to, rate, common, format!("ramp {up_to} at {rate}/s")),
+        Scenario::Soak(_) => return Err("soak has no swarm plan".into()),
     };
     if !common.url.starts_with("http://") {
         return Err(format!(
@@ -449,6 +458,10 @@ mod tests {
             vec!["ramp", "--rate", "5/s"],
             vec!["broadcast", "--streams", "0"],
             vec!["broadcast", "--codec", "av1"],
+            vec!["soak"], // no --server-pid
+            vec!["soak", "--server-pid", "1", "--publisher-share", "2"],
+            vec!["soak", "--server-pid", "1", "--cycles", "0"],
+            vec!["soak", "--server-pid", "1", "--hold", "soon"],
         ];
         for args in bad {
             let argv = std::iter::once("ringcast-loadtest").chain(args.iter().copied());
@@ -487,5 +500,17 @@ mod tests {
         ])
         .unwrap();
         assert!(plan_of(url.scenario).is_err());
+        let soak = Cli::try_parse_from([
+            "x",
+            "soak",
+            "--server",
+            "http://127.0.0.1:9",
+            "--server-pid",
+            "1",
+            "--cycles",
+            "200",
+        ])
+        .unwrap();
+        assert!(matches!(soak.scenario, Scenario::Soak(_)));
     }
 }

@@ -58,11 +58,15 @@ impl Signaller {
         }
     }
 
-    /// Close a session `join` opened; errors are ignored (the server may be gone).
-    pub fn leave(&self, agent: &ureq::Agent, location: &str) {
+    /// Close a session `join` opened; on failure, the cause as it goes into the errors table
+    /// (Janus: always `Ok`, its answers are not checked).
+    pub fn leave(&self, agent: &ureq::Agent, location: &str) -> Result<(), String> {
         match self {
             Signaller::Whip { .. } => leave(agent, location),
-            Signaller::Janus(janus) => janus.leave(agent, location),
+            Signaller::Janus(janus) => {
+                janus.leave(agent, location);
+                Ok(())
+            }
         }
     }
 
@@ -91,9 +95,13 @@ fn join(
 
     let posted = Instant::now();
     let url = format!("{}{path}", base.trim_end_matches('/'));
+    // The session's own address as the client's: a server that trusts this host as a proxy
+    // (ringcast: limits.trusted_proxies) then applies its per-client limits per session, as
+    // for real clients; any other server ignores it.
     let mut response = agent
         .post(&url)
         .header("Content-Type", "application/sdp")
+        .header("X-Forwarded-For", job.local.ip().to_string())
         .send(offer.to_sdp_string())
         .map_err(|e| http::cause(&e))?;
     let status = response.status().as_u16();
@@ -130,7 +138,11 @@ fn join(
     })
 }
 
-/// DELETE a session; errors are ignored (the server may be gone).
-fn leave(agent: &ureq::Agent, location: &str) {
-    let _ = agent.delete(location).call();
+/// DELETE a session; a refusal or a failed request is the cause as the errors table names it.
+fn leave(agent: &ureq::Agent, location: &str) -> Result<(), String> {
+    let response = agent.delete(location).call().map_err(|e| http::cause(&e))?;
+    match response.status().as_u16() {
+        200..=299 => Ok(()),
+        status => Err(format!("http {status}")),
+    }
 }

@@ -68,11 +68,78 @@ struct Mark {
     self_cpu: Duration,
 }
 
-struct WorkerHandle {
-    mailbox: Sender<Command>,
-    notifier: Notifier,
-    thread: JoinHandle<()>,
-    port: u16,
+/// A running media worker thread.
+pub struct WorkerHandle {
+    /// Where its commands go (wake it with `notifier` after each).
+    pub mailbox: Sender<Command>,
+    /// Wakes its engine.
+    pub notifier: Notifier,
+    /// The thread.
+    pub thread: JoinHandle<()>,
+    /// Its UDP port (on every session address).
+    pub port: u16,
+}
+
+impl WorkerHandle {
+    /// Send a command and wake the worker; false when the worker is gone.
+    pub fn send(&self, command: Command) -> bool {
+        let sent = self.mailbox.send(command).is_ok();
+        self.notifier.notify();
+        sent
+    }
+}
+
+/// Start media worker `index` (its counters are `tally.workers[index]`) on its own socket.
+pub fn spawn_worker(
+    index: usize,
+    tally: Arc<Tally>,
+    media: Arc<MediaPlan>,
+) -> anyhow::Result<WorkerHandle> {
+    let notifier = Notifier::new()?;
+    // The server's GSO bursts cross loopback whole to a GRO socket: one receive each.
+    let options = EngineOptions {
+        gro: true,
+        ..EngineOptions::default()
+    };
+    let mut engine = ringcast_net::bind_epoll(
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+        &notifier,
+        &options,
+    )?;
+    let port = engine.local_addr().port();
+    let (mailbox, inbox) = mpsc::channel();
+    let mut worker = Worker::new(index, tally, media, inbox);
+    let thread = std::thread::Builder::new()
+        .name(format!("media-{index}"))
+        .spawn(move || {
+            if let Err(error) = engine.run(&mut worker) {
+                tracing::error!(%error, "media worker {index} stopped");
+            }
+        })?;
+    Ok(WorkerHandle {
+        mailbox,
+        notifier,
+        thread,
+        port,
+    })
+}
+
+/// The session address range for a run against `url`: `source_range` if given, else the
+/// loopback one for a loopback target; an error naming `--source-range` otherwise.
+pub fn address_range(
+    source_range: Option<(Ipv4Addr, u8)>,
+    url: &str,
+) -> anyhow::Result<(Ipv4Addr, u8)> {
+    match (source_range, http::loopback_url(url)) {
+        (Some(r), _) => Ok(r),
+        (None, true) => Ok(LOOPBACK_RANGE),
+        (None, false) => anyhow::bail!(
+            "the target {url} is not on loopback: give each session a source address with \
+             --source-range NET (an IPv4 network routed here as local, e.g. `ip route add local \
+             10.214.0.0/16 dev lo`); sessions are told apart by their addresses on one UDP \
+             socket per worker thread"
+        ),
+    }
 }
 
 /// Session source addresses when none are configured: on loopback, local without setup.
@@ -90,17 +157,7 @@ pub fn session_ip(range: (Ipv4Addr, u8), index: usize) -> Option<Ipv4Addr> {
 
 /// Run the plan; `interrupted` ends it early (Ctrl-C) with the summary so far.
 pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
-    let range = match (plan.source_range, http::loopback_url(&plan.url)) {
-        (Some(r), _) => r,
-        (None, true) => LOOPBACK_RANGE,
-        (None, false) => anyhow::bail!(
-            "the target {} is not on loopback: give each session a source address with \
-             --source-range NET (an IPv4 network routed here as local, e.g. `ip route add local \
-             10.214.0.0/16 dev lo`); sessions are told apart by their addresses on one UDP \
-             socket per worker thread",
-            plan.url
-        ),
-    };
+    let range = address_range(plan.source_range, &plan.url)?;
     let sessions = plan.streams * (1 + plan.viewers_per_stream);
     if session_ip(range, sessions.saturating_sub(1)).is_none() {
         anyhow::bail!(
@@ -122,33 +179,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let media = Arc::new(plan.media.clone());
     let mut workers = Vec::with_capacity(plan.threads);
     for index in 0..plan.threads {
-        let notifier = Notifier::new()?;
-        // The server's GSO bursts cross loopback whole to a GRO socket: one receive each.
-        let options = EngineOptions {
-            gro: true,
-            ..EngineOptions::default()
-        };
-        let mut engine = ringcast_net::bind_epoll(
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-            &notifier,
-            &options,
-        )?;
-        let port = engine.local_addr().port();
-        let (mailbox, inbox) = mpsc::channel();
-        let mut worker = Worker::new(index, tally.clone(), media.clone(), inbox);
-        let thread = std::thread::Builder::new()
-            .name(format!("media-{index}"))
-            .spawn(move || {
-                if let Err(error) = engine.run(&mut worker) {
-                    tracing::error!(%error, "media worker {index} stopped");
-                }
-            })?;
-        workers.push(WorkerHandle {
-            mailbox,
-            notifier,
-            thread,
-            port,
-        });
+        workers.push(spawn_worker(index, tally.clone(), media.clone())?);
     }
     let routes: Arc<Vec<(Sender<Command>, Notifier)>> = Arc::new(
         workers
@@ -433,7 +464,7 @@ fn signal_loop(
 }
 
 /// Close every session, a few at a time, giving up after a few seconds in all.
-fn leave_all(signaller: &Signaller, locations: &[String], threads: usize) {
+pub fn leave_all(signaller: &Signaller, locations: &[String], threads: usize) {
     if locations.is_empty() {
         return;
     }
@@ -447,7 +478,7 @@ fn leave_all(signaller: &Signaller, locations: &[String], threads: usize) {
                     if Instant::now() > deadline {
                         return;
                     }
-                    signaller.leave(&agent, location);
+                    let _ = signaller.leave(&agent, location); // the server may be gone
                 }
             });
         }

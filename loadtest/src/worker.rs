@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -32,9 +32,17 @@ use crate::tally::Tally;
 pub enum Command {
     /// Take over a session the server accepted.
     Add(Box<Joined>),
+    /// Take over a session and say on `outcome` once it has media flowing (`Ok`) or has failed
+    /// before that (`Err` with the cause, also counted in the tally as for [`Command::Add`]).
+    Watch(Box<Joined>, Sender<Outcome>),
+    /// Drop the session at this local address without counting a failure (it is leaving).
+    Remove(IpAddr),
     /// Leave the loop.
     Stop,
 }
+
+/// How a watched session's connection went: `Err` holds the failure's cause.
+pub type Outcome = Result<(), &'static str>;
 
 /// Media parameters shared by all publishers.
 #[derive(Debug, Clone)]
@@ -103,6 +111,8 @@ struct Peer {
     connected: bool,
     stalled: bool,
     kind: Kind,
+    /// Told once when the session connects or fails first ([`Command::Watch`]).
+    watcher: Option<Sender<Outcome>>,
 }
 
 enum Kind {
@@ -158,7 +168,7 @@ impl Worker {
         }
     }
 
-    fn add(&mut self, joined: Joined, now: Instant) {
+    fn add(&mut self, joined: Joined, watcher: Option<Sender<Outcome>>, now: Instant) {
         let Joined {
             job,
             rtc,
@@ -200,6 +210,7 @@ impl Worker {
             connected: false,
             stalled: false,
             kind,
+            watcher,
         };
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -215,7 +226,7 @@ impl Worker {
         self.schedule(slot);
     }
 
-    fn remove(&mut self, slot: usize, cause: &str) {
+    fn remove(&mut self, slot: usize, cause: &'static str) {
         if let Some(peer) = self.peers[slot].take() {
             self.by_ip.remove(&peer.local.ip());
             self.free.push(slot);
@@ -225,8 +236,25 @@ impl Worker {
             }
             if !peer.connected {
                 self.tally.fail(publisher, cause);
+                if let Some(watcher) = peer.watcher {
+                    let _ = watcher.send(Err(cause));
+                }
             } else {
                 self.tally.error(cause);
+            }
+        }
+    }
+
+    /// Drop a leaving session quietly: no failure, no error, only its place among the active.
+    fn remove_leaving(&mut self, ip: IpAddr) {
+        let Some(slot) = self.by_ip.remove(&ip) else {
+            return; // already gone (failed, counted when it went)
+        };
+        if let Some(peer) = self.peers[slot].take() {
+            self.free.push(slot);
+            if peer.connected && !peer.stalled {
+                self.tally
+                    .lost_active(matches!(peer.kind, Kind::Publisher(_)));
             }
         }
     }
@@ -405,11 +433,19 @@ impl Driver for Worker {
             match self.mailbox.try_recv() {
                 Ok(Command::Add(joined)) => {
                     let ip = joined.job.local.ip();
-                    self.add(*joined, now);
+                    self.add(*joined, None, now);
                     if let Some(&slot) = self.by_ip.get(&ip) {
                         self.drain(slot, now, tx);
                     }
                 }
+                Ok(Command::Watch(joined, watcher)) => {
+                    let ip = joined.job.local.ip();
+                    self.add(*joined, Some(watcher), now);
+                    if let Some(&slot) = self.by_ip.get(&ip) {
+                        self.drain(slot, now, tx);
+                    }
+                }
+                Ok(Command::Remove(ip)) => self.remove_leaving(ip),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
                     self.flush();
                     return Turn::Stop;
@@ -482,6 +518,9 @@ impl Peer {
         if !self.connected {
             self.connected = true;
             ctx.tally.connected(false);
+            if let Some(watcher) = self.watcher.take() {
+                let _ = watcher.send(Ok(()));
+            }
             let join = arrived.saturating_duration_since(self.posted);
             ctx.tally.joined(join.as_secs_f64() * 1000.0);
         }
@@ -591,6 +630,9 @@ impl Peer {
                 if let Kind::Publisher(p) = &mut self.kind {
                     self.connected = true;
                     ctx.tally.connected(true);
+                    if let Some(watcher) = self.watcher.take() {
+                        let _ = watcher.send(Ok(()));
+                    }
                     p.next_audio = now;
                     p.next_video = now;
                 }

@@ -250,6 +250,92 @@ fn injected_loss_is_reported() {
     assert_eq!(s["threshold_failures"].as_array().unwrap().len(), 1);
 }
 
+#[test]
+fn short_soak_reports_rss_loss_and_a_clean_gauge_table() {
+    let server = start_ringcast();
+    let pid = server.child.id().to_string();
+    let json = temp("soak.json");
+    let output = loadtest(&[
+        "soak",
+        "--server",
+        &server.url,
+        "--server-pid",
+        &pid,
+        "--cycles",
+        "20",
+        "--warmup-cycles",
+        "4",
+        "--concurrency",
+        "4",
+        "--viewers",
+        "2",
+        "--hold",
+        "300ms",
+        "--bitrate",
+        "500kbps",
+        "--threads",
+        "1",
+        "--settle",
+        "20s",
+        // 24 cycles are too few for the allocator to settle: the RSS is reported, not judged.
+        "--max-rss-growth",
+        "100%",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "exit {:?}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("server RSS"), "table on stdout");
+    assert!(stdout.contains("all back at their start value"), "{stdout}");
+    let s = json_of(&json);
+    let _ = std::fs::remove_file(&json);
+
+    let cycles = &s["cycles"];
+    assert_eq!(cycles["requested"], 20);
+    assert_eq!(cycles["warmup"], 4);
+    assert_eq!(cycles["publishers"], 12, "every other cycle publishes");
+    assert_eq!(cycles["viewers"], 12);
+    assert_eq!(cycles["connected"], 24, "{}", cycles["failures_by_reason"]);
+    assert_eq!(cycles["failed"], 0);
+    assert_eq!(cycles["deleted"], 24);
+    assert!(cycles["failures_by_reason"].as_object().unwrap().is_empty());
+    assert_eq!(cycles["viewer_join_ms"]["count"], 12);
+
+    let rss = &s["rss"];
+    for field in ["before_warmup_kib", "start_kib", "end_kib"] {
+        assert!(rss[field].as_u64().unwrap() > 0, "rss {field}");
+    }
+    let ratio = rss["end_kib"].as_f64().unwrap() / rss["start_kib"].as_f64().unwrap();
+    assert!((rss["ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    assert_eq!(rss["back"], true);
+
+    let running = &s["running_stream"];
+    assert_eq!(running["viewers"], 2);
+    assert!(running["packets_received"].as_u64().unwrap() > 100);
+    assert!(running["loss_pct"].as_f64().is_some());
+    assert_eq!(running["corrupt"], 0);
+    assert!(running["latency_ms"]["count"].as_u64().unwrap() > 0);
+    assert!(running["errors"].as_object().unwrap().is_empty());
+
+    // Every gauge the server has (per shard, and per stream) was compared and came back; the
+    // totals were left alone.
+    let gauges: Vec<&str> = s["gauges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    for name in ["shard 0.participants", "shard 1.publishers", "streams"] {
+        assert!(gauges.contains(&name), "{name} in {gauges:?}");
+    }
+    assert!(gauges.iter().any(|g| g.ends_with("-live.viewers")));
+    assert!(s["gauges_not_back"].as_array().unwrap().is_empty());
+    let totals = s["totals_not_compared"].as_array().unwrap();
+    assert!(totals.iter().any(|t| t == "shard 0.rtp_forwarded"));
+    assert!(totals.iter().any(|t| t == "shard 0.io.rx_datagrams"));
+    assert!(s["failures"].as_array().unwrap().is_empty());
+}
+
 /// A fake HTTP server answering every request with `response` after `delay`.
 fn fake_server(response: &'static str, delay: Duration) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
