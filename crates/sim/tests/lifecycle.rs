@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use ringcast_core::{SessionId, ShardEvent, ShardId};
+use ringcast_core::{Command, Reply, SessionId, ShardEvent, ShardId};
 use ringcast_sim::{ClientId, PublisherConfig, Sim, SimConfig};
 
 /// How long after `start` the shard reported `session` closed, if it did.
@@ -84,4 +84,83 @@ fn a_connected_session_that_loses_connectivity_still_ends_by_ice_consent() {
         closed_after(&sim, sim.client(publisher).session, gone),
         None
     );
+}
+
+#[test]
+fn a_farewell_tells_every_live_peer_and_empties_the_shards() {
+    // Two shards, a publisher and viewers on both, and one viewer that never connected. The
+    // server stops: each shard's farewell sends every connected peer its DTLS close_notify
+    // (str0m's client reports `Event::Closed` at once, a browser closes its transport), and
+    // each shard ends empty.
+    common::init_log();
+    let mut sim = Sim::new(SimConfig {
+        seed: 9,
+        shards: 2,
+        limits: ringcast_core::control::Limits {
+            affinity: 3,
+            max: 100,
+        },
+        ..SimConfig::default()
+    });
+    let (publisher, viewers) = sim.add_broadcast(
+        "live",
+        PublisherConfig::default(),
+        4,
+        Duration::from_secs(2),
+    );
+    sim.run_for(Duration::from_millis(500));
+    let ghost = sim.add_viewer("live");
+    sim.vanish(ghost);
+    let mut live = viewers.clone();
+    live.push(publisher);
+    assert!(
+        [ShardId(0), ShardId(1)]
+            .iter()
+            .all(|&s| live.iter().any(|&c| sim.client(c).shard == s)),
+        "peers on both shards"
+    );
+    for &c in &live {
+        assert!(sim.client(c).rtc().is_alive());
+    }
+
+    let told: usize = [ShardId(0), ShardId(1)]
+        .into_iter()
+        .map(|s| match sim.command(s, Command::Farewell) {
+            Ok(Reply::Farewell { sessions }) => sessions,
+            other => panic!("shard {s:?} answered {other:?}"),
+        })
+        .sum();
+    assert_eq!(
+        told,
+        live.len() + 1,
+        "every session, the unconnected one too"
+    );
+    let farewell = sim.now();
+    // Nothing else runs on the shards now; their datagrams reach the clients within the
+    // links' delay.
+    sim.run_for(Duration::from_millis(200));
+    for &c in &live {
+        let client = sim.client(c);
+        assert!(
+            client
+                .remote_closed_at
+                .is_some_and(|at| at - farewell < Duration::from_millis(200)),
+            "client {c:?} was not told: {:?}",
+            client.errors
+        );
+        assert!(!client.rtc().is_alive(), "client {c:?}");
+    }
+    for s in [ShardId(0), ShardId(1)] {
+        assert_eq!(
+            sim.shard(s).map_sizes(),
+            [0; 6],
+            "shard {s:?}: [participants, sessions, addrs, ufrags, streams, timers]"
+        );
+    }
+    // Each session was reported closed, so the control plane let go of them too.
+    for c in live.iter().chain([&ghost]) {
+        assert!(closed_after(&sim, sim.client(*c).session, farewell).is_some());
+    }
+    assert_eq!(sim.control().load(), &[0, 0]);
+    assert_eq!(sim.control().streams().count(), 0);
 }
