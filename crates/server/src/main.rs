@@ -193,6 +193,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down");
+    // Before the shards stop: every live peer gets its DTLS close / RTCP BYE (within 1 s).
+    let told = shards
+        .farewell(std::time::Instant::now() + Duration::from_secs(1))
+        .await;
+    tracing::info!(sessions = told, "every live peer was told goodbye");
     tokio::task::spawn_blocking(move || shards.stop()).await?;
     Ok(())
 }
