@@ -3,10 +3,10 @@
 //! plane and the other shards write to.
 //!
 //! The control plane holds [`Shards`]: a [`ShardHandle`] per shard to send commands and await
-//! replies, and a stream of [`ShardEvent`]s (sessions that ended on their own). On shutdown,
-//! [`Shards::farewell`] tells every peer goodbye before [`Shards::stop`] ends the threads. Cross-shard
+//! replies, and a stream of [`ShardEvent`]s (sessions that ended on their own). Cross-shard
 //! relays go straight from one shard's thread to another's mailbox; a full mailbox drops the
-//! message and counts it, it never blocks a shard.
+//! message and counts it, it never blocks a shard. On shutdown, [`Shards::farewell`] tells
+//! every peer goodbye before [`Shards::stop`] ends the threads.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
