@@ -458,9 +458,15 @@ impl Peer {
                 self.connected = true;
                 Some(PeerEvent::Connected)
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
+            // Before the peer ever connected, ICE "disconnected" only means that str0m's ICE-lite
+            // agent dropped the candidate pairs the offer's candidates formed (15 s after they
+            // were formed without a check); an offer without candidates forms none and never
+            // gets there. The shard's connect timeout ends every unconnected session alike, and
+            // a late check still forms a new pair. Once connected it is ICE consent lost.
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) if self.connected => {
                 Some(PeerEvent::Disconnected)
             }
+            Event::Closed => Some(PeerEvent::Disconnected),
             Event::RtpPacket(p) => {
                 let ssrc = *p.header.ssrc;
                 // Authenticated by str0m: only now does it count as seen.

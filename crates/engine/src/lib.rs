@@ -5,7 +5,8 @@
 //! The control plane holds [`Shards`]: a [`ShardHandle`] per shard to send commands and await
 //! replies, and a stream of [`ShardEvent`]s (sessions that ended on their own). Cross-shard
 //! relays go straight from one shard's thread to another's mailbox; a full mailbox drops the
-//! message and counts it, it never blocks a shard.
+//! message and counts it, it never blocks a shard. On shutdown, [`Shards::farewell`] tells
+//! every peer goodbye before [`Shards::stop`] ends the threads.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -122,8 +123,20 @@ impl ShardHandle {
         patience: Duration,
     ) -> Result<Reply, CallError> {
         let (tx, rx) = oneshot::channel();
-        let give_up = Instant::now() + patience;
-        let mut mail = Mail::Command(Box::new(command), tx);
+        self.post(
+            Mail::Command(Box::new(command), tx),
+            Instant::now() + patience,
+        )
+        .await?;
+        match rx.await {
+            Ok(r) => r.map_err(CallError::Refused),
+            Err(_) => Err(CallError::Gone),
+        }
+    }
+
+    /// Put `mail` in the mailbox and wake the shard; while the mailbox is full, try again
+    /// every 10 ms until `give_up`.
+    async fn post(&self, mut mail: Mail, give_up: Instant) -> Result<(), CallError> {
         loop {
             match self.mailbox.try_send(mail) {
                 Ok(()) => break,
@@ -136,10 +149,7 @@ impl ShardHandle {
             }
         }
         self.notifier.notify();
-        match rx.await {
-            Ok(r) => r.map_err(CallError::Refused),
-            Err(_) => Err(CallError::Gone),
-        }
+        Ok(())
     }
 }
 
@@ -233,6 +243,38 @@ impl Shards {
         self.engine
     }
 
+    /// Tell every peer on every shard that its session is over ([`Command::Farewell`]: an RTCP
+    /// BYE per stream it sends and a DTLS close_notify, so players notice at once instead of
+    /// when ICE gives up), and wait until each shard has handed those datagrams to its socket,
+    /// or until `deadline`. Returns how many sessions were told. Meant for shutdown, once no
+    /// new session can come: after it, [`Shards::stop`].
+    pub async fn farewell(&self, deadline: Instant) -> usize {
+        let mut answers = Vec::with_capacity(self.handles.len());
+        for h in &self.handles {
+            let (tx, rx) = oneshot::channel();
+            match h
+                .post(Mail::Command(Box::new(Command::Farewell), tx), deadline)
+                .await
+            {
+                Ok(()) => answers.push((h.id, rx)),
+                Err(e) => tracing::warn!(shard = h.id.0, "farewell not delivered: {e}"),
+            }
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let mut told = 0;
+        for (shard, rx) in answers {
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(Ok(Reply::Farewell { sessions }))) => told += sessions,
+                Ok(Ok(other)) => {
+                    tracing::warn!(shard = shard.0, "farewell answered {other:?}");
+                }
+                Ok(Err(_)) => tracing::warn!(shard = shard.0, "shard gone before its farewell"),
+                Err(_) => tracing::warn!(shard = shard.0, "farewell not sent by the deadline"),
+            }
+        }
+        told
+    }
+
     /// Stop every shard and wait for the threads.
     pub fn stop(self) {
         for h in &self.handles {
@@ -277,12 +319,18 @@ fn bind_retrying(
 /// Most mailbox messages handled per loop turn, so datagrams and timers are never starved.
 const MAIL_PER_TURN: usize = 256;
 
+/// While a farewell's datagrams wait in the transmit queue, the shard looks again this soon.
+const FAREWELL_RECHECK: Duration = Duration::from_millis(1);
+
 struct ShardDriver {
     shard: Shard,
     mailbox: Receiver<Mail>,
     peers: Vec<ShardHandle>,
     events: mpsc::UnboundedSender<(ShardId, ShardEvent)>,
     replies: HashMap<u64, oneshot::Sender<Result<Reply, CommandError>>>,
+    /// Farewell answers, held until the transmit queue is empty at the start of a turn: the
+    /// close datagrams queued before them were handed to the socket.
+    farewells: Vec<(oneshot::Sender<Result<Reply, CommandError>>, Reply)>,
     next_token: u64,
     deadline: Option<Instant>,
     stopping: bool,
@@ -303,6 +351,7 @@ impl ShardDriver {
             peers,
             events,
             replies: HashMap::new(),
+            farewells: Vec::new(),
             next_token: 0,
             deadline: None,
             stopping: false,
@@ -331,8 +380,16 @@ impl ShardDriver {
                     }
                 }
                 Output::Reply { token, result } => {
-                    if let Some(reply) = self.replies.remove(&token) {
-                        let _ = reply.send(result);
+                    let Some(reply) = self.replies.remove(&token) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(farewell @ Reply::Farewell { .. }) => {
+                            self.farewells.push((reply, farewell));
+                        }
+                        result => {
+                            let _ = reply.send(result);
+                        }
                     }
                 }
                 Output::Event(e) => {
@@ -366,6 +423,11 @@ impl Driver for ShardDriver {
     }
 
     fn on_turn(&mut self, now: Instant, tx: &mut TxQueue) -> Turn {
+        if !self.farewells.is_empty() && tx.is_empty() {
+            for (reply, farewell) in self.farewells.drain(..) {
+                let _ = reply.send(Ok(farewell));
+            }
+        }
         let mut handled = 0;
         while handled < MAIL_PER_TURN {
             let Ok(mail) = self.mailbox.try_recv() else {
@@ -394,6 +456,10 @@ impl Driver for ShardDriver {
         if handled == MAIL_PER_TURN {
             // More mail may wait: come straight back after the socket had its turn.
             return Turn::Wait(Some(now));
+        }
+        if !self.farewells.is_empty() {
+            let soon = now + FAREWELL_RECHECK;
+            return Turn::Wait(Some(self.deadline.map_or(soon, |d| d.min(soon))));
         }
         Turn::Wait(self.deadline)
     }
@@ -436,5 +502,138 @@ mod tests {
         }
         shards.stop();
         assert!(arrived(&counters), "3 datagrams, 60 bytes: {counters:?}");
+    }
+
+    #[test]
+    fn a_farewell_reaches_a_connected_client_before_it_returns() {
+        use std::net::UdpSocket;
+
+        use ringcast_core::{IceCreds, Peer, PeerSetup, SessionId, StreamId};
+        use str0m::media::{Direction, MediaKind};
+        use str0m::net::{Protocol, Receive};
+        use str0m::{Candidate, Event, Rtc, RtcConfig};
+
+        let (shards, _events) = Shards::start(ShardsConfig {
+            binds: vec!["127.0.0.1:0".parse().unwrap()],
+            pin_threads: false,
+            shard: ShardConfig::default(),
+            kind: EngineKind::Epoll,
+            engine: EngineOptions::default(),
+            mailbox: 16,
+        })
+        .unwrap();
+        let handle = shards.handles()[0].clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+
+        // A str0m publisher (as OBS would be) on its own loopback socket.
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
+        let local = socket.local_addr().unwrap();
+        let mut client = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .build(Instant::now());
+        client.add_local_candidate(Candidate::host(local, "udp").unwrap());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let setup = PeerSetup {
+            cert: ringcast_core::generate_certificate().unwrap(),
+            candidates: vec![handle.local_addr()],
+            ice: IceCreds {
+                ufrag: "h0s1".into(),
+                pass: "farewellpasswordfarewell".into(),
+            },
+        };
+        let (peer, answer, published) =
+            Peer::publisher(&setup, &offer.to_sdp_string(), Instant::now()).unwrap();
+        client
+            .sdp_api()
+            .accept_answer(
+                pending,
+                str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
+            )
+            .unwrap();
+        runtime
+            .block_on(handle.call(Command::AddPublisher {
+                session: SessionId(1),
+                stream: StreamId(1),
+                peer: Box::new(peer),
+                published,
+                relay_to: 0,
+            }))
+            .unwrap();
+
+        /// Drive the client until `until` says so (on one of its events) or 10 s passed.
+        fn drive(
+            client: &mut Rtc,
+            socket: &UdpSocket,
+            local: SocketAddr,
+            until: impl Fn(&Event) -> bool,
+        ) -> bool {
+            let give_up = Instant::now() + Duration::from_secs(10);
+            let mut buf = [0u8; 2000];
+            while Instant::now() < give_up {
+                loop {
+                    match client.poll_output() {
+                        Ok(str0m::Output::Timeout(_)) | Err(_) => break,
+                        Ok(str0m::Output::Transmit(t)) => {
+                            let _ = socket.send_to(&t.contents, t.destination);
+                        }
+                        Ok(str0m::Output::Event(e)) if until(&e) => return true,
+                        Ok(str0m::Output::Event(_)) => {}
+                    }
+                }
+                let input = match socket.recv_from(&mut buf) {
+                    Ok((n, source)) => str0m::Input::Receive(
+                        Instant::now(),
+                        Receive::new(Protocol::Udp, source, local, &buf[..n]).unwrap(),
+                    ),
+                    Err(_) => str0m::Input::Timeout(Instant::now()),
+                };
+                let _ = client.handle_input(input);
+            }
+            false
+        }
+        assert!(
+            drive(&mut client, &socket, local, |e| matches!(
+                e,
+                Event::Connected
+            )),
+            "the client connects"
+        );
+
+        // The farewell returns once the close datagrams were handed to the socket: they wait
+        // in the client's socket buffer now, without the client being driven meanwhile.
+        let told = runtime.block_on(shards.farewell(Instant::now() + Duration::from_secs(5)));
+        assert_eq!(told, 1);
+        let mut buf = [0u8; 2000];
+        let mut waiting = Vec::new();
+        socket.set_nonblocking(true).unwrap();
+        while let Ok((n, source)) = socket.recv_from(&mut buf) {
+            waiting.push((buf[..n].to_vec(), source));
+        }
+        socket.set_nonblocking(false).unwrap();
+        assert!(
+            !waiting.is_empty(),
+            "the close datagrams left before farewell returned"
+        );
+        for (datagram, source) in waiting {
+            let receive = Receive::new(Protocol::Udp, source, local, &datagram).unwrap();
+            let _ = client.handle_input(str0m::Input::Receive(Instant::now(), receive));
+        }
+        assert!(
+            drive(&mut client, &socket, local, |e| matches!(e, Event::Closed)),
+            "the client's str0m saw the DTLS close"
+        );
+        let stats = runtime.block_on(handle.call(Command::Stats)).unwrap();
+        assert!(matches!(stats, Reply::Stats(s) if s.participants == 0));
+        shards.stop();
     }
 }

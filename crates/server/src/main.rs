@@ -222,10 +222,13 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
         });
     };
     serve::serve(listener, ringcast_http::app(state), settings, first_signal).await;
-    tracing::info!("HTTP stopped; stopping the shards");
-    // Goodbye to live peers goes here, the one call site: once HTTP has stopped and before the
-    // shards stop, the shard command that sends every live peer a DTLS close / RTCP BYE (issue 9,
-    // peer lifecycle), so that players notice at once.
+    tracing::info!("HTTP stopped; telling every live peer goodbye");
+    // Before the shards stop: every live peer gets its DTLS close / RTCP BYE, so players notice
+    // at once (within 1 s; the shards answer between two loop turns).
+    let told = shards
+        .farewell(std::time::Instant::now() + Duration::from_secs(1))
+        .await;
+    tracing::info!(sessions = told, "every live peer was told goodbye; stopping the shards");
     tokio::task::spawn_blocking(move || shards.stop()).await?;
     Ok(())
 }

@@ -218,3 +218,69 @@ fn two_shards_publisher_on_one_viewers_on_both() {
 fn garbage_and_replays_change_nothing_but_drop_counters() {
     broadcast(2, 3, true);
 }
+
+#[test]
+fn sigterm_tells_a_connected_viewer_at_once() {
+    // Finding 3 of "Hostile clients": on SIGTERM live viewers kept a "connected" peer
+    // connection that no longer got media. Now each gets the DTLS close before the process
+    // exits, and its str0m reports the close at once.
+    let mut server = start_server_with(1, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: SentLog = Arc::default();
+    let (publisher, _) = client(&server.http, "/whip/bye", true);
+    let publisher = {
+        let (stop, sent, http) = (stop.clone(), sent.clone(), server.http.clone());
+        std::thread::spawn(move || run_publisher(http, publisher, stop, sent))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut viewer, _) = loop {
+        let streams = get_json(format!("{}/api/streams", server.http));
+        if streams["streams"][0]["live"] == true {
+            break client(&server.http, "/whep/bye", false);
+        }
+        assert!(Instant::now() < deadline, "stream never went live");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut seen = Seen::default();
+    while seen.rtp.len() < 20 {
+        viewer.step(&mut seen);
+        assert!(Instant::now() < deadline, "the viewer got no media");
+    }
+    // The publisher leaves; the viewer stays, connected, waiting for the stream to return.
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_millis(300) {
+        viewer.step(&mut seen);
+    }
+    assert!(!seen.closed, "the viewer was closed before SIGTERM");
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let signalled = Instant::now();
+    while !seen.closed && signalled.elapsed() < Duration::from_secs(10) {
+        viewer.step(&mut seen);
+    }
+    assert!(
+        seen.closed,
+        "the viewer's peer connection was not closed by the server"
+    );
+    eprintln!(
+        "viewer saw the close {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+    let exited = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(20),
+            "ringcast did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exited.success(), "exit status {exited}");
+}

@@ -189,6 +189,8 @@ pub struct Client {
     pub detached: bool,
     /// Closed (removed, or its `Rtc` died).
     pub closed: bool,
+    /// When str0m said `Event::Closed`: the shard closed the DTLS connection.
+    pub remote_closed_at: Option<Instant>,
     /// Errors str0m returned while handling input.
     pub errors: Vec<String>,
     /// The last datagrams it sent, newest last (only while capturing).
@@ -368,6 +370,7 @@ impl Client {
             ice_states: Vec::new(),
             detached: false,
             closed: false,
+            remote_closed_at: None,
             errors: Vec::new(),
             captured: Vec::new(),
             capture: 0,
@@ -486,6 +489,7 @@ impl Client {
                 }
             }
             Event::IceConnectionStateChange(s) => self.ice_states.push((now, s)),
+            Event::Closed => self.remote_closed_at = Some(now),
             Event::KeyframeRequest(_) => {
                 if let Role::Publisher(p) = &mut self.role {
                     p.keyframe_requests.push(now);

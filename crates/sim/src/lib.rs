@@ -150,6 +150,13 @@ impl std::fmt::Debug for Sim {
     }
 }
 
+/// Whether a joining client's offer carries its ICE candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Candidates {
+    InOffer,
+    Withheld,
+}
+
 enum Next {
     Deliver,
     Shard(usize),
@@ -278,7 +285,19 @@ impl Sim {
         stream: &str,
         config: PublisherConfig,
     ) -> Result<ClientId, Refusal> {
-        self.join(stream, Some(config))
+        self.join(stream, Some(config), Candidates::InOffer)
+    }
+
+    /// Like [`Sim::add_publisher`], but the offer the server gets carries no ICE candidate (a
+    /// client that would trickle them, or lets the server learn its address from its checks).
+    /// Panics if refused.
+    pub fn add_publisher_without_candidates(
+        &mut self,
+        stream: &str,
+        config: PublisherConfig,
+    ) -> ClientId {
+        self.join(stream, Some(config), Candidates::Withheld)
+            .unwrap_or_else(|r| panic!("publisher of {stream} refused: {r}"))
     }
 
     /// A viewer of `stream` joins (a WHEP POST), as [`Sim::add_publisher`]. Panics if refused.
@@ -289,7 +308,14 @@ impl Sim {
 
     /// Like [`Sim::add_viewer`], with the control plane's refusal.
     pub fn try_add_viewer(&mut self, stream: &str) -> Result<ClientId, Refusal> {
-        self.join(stream, None)
+        self.join(stream, None, Candidates::InOffer)
+    }
+
+    /// Like [`Sim::add_viewer`], with no ICE candidate in the offer the server gets (see
+    /// [`Sim::add_publisher_without_candidates`]). Panics if refused.
+    pub fn add_viewer_without_candidates(&mut self, stream: &str) -> ClientId {
+        self.join(stream, None, Candidates::Withheld)
+            .unwrap_or_else(|r| panic!("viewer of {stream} refused: {r}"))
     }
 
     /// The control plane's join flow, with the sim's client as the peer on the other side.
@@ -297,6 +323,7 @@ impl Sim {
         &mut self,
         stream: &str,
         publish: Option<PublisherConfig>,
+        candidates: Candidates,
     ) -> Result<ClientId, Refusal> {
         let role = match publish {
             Some(_) => ControlRole::Publisher,
@@ -308,7 +335,13 @@ impl Sim {
         let addr = client_addr(id);
         let built = client::build(self.now, &self.client_cert, addr, publish.as_ref());
         let (session, setup) = self.mint(shard);
-        let offer = built.offer.to_sdp_string();
+        let mut offer = built.offer.to_sdp_string();
+        if candidates == Candidates::Withheld {
+            offer = offer
+                .split_inclusive('\n')
+                .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
+                .collect();
+        }
         let made = Built::from_offer(&setup, &offer, admission.published.as_ref(), self.now);
         let (made, answer) = match made {
             Ok(m) => m,

@@ -2,7 +2,7 @@
 //!
 //! Every command is answered by one [`Reply`] or [`CommandError`]. A participant is placed with
 //! everything that indexes it (session, ICE ufrag, stream) and removed with all of it at once,
-//! its DTLS close flushed first.
+//! its RTCP BYE and DTLS close flushed first; [`Command::Farewell`] removes them all so.
 
 use std::time::Instant;
 
@@ -68,6 +68,11 @@ pub enum Command {
     },
     /// Report counters.
     Stats,
+    /// The server is stopping: tell every peer its session is over (an RTCP BYE for each
+    /// stream it sends and a DTLS close_notify, both queued before the reply) and remove every
+    /// participant. Each session is reported closed ([`ShardEvent::SessionClosed`]) like any
+    /// other end. Answered by [`Reply::Farewell`].
+    Farewell,
 }
 
 /// Answers to commands.
@@ -77,6 +82,11 @@ pub enum Reply {
     Done,
     /// Counters.
     Stats(Box<ShardStats>),
+    /// Every participant was told goodbye and removed.
+    Farewell {
+        /// How many there were.
+        sessions: usize,
+    },
 }
 
 /// Why a command failed.
@@ -211,7 +221,31 @@ impl Shard {
                 Ok(Reply::Done)
             }
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
+            Command::Farewell => Ok(Reply::Farewell {
+                sessions: self.farewell(now),
+            }),
         }
+    }
+
+    /// Remove every participant, each peer's close flushed; how many there were.
+    fn farewell(&mut self, now: Instant) -> usize {
+        // Every timer goes with them: drop the heap at once rather than entry by entry.
+        self.timers.clear();
+        let keys: Vec<usize> = self
+            .participants
+            .iter_mut()
+            .map(|(key, p)| {
+                p.scheduled = None;
+                key
+            })
+            .collect();
+        for &key in &keys {
+            let session = self.participants[key].session;
+            self.remove(key, now);
+            self.out
+                .push_back(Output::Event(ShardEvent::SessionClosed { session }));
+        }
+        keys.len()
     }
 
     /// Place a participant: indexed by session and ufrag, its connect deadline set.

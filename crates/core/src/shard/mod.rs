@@ -122,7 +122,8 @@ pub struct Transmit {
 /// Things that happened that the control plane must learn about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardEvent {
-    /// A session ended on its own (ICE consent or DTLS timeout, close): it is already freed.
+    /// A session ended on its own (ICE consent or DTLS timeout, close, never connected) or by
+    /// [`Command::Farewell`]: it is already freed.
     SessionClosed {
         /// The session.
         session: SessionId,

@@ -209,6 +209,8 @@ pub fn client(http: &str, path: &str, publish: bool) -> (Client, Instant) {
 #[derive(Default)]
 pub struct Seen {
     pub connected: bool,
+    /// The server closed the connection (DTLS close_notify: `Event::Closed`).
+    pub closed: bool,
     pub keyframe_requests: usize,
     /// (kind index, extended sequence number, payload, arrival).
     pub rtp: Vec<(usize, u64, Vec<u8>, Instant)>,
@@ -225,13 +227,14 @@ impl Client {
     }
 
     /// Drain outputs; then read at most one datagram (or time out briefly) and feed it.
-    fn step(&mut self, seen: &mut Seen) -> Option<Instant> {
+    pub fn step(&mut self, seen: &mut Seen) -> Option<Instant> {
         let deadline = loop {
             match self.rtc.poll_output().expect("poll") {
                 Output::Timeout(t) => break t,
                 Output::Transmit(t) => self.send(&t.contents, t.destination),
                 Output::Event(e) => match e {
                     Event::Connected => seen.connected = true,
+                    Event::Closed => seen.closed = true,
                     Event::KeyframeRequest(_) => seen.keyframe_requests += 1,
                     Event::RtpPacket(p) => {
                         let kind = Tag::parse(&p.payload).map_or(1, |t| usize::from(t.kind));
