@@ -273,7 +273,7 @@ fn echo_round_trip(kind: EngineKind, client: &UdpSocket, server: SocketAddr, cou
             client.send_to(&payload(i, sizes[i]), server).unwrap();
         }
         for _ in window {
-            let (len, from) = recv(&client, &mut buffer)
+            let (len, from) = recv(client, &mut buffer)
                 .unwrap_or_else(|e| panic!("{kind:?}: no echo within 2 s: {e}"));
             assert_eq!(from, server, "{kind:?}");
             let index = u16::from_be_bytes([buffer[0], buffer[1]]) as usize;
