@@ -165,6 +165,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
                 )
             })
             .collect(),
+        admin_token: Some(config.http.admin_token.clone()).filter(|t| !t.is_empty()),
     };
     let state = AppState::new(
         settings,
@@ -189,8 +190,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         "demo pages: http://{host}/ http://{host}/publish/demo http://{host}/watch/demo"
     );
-    axum::serve(listener, ringcast_http::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+    let (stop, stopping) = tokio::sync::watch::channel(());
+    let app = match config.http.admin_listen {
+        None => ringcast_http::app(state),
+        Some(addr) => {
+            let admin = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.admin_listen {addr}"))?;
+            tracing::info!("admin API and /metrics on {}", admin.local_addr()?);
+            let mut stopping = stopping.clone();
+            let served = axum::serve(admin, ringcast_http::admin_app(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = stopping.changed().await;
+                });
+            tokio::spawn(async move {
+                if let Err(e) = served.await {
+                    tracing::error!("admin listener: {e}");
+                }
+            });
+            ringcast_http::public_app(state)
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = stop.send(());
+        })
         .await?;
     tracing::info!("shutting down");
     tokio::task::spawn_blocking(move || shards.stop()).await?;
