@@ -44,11 +44,48 @@ impl fmt::Display for SessionId {
     }
 }
 
+impl SessionId {
+    /// How logs name the session: its first four hex digits, enough to follow one session
+    /// through a log. The whole id is in the session's URL, the only thing guarding the
+    /// session of a stream without tokens, so it is never logged.
+    pub fn short(self) -> ShortSessionId {
+        ShortSessionId(self)
+    }
+}
+
+/// A session id as logs show it (see [`SessionId::short`]); `Debug` shows the same.
+#[derive(Clone, Copy)]
+pub struct ShortSessionId(SessionId);
+
+impl fmt::Debug for ShortSessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for ShortSessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04x}", self.0.0 >> 48)
+    }
+}
+
 impl fmt::Display for TrackKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             TrackKind::Audio => "audio",
             TrackKind::Video => "video",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_show_four_hex_digits_of_a_session() {
+        let id = SessionId(0x8123_4567_89ab_cdef);
+        assert_eq!(id.to_string(), "8123456789abcdef");
+        assert_eq!(id.short().to_string(), "8123");
     }
 }

@@ -43,7 +43,7 @@ pub mod stats;
 pub mod stun;
 
 pub use control::{Control, ControlConfig};
-pub use ids::{SessionId, ShardId, StreamId, TrackKind};
+pub use ids::{SessionId, ShardId, ShortSessionId, StreamId, TrackKind};
 pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
 pub use shard::{
     Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, Transmit,

@@ -4,10 +4,74 @@
 //!
 //! This is a tolerant line scanner, not a validator: str0m parses the offer for real afterwards
 //! and its error is what a client sees for a malformed offer.
+//!
+//! Before anything else, [`check_limits`] bounds what one request can make the server build:
+//! an offer of hundreds of media sections is accepted by str0m and answered section by section
+//! (a 65 KB offer with 617 audio sections cost a 321 KB answer and ~690 KB of memory, a normal
+//! session ~48 KB). [`OfferSummary::scan`] and [`SdpFragment::parse`] run it first, so no `Rtc`
+//! is built for an offer over a limit.
 
 use std::fmt;
+use std::ops::RangeInclusive;
 
 use crate::ids::TrackKind;
+
+/// Most media sections (`m=` lines) in one offer or fragment. A browser offers audio, video
+/// and data (3), OBS simulcast 2; rooms will want more, a few hundred are an attack.
+pub const MAX_MEDIA_SECTIONS: usize = 16;
+/// Longest line, in bytes. The longest real ones (an H264 or AV1 `a=fmtp`, a SHA-512
+/// `a=fingerprint`, a candidate with its extensions) stay under 256.
+pub const MAX_LINE_BYTES: usize = 1024;
+/// Most `a=candidate` lines in one media section: browsers repeat each host candidate (UDP and
+/// TCP, per interface and address family) in every section, 8 on a host with two interfaces.
+pub const MAX_CANDIDATES_PER_SECTION: usize = 64;
+/// Most `a=candidate` lines in one offer or fragment, all sections together.
+pub const MAX_CANDIDATES: usize = 256;
+/// Length of `a=ice-ufrag` in characters (RFC 8839 §5.4).
+pub const ICE_UFRAG_CHARS: RangeInclusive<usize> = 4..=256;
+/// Length of `a=ice-pwd` in characters (RFC 8839 §5.4).
+pub const ICE_PWD_CHARS: RangeInclusive<usize> = 22..=256;
+
+/// Check `body` (an offer or a trickle fragment) against the limits above: a cheap pass over
+/// its lines, without parsing it. The error names the limit.
+pub fn check_limits(body: &str) -> Result<(), SdpError> {
+    let mut sections = 0;
+    let mut in_section = 0;
+    let mut candidates = 0;
+    for line in body.lines() {
+        if line.len() > MAX_LINE_BYTES {
+            return Err(SdpError::LineTooLong);
+        }
+        let line = line.trim();
+        if line.starts_with("m=") {
+            sections += 1;
+            in_section = 0;
+            if sections > MAX_MEDIA_SECTIONS {
+                return Err(SdpError::TooManyMediaSections);
+            }
+        } else if line.starts_with("a=candidate:") {
+            in_section += 1;
+            candidates += 1;
+            if in_section > MAX_CANDIDATES_PER_SECTION {
+                return Err(SdpError::TooManyCandidatesInSection);
+            }
+            if candidates > MAX_CANDIDATES {
+                return Err(SdpError::TooManyCandidates);
+            }
+        } else if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+            let len = ufrag.trim().chars().count();
+            if !ICE_UFRAG_CHARS.contains(&len) {
+                return Err(SdpError::IceUfragLength(len));
+            }
+        } else if let Some(pwd) = line.strip_prefix("a=ice-pwd:") {
+            let len = pwd.trim().chars().count();
+            if !ICE_PWD_CHARS.contains(&len) {
+                return Err(SdpError::IcePwdLength(len));
+            }
+        }
+    }
+    Ok(())
+}
 
 /// A codec we forward, as offered by a publisher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +198,7 @@ pub struct OfferSummary {
     pub candidates: usize,
 }
 
-/// Why an offer could not even be scanned.
+/// Why an offer or a fragment is refused before it is parsed: not SDP, or over a limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SdpError {
     /// The body is empty.
@@ -143,6 +207,24 @@ pub enum SdpError {
     /// The body is not SDP.
     #[error("not an SDP offer: {0}")]
     NotSdp(&'static str),
+    /// More `m=` lines than [`MAX_MEDIA_SECTIONS`].
+    #[error("more than {MAX_MEDIA_SECTIONS} media sections (m= lines)")]
+    TooManyMediaSections,
+    /// A line longer than [`MAX_LINE_BYTES`].
+    #[error("a line longer than {MAX_LINE_BYTES} bytes")]
+    LineTooLong,
+    /// More `a=candidate` lines in one section than [`MAX_CANDIDATES_PER_SECTION`].
+    #[error("more than {MAX_CANDIDATES_PER_SECTION} a=candidate lines in one media section")]
+    TooManyCandidatesInSection,
+    /// More `a=candidate` lines than [`MAX_CANDIDATES`].
+    #[error("more than {MAX_CANDIDATES} a=candidate lines")]
+    TooManyCandidates,
+    /// An `a=ice-ufrag` outside [`ICE_UFRAG_CHARS`].
+    #[error("a=ice-ufrag of {0} characters (RFC 8839: 4 to 256)")]
+    IceUfragLength(usize),
+    /// An `a=ice-pwd` outside [`ICE_PWD_CHARS`].
+    #[error("a=ice-pwd of {0} characters (RFC 8839: 22 to 256)")]
+    IcePwdLength(usize),
 }
 
 impl OfferSummary {
@@ -154,6 +236,7 @@ impl OfferSummary {
         if !sdp.trim_start().starts_with("v=0") {
             return Err(SdpError::NotSdp("it must start with \"v=0\""));
         }
+        check_limits(sdp)?;
         let mut summary = OfferSummary::default();
         let mut session_dir = Direction::SendRecv;
         // Per-section raw state, turned into MediaSection when the section ends.
@@ -370,6 +453,7 @@ pub struct SdpFragment {
 impl SdpFragment {
     /// Parse a fragment. Unknown lines are ignored (RFC 8840 allows `m=`/`a=mid` lines).
     pub fn parse(body: &str) -> Result<SdpFragment, SdpError> {
+        check_limits(body)?;
         let mut frag = SdpFragment::default();
         let mut any = false;
         for line in body.lines() {
@@ -406,6 +490,7 @@ mod tests {
 
     const CHROMIUM: &str = include_str!("../../../tests/fixtures/sdp/chromium-whip.sdp");
     const FFMPEG: &str = include_str!("../../../tests/fixtures/sdp/ffmpeg9-whip.sdp");
+    const OBS: &str = include_str!("../../../tests/fixtures/sdp/obs32-simulcast-whip.sdp");
 
     #[test]
     fn chromium_offer_picks_first_codecs() {
@@ -469,7 +554,7 @@ mod tests {
     #[test]
     fn sdpfrag() {
         let f = SdpFragment::parse(
-            "a=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecret\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n",
+            "a=ice-ufrag:abcd\r\na=ice-pwd:secretsecretsecretsecret\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 1 127.0.0.1 5000 typ host\r\na=end-of-candidates\r\n",
         )
         .unwrap();
         assert_eq!(f.ufrag.as_deref(), Some("abcd"));
@@ -477,5 +562,133 @@ mod tests {
         assert!(f.end_of_candidates);
         assert!(SdpFragment::parse("").is_err());
         assert!(SdpFragment::parse("garbage line").is_err());
+    }
+
+    /// An offer of `sections` audio sections, each with `candidates` candidates and the ICE
+    /// credentials `ufrag`/`pwd`.
+    fn offer(sections: usize, candidates: usize, ufrag: &str, pwd: &str) -> String {
+        let mut sdp = String::from("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n");
+        for i in 0..sections {
+            sdp.push_str(&format!(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{i}\r\na=ice-ufrag:{ufrag}\r\n\
+                 a=ice-pwd:{pwd}\r\na=rtpmap:111 opus/48000/2\r\na=sendonly\r\n"
+            ));
+            for c in 0..candidates {
+                sdp.push_str(&format!(
+                    "a=candidate:{c} 1 udp 2122194687 192.0.2.{} 5000 typ host\r\n",
+                    c % 250
+                ));
+            }
+        }
+        sdp
+    }
+
+    const UFRAG: &str = "G9kJ";
+    const PWD: &str = "KdyA3BSWPORo2Z58uviIWq9T";
+
+    #[test]
+    fn offers_at_the_limits_are_scanned() {
+        let s = OfferSummary::scan(&offer(MAX_MEDIA_SECTIONS, 16, UFRAG, PWD)).unwrap();
+        assert_eq!(s.media.len(), MAX_MEDIA_SECTIONS);
+        let s = OfferSummary::scan(&offer(4, MAX_CANDIDATES_PER_SECTION, UFRAG, PWD)).unwrap();
+        assert_eq!(s.candidates, MAX_CANDIDATES);
+        let longest = "u".repeat(*ICE_UFRAG_CHARS.end());
+        assert!(OfferSummary::scan(&offer(1, 1, &longest, &"p".repeat(22))).is_ok());
+        assert!(OfferSummary::scan(&offer(1, 1, "abcd", &"p".repeat(256))).is_ok());
+        for fixture in [CHROMIUM, FFMPEG, OBS] {
+            assert_eq!(check_limits(fixture), Ok(()));
+        }
+    }
+
+    #[test]
+    fn too_many_media_sections_are_refused() {
+        let e = OfferSummary::scan(&offer(MAX_MEDIA_SECTIONS + 1, 0, UFRAG, PWD)).unwrap_err();
+        assert_eq!(e, SdpError::TooManyMediaSections);
+        assert!(e.to_string().contains("more than 16 media sections"), "{e}");
+        // Finding 5 of issue 9: 617 audio sections in 65 KB.
+        let big = offer(617, 0, UFRAG, PWD);
+        assert_eq!(
+            OfferSummary::scan(&big).unwrap_err(),
+            SdpError::TooManyMediaSections
+        );
+    }
+
+    #[test]
+    fn a_long_line_is_refused() {
+        let long = format!("a=fmtp:111 x={}\r\n", "1".repeat(MAX_LINE_BYTES));
+        let sdp = offer(1, 0, UFRAG, PWD) + &long;
+        let e = OfferSummary::scan(&sdp).unwrap_err();
+        assert_eq!(e, SdpError::LineTooLong);
+        assert!(e.to_string().contains("1024 bytes"), "{e}");
+        // A body that is one long line.
+        let e = OfferSummary::scan(&format!("v=0 {}", "x".repeat(60_000))).unwrap_err();
+        assert_eq!(e, SdpError::LineTooLong);
+    }
+
+    #[test]
+    fn too_many_candidates_are_refused() {
+        let e = OfferSummary::scan(&offer(1, MAX_CANDIDATES_PER_SECTION + 1, UFRAG, PWD));
+        assert_eq!(e.unwrap_err(), SdpError::TooManyCandidatesInSection);
+        let e = OfferSummary::scan(&offer(5, MAX_CANDIDATES_PER_SECTION, UFRAG, PWD));
+        assert_eq!(e.unwrap_err(), SdpError::TooManyCandidates);
+        assert!(
+            SdpError::TooManyCandidates
+                .to_string()
+                .contains("more than 256 a=candidate")
+        );
+    }
+
+    #[test]
+    fn ice_credentials_outside_rfc_8839_lengths_are_refused() {
+        let cases = [
+            ("abc", PWD, SdpError::IceUfragLength(3)),
+            (&*"u".repeat(257), PWD, SdpError::IceUfragLength(257)),
+            (UFRAG, &*"p".repeat(21), SdpError::IcePwdLength(21)),
+            (UFRAG, &*"p".repeat(257), SdpError::IcePwdLength(257)),
+        ];
+        for (ufrag, pwd, error) in cases {
+            assert_eq!(
+                OfferSummary::scan(&offer(1, 0, ufrag, pwd)).unwrap_err(),
+                error
+            );
+        }
+        assert!(
+            SdpError::IcePwdLength(21)
+                .to_string()
+                .contains("a=ice-pwd of 21 characters")
+        );
+    }
+
+    #[test]
+    fn fragments_have_the_same_limits() {
+        let frag = |ufrag: &str, pwd: &str, sections: usize, candidates: usize| {
+            let mut f = format!("a=ice-ufrag:{ufrag}\r\na=ice-pwd:{pwd}\r\n");
+            for i in 0..sections {
+                f.push_str(&format!("m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:{i}\r\n"));
+                for c in 0..candidates {
+                    f.push_str(&format!(
+                        "a=candidate:{c} 1 udp 1 192.0.2.1 5000 typ host\r\n"
+                    ));
+                }
+            }
+            SdpFragment::parse(&f)
+        };
+        assert!(frag(UFRAG, PWD, 1, 2).is_ok());
+        assert_eq!(frag("ab", PWD, 1, 1), Err(SdpError::IceUfragLength(2)));
+        assert_eq!(frag(UFRAG, "short", 1, 1), Err(SdpError::IcePwdLength(5)));
+        assert_eq!(
+            frag(UFRAG, PWD, MAX_MEDIA_SECTIONS + 1, 0),
+            Err(SdpError::TooManyMediaSections)
+        );
+        assert_eq!(
+            frag(UFRAG, PWD, 1, MAX_CANDIDATES_PER_SECTION + 1),
+            Err(SdpError::TooManyCandidatesInSection)
+        );
+        assert_eq!(
+            frag(UFRAG, PWD, 5, MAX_CANDIDATES_PER_SECTION),
+            Err(SdpError::TooManyCandidates)
+        );
+        let long = format!("a=candidate:{}\r\n", "1".repeat(MAX_LINE_BYTES));
+        assert_eq!(SdpFragment::parse(&long), Err(SdpError::LineTooLong));
     }
 }

@@ -1,5 +1,6 @@
 //! The control plane: WHIP (RFC 9725) and WHEP endpoints, the admin API, Prometheus metrics and
-//! the demo pages, as one axum [`Router`] built by [`app`].
+//! the demo pages, as one axum [`Router`] built by [`app`], or as two ([`public_app`] and
+//! [`admin_app`]) for an admin surface on its own listener.
 //!
 //! It validates requests, places participants on shards, builds each participant's str0m `Rtc`
 //! on a blocking thread (about 1 ms of CPU, never on a shard thread), hands it to the owning
@@ -7,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod auth;
 mod error;
 mod pages;
 mod whip;
@@ -42,10 +44,12 @@ pub struct HttpSettings {
     pub ice_links: Vec<String>,
     /// Per-stream tokens.
     pub streams: BTreeMap<String, StreamAuth>,
+    /// Bearer token required on the admin routes (`/api/*`, `/metrics`); `None` = open.
+    pub admin_token: Option<String>,
 }
 
 /// Tokens of one stream.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct StreamAuth {
     /// Required to publish.
     pub publish_token: Option<String>,
@@ -66,6 +70,16 @@ pub struct AppState {
     control: Mutex<Control>,
     /// Bounds concurrent `Rtc` builds.
     builds: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for StreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |t: &Option<String>| t.as_ref().map(|_| "<redacted>");
+        f.debug_struct("StreamAuth")
+            .field("publish_token", &shown(&self.publish_token))
+            .field("view_token", &shown(&self.view_token))
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -112,14 +126,32 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface, for one listener: [`public_app`] and [`admin_app`].
 pub fn app(state: Arc<AppState>) -> Router {
+    public_app(state.clone()).merge(admin_app(state))
+}
+
+/// What clients reach: the WHIP/WHEP endpoints and sessions (with CORS, for players on other
+/// origins), the demo pages (same-origin, no CORS) and `/healthz`.
+pub fn public_app(state: Arc<AppState>) -> Router {
+    let whip = whip::routes()
+        .layer(whip::cors(&state.settings.cors_origin))
+        .layer(axum::middleware::from_fn(whip::options_headers));
     Router::new()
-        .merge(whip::routes())
+        .merge(whip)
         .merge(pages::routes())
         .route("/healthz", get(|| async { "ok\n" }))
-        .layer(whip::cors(&state.settings.cors_origin))
-        .layer(axum::middleware::from_fn(whip::options_headers))
+        .with_state(state)
+}
+
+/// The admin surface: `/api/*` and `/metrics`, behind `admin_token` when it is set; no CORS,
+/// so no other origin's page can read it.
+pub fn admin_app(state: Arc<AppState>) -> Router {
+    pages::admin_routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin_token,
+        ))
         .with_state(state)
 }
 
@@ -132,11 +164,11 @@ pub async fn follow_shard_events(
     while let Some((shard, event)) = events.recv().await {
         match event {
             ShardEvent::SessionClosed { session } => {
-                tracing::info!(%session, shard = shard.0, "session ended (timeout or close)");
+                tracing::info!(session = %session.short(), shard = shard.0, "session ended (timeout or close)");
                 whip::session_closed(&state, session).await;
             }
             ShardEvent::SessionConnected { session } => {
-                tracing::debug!(%session, shard = shard.0, "session connected");
+                tracing::debug!(session = %session.short(), shard = shard.0, "session connected");
             }
         }
     }

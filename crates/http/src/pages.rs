@@ -1,5 +1,5 @@
-//! Demo pages and the admin API: `/`, `/publish/{stream}`, `/watch/{stream}`, `/api/*`,
-//! `/metrics`.
+//! Demo pages (`/`, `/publish/{stream}`, `/watch/{stream}`) and the admin API (`/api/*`,
+//! `/metrics`), routed apart so the admin API can have its own token and listener.
 
 use std::sync::Arc;
 
@@ -21,11 +21,17 @@ const INDEX: &str = include_str!("../assets/index.html");
 const PUBLISH: &str = include_str!("../assets/publish.html");
 const WATCH: &str = include_str!("../assets/watch.html");
 
+/// The demo pages.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/", get(|| async { Html(INDEX) }))
         .route("/publish/{stream}", get(|| async { Html(PUBLISH) }))
         .route("/watch/{stream}", get(|| async { Html(WATCH) }))
+}
+
+/// The admin API and the metrics.
+pub(crate) fn admin_routes() -> Router<Arc<AppState>> {
+    Router::new()
         .route("/api/streams", get(streams))
         .route("/api/stats", get(stats))
         .route("/metrics", get(metrics))

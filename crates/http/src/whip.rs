@@ -13,12 +13,13 @@ use axum::routing::{MethodRouter, any};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use ringcast_core::control::{Built, Refusal, Role, ShardCommand};
-use ringcast_core::sdp::SdpFragment;
+use ringcast_core::sdp::{self, SdpFragment};
 use ringcast_core::{CommandError, Control, IceCreds, PeerSetup, SessionId, ShardId};
 use ringcast_engine::CallError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
+use crate::auth::check_bearer;
 use crate::error::ApiError;
 
 /// Publish (WHIP) or play (WHEP).
@@ -134,7 +135,7 @@ fn resource(kind: Kind) -> MethodRouter<Arc<AppState>> {
               body: Body| async move {
             let result = match method {
                 Method::PATCH => patch(state, kind, stream, session, headers, body).await,
-                Method::DELETE => delete(state, kind, stream, session).await,
+                Method::DELETE => delete(state, kind, stream, session, headers).await,
                 Method::OPTIONS => Ok(options(false)),
                 Method::GET | Method::HEAD => Ok(StatusCode::NO_CONTENT.into_response()),
                 _ => Ok(method_not_allowed("DELETE, GET, HEAD, OPTIONS, PATCH")),
@@ -184,28 +185,23 @@ async fn read_body(state: &AppState, body: Body) -> Result<String, ApiError> {
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "request body is not UTF-8 text"))
 }
 
-fn check_token(headers: &HeaderMap, required: Option<&str>) -> Result<(), ApiError> {
-    let Some(required) = required else {
-        return Ok(());
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    match given {
-        None => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "this stream needs a Bearer token",
-        )),
-        Some(t) if t.trim() == required => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "wrong token for this stream",
-        )),
+/// The token a request on `stream` needs: the publish token for WHIP, the view token for WHEP;
+/// the same for the POST that creates a session and for its PATCH and DELETE (RFC 9725 §4.7).
+fn stream_token<'a>(state: &'a AppState, kind: Kind, stream: &str) -> Option<&'a str> {
+    let auth = state.settings.streams.get(stream)?;
+    match kind {
+        Kind::Whip => auth.publish_token.as_deref(),
+        Kind::Whep => auth.view_token.as_deref(),
     }
+}
+
+fn check_token(
+    state: &AppState,
+    kind: Kind,
+    stream: &str,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    check_bearer(headers, stream_token(state, kind, stream), "this stream")
 }
 
 fn valid_stream_name(name: &str) -> Result<(), ApiError> {
@@ -265,16 +261,14 @@ async fn create(
             "the offer must be sent as Content-Type: application/sdp",
         ));
     }
-    let auth = state.settings.streams.get(&stream);
-    let token = match kind {
-        Kind::Whip => auth.and_then(|a| a.publish_token.as_deref()),
-        Kind::Whep => auth.and_then(|a| a.view_token.as_deref()),
-    };
-    check_token(&headers, token)?;
+    check_token(&state, kind, &stream, &headers)?;
     let offer = read_body(&state, body).await?;
     if offer.trim().is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty SDP offer"));
     }
+    // Over a limit: refused before it takes an admission or a build.
+    sdp::check_limits(&offer)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("SDP offer refused: {e}")))?;
     // The session is set up in its own task: a client that hangs up mid-request cannot cancel
     // it half-way (a participant placed on a shard but never registered would leak).
     tokio::spawn(join(state, kind, stream, offer))
@@ -369,8 +363,10 @@ async fn join(
     }
     let shard = joined.shard.0;
     match role {
-        Role::Publisher => tracing::info!(%session, stream, shard, "publisher joined"),
-        Role::Viewer => tracing::info!(%session, stream, shard, "viewer joined"),
+        Role::Publisher => {
+            tracing::info!(session = %session.short(), stream, shard, "publisher joined")
+        }
+        Role::Viewer => tracing::info!(session = %session.short(), stream, shard, "viewer joined"),
     }
     Ok(created(&state, kind, &stream, session, &etag, answer))
 }
@@ -478,6 +474,7 @@ async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    check_token(&state, kind, &stream, &headers)?;
     let (id, shard, etag) = find_session(&state, kind, &stream, &session)?;
     if media_type(&headers).as_deref() != Some("application/trickle-ice-sdpfrag") {
         return Err(ApiError::new(
@@ -555,7 +552,9 @@ async fn delete(
     kind: Kind,
     stream: String,
     session: String,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    check_token(&state, kind, &stream, &headers)?;
     let (id, _, _) = find_session(&state, kind, &stream, &session)?;
     let commands = {
         let mut control = state.control.lock();
@@ -563,7 +562,7 @@ async fn delete(
         drain(&mut control)
     };
     deliver(&state, commands).await;
-    tracing::info!(session = %id, stream, "session deleted");
+    tracing::info!(session = %id.short(), stream, "session deleted");
     Ok(StatusCode::OK.into_response())
 }
 

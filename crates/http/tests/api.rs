@@ -66,6 +66,17 @@ fn server_with(
     replace_publisher: bool,
     streams: BTreeMap<String, StreamAuth>,
 ) -> Server {
+    server_tuned(limit, affinity, replace_publisher, streams, |_| {})
+}
+
+/// [`server_with`], its settings changed by `tune` first.
+fn server_tuned(
+    limit: usize,
+    affinity: usize,
+    replace_publisher: bool,
+    streams: BTreeMap<String, StreamAuth>,
+    tune: impl FnOnce(&mut HttpSettings),
+) -> Server {
     let (shards, events) = Shards::start(ShardsConfig {
         binds: vec!["127.0.0.1:0".parse().unwrap(); 2],
         pin_threads: false,
@@ -83,7 +94,7 @@ fn server_with(
         .iter()
         .map(|h| vec![h.local_addr()])
         .collect();
-    let settings = HttpSettings {
+    let mut settings = HttpSettings {
         cors_origin: "*".into(),
         max_body_bytes: 65536,
         whep_retry_after: 2,
@@ -94,7 +105,9 @@ fn server_with(
         replace_publisher,
         ice_links: vec!["<stun:stun.example.invalid:3478>; rel=\"ice-server\"".into()],
         streams,
+        admin_token: None,
     };
+    tune(&mut settings);
     let state = AppState::new(
         settings,
         shards.handles().to_vec(),
@@ -495,11 +508,15 @@ async fn tokens_and_limits() {
         2,
         "the refused viewer left nothing behind"
     );
+    // The viewer leaves, with its token (RFC 9725 §4.7).
     let d = send(
         &s.app,
-        Request::delete(v.header("location").unwrap())
-            .body(Body::empty())
-            .unwrap(),
+        bearer(
+            Request::delete(v.header("location").unwrap())
+                .body(Body::empty())
+                .unwrap(),
+            Some("view1"),
+        ),
     )
     .await;
     assert_eq!(d.status, StatusCode::OK);
@@ -657,4 +674,286 @@ async fn a_second_publisher_replaces_the_first_when_configured() {
     assert_eq!(s.state.participants(), 1);
     let entry = stream_entry(&s.app, "rep").await;
     assert_eq!(entry["live"], true, "{entry}");
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+/// `req` with `Authorization: Bearer <token>`, when there is one.
+fn bearer(mut req: Request<Body>, token: Option<&str>) -> Request<Body> {
+    if let Some(t) = token {
+        req.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+    }
+    req
+}
+
+fn protected_stream() -> BTreeMap<String, StreamAuth> {
+    BTreeMap::from([(
+        "secret".to_string(),
+        StreamAuth {
+            publish_token: Some("key1".into()),
+            view_token: Some("view1".into()),
+        },
+    )])
+}
+
+fn trickle(path: &str, if_match: Option<&str>, frag: &str) -> Request<Body> {
+    let mut r =
+        Request::patch(path).header(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag");
+    if let Some(m) = if_match {
+        r = r.header(header::IF_MATCH, m);
+    }
+    r.body(Body::from(frag.to_string())).unwrap()
+}
+
+const FRAG: &str = "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijklmn\r\n\
+                    a=candidate:1 1 udp 1 127.0.0.1 9 typ host\r\n";
+
+/// Issue 9, finding 4: on a protected stream, PATCH (trickle and ICE restart) and DELETE
+/// worked without a token. They need the token of the POST that made the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_ice_restart_and_delete_need_the_streams_token() {
+    let s = server(100, protected_stream());
+    let p = send(
+        &s.app,
+        bearer(
+            post("/whip/secret", "application/sdp", chromium()),
+            Some("key1"),
+        ),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let v = send(
+        &s.app,
+        bearer(
+            post("/whep/secret", "application/sdp", viewer_offer(false)),
+            Some("view1"),
+        ),
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    // Each session with its own token, and the other one's as the wrong one.
+    let sessions = [
+        (p.header("location").unwrap().to_string(), "key1", "view1"),
+        (v.header("location").unwrap().to_string(), "view1", "key1"),
+    ];
+    for (location, right, wrong) in &sessions {
+        for if_match in [None, Some("*")] {
+            let what = format!("PATCH {location} If-Match {if_match:?}");
+            let a = send(&s.app, trickle(location, if_match, FRAG)).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{what}: {}", a.body);
+            assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+            let a = send(
+                &s.app,
+                bearer(trickle(location, if_match, FRAG), Some(wrong)),
+            )
+            .await;
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{what}: {}", a.body);
+            assert!(a.body.contains("wrong token"), "{what}: {}", a.body);
+        }
+        let a = send(&s.app, bearer(trickle(location, None, FRAG), Some(right))).await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+        let a = send(
+            &s.app,
+            bearer(trickle(location, Some("*"), FRAG), Some(right)),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert!(a.body.contains("a=ice-pwd:"), "{}", a.body);
+        let delete = || {
+            Request::delete(location.as_str())
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert_eq!(
+            send(&s.app, delete()).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            send(&s.app, bearer(delete(), Some(wrong))).await.status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(s.state.participants(), 2, "refused DELETEs removed nothing");
+    for (location, right, _) in &sessions {
+        let delete = Request::delete(location.as_str())
+            .body(Body::empty())
+            .unwrap();
+        let a = send(&s.app, bearer(delete, Some(right))).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+    assert_eq!(s.state.participants(), 0);
+    // Without the token, whether a session exists is not told either.
+    let a = send(
+        &s.app,
+        Request::delete("/whip/secret/8123456789abcdef")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Issue 9, finding 6: `/api/*` and `/metrics` were open to anyone, with no setting to close
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_guards_the_api_and_the_metrics() {
+    let s = server_tuned(100, 100, false, BTreeMap::new(), |settings| {
+        settings.admin_token = Some("adm1n".into());
+    });
+    for path in ["/api/streams", "/api/stats", "/metrics"] {
+        let a = send(&s.app, get(path)).await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{path}: {}", a.body);
+        assert_eq!(a.header("www-authenticate"), Some("Bearer"));
+        assert!(
+            a.body.contains("the admin API needs a Bearer token"),
+            "{}",
+            a.body
+        );
+        let a = send(&s.app, bearer(get(path), Some("adm1"))).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.body);
+        let a = send(&s.app, bearer(get(path), Some("adm1n"))).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+    }
+    let lower = Request::get("/api/streams")
+        .header(header::AUTHORIZATION, "bearer adm1n")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(&s.app, lower).await.status,
+        StatusCode::OK,
+        "the scheme is case-insensitive"
+    );
+    // Nothing else needs it.
+    for path in ["/healthz", "/", "/watch/x", "/whip/x"] {
+        let a = send(&s.app, get(path)).await;
+        assert!(a.status.is_success(), "{path}: {}", a.status);
+    }
+    let a = send(&s.app, post("/whip/open", "application/sdp", chromium())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    // An unknown path is a 404, not a 401.
+    assert_eq!(
+        send(&s.app, get("/api/nothing")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+/// Issue 9, finding 6: `Access-Control-Allow-Origin: *` was on every answer, so any page could
+/// read the admin API. Only the WHIP/WHEP endpoints and sessions carry CORS headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_headers_only_on_whip_and_whep() {
+    let s = server(100, BTreeMap::new());
+    let from_elsewhere = |method: &str, path: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("origin", "http://example.invalid")
+            .header("access-control-request-method", "GET")
+            .body(Body::empty())
+            .unwrap()
+    };
+    for path in ["/api/stats", "/api/streams", "/metrics", "/healthz", "/"] {
+        let a = send(&s.app, from_elsewhere("GET", path)).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
+        assert_eq!(a.header("access-control-allow-origin"), None, "GET {path}");
+        let a = send(&s.app, from_elsewhere("OPTIONS", path)).await;
+        assert_eq!(
+            a.header("access-control-allow-origin"),
+            None,
+            "OPTIONS {path}"
+        );
+    }
+    let p = send(&s.app, post("/whip/c", "application/sdp", chromium())).await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    for path in ["/whip/x", "/whep/x", p.header("location").unwrap()] {
+        let a = send(&s.app, from_elsewhere("OPTIONS", path)).await;
+        assert!(a.status.is_success(), "OPTIONS {path}: {}", a.status);
+        assert_eq!(
+            a.header("access-control-allow-origin"),
+            Some("*"),
+            "OPTIONS {path}"
+        );
+    }
+}
+
+/// `admin_listen`: the public listener serves no admin route, the admin one nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_and_admin_apps_split_the_routes() {
+    let s = server(100, BTreeMap::new());
+    let public = ringcast_http::public_app(s.state.clone());
+    let admin = ringcast_http::admin_app(s.state.clone());
+    for path in ["/api/streams", "/api/stats", "/metrics"] {
+        assert_eq!(
+            send(&public, get(path)).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+        assert_eq!(
+            send(&admin, get(path)).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    for path in ["/healthz", "/", "/publish/x", "/whip/x"] {
+        assert!(send(&public, get(path)).await.status.is_success(), "{path}");
+        assert_eq!(
+            send(&admin, get(path)).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    let a = send(&public, post("/whip/split", "application/sdp", chromium())).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+}
+
+/// Issue 9, finding 5: a 65 KB offer of 617 audio sections was accepted and answered with
+/// 321 KB. Offers and fragments over a limit get a 400 naming it, and leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_and_fragments_over_a_limit_are_refused() {
+    let s = server(100, BTreeMap::new());
+    let head = offer_of(CHROMIUM_FILE);
+    let head = &head[..head.find("m=audio").unwrap()];
+    let mut big = head.replace("a=group:BUNDLE 0 1\r\n", "");
+    for i in 0..617 {
+        big.push_str(&format!(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:{i}\r\n\
+             a=sendonly\r\na=rtpmap:111 opus/48000/2\r\n"
+        ));
+    }
+    assert!(big.len() > 60_000 && big.len() < 65_536, "{}", big.len());
+    let a = send(&s.app, post("/whip/big", "application/sdp", big)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("more than 16 media sections"), "{}", a.body);
+    let pwd = chromium().replace("a=ice-pwd:KdyA3BSWPORo2Z58uviIWq9T", "a=ice-pwd:short");
+    let a = send(&s.app, post("/whip/pwd", "application/sdp", pwd)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("a=ice-pwd of 5 characters"), "{}", a.body);
+    assert_eq!(s.state.participants(), 0, "nothing leaked");
+
+    let p = send(&s.app, post("/whip/frag", "application/sdp", chromium())).await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let location = p.header("location").unwrap();
+    let short_pwd = "a=ice-ufrag:abcd\r\na=ice-pwd:tooshort\r\n";
+    let a = send(&s.app, trickle(location, None, short_pwd)).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("a=ice-pwd of 8 characters"), "{}", a.body);
+    let many: String = (0..300)
+        .map(|i| {
+            format!(
+                "a=candidate:{i} 1 udp 1 192.0.2.1 {} typ host\r\n",
+                1000 + i
+            )
+        })
+        .collect();
+    let a = send(
+        &s.app,
+        trickle(location, Some("*"), &(FRAG.to_string() + &many)),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("a=candidate lines"), "{}", a.body);
 }

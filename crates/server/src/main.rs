@@ -178,6 +178,7 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
                 )
             })
             .collect(),
+        admin_token: Some(config.http.admin_token.clone()).filter(|t| !t.is_empty()),
     };
     let state = AppState::new(
         settings,
@@ -212,23 +213,48 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
         drain_timeout: Duration::from_millis(config.http.drain_timeout_ms),
         tls,
     };
-    let first_signal = async {
+    // The admin surface on its own listener (same limits and TLS), stopped with the public one.
+    let (stop, stopping) = tokio::sync::watch::channel(());
+    let app = match config.http.admin_listen {
+        None => ringcast_http::app(state),
+        Some(addr) => {
+            let admin = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.admin_listen {addr}"))?;
+            tracing::info!("admin API and /metrics on {}", admin.local_addr()?);
+            let mut stopping = stopping.clone();
+            tokio::spawn(serve::serve(
+                admin,
+                ringcast_http::admin_app(state.clone()),
+                settings.clone(),
+                async move {
+                    let _ = stopping.changed().await;
+                },
+            ));
+            ringcast_http::public_app(state)
+        }
+    };
+    let first_signal = async move {
         signals.next().await;
         tracing::info!("signal received: shutting down (a second one exits at once)");
+        let _ = stop.send(());
         tokio::spawn(async move {
             signals.next().await;
             tracing::warn!("second signal: exiting now, without draining");
             std::process::exit(1);
         });
     };
-    serve::serve(listener, ringcast_http::app(state), settings, first_signal).await;
+    serve::serve(listener, app, settings, first_signal).await;
     tracing::info!("HTTP stopped; telling every live peer goodbye");
     // Before the shards stop: every live peer gets its DTLS close / RTCP BYE, so players notice
     // at once (within 1 s; the shards answer between two loop turns).
     let told = shards
         .farewell(std::time::Instant::now() + Duration::from_secs(1))
         .await;
-    tracing::info!(sessions = told, "every live peer was told goodbye; stopping the shards");
+    tracing::info!(
+        sessions = told,
+        "every live peer was told goodbye; stopping the shards"
+    );
     tokio::task::spawn_blocking(move || shards.stop()).await?;
     Ok(())
 }

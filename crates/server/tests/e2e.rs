@@ -284,3 +284,66 @@ fn sigterm_tells_a_connected_viewer_at_once() {
     };
     assert!(exited.success(), "exit status {exited}");
 }
+
+/// The status of a GET, with an optional Bearer token; transport errors panic.
+fn status_of(url: &str, token: Option<&str>) -> u16 {
+    let mut request = ureq::get(url);
+    if let Some(t) = token {
+        request = request.header("authorization", &format!("Bearer {t}"));
+    }
+    match request.call() {
+        Ok(res) => res.status().as_u16(),
+        Err(ureq::Error::StatusCode(code)) => code,
+        Err(e) => panic!("GET {url}: {e}"),
+    }
+}
+
+/// `http.admin_listen` and `http.admin_token` (issue 9, finding 6): the admin surface moves to
+/// its own listener, behind its token; the public listener keeps the rest.
+#[test]
+fn the_admin_surface_on_its_own_listener_and_token() {
+    let admin_port = common::free_port();
+    let admin_listen = format!("127.0.0.1:{admin_port}");
+    let server = start_server_with(
+        1,
+        &[
+            ("RINGCAST_HTTP_ADMIN_LISTEN", &admin_listen),
+            ("RINGCAST_HTTP_ADMIN_TOKEN", "adm1n"),
+        ],
+    );
+    let admin = format!("http://{admin_listen}");
+    for path in ["/api/streams", "/api/stats", "/metrics"] {
+        assert_eq!(
+            status_of(&format!("{}{path}", server.http), Some("adm1n")),
+            404,
+            "public {path}"
+        );
+        assert_eq!(
+            status_of(&format!("{admin}{path}"), None),
+            401,
+            "admin {path}"
+        );
+        assert_eq!(
+            status_of(&format!("{admin}{path}"), Some("nope")),
+            403,
+            "admin {path}"
+        );
+        assert_eq!(
+            status_of(&format!("{admin}{path}"), Some("adm1n")),
+            200,
+            "admin {path}"
+        );
+    }
+    for path in ["/healthz", "/", "/whip/x"] {
+        assert_eq!(
+            status_of(&format!("{}{path}", server.http), None) / 100,
+            2,
+            "public {path}"
+        );
+        assert_eq!(
+            status_of(&format!("{admin}{path}"), None),
+            404,
+            "admin {path}"
+        );
+    }
+}

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::de::{Error as _, Unexpected};
+use serde::{Deserialize, Deserializer};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -61,6 +62,26 @@ pub struct HttpConfig {
     pub tls_cert: PathBuf,
     /// Private key (PEM) of `tls_cert`; empty = plain HTTP.
     pub tls_key: PathBuf,
+    /// Bearer token required on the admin surface (`/api/*`, `/metrics`); empty = open.
+    pub admin_token: String,
+    /// Address the admin surface is served on instead of `listen` (which then has no `/api/*`
+    /// or `/metrics`); `None` (empty in the file) = served on `listen`.
+    #[serde(deserialize_with = "empty_or_address")]
+    pub admin_listen: Option<SocketAddr>,
+}
+
+/// `""` as `None`, else an address and port.
+fn empty_or_address<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| {
+        D::Error::invalid_value(
+            Unexpected::Str(&text),
+            &"an address and port such as \"127.0.0.1:9090\", or \"\"",
+        )
+    })
 }
 
 /// `[media]`: the shards, their sockets and what they advertise.
@@ -191,6 +212,8 @@ mod tests {
         assert_eq!(config.http.drain_timeout_ms, 5000);
         assert_eq!(config.http.tls_cert, PathBuf::new());
         assert_eq!(config.http.tls_key, PathBuf::new());
+        assert_eq!(config.http.admin_token, "");
+        assert_eq!(config.http.admin_listen, None);
         assert_eq!(config.media.shards, 0);
         assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
         assert_eq!(config.media.port_base, 50000);

@@ -60,6 +60,28 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             ));
         }
     }
+    if http
+        .admin_token
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid(
+            KeyPath::of(&["http", "admin_token"]),
+            http.admin_token.clone(),
+            "expected a token without spaces (empty = no token)".into(),
+        ));
+    }
+    if let Some(admin) = http.admin_listen
+        && admin == http.listen
+        && admin.port() != 0
+    {
+        return Err(invalid(
+            KeyPath::of(&["http", "admin_listen"]),
+            admin.to_string(),
+            "expected another address than `http.listen` (empty = serve the admin API there)"
+                .into(),
+        ));
+    }
     let media = &config.media;
     if media.shards > MAX_SHARDS {
         return Err(invalid(
@@ -287,6 +309,40 @@ mod tests {
         );
         assert!(
             message.starts_with("config file /x.toml: invalid value `65535` for `media.port_base`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_admin_settings_load_and_are_checked() {
+        let config = load(
+            None,
+            &[
+                ("RINGCAST_HTTP_ADMIN_LISTEN", "127.0.0.1:9090"),
+                ("RINGCAST_HTTP_ADMIN_TOKEN", "s3cret"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            config.http.admin_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert_eq!(config.http.admin_token, "s3cret");
+        let message = error(Some("[http]\nadmin_listen = \"nowhere\"\n"), &[]);
+        assert!(
+            message.starts_with(
+                "config file /x.toml: invalid value `nowhere` for `http.admin_listen`"
+            ),
+            "{message}"
+        );
+        let message = error(
+            Some("[http]\nlisten = \"127.0.0.1:8080\"\nadmin_listen = \"127.0.0.1:8080\"\n"),
+            &[],
+        );
+        assert!(message.contains("expected another address"), "{message}");
+        let message = error(Some("[http]\nadmin_token = \"a b\"\n"), &[]);
+        assert!(
+            message.starts_with("config file /x.toml: invalid value `a b` for `http.admin_token`"),
             "{message}"
         );
     }
