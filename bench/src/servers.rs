@@ -147,6 +147,17 @@ pub fn start(
                 .env("RINGCAST_MEDIA_PIN_THREADS", "false")
                 .env("RINGCAST_LOG_LEVEL", "warn")
                 .env("RUST_BACKTRACE", "0");
+            // Every session of the load generator comes from one address: lift the
+            // per-client admission limits (`[limits]`), which would refuse it.
+            for key in [
+                "SESSIONS_PER_CLIENT",
+                "CREATIONS_PER_SECOND",
+                "CREATION_BURST",
+                "VIEWERS_PER_STREAM",
+                "PENDING_SESSIONS",
+            ] {
+                command.env(format!("RINGCAST_LIMITS_{key}"), "1000000");
+            }
             if let Variant::Ringcast { engine, gso } = variant {
                 command
                     .env("RINGCAST_MEDIA_ENGINE", engine)

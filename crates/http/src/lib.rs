@@ -9,18 +9,20 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod client;
 mod error;
 mod pages;
 mod whip;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::routing::get;
 use parking_lot::Mutex;
-use ringcast_core::control::{ControlConfig, Limits};
+use ringcast_core::control::{AdmissionLimits, ControlConfig, Limits};
 use ringcast_core::{Control, DtlsCert, ShardEvent, ShardId};
 use ringcast_engine::ShardHandle;
 use tokio::sync::mpsc;
@@ -46,6 +48,10 @@ pub struct HttpSettings {
     pub streams: BTreeMap<String, StreamAuth>,
     /// Bearer token required on the admin routes (`/api/*`, `/metrics`); `None` = open.
     pub admin_token: Option<String>,
+    /// Limits on new sessions, per client and in total (`[limits]`).
+    pub admission: AdmissionLimits,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (its rightmost address).
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// Tokens of one stream.
@@ -70,6 +76,8 @@ pub struct AppState {
     control: Mutex<Control>,
     /// Bounds concurrent `Rtc` builds.
     builds: tokio::sync::Semaphore,
+    /// `Rtc` builds started.
+    peer_builds: AtomicU64,
 }
 
 impl std::fmt::Debug for StreamAuth {
@@ -104,6 +112,7 @@ impl AppState {
             shards: shards.len() as u16,
             limits: settings.limits,
             replace_publisher: settings.replace_publisher,
+            admission: settings.admission,
         });
         Arc::new(AppState {
             settings,
@@ -115,6 +124,7 @@ impl AppState {
             builds: tokio::sync::Semaphore::new(
                 2 * std::thread::available_parallelism().map_or(2, |c| c.get()),
             ),
+            peer_builds: AtomicU64::new(0),
         })
     }
 }
@@ -123,6 +133,11 @@ impl AppState {
     /// Participants placed or being placed, all shards together.
     pub fn participants(&self) -> usize {
         self.control.lock().participants()
+    }
+
+    /// Peers (`Rtc`s) built from offers so far: admitted joins only.
+    pub fn peer_builds(&self) -> u64 {
+        self.peer_builds.load(Ordering::Relaxed)
     }
 }
 
@@ -169,6 +184,7 @@ pub async fn follow_shard_events(
             }
             ShardEvent::SessionConnected { session } => {
                 tracing::debug!(session = %session.short(), shard = shard.0, "session connected");
+                state.control.lock().connected(session);
             }
         }
     }

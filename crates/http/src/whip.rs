@@ -1,18 +1,20 @@
 //! WHIP and WHEP resources: create (POST), trickle and ICE restart (PATCH), delete (DELETE),
 //! plus OPTIONS/GET/HEAD and CORS.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use ringcast_core::control::{Built, Refusal, Role, ShardCommand};
+use ringcast_core::control::{Built, Refusal, Requester, Role, ShardCommand};
 use ringcast_core::sdp::{self, SdpFragment};
 use ringcast_core::{CommandError, Control, IceCreds, PeerSetup, SessionId, ShardId};
 use ringcast_engine::CallError;
@@ -20,6 +22,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
 use crate::auth::check_bearer;
+use crate::client::client_ip;
 use crate::error::ApiError;
 
 /// Publish (WHIP) or play (WHEP).
@@ -110,12 +113,13 @@ pub(crate) async fn options_headers(
 fn endpoint(kind: Kind) -> MethodRouter<Arc<AppState>> {
     any(
         move |State(state): State<Arc<AppState>>,
+              ConnectInfo(peer): ConnectInfo<SocketAddr>,
               method: Method,
               Path(stream): Path<String>,
               headers: HeaderMap,
               body: Body| async move {
             match method {
-                Method::POST => create(state, kind, stream, headers, body)
+                Method::POST => create(state, kind, stream, peer, headers, body)
                     .await
                     .unwrap_or_else(IntoResponse::into_response),
                 Method::OPTIONS => options(true),
@@ -251,6 +255,7 @@ async fn create(
     state: Arc<AppState>,
     kind: Kind,
     stream: String,
+    peer: SocketAddr,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -262,6 +267,10 @@ async fn create(
         ));
     }
     check_token(&state, kind, &stream, &headers)?;
+    let from = Requester::new(
+        client_ip(peer, &headers, &state.settings.trusted_proxies),
+        stream_token(&state, kind, &stream).is_some(),
+    );
     let offer = read_body(&state, body).await?;
     if offer.trim().is_empty() {
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty SDP offer"));
@@ -271,7 +280,7 @@ async fn create(
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("SDP offer refused: {e}")))?;
     // The session is set up in its own task: a client that hangs up mid-request cannot cancel
     // it half-way (a participant placed on a shard but never registered would leak).
-    tokio::spawn(join(state, kind, stream, offer))
+    tokio::spawn(join(state, kind, stream, from, offer))
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "session setup failed"))?
 }
@@ -287,6 +296,7 @@ async fn build<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    state.peer_builds.fetch_add(1, Ordering::Relaxed);
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "setup task failed"))?
@@ -301,20 +311,25 @@ fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
     }
 }
 
-/// A publisher or a viewer joins, through the control plane's three steps: admit (a shard is
-/// reserved), build the peer off the async threads, place it on its shard.
+/// A publisher or a viewer joins, through the control plane's three steps: admit (the
+/// admission limits are checked and a shard is reserved, before anything costly), build the
+/// peer off the async threads, place it on its shard.
 async fn join(
     state: Arc<AppState>,
     kind: Kind,
     stream: String,
+    from: Requester,
     offer: String,
 ) -> Result<Response, ApiError> {
     let role = kind.role();
     let admission = state
         .control
         .lock()
-        .admit(role, &stream)
-        .map_err(|r| refused(&state, r))?;
+        .admit(role, &stream, from, Instant::now())
+        .map_err(|r| {
+            tracing::debug!(client = %from.client, stream, "refused: {r}");
+            refused(&state, r)
+        })?;
     let setup = setup_for(&state, admission.shard);
     let receives = admission.published.clone();
     let built = build(&state, move || {
@@ -381,6 +396,20 @@ fn refused(state: &AppState, refusal: Refusal) -> ApiError {
         }
         Refusal::PublisherExists(_) => ApiError::new(StatusCode::CONFLICT, refusal.to_string()),
         Refusal::Full | Refusal::Shard(CommandError::ShardFull) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(5)
+        }
+        // Per client: 429. Its sessions end when it deletes them or they time out.
+        Refusal::ClientSessions(_) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()).retry_after(10)
+        }
+        Refusal::ClientRate(secs) => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, refusal.to_string()).retry_after(secs)
+        }
+        // The server's: 503. Unconnected sessions connect (or time out) within seconds.
+        Refusal::Pending => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(2)
+        }
+        Refusal::TooManyClients | Refusal::StreamFull(..) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(5)
         }
         Refusal::UnknownSession | Refusal::Shard(CommandError::UnknownSession) => {

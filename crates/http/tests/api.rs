@@ -2,16 +2,17 @@
 //! `tower::ServiceExt::oneshot`). Covers the API contract and every bad-input answer.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use ringcast_core::ShardConfig;
-use ringcast_core::control::Limits;
+use ringcast_core::control::{AdmissionLimits, Limits, Rate};
 use ringcast_engine::{Shards, ShardsConfig};
 use ringcast_http::{AppState, HttpSettings, StreamAuth};
 use ringcast_net::EngineOptions;
@@ -44,6 +45,14 @@ impl Drop for Server {
     }
 }
 
+/// Where the in-process requests come from (no socket: the handlers read it from here).
+const CLIENT: ([u8; 4], u16) = ([192, 0, 2, 1], 40000);
+
+/// The app as seen by requests from `peer`.
+fn app_from(state: &Arc<AppState>, peer: impl Into<SocketAddr>) -> Router {
+    ringcast_http::app(state.clone()).layer(MockConnectInfo(peer.into()))
+}
+
 /// The engine under test: `TEST_ENGINE` (`uring`, `epoll`; `scripts/test` runs the suite once
 /// with each), else io_uring where it runs.
 fn test_engine() -> ringcast_net::EngineKind {
@@ -67,6 +76,21 @@ fn server_with(
     streams: BTreeMap<String, StreamAuth>,
 ) -> Server {
     server_tuned(limit, affinity, replace_publisher, streams, |_| {})
+}
+
+/// [`server_with`] with admission limits and trusted proxies.
+fn server_limited(
+    limit: usize,
+    affinity: usize,
+    replace_publisher: bool,
+    streams: BTreeMap<String, StreamAuth>,
+    admission: AdmissionLimits,
+    trusted_proxies: Vec<IpAddr>,
+) -> Server {
+    server_tuned(limit, affinity, replace_publisher, streams, |s| {
+        s.admission = admission;
+        s.trusted_proxies = trusted_proxies;
+    })
 }
 
 /// [`server_with`], its settings changed by `tune` first.
@@ -106,6 +130,8 @@ fn server_tuned(
         ice_links: vec!["<stun:stun.example.invalid:3478>; rel=\"ice-server\"".into()],
         streams,
         admin_token: None,
+        admission: AdmissionLimits::NONE,
+        trusted_proxies: Vec::new(),
     };
     tune(&mut settings);
     let state = AppState::new(
@@ -117,7 +143,7 @@ fn server_tuned(
     );
     tokio::spawn(ringcast_http::follow_shard_events(state.clone(), events));
     Server {
-        app: ringcast_http::app(state.clone()),
+        app: app_from(&state, CLIENT),
         state,
         shards: Some(shards),
     }
@@ -956,4 +982,219 @@ async fn offers_and_fragments_over_a_limit_are_refused() {
     .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     assert!(a.body.contains("a=candidate lines"), "{}", a.body);
+}
+
+/// A request refused by an admission limit: its status, `Retry-After` and one-line reason,
+/// and no peer built, nothing held.
+async fn refused(s: &Server, app: &Router, req: Request<Body>, status: StatusCode) -> Answer {
+    let (builds, participants) = (s.state.peer_builds(), s.state.participants());
+    let a = send(app, req).await;
+    assert_eq!(a.status, status, "{}", a.body);
+    assert!(a.header("retry-after").is_some(), "{}", a.body);
+    assert!(!a.body.trim().contains('\n'), "one line: {:?}", a.body);
+    assert_eq!(
+        s.state.peer_builds(),
+        builds,
+        "no Rtc built for a refused request"
+    );
+    assert_eq!(s.state.participants(), participants, "nothing reserved");
+    a
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_fill_the_server() {
+    let s = server_limited(
+        100,
+        100,
+        false,
+        BTreeMap::new(),
+        AdmissionLimits {
+            sessions_per_client: 2,
+            // Three at once, then one per 100 s: no test runs long enough to earn one.
+            creation_rate: Some(Rate {
+                per_second: 0.01,
+                burst: 3,
+            }),
+            viewers_per_stream: 3,
+            ..AdmissionLimits::NONE
+        },
+        Vec::new(),
+    );
+    let a = app_from(&s.state, ([198, 51, 100, 1], 1000));
+    let p = send(&a, post("/whip/a", "application/sdp", chromium())).await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let v = send(&a, post("/whep/a", "application/sdp", viewer_offer(false))).await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    assert_eq!(s.state.peer_builds(), 2);
+
+    // Sessions per client: 429.
+    let r = refused(
+        &s,
+        &a,
+        post("/whep/a", "application/sdp", viewer_offer(false)),
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+    assert!(r.body.contains("limit of 2 sessions"), "{}", r.body);
+    // Another port of the same address is the same client.
+    let a2 = app_from(&s.state, ([198, 51, 100, 1], 2000));
+    refused(
+        &s,
+        &a2,
+        post("/whep/a", "application/sdp", viewer_offer(false)),
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+
+    // Creations per client: its third and last token, then 429 with the wait.
+    let gone = |loc: &str| Request::delete(loc).body(Body::empty()).unwrap();
+    assert_eq!(
+        send(&a, gone(v.header("location").unwrap())).await.status,
+        StatusCode::OK
+    );
+    let v = send(&a, post("/whep/a", "application/sdp", viewer_offer(false))).await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    assert_eq!(
+        send(&a, gone(v.header("location").unwrap())).await.status,
+        StatusCode::OK
+    );
+    let r = refused(
+        &s,
+        &a,
+        post("/whep/a", "application/sdp", viewer_offer(false)),
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+    let wait: u32 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=100).contains(&wait), "{wait}");
+    assert!(r.body.contains("too many new sessions"), "{}", r.body);
+
+    // Viewers per stream: 503, whoever asks.
+    for n in 2..=4 {
+        let other = app_from(&s.state, ([198, 51, 100, n], 1000));
+        let v = send(
+            &other,
+            post("/whep/a", "application/sdp", viewer_offer(false)),
+        )
+        .await;
+        assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    }
+    let other = app_from(&s.state, ([198, 51, 100, 5], 1000));
+    let r = refused(
+        &s,
+        &other,
+        post("/whep/a", "application/sdp", viewer_offer(false)),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(r.body.contains("limit of 3 viewers"), "{}", r.body);
+    // Another stream is open to that client.
+    let q = send(&other, post("/whip/b", "application/sdp", chromium())).await;
+    assert_eq!(q.status, StatusCode::CREATED, "{}", q.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconnected_sessions_are_bounded_and_token_holders_keep_a_share() {
+    let mut streams = BTreeMap::new();
+    streams.insert(
+        "paid".to_string(),
+        StreamAuth {
+            publish_token: Some("key".into()),
+            view_token: None,
+        },
+    );
+    // Two unconnected sessions at most, the second only for token holders. Nothing connects
+    // here (no client answers), so every session stays unconnected.
+    let s = server_limited(
+        100,
+        100,
+        false,
+        streams,
+        AdmissionLimits {
+            pending_sessions: 2,
+            token_reserve: 1,
+            ..AdmissionLimits::NONE
+        },
+        Vec::new(),
+    );
+    let flood = send(&s.app, post("/whip/open", "application/sdp", chromium())).await;
+    assert_eq!(flood.status, StatusCode::CREATED, "{}", flood.body);
+    let other = app_from(&s.state, ([198, 51, 100, 7], 1000));
+    let r = refused(
+        &s,
+        &other,
+        post("/whip/open2", "application/sdp", chromium()),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert!(r.body.contains("still connecting"), "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("2"));
+    let paid = send(
+        &other,
+        Request::post("/whip/paid")
+            .header(header::CONTENT_TYPE, "application/sdp")
+            .header(header::AUTHORIZATION, "Bearer key")
+            .body(Body::from(chromium()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
+    // The unconnected sessions leave: their slots are free again.
+    for a in [&flood, &paid] {
+        let d = send(
+            &s.app,
+            Request::delete(a.header("location").unwrap())
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(d.status, StatusCode::OK);
+    }
+    let again = send(&other, post("/whip/open2", "application/sdp", chromium())).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
+    let s = server_limited(
+        100,
+        100,
+        false,
+        BTreeMap::new(),
+        AdmissionLimits {
+            sessions_per_client: 1,
+            ..AdmissionLimits::NONE
+        },
+        vec!["127.0.0.1".parse().unwrap()],
+    );
+    let forwarded = |path: &str, xff: &str| {
+        Request::post(path)
+            .header(header::CONTENT_TYPE, "application/sdp")
+            .header("x-forwarded-for", xff)
+            .body(Body::from(chromium()))
+            .unwrap()
+    };
+    let proxy = app_from(&s.state, ([127, 0, 0, 1], 5000));
+    let a = send(&proxy, forwarded("/whip/p1", "198.51.100.1")).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    refused(
+        &s,
+        &proxy,
+        forwarded("/whip/p2", "10.9.9.9, 198.51.100.1"),
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+    let b = send(&proxy, forwarded("/whip/p2", "198.51.100.1, 198.51.100.2")).await;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+    // Anyone else's X-Forwarded-For is not believed: it is counted as itself.
+    let direct = app_from(&s.state, ([203, 0, 113, 5], 5000));
+    let c = send(&direct, forwarded("/whip/p3", "198.51.100.3")).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    refused(
+        &s,
+        &direct,
+        forwarded("/whip/p4", "198.51.100.4"),
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
 }

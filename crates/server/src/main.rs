@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use ringcast_core::ShardConfig;
-use ringcast_core::control::Limits;
+use ringcast_core::control::{AdmissionLimits, Limits, Rate};
 use ringcast_engine::{Shards, ShardsConfig};
 use ringcast_http::{AppState, HttpSettings, StreamAuth};
 use ringcast_net::{EngineKind, EngineOptions};
@@ -164,6 +164,8 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
             max: config.media.max_participants_per_shard,
         },
         replace_publisher: config.whip.replace_publisher,
+        admission: admission_limits(&config),
+        trusted_proxies: config.limits.trusted_proxies.clone(),
         ice_links: config.ice_links(),
         streams: config
             .streams
@@ -257,6 +259,27 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
     );
     tokio::task::spawn_blocking(move || shards.stop()).await?;
     Ok(())
+}
+
+/// `[limits]` for the control plane. The token reserve keeps seats for nobody when no stream
+/// has a token.
+fn admission_limits(config: &Config) -> AdmissionLimits {
+    let l = &config.limits;
+    let tokens = config
+        .streams
+        .values()
+        .any(|s| s.publish_token.is_some() || s.view_token.is_some());
+    AdmissionLimits {
+        sessions_per_client: l.sessions_per_client,
+        creation_rate: Some(Rate {
+            per_second: f64::from(l.creations_per_second),
+            burst: l.creation_burst,
+        }),
+        viewers_per_stream: l.viewers_per_stream,
+        pending_sessions: l.pending_sessions,
+        token_reserve: if tokens { l.token_reserve } else { 0 },
+        tracked_clients: l.tracked_clients,
+    }
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), installed once so that a second one is never missed.

@@ -48,7 +48,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use ringcast_core::control::{Built, Limits, Refusal, Role as ControlRole};
+use ringcast_core::control::{
+    AdmissionLimits, Built, Limits, Refusal, Requester, Role as ControlRole,
+};
 use ringcast_core::{
     Command, CommandError, Control, ControlConfig, IceCreds, Input, Output, PeerSetup, Relay,
     Reply, SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId, generate_certificate,
@@ -76,6 +78,8 @@ pub struct SimConfig {
     pub limits: Limits,
     /// A second publisher of a live stream replaces the first instead of being refused.
     pub replace_publisher: bool,
+    /// The control plane's admission limits; none by default.
+    pub admission: AdmissionLimits,
 }
 
 impl Default for SimConfig {
@@ -87,6 +91,7 @@ impl Default for SimConfig {
             link: LinkConfig::default(),
             limits: ControlConfig::default().limits,
             replace_publisher: false,
+            admission: AdmissionLimits::NONE,
         }
     }
 }
@@ -190,6 +195,7 @@ impl Sim {
             shards: config.shards,
             limits: config.limits,
             replace_publisher: config.replace_publisher,
+            admission: config.admission,
         });
         Sim {
             config,
@@ -285,7 +291,7 @@ impl Sim {
         stream: &str,
         config: PublisherConfig,
     ) -> Result<ClientId, Refusal> {
-        self.join(stream, Some(config), Candidates::InOffer)
+        self.join(stream, Some(config), Candidates::InOffer, None)
     }
 
     /// Like [`Sim::add_publisher`], but the offer the server gets carries no ICE candidate (a
@@ -296,8 +302,19 @@ impl Sim {
         stream: &str,
         config: PublisherConfig,
     ) -> ClientId {
-        self.join(stream, Some(config), Candidates::Withheld)
+        self.join(stream, Some(config), Candidates::Withheld, None)
             .unwrap_or_else(|r| panic!("publisher of {stream} refused: {r}"))
+    }
+
+    /// Like [`Sim::try_add_publisher`], asked for by `from` (by default, each client asks from
+    /// its own address, without a token).
+    pub fn try_add_publisher_from(
+        &mut self,
+        stream: &str,
+        config: PublisherConfig,
+        from: Requester,
+    ) -> Result<ClientId, Refusal> {
+        self.join(stream, Some(config), Candidates::InOffer, Some(from))
     }
 
     /// A viewer of `stream` joins (a WHEP POST), as [`Sim::add_publisher`]. Panics if refused.
@@ -308,31 +325,43 @@ impl Sim {
 
     /// Like [`Sim::add_viewer`], with the control plane's refusal.
     pub fn try_add_viewer(&mut self, stream: &str) -> Result<ClientId, Refusal> {
-        self.join(stream, None, Candidates::InOffer)
+        self.join(stream, None, Candidates::InOffer, None)
     }
 
     /// Like [`Sim::add_viewer`], with no ICE candidate in the offer the server gets (see
     /// [`Sim::add_publisher_without_candidates`]). Panics if refused.
     pub fn add_viewer_without_candidates(&mut self, stream: &str) -> ClientId {
-        self.join(stream, None, Candidates::Withheld)
+        self.join(stream, None, Candidates::Withheld, None)
             .unwrap_or_else(|r| panic!("viewer of {stream} refused: {r}"))
     }
 
+    /// Like [`Sim::try_add_viewer`], asked for by `from`.
+    pub fn try_add_viewer_from(
+        &mut self,
+        stream: &str,
+        from: Requester,
+    ) -> Result<ClientId, Refusal> {
+        self.join(stream, None, Candidates::InOffer, Some(from))
+    }
+
     /// The control plane's join flow, with the sim's client as the peer on the other side.
+    /// `from` defaults to the client's own address, without a token.
     fn join(
         &mut self,
         stream: &str,
         publish: Option<PublisherConfig>,
         candidates: Candidates,
+        from: Option<Requester>,
     ) -> Result<ClientId, Refusal> {
         let role = match publish {
             Some(_) => ControlRole::Publisher,
             None => ControlRole::Viewer,
         };
-        let admission = self.control.admit(role, stream)?;
-        let (shard, stream_id) = (admission.shard, admission.stream);
         let id = ClientId(self.clients.len());
         let addr = client_addr(id);
+        let from = from.unwrap_or(Requester::new(addr.ip(), false));
+        let admission = self.control.admit(role, stream, from, self.now)?;
+        let (shard, stream_id) = (admission.shard, admission.stream);
         let built = client::build(self.now, &self.client_cert, addr, publish.as_ref());
         let (session, setup) = self.mint(shard);
         let mut offer = built.offer.to_sdp_string();
@@ -653,8 +682,11 @@ impl Sim {
                     Output::Reply { token, result } => self.replies.push((token, result)),
                     Output::Event(event) => {
                         tracing::debug!(shard = node.shard.id().0, ?event, "shard event");
-                        if let ShardEvent::SessionClosed { session } = &event {
-                            self.closed.push(*session);
+                        match &event {
+                            ShardEvent::SessionClosed { session } => self.closed.push(*session),
+                            ShardEvent::SessionConnected { session } => {
+                                self.control.connected(*session);
+                            }
                         }
                         self.events.push(SimEvent {
                             at: self.now,

@@ -10,8 +10,10 @@
 //!
 //! A join is three calls with the expensive work of the driver between them:
 //!
-//! 1. [`Control::admit`] reserves a shard (and, for a publisher, the stream) and says what the
-//!    peer must be built for ([`Admission`]). Nothing is built yet, so a refusal costs nothing.
+//! 1. [`Control::admit`] checks the admission limits for the [`Requester`] (see
+//!    [Admission limits](#admission-limits)), reserves a shard (and, for a publisher, the
+//!    stream) and says what the peer must be built for ([`Admission`]). Nothing is built yet,
+//!    so a refusal costs nothing.
 //! 2. The driver builds the participant's [`Peer`] from the offer (about 1 ms of CPU, off the
 //!    shard threads) and hands it to [`Control::place`], which gives back the command that adds
 //!    it to its shard. A failed build goes to [`Control::abandon`].
@@ -20,7 +22,8 @@
 //!
 //! Sessions end through [`Control::leave`] (the client's DELETE) or [`Control::closed`] (the
 //! shard ended one on its own: ICE consent or DTLS timeout, a client that never connected, a
-//! replaced publisher).
+//! replaced publisher). The shard's word that a session connected (ICE and DTLS) goes to
+//! [`Control::connected`].
 //!
 //! After every call, the driver takes [`Control::poll_command`] until it returns `None` and
 //! delivers each command to its shard, in order; their answers need no reply to the control
@@ -35,9 +38,32 @@
 //! - The relay between shards: a publisher's shard relays a stream once to each other shard
 //!   that holds placed viewers of it, and to no other. The control plane tracks which shards it
 //!   told, and says so again when a publisher (re)appears, wherever it lands.
-//! - Every reservation (shard load, pending publisher, pending viewer) is released exactly once:
-//!   by [`Control::placed`], [`Control::abandon`], [`Control::leave`] or [`Control::closed`].
+//! - Every reservation (shard load, pending publisher, pending viewer, the client's session
+//!   count, the unconnected count) is released exactly once: by [`Control::placed`],
+//!   [`Control::abandon`], [`Control::leave`], [`Control::closed`] or, for the unconnected
+//!   count, [`Control::connected`].
+//!
+//! # Admission limits
+//!
+//! [`AdmissionLimits`] bound what one client and everyone together can hold, checked in this
+//! order, all before anything is reserved:
+//!
+//! 1. sessions of the client ([`Refusal::ClientSessions`]), and its creation rate
+//!    ([`Refusal::ClientRate`]), and room to track a new client ([`Refusal::TooManyClients`]);
+//!    see [`admission`];
+//! 2. unconnected sessions in total ([`Refusal::Pending`]): a session is unconnected from its
+//!    admission until its shard reports ICE and DTLS done ([`Control::connected`]) or it ends;
+//! 3. viewers of the stream ([`Refusal::StreamFull`]);
+//! 4. a shard with a seat ([`Refusal::Full`]).
+//!
+//! The rule that keeps a flood from pushing out the others: connected sessions are never
+//! ended to make room, and a request without a valid token may not take the last
+//! [`AdmissionLimits::token_reserve`] unconnected slots, nor the last `ceil(token_reserve /
+//! shards)` seats of a shard. A flood of sessions that never connect therefore holds at most
+//! `pending_sessions - token_reserve` seats, and a token holder (a stream's publisher, a
+//! paying viewer) still gets in while it lasts.
 
+pub mod admission;
 pub mod placement;
 
 use std::collections::{HashMap, VecDeque};
@@ -49,7 +75,10 @@ use crate::ids::{SessionId, ShardId, StreamId};
 use crate::peer::{Peer, PeerSetup, Published, SetupError};
 use crate::shard::{Command, CommandError};
 
+pub use admission::{AdmissionLimits, ClientKey, Rate, Requester};
 pub use placement::Limits;
+
+use admission::Clients;
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -60,6 +89,8 @@ pub struct ControlConfig {
     pub limits: Limits,
     /// A publisher for a stream that has a live one replaces it instead of being refused.
     pub replace_publisher: bool,
+    /// Per-client and total limits on new sessions.
+    pub admission: AdmissionLimits,
 }
 
 impl Default for ControlConfig {
@@ -71,6 +102,7 @@ impl Default for ControlConfig {
                 max: 1000,
             },
             replace_publisher: false,
+            admission: AdmissionLimits::NONE,
         }
     }
 }
@@ -93,9 +125,27 @@ pub enum Refusal {
     /// A viewer came before the publisher (409 with `Retry-After`).
     #[error("stream {0} has no publisher yet")]
     NoPublisher(String),
-    /// Every shard holds its maximum (503 with `Retry-After`).
+    /// Every shard holds its maximum, or what it keeps for token holders (503 with
+    /// `Retry-After`).
     #[error("every shard is full")]
     Full,
+    /// The client holds [`AdmissionLimits::sessions_per_client`] sessions (429).
+    #[error("this address holds its limit of {0} sessions")]
+    ClientSessions(u32),
+    /// The client started sessions faster than [`AdmissionLimits::creation_rate`] allows (429);
+    /// the next one is possible in this many seconds.
+    #[error("too many new sessions from this address: the next one in {0} s")]
+    ClientRate(u32),
+    /// Too many different clients are tracked at once (503).
+    #[error("too many clients at once")]
+    TooManyClients,
+    /// [`AdmissionLimits::pending_sessions`] sessions (or, without a token, the share of them
+    /// open to everyone) are still connecting (503).
+    #[error("too many sessions are still connecting")]
+    Pending,
+    /// The stream has [`AdmissionLimits::viewers_per_stream`] viewers (503).
+    #[error("stream {0} has its limit of {1} viewers")]
+    StreamFull(String, u32),
     /// No such session (404).
     #[error("no such session")]
     UnknownSession,
@@ -234,6 +284,9 @@ pub struct Control {
     sessions: HashMap<SessionId, Session>,
     pending: HashMap<u64, Pending>,
     load: Vec<usize>,
+    clients: Clients,
+    /// Sessions admitted and not yet connected (or ended).
+    unconnected: u32,
     next_stream: u64,
     next_ticket: u64,
     commands: VecDeque<ShardCommand>,
@@ -263,6 +316,9 @@ struct Session {
     role: Role,
     shard: ShardId,
     etag: String,
+    from: Requester,
+    /// ICE and DTLS done: no longer counted as unconnected.
+    connected: bool,
 }
 
 #[derive(Debug)]
@@ -275,6 +331,7 @@ struct Pending {
     /// A publisher: the relay mask its `AddPublisher` carried.
     relay_to: u64,
     session: Option<SessionId>,
+    from: Requester,
 }
 
 impl Control {
@@ -288,6 +345,8 @@ impl Control {
             sessions: HashMap::new(),
             pending: HashMap::new(),
             load,
+            clients: Clients::default(),
+            unconnected: 0,
             next_stream: 1,
             next_ticket: 1,
             commands: VecDeque::new(),
@@ -304,6 +363,21 @@ impl Control {
     /// Participants on every shard, placed or being placed.
     pub fn participants(&self) -> usize {
         self.load.iter().sum()
+    }
+
+    /// Sessions admitted and not yet connected (nor ended).
+    pub fn unconnected(&self) -> u32 {
+        self.unconnected
+    }
+
+    /// Sessions a client holds, placed or being placed.
+    pub fn client_sessions(&self, client: ClientKey) -> u32 {
+        self.clients.sessions(client)
+    }
+
+    /// Clients whose state is kept (sessions, or a creation bucket not yet full again).
+    pub fn tracked_clients(&self) -> usize {
+        self.clients.len()
     }
 
     /// A session.
@@ -345,12 +419,32 @@ impl Control {
 
     // ---- joins ----
 
-    /// Step 1 of a join: reserve a shard (and the stream, for a publisher).
-    pub fn admit(&mut self, role: Role, stream: &str) -> Result<Admission, Refusal> {
-        match role {
-            Role::Publisher => self.admit_publisher(stream),
-            Role::Viewer => self.admit_viewer(stream),
+    /// Step 1 of a join: check the admission limits for `from` at `now`, then reserve a shard
+    /// (and the stream, for a publisher). A refusal reserves nothing.
+    pub fn admit(
+        &mut self,
+        role: Role,
+        stream: &str,
+        from: Requester,
+        now: Instant,
+    ) -> Result<Admission, Refusal> {
+        let limits = self.config.admission;
+        self.clients.check(from.client, &limits, now)?;
+        let open = if from.token {
+            limits.pending_sessions
+        } else {
+            limits.pending_sessions.saturating_sub(limits.token_reserve)
+        };
+        if self.unconnected >= open {
+            return Err(Refusal::Pending);
         }
+        let admission = match role {
+            Role::Publisher => self.admit_publisher(stream, from),
+            Role::Viewer => self.admit_viewer(stream, from),
+        }?;
+        self.clients.take(from.client, &limits, now);
+        self.unconnected += 1;
+        Ok(admission)
     }
 
     /// Step 2 of a join: the peer is built; here is the command that adds it to its shard.
@@ -464,6 +558,17 @@ impl Control {
         self.forget(session);
     }
 
+    /// The shard reports the session connected (ICE and DTLS done): it no longer counts against
+    /// [`AdmissionLimits::pending_sessions`]. Unknown or already connected sessions are ignored.
+    pub fn connected(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&session)
+            && !s.connected
+        {
+            s.connected = true;
+            self.unconnected = self.unconnected.saturating_sub(1);
+        }
+    }
+
     /// An ICE restart: the command that gives the session's shard the new credentials. Record
     /// the new entity tag with [`Control::set_etag`] once the shard took it.
     pub fn ice_restart(
@@ -492,7 +597,7 @@ impl Control {
 
     // ---- the flows ----
 
-    fn admit_publisher(&mut self, name: &str) -> Result<Admission, Refusal> {
+    fn admit_publisher(&mut self, name: &str, from: Requester) -> Result<Admission, Refusal> {
         let replace = self.config.replace_publisher;
         let stream = self.stream_entry(name);
         if stream.publisher_pending || (stream.publisher.is_some() && !replace) {
@@ -505,28 +610,53 @@ impl Control {
             .map(|(_, s)| s)
             .or_else(|| stream.busiest_shard());
         let id = stream.id;
-        let Some(shard) = placement::publisher(&self.load, self.config.limits, prefer) else {
+        let limits = self.placement_limits(from);
+        let Some(shard) = placement::publisher(&self.load, limits, prefer) else {
             self.drop_if_unused(name);
             return Err(Refusal::Full);
         };
         let stream = self.streams.get_mut(name).expect("just made");
         stream.publisher_pending = true;
-        Ok(self.reserve(Role::Publisher, name, id, shard, None))
+        Ok(self.reserve(Role::Publisher, name, id, shard, None, from))
     }
 
-    fn admit_viewer(&mut self, name: &str) -> Result<Admission, Refusal> {
+    fn admit_viewer(&mut self, name: &str, from: Requester) -> Result<Admission, Refusal> {
         let no_publisher = || Refusal::NoPublisher(name.to_string());
         let stream = self.streams.get(name).ok_or_else(no_publisher)?;
         let (Some((_, home)), Some(published)) = (stream.publisher, &stream.published) else {
             return Err(no_publisher());
         };
         let viewers: Vec<u32> = stream.shards.iter().map(|s| s.placed + s.pending).collect();
-        let shard = placement::viewer(&self.load, self.config.limits, Some(home), &viewers)
-            .ok_or(Refusal::Full)?;
+        let limit = self.config.admission.viewers_per_stream;
+        if viewers.iter().sum::<u32>() >= limit {
+            return Err(Refusal::StreamFull(name.to_string(), limit));
+        }
+        let limits = self.placement_limits(from);
+        let shard =
+            placement::viewer(&self.load, limits, Some(home), &viewers).ok_or(Refusal::Full)?;
         let (id, published) = (stream.id, published.clone());
         let stream = self.streams.get_mut(name).expect("looked up");
         stream.shards[usize::from(shard.0)].pending += 1;
-        Ok(self.reserve(Role::Viewer, name, id, shard, Some(published)))
+        Ok(self.reserve(Role::Viewer, name, id, shard, Some(published), from))
+    }
+
+    /// The shard limits a request works with: without a token, each shard's last
+    /// `ceil(token_reserve / shards)` seats are not for it.
+    fn placement_limits(&self, from: Requester) -> Limits {
+        let limits = self.config.limits;
+        if from.token {
+            return limits;
+        }
+        let kept = self
+            .config
+            .admission
+            .token_reserve
+            .div_ceil(u32::from(self.config.shards));
+        let max = limits.max.saturating_sub(kept as usize);
+        Limits {
+            affinity: limits.affinity.min(max),
+            max,
+        }
     }
 
     fn reserve(
@@ -536,6 +666,7 @@ impl Control {
         id: StreamId,
         shard: ShardId,
         published: Option<Published>,
+        from: Requester,
     ) -> Admission {
         self.load[usize::from(shard.0)] += 1;
         let ticket = self.next_ticket;
@@ -549,6 +680,7 @@ impl Control {
                 published: published.clone(),
                 relay_to: 0,
                 session: None,
+                from,
             },
         );
         Admission {
@@ -569,6 +701,8 @@ impl Control {
     /// Undo a reservation.
     fn release(&mut self, p: Pending) {
         self.unload(p.shard);
+        self.clients.release(p.from.client, &self.config.admission);
+        self.unconnected = self.unconnected.saturating_sub(1);
         if let Some(stream) = self.streams.get_mut(&p.stream) {
             match p.role {
                 Role::Publisher => stream.publisher_pending = false,
@@ -616,6 +750,8 @@ impl Control {
                 role: Role::Publisher,
                 shard: p.shard,
                 etag,
+                from: p.from,
+                connected: false,
             },
         );
         // A replaced publisher on its own shard was swapped out by that shard (which reports
@@ -668,6 +804,8 @@ impl Control {
                 role: Role::Viewer,
                 shard: p.shard,
                 etag,
+                from: p.from,
+                connected: false,
             },
         );
         // The publisher changed codec while this viewer was built for the old one.
@@ -704,6 +842,11 @@ impl Control {
             return;
         };
         self.unload(rec.shard);
+        self.clients
+            .release(rec.from.client, &self.config.admission);
+        if !rec.connected {
+            self.unconnected = self.unconnected.saturating_sub(1);
+        }
         let Some(stream) = self.streams.get_mut(&rec.stream) else {
             return;
         };

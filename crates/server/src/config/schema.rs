@@ -23,6 +23,8 @@ pub struct Config {
     pub whip: WhipConfig,
     /// `[whep]`: playback.
     pub whep: WhepConfig,
+    /// `[limits]`: admission limits on new sessions.
+    pub limits: LimitsConfig,
     /// `[[ice_servers]]`: STUN/TURN servers announced to clients; none by default.
     #[serde(default)]
     pub ice_servers: Vec<IceServer>,
@@ -156,6 +158,30 @@ pub struct WhepConfig {
     pub retry_after_secs: u32,
 }
 
+/// `[limits]`: what one client, one stream and everyone together may start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Sessions (placed or being set up) of one client address (an IPv6 client: its /64);
+    /// at least 1.
+    pub sessions_per_client: u32,
+    /// New sessions per second per client address, once its burst is spent; at least 1.
+    pub creations_per_second: u32,
+    /// New sessions one client address may start at once; at least 1.
+    pub creation_burst: u32,
+    /// Viewers of one stream; at least 1.
+    pub viewers_per_stream: u32,
+    /// Sessions not yet connected (ICE + DTLS), all clients together; at least 1.
+    pub pending_sessions: u32,
+    /// Of `pending_sessions`, how many only requests with a stream token may use (and, split
+    /// over the shards, seats of each shard); below `pending_sessions`.
+    pub token_reserve: u32,
+    /// Client addresses whose counts are kept at once; at least 1.
+    pub tracked_clients: usize,
+    /// Reverse proxies whose `X-Forwarded-For` (its rightmost address) names the client.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
 /// One `[[ice_servers]]` entry: a STUN or TURN server announced to clients in `Link` headers.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +255,14 @@ mod tests {
         assert!(!config.media.allow_ipv6);
         assert!(!config.whip.replace_publisher);
         assert_eq!(config.whep.retry_after_secs, 2);
+        assert_eq!(config.limits.sessions_per_client, 100);
+        assert_eq!(config.limits.creations_per_second, 5);
+        assert_eq!(config.limits.creation_burst, 50);
+        assert_eq!(config.limits.viewers_per_stream, 1000);
+        assert_eq!(config.limits.pending_sessions, 200);
+        assert_eq!(config.limits.token_reserve, 50);
+        assert_eq!(config.limits.tracked_clients, 10000);
+        assert!(config.limits.trusted_proxies.is_empty());
         assert!(config.ice_servers.is_empty());
         assert!(config.streams.is_empty());
         assert_eq!(config.log.level, "info");

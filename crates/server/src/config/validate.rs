@@ -118,6 +118,52 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 1000".into(),
         ));
     }
+    let limits = &config.limits;
+    for (key, value) in [
+        ("sessions_per_client", limits.sessions_per_client as usize),
+        ("creations_per_second", limits.creations_per_second as usize),
+        ("creation_burst", limits.creation_burst as usize),
+        ("viewers_per_stream", limits.viewers_per_stream as usize),
+        ("pending_sessions", limits.pending_sessions as usize),
+        ("tracked_clients", limits.tracked_clients),
+    ] {
+        if value == 0 {
+            return Err(invalid(
+                KeyPath::of(&["limits", key]),
+                "0".into(),
+                "expected at least 1".into(),
+            ));
+        }
+    }
+    if limits.token_reserve >= limits.pending_sessions {
+        return Err(invalid(
+            KeyPath::of(&["limits", "token_reserve"]),
+            limits.token_reserve.to_string(),
+            format!(
+                "expected less than `limits.pending_sessions` ({})",
+                limits.pending_sessions
+            ),
+        ));
+    }
+    // With a token on some stream, each shard keeps seats for token holders: some must be left
+    // for the others.
+    let tokens = config
+        .streams
+        .values()
+        .any(|s| s.publish_token.is_some() || s.view_token.is_some());
+    let kept = (limits.token_reserve as usize).div_ceil(config.shard_count().max(1));
+    if tokens && kept >= media.max_participants_per_shard {
+        return Err(invalid(
+            KeyPath::of(&["limits", "token_reserve"]),
+            limits.token_reserve.to_string(),
+            format!(
+                "expected fewer than {} seats per shard (`media.max_participants_per_shard`) \
+                 kept for token holders: ceil(token_reserve / {} shards) is {kept}",
+                media.max_participants_per_shard,
+                config.shard_count()
+            ),
+        ));
+    }
     // Shard i listens on port_base + i: the last one must still be a port.
     let shards = config.shard_count();
     let base = usize::from(media.port_base);
@@ -345,6 +391,35 @@ mod tests {
             message.starts_with("config file /x.toml: invalid value `a b` for `http.admin_token`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn admission_limits_are_at_least_1_and_the_token_reserve_below_the_pending_budget() {
+        assert_eq!(
+            error(None, &[("RINGCAST_LIMITS_SESSIONS_PER_CLIENT", "0")]),
+            "environment RINGCAST_LIMITS_SESSIONS_PER_CLIENT: invalid value `0` for \
+             `limits.sessions_per_client`: expected at least 1"
+        );
+        assert_eq!(
+            error(Some("[limits]\ncreations_per_second = 0\n"), &[]),
+            "config file /x.toml: invalid value `0` for `limits.creations_per_second`: \
+             expected at least 1"
+        );
+        assert_eq!(
+            error(
+                Some("[limits]\npending_sessions = 10\ntoken_reserve = 10\n"),
+                &[]
+            ),
+            "config file /x.toml: invalid value `10` for `limits.token_reserve`: expected \
+             less than `limits.pending_sessions` (10)"
+        );
+        let config = load(
+            Some("[limits]\ntrusted_proxies = [\"127.0.0.1\", \"::1\"]\n"),
+            &[("RINGCAST_LIMITS_TOKEN_RESERVE", "0")],
+        )
+        .unwrap();
+        assert_eq!(config.limits.trusted_proxies.len(), 2);
+        assert_eq!(config.limits.token_reserve, 0);
     }
 
     #[test]
