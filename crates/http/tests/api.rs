@@ -910,7 +910,8 @@ async fn cors_headers_only_on_whip_and_whep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn public_and_admin_apps_split_the_routes() {
     let s = server(100, BTreeMap::new());
-    let public = ringcast_http::public_app(s.state.clone());
+    let public = ringcast_http::public_app(s.state.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1000))));
     let admin = ringcast_http::admin_app(s.state.clone());
     for path in ["/api/streams", "/api/stats", "/metrics"] {
         assert_eq!(
@@ -1139,13 +1140,17 @@ async fn unconnected_sessions_are_bounded_and_token_holders_keep_a_share() {
     )
     .await;
     assert_eq!(paid.status, StatusCode::CREATED, "{}", paid.body);
-    // The unconnected sessions leave: their slots are free again.
-    for a in [&flood, &paid] {
+    // The unconnected sessions leave (each with its stream's token, if any): their slots are
+    // free again.
+    for (a, token) in [(&flood, None), (&paid, Some("key"))] {
         let d = send(
             &s.app,
-            Request::delete(a.header("location").unwrap())
-                .body(Body::empty())
-                .unwrap(),
+            bearer(
+                Request::delete(a.header("location").unwrap())
+                    .body(Body::empty())
+                    .unwrap(),
+                token,
+            ),
         )
         .await;
         assert_eq!(d.status, StatusCode::OK);
