@@ -2,7 +2,7 @@
 //! then `RINGCAST_*` variables), starts one shard per core and the HTTP control plane.
 #![forbid(unsafe_code)]
 
-mod config;
+use ringcast::config;
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
