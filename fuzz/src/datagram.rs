@@ -31,6 +31,8 @@ use ringcast_sim::{ClientId, PublisherConfig, Sim, SimConfig};
 
 /// Most virtual time one input may run the sim for (media costs real CPU per virtual ms).
 const MAX_RUN: Duration = Duration::from_secs(2);
+/// Virtual time after which a fixture is replaced.
+const MAX_AGE: Duration = Duration::from_secs(30);
 /// Most clients a script may add (joins beyond it are skipped).
 const MAX_CLIENTS: usize = 6;
 /// Datagrams each client keeps for classes 6 and 7.
@@ -81,9 +83,11 @@ impl Fixture {
     }
 
     /// Worn out: a client of the live stream closed (a script can make that happen), or many
-    /// inputs went through. The fuzz binary then builds a new one.
+    /// inputs or much media went through (the sim's clients keep every packet they received).
+    /// The fuzz binary then builds a new one.
     pub fn spent(&self) -> bool {
         self.inputs >= 2000
+            || self.sim.elapsed() >= MAX_AGE
             || std::iter::once(self.publisher)
                 .chain(self.viewers.iter().copied())
                 .any(|id| !self.sim.client(id).is_connected())
@@ -140,7 +144,7 @@ impl Fixture {
             }
         }
         // Whatever the script left pending (timers, retransmissions) runs out.
-        self.sim.run_for(Duration::from_millis(50));
+        self.sim.run_for(Duration::from_millis(20));
     }
 
     /// The client whose address a source names (0 publisher, 1 and 2 viewers, else the

@@ -1,7 +1,7 @@
-//! See `ringcast_fuzz::datagram`. One live fixture serves many inputs (connecting
-//! three str0m clients costs far more than an input); it is rebuilt when an input closed one
-//! of its clients, and every 2,000 inputs. A crash is reproduced alone on a fresh fixture
-//! (`ringcast_fuzz::datagram::run`, as the replay test does).
+//! See `ringcast_fuzz::datagram`. One live fixture serves many inputs (connecting three
+//! str0m clients costs far more than an input); it is rebuilt when an input closed one of its
+//! clients, every 2,000 inputs and every 30 s of virtual time. A crash is reproduced alone on a
+//! fresh fixture (`ringcast_fuzz::datagram::run`, as the replay test does).
 #![no_main]
 
 use std::cell::RefCell;
