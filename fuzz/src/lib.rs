@@ -14,8 +14,11 @@ pub mod datagram;
 pub mod offer;
 pub mod sdpfrag;
 
+/// A target's body: one input, no panic.
+pub type Target = fn(&[u8]);
+
 /// The targets by name, as the corpus folders are named.
-pub const TARGETS: [(&str, fn(&[u8])); 4] = [
+pub const TARGETS: [(&str, Target); 4] = [
     ("datagram", datagram::run),
     ("offer", offer::run),
     ("sdpfrag", sdpfrag::run),
