@@ -2,7 +2,6 @@
 //! then `RINGCAST_*` variables), starts one shard per core and the HTTP control plane.
 #![forbid(unsafe_code)]
 
-mod config;
 mod serve;
 
 use std::io::IsTerminal;
@@ -12,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use ringcast::config;
 use ringcast_core::ShardConfig;
 use ringcast_core::control::{AdmissionLimits, Limits, Rate};
 use ringcast_engine::{Shards, ShardsConfig};

@@ -364,8 +364,13 @@ fn env_layer(var: &str, raw: &str, defaults: &Dict) -> Result<Option<Layer>, Con
 }
 
 /// `raw` as figment reads an environment value: `40000`, `true`, `["a", "b"]`, `"quoted"`,
-/// else the string itself.
+/// else the string itself. A value with a backslash and a non-ASCII character is taken
+/// verbatim: figment 0.10.19 unescapes quoted strings counting characters as bytes, which
+/// panics (`"é\n"`, found by the config fuzz target) or drops characters.
 fn parsed(raw: &str) -> Value {
+    if !raw.is_ascii() && raw.contains('\\') {
+        return Value::from(raw);
+    }
     let Ok(value) = raw.parse();
     value
 }
@@ -720,5 +725,15 @@ mod tests {
             error(None, &[("RINGCAST_LOG", "debug")]),
             "environment RINGCAST_LOG: expected RINGCAST_<SECTION>_<KEY>, e.g. RINGCAST_LOG_LEVEL"
         );
+    }
+
+    #[test]
+    fn an_escape_after_a_non_ascii_character_is_taken_verbatim() {
+        for raw in ["\"é\\n\"", "é\\", "[\"é\\t\"]"] {
+            let config = load(None, &[("RINGCAST_LOG_LEVEL", raw)]).unwrap();
+            assert_eq!(config.log.level, raw);
+        }
+        let message = error(None, &[("RINGCAST_MEDIA_SHARDS", "\"é\\n\"")]);
+        assert!(message.contains("RINGCAST_MEDIA_SHARDS"), "{message}");
     }
 }

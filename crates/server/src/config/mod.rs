@@ -121,10 +121,20 @@ impl Config {
             }
             None => None,
         };
-        let user = file
-            .zip(text.as_deref())
-            .map(|(path, text)| (Origin::File(path.to_owned()), text));
-        load_layers(user, env)
+        match (file, text.as_deref()) {
+            (Some(path), Some(text)) => Config::load_text(path, text, env),
+            _ => load_layers(None, env),
+        }
+    }
+
+    /// Like [`Config::load`] with a file's text given instead of read from `path` (which only
+    /// names it in errors): what the config fuzz target calls.
+    pub fn load_text(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        load_layers(Some((Origin::File(path.to_owned()), text)), env)
     }
 
     /// The compiled-in configuration alone, as if no file and no variable were given.

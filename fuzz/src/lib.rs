@@ -1,0 +1,26 @@
+//! The bodies of ringcast's fuzz targets: one module per target, each with a `run(&[u8])` that
+//! must never panic. The libFuzzer binaries in `fuzz/fuzz_targets/` call these, and so does the
+//! corpus replay test (`tests/replay.rs`) in the ordinary `cargo test`: one code path.
+//!
+//! - [`datagram`]: datagrams into a shard with a live publisher and viewers;
+//! - [`offer`]: WHIP/WHEP offers through what the HTTP handler runs on them;
+//! - [`sdpfrag`]: trickle-ICE / ICE-restart fragments of a PATCH;
+//! - [`config`]: the configuration loader with a file's text and `RINGCAST_*` variables.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod datagram;
+pub mod offer;
+pub mod sdpfrag;
+
+/// A target's body: one input, no panic.
+pub type Target = fn(&[u8]);
+
+/// The targets by name, as the corpus folders are named.
+pub const TARGETS: [(&str, Target); 4] = [
+    ("datagram", datagram::run),
+    ("offer", offer::run),
+    ("sdpfrag", sdpfrag::run),
+    ("config", config::run),
+];
