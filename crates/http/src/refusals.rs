@@ -38,7 +38,7 @@ ringcast_counters::counters! {
         /// A body not received within http.body_timeout_ms (408).
         refused_body_timeout: Counter("Requests refused: body not received in time (408)") in refused.body_timeout,
         /// HTTP connections closed at once: http.max_connections open, none of them idle.
-        refused_connections_total: Counter("HTTP connections refused: http.max_connections open, none idle") in refused.connections_total,
+        refused_connections: Counter("HTTP connections refused: http.max_connections open, none idle") in refused.connections,
         /// HTTP connections closed at once: http.max_connections_per_client open.
         refused_connections_per_client: Counter("HTTP connections refused: http.max_connections_per_client open") in refused.connections_per_client,
         /// Idle HTTP connections closed to admit a new one at http.max_connections.

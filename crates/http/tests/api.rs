@@ -1254,7 +1254,7 @@ async fn refusals_are_counted_in_api_stats_and_metrics() {
     assert_eq!(refused["token_wrong"], 2, "{stats}");
     assert_eq!(refused["sdp_limits"], 1, "{stats}");
     assert_eq!(refused["full"], 0, "{stats}");
-    assert_eq!(refused["connections_total"], 0, "{stats}");
+    assert_eq!(refused["connections"], 0, "{stats}");
 
     let metrics = send(&s.app, get("/metrics")).await;
     for line in [

@@ -121,7 +121,7 @@ impl Caps {
         if let Some(refusal) = refusal {
             self.inner.refused.fetch_add(1, Ordering::Relaxed);
             self.inner.refusals.count(|c| match refusal {
-                Refusal::Total => c.refused_connections_total += 1,
+                Refusal::Total => c.refused_connections += 1,
                 Refusal::PerClient => c.refused_connections_per_client += 1,
             });
             return Err(refusal);
@@ -312,7 +312,7 @@ mod tests {
         assert_eq!(caps.refused(), 2);
         let counted = refusals.snapshot();
         assert_eq!(counted.refused_connections_per_client, 1);
-        assert_eq!(counted.refused_connections_total, 1);
+        assert_eq!(counted.refused_connections, 1);
         drop(a1);
         assert_eq!(caps.open(), 2);
         let _a3 = caps.admit(a).unwrap();
