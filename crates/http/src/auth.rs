@@ -52,6 +52,9 @@ pub(crate) async fn require_admin_token(
     let required = state.settings.admin_token.as_deref();
     match check_bearer(req.headers(), required, "the admin API") {
         Ok(()) => next.run(req).await,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            state.refusals.token(&e);
+            e.into_response()
+        }
     }
 }

@@ -12,6 +12,7 @@ mod auth;
 mod client;
 mod error;
 mod pages;
+mod refusals;
 mod whip;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,7 @@ use ringcast_engine::ShardHandle;
 use tokio::sync::mpsc;
 
 pub use error::ApiError;
+pub use refusals::{RefusalCounters, Refusals};
 
 /// Settings of the control plane.
 #[derive(Debug, Clone)]
@@ -78,6 +80,8 @@ pub struct AppState {
     builds: tokio::sync::Semaphore,
     /// `Rtc` builds started.
     peer_builds: AtomicU64,
+    /// Refusals by reason, counted by the handlers and the HTTP server.
+    refusals: Arc<Refusals>,
 }
 
 impl std::fmt::Debug for StreamAuth {
@@ -125,6 +129,7 @@ impl AppState {
                 2 * std::thread::available_parallelism().map_or(2, |c| c.get()),
             ),
             peer_builds: AtomicU64::new(0),
+            refusals: Arc::default(),
         })
     }
 }
@@ -138,6 +143,12 @@ impl AppState {
     /// Peers (`Rtc`s) built from offers so far: admitted joins only.
     pub fn peer_builds(&self) -> u64 {
         self.peer_builds.load(Ordering::Relaxed)
+    }
+
+    /// The refusal counters (`/api/stats`, `/metrics`), for the HTTP server to count its own
+    /// refusals (connection caps, 413, 408) with.
+    pub fn refusals(&self) -> Arc<Refusals> {
+        self.refusals.clone()
     }
 }
 

@@ -100,11 +100,16 @@ async fn stats(State(state): State<Arc<AppState>>) -> Response {
             counters::shard_json(entry, c)
         })
         .collect();
-    axum::Json(json!({ "engine": state.engine, "shards": shards })).into_response()
+    let mut body = Map::from_iter([
+        ("engine".to_string(), json!(state.engine)),
+        ("shards".to_string(), json!(shards)),
+    ]);
+    counters::insert_json(&mut body, &state.refusals.snapshot());
+    axum::Json(body).into_response()
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = counters::metrics_text(shard_counters(&state).await);
+    let text = counters::metrics_text(shard_counters(&state).await, state.refusals.snapshot());
     (
         [(header::CONTENT_TYPE, counters::METRICS_CONTENT_TYPE)],
         text,

@@ -180,6 +180,7 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
 async fn read_body(state: &AppState, body: Body) -> Result<String, ApiError> {
     let limit = state.settings.max_body_bytes;
     let bytes = to_bytes(body, limit).await.map_err(|_| {
+        state.refusals.count(|c| c.refused_body_too_large += 1);
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("request body larger than {limit} bytes"),
@@ -206,6 +207,7 @@ fn check_token(
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
     check_bearer(headers, stream_token(state, kind, stream), "this stream")
+        .inspect_err(|e| state.refusals.token(e))
 }
 
 fn valid_stream_name(name: &str) -> Result<(), ApiError> {
@@ -276,8 +278,10 @@ async fn create(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "empty SDP offer"));
     }
     // Over a limit: refused before it takes an admission or a build.
-    sdp::check_limits(&offer)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("SDP offer refused: {e}")))?;
+    sdp::check_limits(&offer).map_err(|e| {
+        state.refusals.sdp(&e);
+        ApiError::new(StatusCode::BAD_REQUEST, format!("SDP offer refused: {e}"))
+    })?;
     // The session is set up in its own task: a client that hangs up mid-request cannot cancel
     // it half-way (a participant placed on a shard but never registered would leak).
     tokio::spawn(join(state, kind, stream, from, offer))
@@ -388,6 +392,7 @@ async fn join(
 
 /// The answer to a refusal of the control plane.
 fn refused(state: &AppState, refusal: Refusal) -> ApiError {
+    state.refusals.admission(&refusal);
     match refusal {
         Refusal::NoPublisher(_) => ApiError::new(StatusCode::CONFLICT, refusal.to_string())
             .retry_after(state.settings.whep_retry_after),
@@ -526,8 +531,10 @@ async fn patch(
         ));
     }
     let body = read_body(&state, body).await?;
-    let frag = SdpFragment::parse(&body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("bad sdpfrag: {e}")))?;
+    let frag = SdpFragment::parse(&body).map_err(|e| {
+        state.refusals.sdp(&e);
+        ApiError::new(StatusCode::BAD_REQUEST, format!("bad sdpfrag: {e}"))
+    })?;
     if !restart {
         // ICE-lite: the server learns the client's addresses from its checks; trickled
         // candidates are accepted and need nothing more.

@@ -1203,3 +1203,73 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_the_client() {
     )
     .await;
 }
+
+/// Every refusal the hostile-client limits make is counted by reason in `/api/stats`
+/// (`"refused": {...}`) and `/metrics` (`ringcast_refused_<reason>_total`): before, an operator
+/// saw none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_counted_in_api_stats_and_metrics() {
+    let s = server_limited(
+        100,
+        100,
+        false,
+        protected_stream(),
+        AdmissionLimits {
+            sessions_per_client: 1,
+            ..AdmissionLimits::NONE
+        },
+        Vec::new(),
+    );
+    let p = send(&s.app, post("/whip/a", "application/sdp", chromium())).await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let v = send(
+        &s.app,
+        post("/whep/a", "application/sdp", viewer_offer(false)),
+    )
+    .await;
+    assert_eq!(v.status, StatusCode::TOO_MANY_REQUESTS, "{}", v.body);
+    let t = send(&s.app, post("/whip/secret", "application/sdp", chromium())).await;
+    assert_eq!(t.status, StatusCode::UNAUTHORIZED, "{}", t.body);
+    for _ in 0..2 {
+        let t = send(
+            &s.app,
+            bearer(
+                post("/whip/secret", "application/sdp", chromium()),
+                Some("nope"),
+            ),
+        )
+        .await;
+        assert_eq!(t.status, StatusCode::FORBIDDEN, "{}", t.body);
+    }
+    let pwd = chromium().replace("a=ice-pwd:KdyA3BSWPORo2Z58uviIWq9T", "a=ice-pwd:short");
+    let b = send(&s.app, post("/whip/pwd", "application/sdp", pwd)).await;
+    assert_eq!(b.status, StatusCode::BAD_REQUEST, "{}", b.body);
+
+    let stats = send(&s.app, get("/api/stats")).await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.body);
+    let stats: serde_json::Value = serde_json::from_str(&stats.body).unwrap();
+    let refused = &stats["refused"];
+    assert_eq!(refused["client_sessions"], 1, "{stats}");
+    assert_eq!(refused["token_missing"], 1, "{stats}");
+    assert_eq!(refused["token_wrong"], 2, "{stats}");
+    assert_eq!(refused["sdp_limits"], 1, "{stats}");
+    assert_eq!(refused["full"], 0, "{stats}");
+    assert_eq!(refused["connections"], 0, "{stats}");
+
+    let metrics = send(&s.app, get("/metrics")).await;
+    for line in [
+        "# TYPE ringcast_refused_client_sessions_total counter",
+        "ringcast_refused_client_sessions_total 1",
+        "ringcast_refused_token_missing_total 1",
+        "ringcast_refused_token_wrong_total 2",
+        "ringcast_refused_sdp_limits_total 1",
+        "ringcast_refused_body_too_large_total 0",
+        "ringcast_refused_connections_per_client_total 0",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line:?} in\n{}",
+            metrics.body
+        );
+    }
+}

@@ -214,6 +214,7 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
         max_body_bytes: config.http.max_body_bytes,
         drain_timeout: Duration::from_millis(config.http.drain_timeout_ms),
         tls,
+        refusals: state.refusals(),
     };
     // The admin surface on its own listener (same limits and TLS), stopped with the public one.
     let (stop, stopping) = tokio::sync::watch::channel(());

@@ -102,6 +102,8 @@ fn a_body_announced_larger_than_the_limit_gets_413_before_it_is_sent() {
         .unwrap();
     let received = until_closed(&mut stream, b"");
     assert!(received.starts_with("HTTP/1.1 413"), "{received}");
+    let stats = api_stats(&server, Ipv4Addr::LOCALHOST);
+    assert_eq!(stats["refused"]["body_too_large"], 1, "{stats}");
 }
 
 #[test]
@@ -143,6 +145,8 @@ fn a_body_sent_a_byte_at_a_time_gets_408_and_is_cut_off() {
         .unwrap();
     let received = until_closed(&mut stream, b"a=x\r\n");
     assert!(received.starts_with("HTTP/1.1 408"), "{received}");
+    let stats = api_stats(&server, Ipv4Addr::LOCALHOST);
+    assert_eq!(stats["refused"]["body_timeout"], 1, "{stats}");
 }
 
 #[test]
@@ -157,6 +161,43 @@ fn an_idle_keep_alive_connection_is_closed() {
     until_closed(&mut stream, b"");
 }
 
+/// A connection with a request in flight: a POST whose body does not come (the tests that use
+/// it set a body timeout far above `BOUND`). Returns once the server reads the body (its
+/// `100 Continue`): the request is in flight.
+fn busy_from(server: &Server, source: Ipv4Addr) -> TcpStream {
+    let mut s = connect_from(server, source);
+    s.write_all(
+        b"POST /whip/demo HTTP/1.1\r\nHost: ringcast\r\nContent-Type: application/sdp\r\n\
+          Expect: 100-continue\r\nContent-Length: 100\r\n\r\n",
+    )
+    .unwrap();
+    let start = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&received).contains("100 Continue") {
+        assert!(start.elapsed() < BOUND, "no 100 Continue: {received:?}");
+        match s.read(&mut buf) {
+            Ok(0) => panic!("closed: {:?}", String::from_utf8_lossy(&received)),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    s.write_all(b"v=0\r\n").unwrap();
+    s
+}
+
+/// The `/api/stats` JSON, asked from `source`.
+fn api_stats(server: &Server, source: Ipv4Addr) -> serde_json::Value {
+    let mut s = connect_from(server, source);
+    s.write_all(b"GET /api/stats HTTP/1.1\r\nHost: ringcast\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let received = until_closed(&mut s, b"");
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    let body = &received[received.find("\r\n\r\n").expect("a head") + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 #[test]
 fn connections_past_the_caps_are_closed_while_other_clients_get_healthz() {
     let server = start_server_with(
@@ -164,16 +205,11 @@ fn connections_past_the_caps_are_closed_while_other_clients_get_healthz() {
         &[
             ("RINGCAST_HTTP_MAX_CONNECTIONS", "8"),
             ("RINGCAST_HTTP_MAX_CONNECTIONS_PER_CLIENT", "4"),
+            ("RINGCAST_HTTP_BODY_TIMEOUT_MS", "60000"),
         ],
     );
     let flooder = Ipv4Addr::new(127, 0, 0, 1);
-    let mut held: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let mut s = connect_from(&server, flooder);
-            assert!(healthz(&mut s).starts_with("HTTP/1.1 200"));
-            s
-        })
-        .collect();
+    let mut held: Vec<TcpStream> = (0..4).map(|_| busy_from(&server, flooder)).collect();
     // The client's cap + 1: closed without an answer.
     let mut over = connect_from(&server, flooder);
     let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: ringcast\r\n\r\n");
@@ -182,17 +218,21 @@ fn connections_past_the_caps_are_closed_while_other_clients_get_healthz() {
     // Another client still gets through.
     let mut other = connect_from(&server, Ipv4Addr::new(127, 0, 0, 2));
     assert!(healthz(&mut other).starts_with("HTTP/1.1 200"));
-    held.push(other);
-    // The total cap: three more from a third client fill it; the next one is closed.
-    for _ in 0..3 {
-        let mut s = connect_from(&server, Ipv4Addr::new(127, 0, 0, 3));
-        assert!(healthz(&mut s).starts_with("HTTP/1.1 200"));
-        held.push(s);
+    drop(other);
+    // The total cap: four requests in flight from a third client fill it; none is idle, so the
+    // next connection is closed.
+    held.extend((0..4).map(|_| busy_from(&server, Ipv4Addr::new(127, 0, 0, 3))));
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let mut over = connect_from(&server, Ipv4Addr::new(127, 0, 0, 4));
+        let _ =
+            over.write_all(b"GET /healthz HTTP/1.1\r\nHost: ringcast\r\nConnection: close\r\n\r\n");
+        // Until the closed /healthz connection of 127.0.0.2 has left: then refused.
+        if !until_closed(&mut over, b"").contains("200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the total cap refuses");
     }
-    let mut over = connect_from(&server, Ipv4Addr::new(127, 0, 0, 4));
-    let _ = over.write_all(b"GET /healthz HTTP/1.1\r\nHost: ringcast\r\n\r\n");
-    let received = until_closed(&mut over, b"");
-    assert!(!received.contains("200"), "{received}");
     // A slot given back is a slot again.
     held.pop();
     let deadline = Instant::now() + BOUND;
@@ -207,6 +247,56 @@ fn connections_past_the_caps_are_closed_while_other_clients_get_healthz() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Each refusal is counted, by cap.
+    drop(held);
+    let stats = api_stats(&server, Ipv4Addr::new(127, 0, 0, 5));
+    let refused = &stats["refused"];
+    assert_eq!(refused["connections_per_client"], 1, "{stats}");
+    assert!(refused["connections"].as_u64() >= Some(1), "{stats}");
+}
+
+/// Idle connections from many addresses, each under the per-client cap, used to fill the total
+/// cap and lock every new client out (`/healthz` included) until they timed out (60 s): an
+/// idle one now gives its slot to the newcomer.
+#[test]
+fn idle_connections_from_many_addresses_do_not_lock_out_a_new_client() {
+    let server = start_server_with(
+        1,
+        &[
+            ("RINGCAST_HTTP_MAX_CONNECTIONS", "8"),
+            ("RINGCAST_HTTP_MAX_CONNECTIONS_PER_CLIENT", "2"),
+        ],
+    );
+    let mut idle: Vec<TcpStream> = Vec::new();
+    for host in 1..=4 {
+        for _ in 0..2 {
+            let mut s = connect_from(&server, Ipv4Addr::new(127, 0, 0, host));
+            assert!(healthz(&mut s).starts_with("HTTP/1.1 200"));
+            idle.push(s);
+        }
+    }
+    let mut newcomer = connect_from(&server, Ipv4Addr::new(127, 0, 0, 9));
+    assert!(healthz(&mut newcomer).starts_with("HTTP/1.1 200"));
+    // One of the idle connections was closed to make room.
+    let start = Instant::now();
+    let mut buf = [0u8; 64];
+    'closed: loop {
+        assert!(start.elapsed() < BOUND, "no idle connection was closed");
+        for s in &mut idle {
+            s.set_nonblocking(true).unwrap();
+            if matches!(s.read(&mut buf), Ok(0)) {
+                break 'closed;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = api_stats(&server, Ipv4Addr::new(127, 0, 0, 10));
+    let refused = &stats["refused"];
+    assert!(
+        refused["idle_connections_closed"].as_u64() >= Some(1),
+        "{stats}"
+    );
+    assert_eq!(refused["connections"], 0, "{stats}");
 }
 
 fn signal(server: &Server, name: &str) {

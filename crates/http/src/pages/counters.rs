@@ -18,8 +18,10 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use ringcast_core::ShardStats;
-use ringcast_counters::{CounterSet, Kind};
+use ringcast_counters::{Counter, CounterSet, Kind};
 use ringcast_engine::EngineCounters;
+
+use crate::RefusalCounters;
 use serde_json::{Map, Value};
 
 /// The `Content-Type` of [`metrics_text`].
@@ -47,10 +49,11 @@ pub(super) fn shard_json(mut entry: Map<String, Value>, shard: &ShardCounters) -
     entry.into()
 }
 
-/// Every shard's counters as Prometheus text.
-pub(super) fn metrics_text(shards: Vec<ShardCounters>) -> String {
+/// Every shard's counters, and the server's refusals (`ringcast_refused_<reason>_total`, no
+/// label), as Prometheus text.
+pub(super) fn metrics_text(shards: Vec<ShardCounters>, refusals: RefusalCounters) -> String {
     let mut registry = prometheus_client::registry::Registry::with_prefix("ringcast");
-    registry.register_collector(Box::new(Snapshot(shards)));
+    registry.register_collector(Box::new(Snapshot(shards, refusals)));
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
         .expect("encoding into a String does not fail");
@@ -59,7 +62,7 @@ pub(super) fn metrics_text(shards: Vec<ShardCounters>) -> String {
 
 /// Write `counters` into `object` as declared: each under its key, in the object named by its
 /// group if it has one.
-fn insert_json<T: CounterSet>(object: &mut Map<String, Value>, counters: &T) {
+pub(super) fn insert_json<T: CounterSet>(object: &mut Map<String, Value>, counters: &T) {
     counters.visit(|counter, value| {
         let members = match counter.group {
             None => &mut *object,
@@ -73,15 +76,39 @@ fn insert_json<T: CounterSet>(object: &mut Map<String, Value>, counters: &T) {
     });
 }
 
-/// The counters of every shard at one scrape.
+/// The counters of every shard, and the refusals, at one scrape.
 #[derive(Debug)]
-struct Snapshot(Vec<ShardCounters>);
+struct Snapshot(Vec<ShardCounters>, RefusalCounters);
 
 impl Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let shards = &self.0;
         encode_families(&mut encoder, "", shards.iter().map(|s| (s.id, &s.stats)))?;
-        encode_families(&mut encoder, "io_", shards.iter().map(|s| (s.id, &s.io)))
+        encode_families(&mut encoder, "io_", shards.iter().map(|s| (s.id, &s.io)))?;
+        encode_unlabelled(&mut encoder, &self.1)
+    }
+}
+
+/// One metric family per counter of `counters`, with one value and no label.
+fn encode_unlabelled<T: CounterSet>(encoder: &mut DescriptorEncoder, counters: &T) -> fmt::Result {
+    let mut result = Ok(());
+    counters.visit(|counter, value| {
+        if result.is_ok() {
+            result = encode_one(encoder, counter, value);
+        }
+    });
+    result
+}
+
+fn encode_one(encoder: &mut DescriptorEncoder, counter: &Counter, value: u64) -> fmt::Result {
+    let metric_type = match counter.kind {
+        Kind::Counter => MetricType::Counter,
+        Kind::Gauge => MetricType::Gauge,
+    };
+    let metric = encoder.encode_descriptor(counter.name, counter.help, None, metric_type)?;
+    match counter.kind {
+        Kind::Counter => ConstCounter::new(value).encode(metric),
+        Kind::Gauge => ConstGauge::new(value).encode(metric),
     }
 }
 
@@ -182,7 +209,7 @@ mod tests {
 
     #[test]
     fn metrics_have_one_family_per_counter_and_a_value_per_shard() {
-        let text = metrics_text(vec![shard(0), shard(1)]);
+        let text = metrics_text(vec![shard(0), shard(1)], RefusalCounters::default());
         for line in [
             "# HELP ringcast_participants Participants placed on the shard",
             "# TYPE ringcast_participants gauge",
@@ -201,12 +228,16 @@ mod tests {
         }
         let samples = text.lines().filter(|l| !l.starts_with('#')).count();
         let declared = ShardStats::COUNTERS.len() + EngineCounters::COUNTERS.len();
-        assert_eq!(samples, 2 * declared, "{text}");
+        assert_eq!(
+            samples,
+            2 * declared + RefusalCounters::COUNTERS.len(),
+            "{text}"
+        );
     }
 
     #[test]
     fn metric_names_of_before_the_declarations_are_all_there() {
-        let text = metrics_text(vec![shard(0)]);
+        let text = metrics_text(vec![shard(0)], RefusalCounters::default());
         let names: BTreeSet<&str> = text
             .lines()
             .filter(|l| !l.starts_with('#'))
@@ -238,6 +269,7 @@ mod tests {
         ] {
             assert!(names.contains(name), "{name} in {names:?}");
         }
-        assert_eq!(names.len(), 25, "{names:?}");
+        let refusals = RefusalCounters::COUNTERS.len();
+        assert_eq!(names.len(), 25 + refusals, "{names:?}");
     }
 }

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use super::caps::Permit;
+use super::caps::{Permit, Tenant};
 
 /// The timeouts the watchdog and hyper apply.
 #[derive(Debug, Clone, Copy)]
@@ -41,9 +41,11 @@ pub(super) async fn serve<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let tenant = permit.tenant();
     let activity = Arc::new(Shared {
         activity: Mutex::new(Activity::new(Instant::now())),
         changed: Notify::new(),
+        tenant: tenant.clone(),
     });
     let service = {
         let activity = activity.clone();
@@ -71,6 +73,7 @@ pub(super) async fn serve<I>(
         .serve_connection(TokioIo::new(watched), service);
     tokio::pin!(connection);
     let mut draining = *stop.borrow();
+    let mut evicted = false;
     if draining {
         connection.as_mut().graceful_shutdown();
     }
@@ -94,6 +97,16 @@ pub(super) async fn serve<I>(
                 }
             }
             () = activity.changed.notified() => {}
+            () = tenant.evicted(), if !evicted => {
+                // Its slot went to a new connection while it had no request in flight.
+                evicted = true;
+                if tenant.in_flight() == 0 {
+                    tracing::debug!(%peer, "HTTP connection closed: idle, its slot taken");
+                    break;
+                }
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
             changed = stop.changed(), if !draining => {
                 if changed.is_err() || *stop.borrow() {
                     draining = true;
@@ -150,6 +163,8 @@ impl Activity {
 struct Shared {
     activity: Mutex<Activity>,
     changed: Notify,
+    /// The connection's slot under the caps, told of requests in flight.
+    tenant: Arc<Tenant>,
 }
 
 impl Shared {
@@ -168,6 +183,7 @@ impl InFlight {
             a.in_flight += 1;
             a.head_since = None;
         }
+        shared.tenant.request_started();
         InFlight(shared)
     }
 }
@@ -183,6 +199,7 @@ impl Drop for InFlight {
             }
             a.in_flight == 0
         };
+        self.0.tenant.request_ended();
         if quiet {
             self.0.changed.notify_one();
         }
@@ -256,9 +273,12 @@ mod tests {
     #[test]
     fn the_deadline_is_idle_when_quiet_header_once_bytes_come_none_in_flight() {
         let t0 = Instant::now();
+        let caps = super::super::caps::Caps::new(1, 1, Arc::default());
+        let permit = caps.admit("192.0.2.1".parse().unwrap()).unwrap();
         let shared = Arc::new(Shared {
             activity: Mutex::new(Activity::new(t0)),
             changed: Notify::new(),
+            tenant: permit.tenant(),
         });
         assert_eq!(shared.lock().deadline(T), Some(t0 + T.idle));
         let t1 = t0 + Duration::from_secs(5);
@@ -268,7 +288,9 @@ mod tests {
         let request = InFlight::start(shared.clone());
         assert!(!shared.lock().received(t1 + Duration::from_secs(1)));
         assert_eq!(shared.lock().deadline(T), None);
+        assert_eq!(permit.tenant().in_flight(), 1, "the caps see the request");
         drop(request);
+        assert_eq!(permit.tenant().in_flight(), 0);
         let quiet = shared.lock().quiet_since;
         assert_eq!(shared.lock().deadline(T), Some(quiet + T.idle));
     }

@@ -8,9 +8,11 @@ mod connection;
 mod tls;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use ringcast_http::Refusals;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -43,6 +45,8 @@ pub struct ServeSettings {
     pub drain_timeout: Duration,
     /// HTTPS, when set.
     pub tls: Option<Tls>,
+    /// Where refused connections, 413s and 408s are counted (`/api/stats`, `/metrics`).
+    pub refusals: Arc<Refusals>,
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves; then stops accepting, lets in-flight
@@ -54,7 +58,12 @@ pub async fn serve(
     settings: ServeSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = body::bounded(app, settings.max_body_bytes, settings.body_timeout);
+    let app = body::bounded(
+        app,
+        settings.max_body_bytes,
+        settings.body_timeout,
+        settings.refusals.clone(),
+    );
     let timeouts = Timeouts {
         header: settings.header_timeout,
         idle: settings.idle_timeout,
@@ -65,6 +74,7 @@ pub async fn serve(
     let caps = Caps::new(
         settings.max_connections,
         settings.max_connections_per_client,
+        settings.refusals.clone(),
     );
     let (stop, stopped) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -166,7 +176,10 @@ fn log_refusal(caps: &Caps, refusal: Refusal, peer: SocketAddr, settings: &Serve
     let refused = caps.refused();
     if refused.is_power_of_two() {
         let cap = match refusal {
-            Refusal::Total => format!("http.max_connections = {}", settings.max_connections),
+            Refusal::Total => format!(
+                "http.max_connections = {} (none idle)",
+                settings.max_connections
+            ),
             Refusal::PerClient => format!(
                 "http.max_connections_per_client = {}",
                 settings.max_connections_per_client
@@ -199,6 +212,7 @@ mod tests {
             max_body_bytes: 1000,
             drain_timeout: Duration::from_secs(5),
             tls: None,
+            refusals: Arc::default(),
         }
     }
 
