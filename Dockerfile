@@ -11,6 +11,9 @@
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
+# jemalloc (the server's allocator) is built from C with make.
+RUN apt-get update && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p ringcast \
     && cp target/release/ringcast /ringcast \

@@ -21,6 +21,12 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, EngineChoice};
 
+// Sessions are built on tokio's blocking pool and freed on shard threads; glibc malloc's
+// per-thread arenas kept that memory (RSS +22 % after 10,000 join/leave cycles), jemalloc
+// returns it (README "Soak").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A WebRTC SFU: WHIP in, WHEP out.
 #[derive(Debug, Parser)]
 #[command(version, about)]
