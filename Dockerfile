@@ -12,7 +12,7 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # jemalloc (the server's allocator) is built from C with make.
-RUN apt-get update && apt-get install -y --no-install-recommends make \
+RUN apt-get update && apt-get install -y --no-install-recommends make=4.3-4.1 \
     && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cargo build --release --locked -p ringcast \
