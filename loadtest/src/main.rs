@@ -191,14 +191,11 @@ fn main() -> ExitCode {
     if let Some(warning) = &summary.bottleneck_warning {
         eprintln!("\n!!! WARNING: {warning}\n");
     }
-    if let Some(path) = &common.json {
-        let written = serde_json::to_string_pretty(&summary)
-            .map_err(std::io::Error::other)
-            .and_then(|json| std::fs::write(path, json + "\n"));
-        if let Err(error) = written {
-            eprintln!("error: cannot write {}: {error}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Some(path) = &common.json
+        && let Err(error) = write_json(path, &summary)
+    {
+        eprintln!("error: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
     }
     if let Some(path) = &common.report
         && let Err(error) = report::write_html(&summary, path)
@@ -206,9 +203,24 @@ fn main() -> ExitCode {
         eprintln!("error: cannot write {}: {error}", path.display());
         return ExitCode::from(2);
     }
-    if !summary.threshold_failures.is_empty() {
-        for failure in &summary.threshold_failures {
-            eprintln!("threshold failed: {failure}");
+    verdict(
+        "threshold failed",
+        &summary.threshold_failures,
+        &interrupted,
+    )
+}
+
+/// `value` as pretty JSON in `path`.
+fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let json = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
+    std::fs::write(path, json + "\n")
+}
+
+/// The exit status of a run: 1 with each failure printed, 130 when interrupted, else success.
+fn verdict(label: &str, failures: &[String], interrupted: &AtomicBool) -> ExitCode {
+    if !failures.is_empty() {
+        for failure in failures {
+            eprintln!("{label}: {failure}");
         }
         return ExitCode::from(1);
     }

@@ -139,25 +139,13 @@ pub fn main(args: &SoakArgs, interrupted: &AtomicBool) -> ExitCode {
         }
     };
     print!("{}", summary.table());
-    if let Some(path) = &args.json {
-        let written = serde_json::to_string_pretty(&summary)
-            .map_err(std::io::Error::other)
-            .and_then(|json| std::fs::write(path, json + "\n"));
-        if let Err(error) = written {
-            eprintln!("error: cannot write {}: {error}", path.display());
-            return ExitCode::from(2);
-        }
+    if let Some(path) = &args.json
+        && let Err(error) = crate::write_json(path, &summary)
+    {
+        eprintln!("error: cannot write {}: {error}", path.display());
+        return ExitCode::from(2);
     }
-    if !summary.failures.is_empty() {
-        for failure in &summary.failures {
-            eprintln!("soak failed: {failure}");
-        }
-        return ExitCode::from(1);
-    }
-    if interrupted.load(Ordering::Relaxed) {
-        return ExitCode::from(130);
-    }
-    ExitCode::SUCCESS
+    crate::verdict("soak failed", &summary.failures, interrupted)
 }
 
 /// Time for the RSS to follow the last frees before it is read.

@@ -471,9 +471,9 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn engine_counters_reach_the_handle() {
-        let (shards, _events) = Shards::start(ShardsConfig {
+    /// One epoll shard on a loopback port; its events are dropped.
+    fn one_epoll_shard() -> Shards {
+        Shards::start(ShardsConfig {
             binds: vec!["127.0.0.1:0".parse().unwrap()],
             pin_threads: false,
             shard: ShardConfig::default(),
@@ -481,7 +481,13 @@ mod tests {
             engine: EngineOptions::default(),
             mailbox: 16,
         })
-        .unwrap();
+        .unwrap()
+        .0
+    }
+
+    #[test]
+    fn engine_counters_reach_the_handle() {
+        let shards = one_epoll_shard();
         let handle = shards.handles()[0].clone();
 
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -513,15 +519,7 @@ mod tests {
         use str0m::net::{Protocol, Receive};
         use str0m::{Candidate, Event, Rtc, RtcConfig};
 
-        let (shards, _events) = Shards::start(ShardsConfig {
-            binds: vec!["127.0.0.1:0".parse().unwrap()],
-            pin_threads: false,
-            shard: ShardConfig::default(),
-            kind: EngineKind::Epoll,
-            engine: EngineOptions::default(),
-            mailbox: 16,
-        })
-        .unwrap();
+        let shards = one_epoll_shard();
         let handle = shards.handles()[0].clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
