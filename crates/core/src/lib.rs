@@ -35,6 +35,7 @@
 pub mod control;
 pub mod ids;
 pub mod keyframe;
+pub mod layers;
 pub mod peer;
 pub mod rewrite;
 pub mod sdp;
@@ -44,6 +45,7 @@ pub mod stun;
 
 pub use control::{Control, ControlConfig};
 pub use ids::{SessionId, ShardId, ShortSessionId, StreamId, TrackKind};
+pub use layers::LayerInfo;
 pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
 pub use shard::{
     Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, Transmit,

@@ -19,6 +19,7 @@ use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
 use crate::ids::TrackKind;
+use crate::layers::MAX_LAYERS;
 use crate::sdp::{CodecName, OfferSummary, OfferedCodec};
 
 /// How long a viewer's sent packets stay available for retransmission (NACK → RTX). str0m's
@@ -78,6 +79,9 @@ pub struct TrackCodec {
 pub struct Published {
     /// Audio and video.
     pub tracks: [Option<TrackCodec>; 2],
+    /// The video's simulcast layers by rid, as the offer announced them (at most
+    /// [`crate::layers::MAX_LAYERS`]); empty when it sends one video stream.
+    pub layers: Vec<String>,
 }
 
 impl Published {
@@ -168,6 +172,9 @@ pub struct RtpIn {
     pub ts: u32,
     /// Marker bit.
     pub marker: bool,
+    /// The simulcast layer it belongs to: the index of its rid in [`Published::layers`]
+    /// (0 without simulcast, and for audio).
+    pub layer: u8,
     /// The payload (shared by every subscriber it is forwarded to).
     pub payload: Arc<[u8]>,
     /// Header extensions worth forwarding.
@@ -235,6 +242,14 @@ impl Peer {
                     offered: c.clone(),
                 });
             }
+        }
+        if published.tracks[TrackKind::Video.index()].is_some() {
+            published.layers = summary
+                .media
+                .iter()
+                .find(|m| m.kind == Some(TrackKind::Video) && !m.disabled && m.direction.sends())
+                .map(|m| m.send_rids.iter().take(MAX_LAYERS).cloned().collect())
+                .unwrap_or_default();
         }
         if published.tracks.iter().all(Option::is_none) {
             let offered: Vec<String> = summary
@@ -480,6 +495,7 @@ impl Peer {
                     seq: *p.seq_no,
                     ts: p.header.timestamp,
                     marker: p.header.marker,
+                    layer: 0,
                     payload: p.payload,
                     ext: ForwardedExt {
                         audio_level: ext.audio_level,

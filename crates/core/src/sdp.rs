@@ -187,6 +187,10 @@ pub struct MediaSection {
     pub other_codecs: Vec<String>,
     /// `a=mid`.
     pub mid: Option<String>,
+    /// The simulcast layers the offerer sends (RFC 8853), by rid: in `a=simulcast:send` order
+    /// (first alternative of each, paused ones too), or the `a=rid:… send` lines in their order
+    /// when there is no `a=simulcast`. Empty: one stream, no simulcast.
+    pub send_rids: Vec<String>,
 }
 
 /// What we read from an offer.
@@ -309,6 +313,8 @@ struct RawSection {
     rtpmap: Vec<(u8, String, u32, Option<u8>)>,
     fmtp: Vec<(u8, String)>,
     mid: Option<String>,
+    rid_send: Vec<String>,
+    simulcast_send: Option<Vec<String>>,
 }
 
 impl RawSection {
@@ -330,13 +336,32 @@ impl RawSection {
             rtpmap: Vec::new(),
             fmtp: Vec::new(),
             mid: None,
+            rid_send: Vec::new(),
+            simulcast_send: None,
         }
     }
 
     fn attribute(&mut self, name: &str, value: &str) {
-        if name == "mid" {
-            self.mid = Some(value.trim().to_string());
-            return;
+        match name {
+            "mid" => {
+                self.mid = Some(value.trim().to_string());
+                return;
+            }
+            "rid" => {
+                // a=rid:<id> send [pt=…;max-width=…]
+                let mut it = value.split_whitespace();
+                if let (Some(id), Some("send")) = (it.next(), it.next())
+                    && !self.rid_send.iter().any(|r| r == id)
+                {
+                    self.rid_send.push(id.to_string());
+                }
+                return;
+            }
+            "simulcast" => {
+                self.simulcast_send = simulcast_send_list(value);
+                return;
+            }
+            _ => {}
         }
         let Some((pt, rest)) = value.split_once(' ') else {
             return;
@@ -416,8 +441,28 @@ impl RawSection {
             codecs,
             other_codecs,
             mid: self.mid,
+            send_rids: self.simulcast_send.unwrap_or(self.rid_send),
         }
     }
+}
+
+/// The send list of an `a=simulcast` value (`send 0;1;2`, `recv a send ~h,h2;l`): the first
+/// alternative of each stream, without its paused mark. `None` when it sends nothing.
+fn simulcast_send_list(value: &str) -> Option<Vec<String>> {
+    let mut words = value.split_whitespace();
+    while let Some(word) = words.next() {
+        let list = words.next()?;
+        if word == "send" {
+            let rids: Vec<String> = list
+                .split(';')
+                .filter_map(|alts| alts.split(',').next())
+                .map(|r| r.trim_start_matches('~').to_string())
+                .filter(|r| !r.is_empty())
+                .collect();
+            return (!rids.is_empty()).then_some(rids);
+        }
+    }
+    None
 }
 
 /// H264 is forwarded only with packetization-mode 1 (FU-A/STAP-A), what Chromium, OBS and
@@ -521,6 +566,30 @@ mod tests {
         let v = s.publish_codec(TrackKind::Video).unwrap();
         assert_eq!((v.name, v.pt, v.rtx), (CodecName::H264, 106, Some(105)));
         assert_eq!(fmtp_value(&v.fmtp, "profile-level-id"), Some("42001e"));
+    }
+
+    #[test]
+    fn simulcast_send_rids() {
+        let s = OfferSummary::scan(OBS).unwrap();
+        assert_eq!(s.media[1].send_rids, ["0", "1", "2"]);
+        assert!(s.media[0].send_rids.is_empty());
+        let s = OfferSummary::scan(CHROMIUM).unwrap();
+        assert!(s.media.iter().all(|m| m.send_rids.is_empty()));
+        // a=simulcast decides the order; alternatives and paused marks are read through.
+        let sdp = "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=rid:l send\na=rid:h send\n\
+                   a=rid:x recv\na=simulcast:recv x send ~h,h2;l\n";
+        assert_eq!(
+            OfferSummary::scan(sdp).unwrap().media[0].send_rids,
+            ["h", "l"]
+        );
+        // Without a=simulcast, the a=rid send lines in order, each once.
+        let sdp = "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=rid:q send\na=rid:f send pt=96\n\
+                   a=rid:q send\n";
+        assert_eq!(
+            OfferSummary::scan(sdp).unwrap().media[0].send_rids,
+            ["q", "f"]
+        );
+        let _ = OfferSummary::scan("v=0\nm=video 9 x 96\na=simulcast:send\na=simulcast:\na=rid:\n");
     }
 
     #[test]

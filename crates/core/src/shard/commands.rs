@@ -11,6 +11,7 @@ use str0m::IceCreds;
 use super::routing::SubTrack;
 use super::{Output, Participant, Role, Shard, ShardEvent, ShardStats};
 use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
+use crate::layers::LayerInfo;
 use crate::peer::{Peer, PeerEvent, Published};
 use crate::rewrite::Rewriter;
 
@@ -66,6 +67,20 @@ pub enum Command {
         /// Has viewers now.
         want: bool,
     },
+    /// Pin a viewer to one video layer of its stream, by rid (`None`: back to the layer its
+    /// bandwidth estimate chooses). The switch happens on the layer's next keyframe.
+    SetLayer {
+        /// The viewer's session.
+        session: SessionId,
+        /// The layer, as the publisher named it.
+        rid: Option<String>,
+    },
+    /// Report the video layers of a stream as this shard sees them, best first. Answered by
+    /// [`Reply::Layers`].
+    StreamLayers {
+        /// The stream.
+        stream: StreamId,
+    },
     /// Report counters.
     Stats,
     /// The server is stopping: tell every peer its session is over (an RTCP BYE for each
@@ -82,6 +97,8 @@ pub enum Reply {
     Done,
     /// Counters.
     Stats(Box<ShardStats>),
+    /// A stream's video layers, best first (empty: no video publisher here).
+    Layers(Vec<LayerInfo>),
     /// Every participant was told goodbye and removed.
     Farewell {
         /// How many there were.
@@ -101,6 +118,9 @@ pub enum CommandError {
     /// The session id is already in use.
     #[error("session already exists")]
     Duplicate,
+    /// The stream's publisher sends no layer of that name, or the session is not a viewer.
+    #[error("no such layer")]
+    UnknownLayer,
 }
 
 impl Shard {
@@ -135,6 +155,7 @@ impl Shard {
                     .tracks
                     .each_ref()
                     .map(|t| t.as_ref().map(|t| t.name));
+                entry.layers.reset(&published.layers);
                 self.enqueue(key);
                 Ok(Reply::Done)
             }
@@ -160,6 +181,7 @@ impl Shard {
                                 (seed >> 32) as u32,
                             ),
                             waiting_keyframe: kind == TrackKind::Video,
+                            pinned: None,
                         });
                     }
                 }
@@ -168,6 +190,9 @@ impl Shard {
                 entry.subscribers.push(key);
                 if entry.origin.is_none() {
                     entry.origin = publisher_shard;
+                }
+                if entry.publisher.is_none() && entry.layers.count() == 0 {
+                    entry.layers.reset(&published.layers);
                 }
                 // Its keyframe is requested once it is connected (see PeerEvent::Connected):
                 // one sent now would be spent before it can see it.
@@ -220,11 +245,45 @@ impl Shard {
                 }
                 Ok(Reply::Done)
             }
+            Command::SetLayer { session, rid } => self.set_layer(session, rid.as_deref()),
+            Command::StreamLayers { stream } => Ok(Reply::Layers(
+                self.streams
+                    .get(&stream)
+                    .map(|e| e.layers.info(now))
+                    .unwrap_or_default(),
+            )),
             Command::Stats => Ok(Reply::Stats(Box::new(self.stats()))),
             Command::Farewell => Ok(Reply::Farewell {
                 sessions: self.farewell(now),
             }),
         }
+    }
+
+    /// Pin a viewer to the layer named `rid`, or unpin it (`None`).
+    fn set_layer(&mut self, session: SessionId, rid: Option<&str>) -> Result<Reply, CommandError> {
+        let key = *self
+            .sessions
+            .get(&session)
+            .ok_or(CommandError::UnknownSession)?;
+        let Role::Subscriber { stream, tracks } = &mut self.participants[key].role else {
+            return Err(CommandError::UnknownLayer);
+        };
+        let (Some(entry), Some(track)) = (
+            self.streams.get(stream),
+            tracks[TrackKind::Video.index()].as_mut(),
+        ) else {
+            return Err(CommandError::UnknownLayer);
+        };
+        track.pinned = match rid {
+            Some(rid) => Some(
+                entry
+                    .layers
+                    .index_of(rid)
+                    .ok_or(CommandError::UnknownLayer)?,
+            ),
+            None => None,
+        };
+        Ok(Reply::Done)
     }
 
     /// Remove every participant, each peer's close flushed; how many there were.

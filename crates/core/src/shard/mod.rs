@@ -43,6 +43,7 @@ use crate::peer::{Peer, PeerEvent};
 
 mod commands;
 mod demux;
+mod layers;
 mod routing;
 mod timers;
 

@@ -9,6 +9,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::layers::StreamLayers;
 use super::{Output, Role, Shard};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::keyframe::starts_keyframe;
@@ -44,6 +45,9 @@ pub(super) struct SubTrack {
     pub(super) codec: CodecName,
     pub(super) rewriter: Rewriter,
     pub(super) waiting_keyframe: bool,
+    /// The video layer the viewer pinned ([`crate::Command::SetLayer`]); `None`: chosen by its
+    /// bandwidth estimate.
+    pub(super) pinned: Option<u8>,
 }
 
 /// A stream's routing state on this shard.
@@ -58,6 +62,8 @@ pub(super) struct StreamEntry {
     pub(super) keyframes: [KeyframeThrottle; 2],
     /// The publisher's codec per kind (to see its keyframes go by).
     pub(super) codecs: [Option<CodecName>; 2],
+    /// The video's layers and what they carry.
+    pub(super) layers: StreamLayers,
 }
 
 impl StreamEntry {
@@ -116,6 +122,9 @@ impl Shard {
                     packet: packet.clone(),
                 },
             });
+        }
+        if packet.kind == TrackKind::Video {
+            entry.layers.packet(packet.layer, packet.payload.len(), now);
         }
         // A keyframe going by answers every request merged so far: none is left pending.
         let k = packet.kind.index();
