@@ -479,7 +479,7 @@ impl Control {
                     session,
                     stream: stream.id,
                     peer,
-                    published,
+                    published: Box::new(published),
                     relay_to,
                 }
             }
@@ -487,7 +487,7 @@ impl Control {
                 session,
                 stream: stream.id,
                 peer,
-                published: p.published.clone().unwrap_or_default(),
+                published: Box::new(p.published.clone().unwrap_or_default()),
                 publisher_shard: stream.publisher.map(|(_, s)| s),
             },
         };

@@ -27,7 +27,7 @@ pub enum Command {
         /// The connection, built from its offer.
         peer: Box<Peer>,
         /// What it sends.
-        published: Published,
+        published: Box<Published>,
         /// Other shards with viewers of this stream (bit per shard).
         relay_to: u64,
     },
@@ -40,7 +40,7 @@ pub enum Command {
         /// The connection, built from its offer.
         peer: Box<Peer>,
         /// What the stream's publisher sends.
-        published: Published,
+        published: Box<Published>,
         /// Where the publisher is (for keyframe requests).
         publisher_shard: Option<ShardId>,
     },

@@ -460,7 +460,7 @@ mod tests {
                 session: SessionId(1),
                 stream: StreamId(1),
                 peer: Box::new(peer),
-                published,
+                published: Box::new(published),
                 relay_to: 0,
             },
         ));
