@@ -6,6 +6,8 @@
 //! The shard orders them by what they carry: resolution read from their keyframes, else their
 //! measured bitrate.
 
+use std::time::{Duration, Instant};
+
 /// At most this many layers per publisher (OBS sends 1–4, browsers 1–3); rids past it are
 /// not answered.
 pub const MAX_LAYERS: usize = 4;
@@ -21,4 +23,222 @@ pub struct LayerInfo {
     pub bitrate_bps: u64,
     /// Packets arrived on it lately (a layer the encoder dropped, or never sent, is not).
     pub active: bool,
+}
+
+/// Bits per second kept for audio and RTCP out of a viewer's estimate.
+const AUDIO_ALLOWANCE_BPS: u64 = 64_000;
+/// Video gets this share (percent) of what is left: the estimate is a guess, a queue builds
+/// before it drops.
+const VIDEO_SHARE_PERCENT: u64 = 90;
+/// Going up needs this much more (percent) than the layer's bitrate, ...
+const UP_MARGIN_PERCENT: u64 = 115;
+/// ... held this long, ...
+const UP_AFTER: Duration = Duration::from_secs(1);
+/// ... and not this soon after going down.
+const UP_HOLD_AFTER_DOWN: Duration = Duration::from_secs(4);
+
+/// A layer as a viewer's choice sees it (given best first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// The layer's index (its rid's place in the offer).
+    pub index: u8,
+    /// Its measured bitrate (0: not measured yet).
+    pub bitrate_bps: u64,
+    /// Active and has sent a keyframe: a viewer switched to it gets a picture.
+    pub usable: bool,
+}
+
+/// One viewer's choice of layer from its bandwidth estimate: the best layer that fits, down at
+/// once when the current one no longer fits, up only after the estimate held a better one's
+/// bitrate with margin for a while, and not soon after going down.
+#[derive(Debug, Clone, Default)]
+pub struct LayerChoice {
+    estimate: Option<u64>,
+    last_down: Option<Instant>,
+    up_since: Option<Instant>,
+}
+
+impl LayerChoice {
+    /// The viewer's path carries `bps` (from its estimator).
+    pub fn estimate(&mut self, bps: u64) {
+        self.estimate = Some(bps);
+    }
+
+    /// The latest estimate, or the assumed one before any.
+    pub fn bandwidth(&self) -> u64 {
+        self.estimate.unwrap_or(crate::peer::INITIAL_ESTIMATE_BPS)
+    }
+
+    /// The layer to be on, given the layers best first and the one the viewer is on.
+    /// `current` stays when no layer is usable.
+    pub fn choose(
+        &mut self,
+        candidates: &[Candidate],
+        current: Option<u8>,
+        now: Instant,
+    ) -> Option<u8> {
+        let mut buf = [Candidate {
+            index: 0,
+            bitrate_bps: 0,
+            usable: false,
+        }; MAX_LAYERS];
+        let mut n = 0;
+        for c in candidates.iter().filter(|c| c.usable).take(MAX_LAYERS) {
+            buf[n] = *c;
+            n += 1;
+        }
+        let usable = &buf[..n];
+        let Some(smallest) = usable.last() else {
+            return current;
+        };
+        let budget =
+            self.bandwidth().saturating_sub(AUDIO_ALLOWANCE_BPS) * VIDEO_SHARE_PERCENT / 100;
+        let fit = usable
+            .iter()
+            .position(|c| c.bitrate_bps <= budget)
+            .unwrap_or(usable.len() - 1);
+        let Some(at) = current.and_then(|c| usable.iter().position(|u| u.index == c)) else {
+            // Nothing yet, or the current layer stopped: the best that fits, now.
+            self.up_since = None;
+            return Some(usable.get(fit).unwrap_or(smallest).index);
+        };
+        if fit > at {
+            self.last_down = Some(now);
+            self.up_since = None;
+            return Some(usable[fit].index);
+        }
+        let up = (fit..at).find(|&i| usable[i].bitrate_bps * UP_MARGIN_PERCENT / 100 <= budget);
+        let held_down = self
+            .last_down
+            .is_some_and(|d| now.saturating_duration_since(d) < UP_HOLD_AFTER_DOWN);
+        match up {
+            Some(i) if !held_down => {
+                let since = *self.up_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= UP_AFTER {
+                    self.up_since = None;
+                    return Some(usable[i].index);
+                }
+            }
+            _ => self.up_since = None,
+        }
+        current
+    }
+
+    /// What the viewer's estimator should sustain and probe towards, bits per second: the
+    /// next better layer (padding fills up to it, so the estimate can grow past what the
+    /// current layer sends) and the best one.
+    pub fn targets(candidates: &[Candidate], current: Option<u8>) -> (u64, u64) {
+        let mut usable = candidates.iter().filter(|c| c.usable);
+        let best = usable.clone().next().map_or(0, |c| c.bitrate_bps);
+        let next_up = current
+            .and_then(|c| usable.clone().position(|u| u.index == c))
+            .and_then(|at| at.checked_sub(1))
+            .and_then(|i| usable.nth(i))
+            .map_or(0, |c| c.bitrate_bps);
+        let with_audio = |b: u64| if b == 0 { 0 } else { b + AUDIO_ALLOWANCE_BPS };
+        (with_audio(next_up), with_audio(best * 11 / 10))
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test picks its own base instant"
+)]
+mod tests {
+    use super::*;
+
+    /// Three layers best first: index 2 = 2.5 Mbit/s, 1 = 600 kbit/s, 0 = 150 kbit/s.
+    fn three() -> Vec<Candidate> {
+        [(2, 2_500_000), (1, 600_000), (0, 150_000)]
+            .map(|(index, bitrate_bps)| Candidate {
+                index,
+                bitrate_bps,
+                usable: true,
+            })
+            .to_vec()
+    }
+
+    #[test]
+    fn best_that_fits_then_down_at_once_and_up_with_hysteresis() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let layers = three();
+        let mut c = LayerChoice::default();
+        // Before any estimate: the assumed 1 Mbit/s fits the middle layer.
+        assert_eq!(c.choose(&layers, None, t0), Some(1));
+        c.estimate(5_000_000);
+        // Up only after the estimate held for a second.
+        assert_eq!(c.choose(&layers, Some(1), at(0)), Some(1));
+        assert_eq!(c.choose(&layers, Some(1), at(500)), Some(1));
+        assert_eq!(c.choose(&layers, Some(1), at(1000)), Some(2));
+        // Congestion: down at once, to what fits.
+        c.estimate(400_000);
+        assert_eq!(c.choose(&layers, Some(2), at(1100)), Some(0));
+        // Recovers at once, but goes up only 4 s after going down.
+        c.estimate(5_000_000);
+        assert_eq!(c.choose(&layers, Some(0), at(2200)), Some(0));
+        assert_eq!(
+            c.choose(&layers, Some(0), at(5000)),
+            Some(0),
+            "4 s after going down"
+        );
+        assert_eq!(c.choose(&layers, Some(0), at(5100)), Some(0));
+        assert_eq!(
+            c.choose(&layers, Some(0), at(6000)),
+            Some(0),
+            "held since 5.1 s"
+        );
+        assert_eq!(c.choose(&layers, Some(0), at(6100)), Some(2));
+        // An estimate just above a layer's bitrate is not enough to go up to it.
+        let mut c = LayerChoice::default();
+        c.estimate(64_000 + 600_000 * 100 / 90 + 10_000);
+        assert_eq!(c.choose(&layers, Some(0), at(20_000)), Some(0));
+        assert_eq!(c.choose(&layers, Some(0), at(30_000)), Some(0));
+    }
+
+    #[test]
+    fn unusable_layers_are_never_chosen_and_leaving_one_is_immediate() {
+        let t0 = Instant::now();
+        let mut layers = three();
+        layers[0].usable = false; // top layer without keyframes
+        let mut c = LayerChoice::default();
+        c.estimate(10_000_000);
+        assert_eq!(c.choose(&layers, None, t0), Some(1));
+        assert_eq!(
+            c.choose(&layers, Some(2), t0),
+            Some(1),
+            "off an unusable layer now"
+        );
+        let none: Vec<Candidate> = layers
+            .iter()
+            .map(|l| Candidate {
+                usable: false,
+                ..*l
+            })
+            .collect();
+        assert_eq!(
+            c.choose(&none, Some(2), t0),
+            Some(2),
+            "nothing usable: stay"
+        );
+        assert_eq!(c.choose(&none, None, t0), None);
+        // The smallest when nothing fits.
+        c.estimate(50_000);
+        assert_eq!(c.choose(&three(), Some(1), t0), Some(0));
+    }
+
+    #[test]
+    fn targets_probe_towards_the_next_and_the_best_layer() {
+        let layers = three();
+        assert_eq!(
+            LayerChoice::targets(&layers, Some(0)),
+            (600_000 + 64_000, 2_750_000 + 64_000)
+        );
+        assert_eq!(
+            LayerChoice::targets(&layers, Some(2)),
+            (0, 2_750_000 + 64_000)
+        );
+        assert_eq!(LayerChoice::targets(&[], None), (0, 0));
+    }
 }

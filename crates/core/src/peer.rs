@@ -10,10 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams, PayloadParams};
-use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
@@ -33,6 +34,11 @@ const RTX_HISTORY_PACKETS: usize = 1024;
 
 /// str0m's default: stop resending when retransmissions pass this share of what is sent.
 const RTX_RATIO_CAP: f32 = 0.15;
+
+/// The bandwidth a viewer of a simulcast stream is assumed to have until its estimator knows
+/// better: enough for a middle layer (a browser's 640×360 is ~500 kbit/s); the estimator
+/// probes up from there within seconds.
+pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 
 /// What every peer of a process shares: the DTLS certificate (one per process, ECDSA, generated
 /// once) and the addresses a shard advertises.
@@ -131,6 +137,9 @@ pub enum Received {
     /// An RTP packet whose SSRC and sequence number this peer already delivered: a replay
     /// (or a network duplicate), dropped before decryption.
     Replayed,
+    /// An RTP packet on an SSRC that maps to no announced stream (a simulcast rid the offer did
+    /// not announce, or an SSRC nobody declared): str0m drops it.
+    Unmapped,
 }
 
 /// What draining a peer yields.
@@ -149,6 +158,9 @@ pub enum PeerEvent {
     Rtp(RtpIn),
     /// The remote wants a keyframe on its `kind` track (subscribers only).
     KeyframeRequest(TrackKind),
+    /// How many bits per second the path to this viewer carries, from str0m's estimator (TWCC
+    /// feedback) or the viewer's REMB (subscribers of simulcast streams only).
+    Estimate(u64),
     /// ICE and DTLS are up; media flows.
     Connected,
     /// The connection is gone (consent/DTLS timeout, DTLS close).
@@ -205,8 +217,10 @@ pub struct Peer {
     rtc: Rtc,
     ufrag: String,
     slots: Vec<Slot>,
-    /// Last SSRC → kind resolved for incoming RTP (publishers send two SSRCs; no map needed).
-    rx_kinds: [(u32, Option<TrackKind>); 2],
+    /// A publisher's simulcast rids ([`Published::layers`]); a packet's layer is its rid's index.
+    layers: Vec<String>,
+    /// Incoming SSRCs resolved so far (a publisher sends one per layer and kind, plus RTX).
+    rx: RxSsrcs,
     connected: bool,
     replays: ReplayWindows,
 }
@@ -268,6 +282,7 @@ impl Peer {
         }
         let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
         peer.resolve_slots(&summary, None);
+        peer.layers = published.layers.clone();
         Ok((peer, answer, published))
     }
 
@@ -311,6 +326,10 @@ impl Peer {
                 "the offer receives neither audio nor video that the stream has".into(),
             ));
         }
+        if published.layers.len() > 1 {
+            // Which layer a viewer gets follows what its path carries.
+            config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        }
         let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
         peer.resolve_slots(&summary, Some(published));
         if peer.slots.iter().all(|s| s.tx.is_none()) {
@@ -345,7 +364,8 @@ impl Peer {
             rtc,
             ufrag: setup.ice.ufrag.clone(),
             slots: Vec::new(),
-            rx_kinds: [(0, None); 2],
+            layers: Vec::new(),
+            rx: RxSsrcs::default(),
             connected: false,
             replays: ReplayWindows::default(),
         };
@@ -426,8 +446,26 @@ impl Peer {
             return Received::Malformed;
         };
         match self.rtc.handle_input(input) {
+            Ok(()) if self.is_unmapped_rtp(data) => Received::Unmapped,
             Ok(()) => Received::Taken,
             Err(_) => Received::Rejected,
+        }
+    }
+
+    /// Is `data` an RTP packet on an SSRC str0m mapped to no stream? Looked up in str0m once
+    /// per SSRC this peer has not resolved yet (main and RTX alike).
+    fn is_unmapped_rtp(&mut self, data: &[u8]) -> bool {
+        let Some(ssrc) = rtp_ssrc(data) else {
+            return false;
+        };
+        if self.rx.find(ssrc).is_some() {
+            return false;
+        }
+        let mut api = self.rtc.direct_api();
+        match api.stream_rx(&Ssrc::from(ssrc)) {
+            Some(_) => false,
+            // An RTX SSRC is known through its main stream.
+            None => !self.rx.is_rtx(ssrc),
         }
     }
 
@@ -486,7 +524,7 @@ impl Peer {
                 let ssrc = *p.header.ssrc;
                 // Authenticated by str0m: only now does it count as seen.
                 self.replays.mark(ssrc, p.header.sequence_number);
-                let kind = self.rx_kind(p.header.ssrc)?;
+                let (kind, layer) = self.rx_track(p.header.ssrc)?;
                 let ext = &p.header.ext_vals;
                 Some(PeerEvent::Rtp(RtpIn {
                     kind,
@@ -495,7 +533,7 @@ impl Peer {
                     seq: *p.seq_no,
                     ts: p.header.timestamp,
                     marker: p.header.marker,
-                    layer: 0,
+                    layer,
                     payload: p.payload,
                     ext: ForwardedExt {
                         audio_level: ext.audio_level,
@@ -508,19 +546,29 @@ impl Peer {
                 let slot = self.slots.iter().find(|s| s.mid == r.mid)?;
                 Some(PeerEvent::KeyframeRequest(slot.kind))
             }
+            Event::EgressBitrateEstimate(
+                BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+            ) => Some(PeerEvent::Estimate(estimate.as_u64())),
             _ => None,
         }
     }
 
-    fn rx_kind(&mut self, ssrc: Ssrc) -> Option<TrackKind> {
-        let key = *ssrc;
-        if let Some((_, k)) = self.rx_kinds.iter().find(|(s, k)| *s == key && k.is_some()) {
-            return *k;
+    /// The track and layer of an incoming (main) SSRC: from the cache, else from str0m's
+    /// stream (its mid and rid) once.
+    fn rx_track(&mut self, ssrc: Ssrc) -> Option<(TrackKind, u8)> {
+        if let Some(found) = self.rx.find(*ssrc) {
+            return Some(found);
         }
-        let mid = self.rtc.direct_api().stream_rx(&ssrc)?.mid();
+        let mut api = self.rtc.direct_api();
+        let stream = api.stream_rx(&ssrc)?;
+        let (mid, rid, rtx) = (stream.mid(), stream.rid(), stream.rtx());
         let kind = self.slots.iter().find(|s| s.mid == mid)?.kind;
-        self.rx_kinds[kind.index()] = (key, Some(kind));
-        Some(kind)
+        let layer = match rid {
+            Some(rid) => self.layers.iter().position(|l| *l == *rid)? as u8,
+            None => 0,
+        };
+        self.rx.insert(*ssrc, rtx.map(|r| *r), kind, layer);
+        Some((kind, layer))
     }
 
     /// Queue one forwarded packet on this subscriber's `kind` stream. `false` if it has none.
@@ -562,14 +610,29 @@ impl Peer {
         true
     }
 
-    /// Ask this publisher for a keyframe on its `kind` track (PLI).
-    pub fn request_keyframe(&mut self, kind: TrackKind) {
+    /// Ask this publisher for a keyframe on its `kind` track, simulcast layer `layer` (PLI).
+    pub fn request_keyframe(&mut self, kind: TrackKind, layer: u8) {
         let Some(mid) = self.slots.iter().find(|s| s.kind == kind).map(|s| s.mid) else {
             return;
         };
-        if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, None) {
+        let rid = match kind {
+            TrackKind::Video => self
+                .layers
+                .get(usize::from(layer))
+                .map(|r| Rid::from(r.as_str())),
+            TrackKind::Audio => None,
+        };
+        if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, rid) {
             rx.request_keyframe(KeyframeRequestKind::Pli);
         }
+    }
+
+    /// Tell this viewer's bandwidth estimator what to sustain (`minimum`, filled with padding
+    /// when media sends less) and what to probe towards (`desired`), in bits per second.
+    pub fn set_bitrate_targets(&mut self, minimum: u64, desired: u64) {
+        self.rtc
+            .bwe()
+            .set_bitrate(Bitrate::bps(minimum), Bitrate::bps(desired));
     }
 
     /// ICE restart (WHIP/WHEP PATCH with new remote credentials): switch to `local`.
@@ -716,6 +779,55 @@ fn add_end_of_candidates(answer: &str) -> String {
         out.push_str("a=end-of-candidates\r\n");
     }
     out
+}
+
+/// The SSRCs of an RTP datagram's sender, if `data` is RTP (not RTCP).
+fn rtp_ssrc(data: &[u8]) -> Option<u32> {
+    if data.len() < 12 || data[0] >> 6 != 2 || (64..96).contains(&(data[1] & 0x7f)) {
+        return None;
+    }
+    Some(u32::from_be_bytes([data[8], data[9], data[10], data[11]]))
+}
+
+/// Incoming SSRCs a publisher's peer resolved: (main SSRC, its RTX SSRC, kind, layer). A
+/// publisher sends at most audio plus [`MAX_LAYERS`] video layers; the oldest entry goes when
+/// it is full (a publisher that changes SSRC).
+#[derive(Debug, Default, Clone, Copy)]
+struct RxSsrcs {
+    entries: [Option<RxSsrc>; MAX_LAYERS + 1],
+    next: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RxSsrc {
+    ssrc: u32,
+    rtx: Option<u32>,
+    kind: TrackKind,
+    layer: u8,
+}
+
+impl RxSsrcs {
+    fn find(&self, ssrc: u32) -> Option<(TrackKind, u8)> {
+        self.entries
+            .iter()
+            .flatten()
+            .find(|e| e.ssrc == ssrc)
+            .map(|e| (e.kind, e.layer))
+    }
+
+    fn is_rtx(&self, ssrc: u32) -> bool {
+        self.entries.iter().flatten().any(|e| e.rtx == Some(ssrc))
+    }
+
+    fn insert(&mut self, ssrc: u32, rtx: Option<u32>, kind: TrackKind, layer: u8) {
+        self.entries[self.next] = Some(RxSsrc {
+            ssrc,
+            rtx,
+            kind,
+            layer,
+        });
+        self.next = (self.next + 1) % self.entries.len();
+    }
 }
 
 /// Sequence numbers of the RTP packets a publisher delivered (after SRTP authentication), per

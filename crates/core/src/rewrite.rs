@@ -46,6 +46,11 @@ impl Rewriter {
         }
     }
 
+    /// Has this rewriter forwarded anything yet?
+    pub fn has_started(&self) -> bool {
+        self.mapping.is_some()
+    }
+
     /// Has this rewriter forwarded anything from `source` yet?
     pub fn follows(&self, source: Source) -> bool {
         self.mapping.is_some_and(|m| m.source == source)

@@ -25,6 +25,10 @@ ringcast_counters::counters! {
         relayed: Counter("Messages relayed to other shards"),
         /// Keyframe requests sent to publishers.
         keyframe_requests: Counter("Keyframe requests sent to publishers"),
+        /// Viewers moved from one simulcast layer to another (on a keyframe of the new one).
+        layer_switches: Counter("Viewers moved to another simulcast layer"),
+        /// Keyframes of a layer whose resolution differs from the layer's previous one.
+        layer_resolution_changes: Counter("Simulcast layers whose resolution changed mid-stream"),
         /// Dropped: not STUN and from no known address.
         drop_unknown_source: Counter("Datagrams dropped: unknown source address")
             in drops.unknown_source,
@@ -41,6 +45,10 @@ ringcast_counters::counters! {
         /// Dropped: an RTP packet the peer already delivered (a replay), before decryption.
         drop_replayed: Counter("Datagrams dropped: replayed RTP, before decryption")
             in drops.replayed,
+        /// Dropped: RTP on an SSRC that maps to no announced stream (a simulcast rid the offer
+        /// did not announce).
+        drop_unknown_layer: Counter("RTP dropped: on no announced stream or simulcast layer")
+            in drops.unknown_layer,
         /// Dropped: relayed or forwarded media for which nothing here waits.
         drop_no_route: Counter("Media dropped: nothing waits for it") in drops.no_route,
     }

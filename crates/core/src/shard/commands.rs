@@ -173,29 +173,37 @@ impl Shard {
                     {
                         let seed =
                             session.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (kind.index() * 16);
-                        tracks[kind.index()] = Some(SubTrack {
-                            codec: t.name,
-                            rewriter: Rewriter::new(
-                                t.params.spec().clock_rate.get(),
-                                (seed as u16) & 0x7fff,
-                                (seed >> 32) as u32,
-                            ),
-                            waiting_keyframe: kind == TrackKind::Video,
-                            pinned: None,
-                        });
+                        let rewriter = Rewriter::new(
+                            t.params.spec().clock_rate.get(),
+                            (seed as u16) & 0x7fff,
+                            (seed >> 32) as u32,
+                        );
+                        tracks[kind.index()] = Some(SubTrack::new(kind, rewriter));
                     }
                 }
+                let video = tracks[TrackKind::Video.index()].is_some();
                 let key = self.insert(now, session, *peer, Role::Subscriber { stream, tracks })?;
                 let entry = self.streams.entry(stream).or_default();
                 entry.subscribers.push(key);
+                if video {
+                    entry.video[0].on.push(key);
+                }
                 if entry.origin.is_none() {
                     entry.origin = publisher_shard;
                 }
-                if entry.publisher.is_none() && entry.layers.count() == 0 {
-                    entry.layers.reset(&published.layers);
+                if entry.publisher.is_none() {
+                    if entry.layers.count() == 0 {
+                        entry.layers.reset(&published.layers);
+                    }
+                    for kind in TrackKind::ALL {
+                        entry.codecs[kind.index()] = entry.codecs[kind.index()]
+                            .or(published.tracks[kind.index()].as_ref().map(|t| t.name));
+                    }
                 }
-                // Its keyframe is requested once it is connected (see PeerEvent::Connected):
-                // one sent now would be spent before it can see it.
+                // Its first layer, from what is known now; its keyframe is requested once it is
+                // connected (see PeerEvent::Connected): one sent now would be spent before it
+                // can see it.
+                self.choose_layer(now, key);
                 self.enqueue(key);
                 Ok(Reply::Done)
             }
@@ -245,7 +253,7 @@ impl Shard {
                 }
                 Ok(Reply::Done)
             }
-            Command::SetLayer { session, rid } => self.set_layer(session, rid.as_deref()),
+            Command::SetLayer { session, rid } => self.set_layer(now, session, rid.as_deref()),
             Command::StreamLayers { stream } => Ok(Reply::Layers(
                 self.streams
                     .get(&stream)
@@ -260,7 +268,12 @@ impl Shard {
     }
 
     /// Pin a viewer to the layer named `rid`, or unpin it (`None`).
-    fn set_layer(&mut self, session: SessionId, rid: Option<&str>) -> Result<Reply, CommandError> {
+    fn set_layer(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        rid: Option<&str>,
+    ) -> Result<Reply, CommandError> {
         let key = *self
             .sessions
             .get(&session)
@@ -283,6 +296,7 @@ impl Shard {
             ),
             None => None,
         };
+        self.choose_layer(now, key);
         Ok(Reply::Done)
     }
 
@@ -348,6 +362,11 @@ impl Shard {
         let Some(entry) = self.streams.get_mut(&stream) else {
             return;
         };
+        if let Role::Subscriber { tracks, .. } = &p.role
+            && let Some(track) = &tracks[TrackKind::Video.index()]
+        {
+            entry.unlist_video(key, track);
+        }
         if publisher {
             if entry.publisher == Some(key) {
                 entry.publisher = None;

@@ -37,6 +37,7 @@ impl Shard {
             Received::Malformed => self.stats.drop_malformed += 1,
             Received::Rejected => self.stats.drop_rejected += 1,
             Received::Replayed => self.stats.drop_replayed += 1,
+            Received::Unmapped => self.stats.drop_unknown_layer += 1,
         }
         self.enqueue(key);
     }

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::layers::{LayerInfo, MAX_LAYERS};
+use crate::layers::{Candidate, LayerInfo, MAX_LAYERS};
 
 /// How long a bitrate measurement window lasts.
 const WINDOW: Duration = Duration::from_secs(1);
@@ -21,6 +21,21 @@ struct Layer {
     bitrate_bps: u64,
     resolution: Option<(u32, u32)>,
     last_packet: Option<Instant>,
+    /// A keyframe arrived since the publisher started: a viewer moved here gets a picture.
+    keyframes: bool,
+}
+
+/// A stream's layers as a viewer's choice sees them, best first, without allocating.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Candidates {
+    items: [Candidate; MAX_LAYERS],
+    len: usize,
+}
+
+impl Candidates {
+    pub(super) fn as_slice(&self) -> &[Candidate] {
+        &self.items[..self.len]
+    }
 }
 
 /// The layers of one stream's video.
@@ -75,25 +90,61 @@ impl StreamLayers {
         }
     }
 
-    /// Layer `index`'s latest keyframe is `width` × `height`.
-    #[allow(dead_code, reason = "layer routing uses it next")]
-    pub(super) fn resolution(&mut self, index: u8, width: u32, height: u32) {
-        if let Some(layer) = self.layers.get_mut(usize::from(index))
-            && layer.resolution != Some((width, height))
-        {
-            layer.resolution = Some((width, height));
-            self.rank();
+    /// A keyframe started on layer `index`.
+    pub(super) fn keyframe(&mut self, index: u8, now: Instant) {
+        if let Some(layer) = self.layers.get_mut(usize::from(index)) {
+            layer.keyframes = true;
+            layer.last_packet = Some(now);
         }
     }
 
+    /// Layer `index`'s latest keyframe is `width` × `height`. True when it had another
+    /// resolution before (a publisher that changed it mid-stream).
+    #[allow(dead_code, reason = "wired with the keyframe resolution parser")]
+    pub(super) fn resolution(&mut self, index: u8, width: u32, height: u32) -> bool {
+        let Some(layer) = self.layers.get_mut(usize::from(index)) else {
+            return false;
+        };
+        if layer.resolution == Some((width, height)) {
+            return false;
+        }
+        let changed = layer.resolution.is_some();
+        layer.resolution = Some((width, height));
+        self.rank();
+        changed
+    }
+
+    /// The layers best first, as a viewer's choice sees them: usable when active and a
+    /// keyframe came.
+    pub(super) fn candidates(&self, now: Instant) -> Candidates {
+        let mut out = Candidates {
+            items: [Candidate {
+                index: 0,
+                bitrate_bps: 0,
+                usable: false,
+            }; MAX_LAYERS],
+            len: 0,
+        };
+        for &i in &self.order {
+            let l = &self.layers[usize::from(i)];
+            out.items[out.len] = Candidate {
+                index: i,
+                bitrate_bps: l.bitrate_bps,
+                usable: l.keyframes && self.is_active(i, now),
+            };
+            out.len += 1;
+        }
+        out
+    }
+
     /// Layer indexes, best first.
-    #[allow(dead_code, reason = "layer routing uses it next")]
+    #[cfg(test)]
     pub(super) fn order(&self) -> &[u8] {
         &self.order
     }
 
     /// Layer `index`'s measured bitrate (0 before the first window ends).
-    #[allow(dead_code, reason = "layer routing uses it next")]
+    #[cfg(test)]
     pub(super) fn bitrate(&self, index: u8) -> u64 {
         self.layers
             .get(usize::from(index))

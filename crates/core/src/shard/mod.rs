@@ -200,6 +200,10 @@ struct Participant {
     role: Role,
 }
 
+#[allow(
+    clippy::large_enum_variant,
+    reason = "participants live in one slab; boxing a viewer's tracks would cost a pointer chase per forwarded packet"
+)]
 enum Role {
     Publisher {
         stream: StreamId,
@@ -346,26 +350,27 @@ impl Shard {
                     }
                 }
                 PeerEvent::KeyframeRequest(kind) => {
-                    if let Role::Subscriber { stream, .. } = p.role {
-                        self.request_keyframe(now, stream, kind);
+                    if kind == TrackKind::Video {
+                        self.viewer_wants_keyframe(now, key);
+                    }
+                }
+                PeerEvent::Estimate(bps) => {
+                    if let Some(track) = routing::video_track(p) {
+                        track.choice.estimate(bps);
+                        self.choose_layer(now, key);
                     }
                 }
                 PeerEvent::Connected => {
                     p.connect_by = None;
                     let session = p.session;
-                    // A viewer gets media from now on; it starts on a keyframe asked for now.
-                    let viewer_of = match &p.role {
-                        Role::Subscriber { stream, tracks }
-                            if tracks[TrackKind::Video.index()].is_some() =>
-                        {
-                            Some(*stream)
-                        }
-                        _ => None,
-                    };
+                    let viewer = routing::video_track(p).is_some();
                     self.out
                         .push_back(Output::Event(ShardEvent::SessionConnected { session }));
-                    if let Some(stream) = viewer_of {
-                        self.request_keyframe(now, stream, TrackKind::Video);
+                    // A viewer gets media from now on: its layer is chosen with what is known
+                    // now, and it starts on a keyframe of it, asked for now.
+                    if viewer {
+                        self.choose_layer(now, key);
+                        self.viewer_wants_keyframe(now, key);
                     }
                 }
                 PeerEvent::Disconnected => {

@@ -3,16 +3,21 @@
 //!
 //! A publisher's RTP packet is relayed once to each other shard with viewers, then rewritten
 //! (SSRC by str0m's stream, payload type, sequence number, timestamp) into each local
-//! subscriber's stream. A subscriber starts, and after a publisher change restarts, on a
-//! keyframe; keyframe requests to one publisher track are merged into at most one per
-//! interval, and one asked for inside the interval goes when it ends.
+//! subscriber's stream. Audio goes to every subscriber; video goes by simulcast layer: each
+//! viewer is on one layer at a time (a stream without simulcast has one), listed under it, so a
+//! packet touches only the viewers of its own layer. A viewer moving to another layer is also
+//! listed as switching to it and moves on that layer's next keyframe; its rewriter keeps its
+//! sequence numbers and timestamps continuous. A subscriber starts, and after a publisher
+//! change restarts, on a keyframe; keyframe requests to one publisher layer are merged into at
+//! most one per interval, and one asked for inside the interval goes when it ends.
 
 use std::time::{Duration, Instant};
 
 use super::layers::StreamLayers;
-use super::{Output, Role, Shard};
+use super::{Output, Participant, Role, Shard};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::keyframe::starts_keyframe;
+use crate::layers::{LayerChoice, MAX_LAYERS};
 use crate::peer::RtpIn;
 use crate::rewrite::{Rewriter, Source};
 use crate::sdp::CodecName;
@@ -31,23 +36,53 @@ pub enum Relay {
         /// The packet.
         packet: RtpIn,
     },
-    /// Viewers on the sending shard want a keyframe.
+    /// Viewers on the sending shard want a keyframe of one video layer.
     KeyframeRequest {
         /// The stream.
         stream: StreamId,
-        /// Which track.
-        kind: TrackKind,
+        /// Which simulcast layer (0 without simulcast).
+        layer: u8,
     },
 }
 
 /// A subscriber's track: what it is sent, renumbered into its own stream.
 pub(super) struct SubTrack {
-    pub(super) codec: CodecName,
     pub(super) rewriter: Rewriter,
     pub(super) waiting_keyframe: bool,
-    /// The video layer the viewer pinned ([`crate::Command::SetLayer`]); `None`: chosen by its
+    /// Video: the layer it is sent now.
+    pub(super) layer: u8,
+    /// Video: the layer it moves to on that layer's next keyframe.
+    pub(super) target: Option<u8>,
+    /// Video: the layer the viewer pinned ([`crate::Command::SetLayer`]); `None`: chosen by its
     /// bandwidth estimate.
     pub(super) pinned: Option<u8>,
+    /// Video: the choice by bandwidth estimate.
+    pub(super) choice: LayerChoice,
+    /// Video: the (minimum, desired) bitrates last given to its estimator.
+    pub(super) bitrate_targets: (u64, u64),
+}
+
+impl SubTrack {
+    pub(super) fn new(kind: TrackKind, rewriter: Rewriter) -> Self {
+        SubTrack {
+            rewriter,
+            waiting_keyframe: kind == TrackKind::Video,
+            layer: 0,
+            target: None,
+            pinned: None,
+            choice: LayerChoice::default(),
+            bitrate_targets: (0, 0),
+        }
+    }
+}
+
+/// The viewers of one video layer on this shard.
+#[derive(Default)]
+pub(super) struct LayerViewers {
+    /// Viewers sent this layer now.
+    pub(super) on: Vec<usize>,
+    /// Viewers moving to this layer on its next keyframe (listed in `on` of another meanwhile).
+    pub(super) switching: Vec<usize>,
 }
 
 /// A stream's routing state on this shard.
@@ -57,9 +92,13 @@ pub(super) struct StreamEntry {
     /// The current publisher's session id; relayed packets carry it.
     pub(super) epoch: u64,
     pub(super) origin: Option<ShardId>,
+    /// Every local subscriber (audio goes to all of them).
     pub(super) subscribers: Vec<usize>,
+    /// Local video subscribers by layer.
+    pub(super) video: [LayerViewers; MAX_LAYERS],
     pub(super) relay_to: u64,
-    pub(super) keyframes: [KeyframeThrottle; 2],
+    /// Keyframe requests per video layer.
+    pub(super) keyframes: [KeyframeThrottle; MAX_LAYERS],
     /// The publisher's codec per kind (to see its keyframes go by).
     pub(super) codecs: [Option<CodecName>; 2],
     /// The video's layers and what they carry.
@@ -69,6 +108,20 @@ pub(super) struct StreamEntry {
 impl StreamEntry {
     pub(super) fn is_unused(&self) -> bool {
         self.publisher.is_none() && self.subscribers.is_empty() && self.relay_to == 0
+    }
+
+    /// Take a video subscriber off its layer lists.
+    pub(super) fn unlist_video(&mut self, key: usize, track: &SubTrack) {
+        unlist(&mut self.video[usize::from(track.layer)].on, key);
+        if let Some(t) = track.target {
+            unlist(&mut self.video[usize::from(t)].switching, key);
+        }
+    }
+}
+
+fn unlist(list: &mut Vec<usize>, key: usize) {
+    if let Some(i) = list.iter().position(|&k| k == key) {
+        list.swap_remove(i);
     }
 }
 
@@ -100,6 +153,14 @@ impl KeyframeThrottle {
     }
 }
 
+/// The video track of a subscriber participant.
+pub(super) fn video_track(p: &mut Participant) -> Option<&mut SubTrack> {
+    match &mut p.role {
+        Role::Subscriber { tracks, .. } => tracks[TrackKind::Video.index()].as_mut(),
+        Role::Publisher { .. } => None,
+    }
+}
+
 impl Shard {
     /// A packet from a local publisher: relay it once to each other shard with viewers, then fan
     /// it out here.
@@ -124,26 +185,29 @@ impl Shard {
             });
         }
         if packet.kind == TrackKind::Video {
-            entry.layers.packet(packet.layer, packet.payload.len(), now);
-        }
-        // A keyframe going by answers every request merged so far: none is left pending.
-        let k = packet.kind.index();
-        if entry.codecs[k].is_some_and(|c| starts_keyframe(c, &packet.payload)) {
-            entry.keyframes[k].pending = false;
-        }
-        // A merged keyframe request that waited out the interval goes now.
-        if entry.keyframes[k].due(now, self.config.keyframe_interval)
-            && let Some(pk) = entry.publisher
-        {
-            self.stats.keyframe_requests += 1;
-            self.participants[pk].peer.request_keyframe(packet.kind);
-            self.enqueue(pk);
+            let layer = usize::from(packet.layer);
+            // A keyframe going by answers every request merged so far: none is left pending.
+            if entry.codecs[TrackKind::Video.index()]
+                .is_some_and(|c| starts_keyframe(c, &packet.payload))
+            {
+                entry.keyframes[layer].pending = false;
+            }
+            // A merged keyframe request that waited out the interval goes now.
+            if entry.keyframes[layer].due(now, self.config.keyframe_interval)
+                && let Some(pk) = entry.publisher
+            {
+                self.stats.keyframe_requests += 1;
+                self.participants[pk]
+                    .peer
+                    .request_keyframe(TrackKind::Video, packet.layer);
+                self.enqueue(pk);
+            }
         }
         self.fan_out(now, stream, epoch, &packet);
     }
 
-    /// Forward one packet to every local subscriber of the stream: written to each one's peer,
-    /// which is marked to be polled (never polled here, so the list cannot change under us).
+    /// Forward one packet to the local subscribers it is for: written to each one's peer, which
+    /// is marked to be polled (never polled here, so the lists cannot change under us).
     fn fan_out(&mut self, now: Instant, stream: StreamId, epoch: u64, packet: &RtpIn) {
         let Shard {
             streams,
@@ -152,17 +216,50 @@ impl Shard {
             stats,
             ..
         } = self;
-        let Some(entry) = streams.get(&stream) else {
+        let Some(entry) = streams.get_mut(&stream) else {
             stats.drop_no_route += 1;
             return;
         };
         let kind = packet.kind;
+        let layer = usize::from(packet.layer);
+        if layer >= MAX_LAYERS {
+            stats.drop_no_route += 1;
+            return;
+        }
+        let keyframe = kind == TrackKind::Video
+            && entry.codecs[kind.index()].is_some_and(|c| starts_keyframe(c, &packet.payload));
+        if kind == TrackKind::Video {
+            entry.layers.packet(packet.layer, packet.payload.len(), now);
+            if keyframe {
+                entry.layers.keyframe(packet.layer, now);
+                // Viewers waiting for this layer's keyframe move onto it now.
+                if !entry.video[layer].switching.is_empty() {
+                    let switching = std::mem::take(&mut entry.video[layer].switching);
+                    for &key in &switching {
+                        let Some(track) = participants.get_mut(key).and_then(video_track) else {
+                            continue;
+                        };
+                        unlist(&mut entry.video[usize::from(track.layer)].on, key);
+                        entry.video[layer].on.push(key);
+                        track.layer = packet.layer;
+                        track.target = None;
+                        stats.layer_switches += 1;
+                    }
+                    entry.video[layer].switching = switching;
+                    entry.video[layer].switching.clear();
+                }
+            }
+        }
         let source = Source {
             epoch,
             ssrc: packet.ssrc,
         };
+        let list = match kind {
+            TrackKind::Audio => &entry.subscribers,
+            TrackKind::Video => &entry.video[layer].on,
+        };
         let mut want_keyframe = false;
-        for &key in &entry.subscribers {
+        for &key in list {
             let Some(p) = participants.get_mut(key) else {
                 continue;
             };
@@ -181,7 +278,7 @@ impl Shard {
                 track.waiting_keyframe = true;
             }
             if track.waiting_keyframe {
-                if !starts_keyframe(track.codec, &packet.payload) {
+                if !keyframe {
                     want_keyframe = true;
                     continue;
                 }
@@ -204,30 +301,112 @@ impl Shard {
             }
         }
         if want_keyframe {
-            self.request_keyframe(now, stream, kind);
+            self.request_keyframe(now, stream, packet.layer);
         }
     }
 
-    /// A keyframe is wanted on `stream`'s `kind` track: ask the publisher (throttled), locally
-    /// or through its shard.
-    pub(super) fn request_keyframe(&mut self, now: Instant, stream: StreamId, kind: TrackKind) {
+    /// A keyframe of `stream`'s video layer `layer` is wanted: ask the publisher (throttled),
+    /// locally or through its shard.
+    pub(super) fn request_keyframe(&mut self, now: Instant, stream: StreamId, layer: u8) {
         let interval = self.config.keyframe_interval;
         let Some(entry) = self.streams.get_mut(&stream) else {
             return;
         };
-        if !entry.keyframes[kind.index()].ask(now, interval) {
+        let Some(throttle) = entry.keyframes.get_mut(usize::from(layer)) else {
+            return;
+        };
+        if !throttle.ask(now, interval) {
             return;
         }
         if let Some(pk) = entry.publisher {
             self.stats.keyframe_requests += 1;
-            self.participants[pk].peer.request_keyframe(kind);
+            self.participants[pk]
+                .peer
+                .request_keyframe(TrackKind::Video, layer);
             self.enqueue(pk);
         } else if let Some(origin) = entry.origin.filter(|o| *o != self.config.id) {
             self.stats.relayed += 1;
             self.out.push_back(Output::Relay {
                 to: origin,
-                message: Relay::KeyframeRequest { stream, kind },
+                message: Relay::KeyframeRequest { stream, layer },
             });
+        }
+    }
+
+    /// The viewer `key` asked for a keyframe (PLI/FIR) on its video: ask for one of the layer
+    /// it is sent.
+    pub(super) fn viewer_wants_keyframe(&mut self, now: Instant, key: usize) {
+        let Some(p) = self.participants.get_mut(key) else {
+            return;
+        };
+        let Role::Subscriber { stream, .. } = p.role else {
+            return;
+        };
+        if let Some(track) = video_track(p) {
+            let layer = track.layer;
+            self.request_keyframe(now, stream, layer);
+        }
+    }
+
+    /// Decide which layer viewer `key` should be on (its pin, else its bandwidth estimate) and
+    /// start moving it there; tell its estimator what to probe for.
+    pub(super) fn choose_layer(&mut self, now: Instant, key: usize) {
+        let Some(p) = self.participants.get_mut(key) else {
+            return;
+        };
+        let Role::Subscriber { stream, .. } = p.role else {
+            return;
+        };
+        let Some(entry) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some(track) = video_track(p) else {
+            return;
+        };
+        let candidates = entry.layers.candidates(now);
+        let candidates = candidates.as_slice();
+        let count = entry.layers.count() as u8;
+        let started = track.rewriter.has_started();
+        let wanted = match track.pinned.filter(|&l| l < count) {
+            Some(pinned) => Some(pinned),
+            None => {
+                let current = started.then_some(track.target.unwrap_or(track.layer));
+                track.choice.choose(candidates, current, now)
+            }
+        };
+        let targets = LayerChoice::targets(candidates, wanted);
+        let retarget = targets != track.bitrate_targets;
+        track.bitrate_targets = targets;
+        let mut ask_keyframe = None;
+        if let Some(wanted) = wanted.filter(|&w| w < count) {
+            if wanted == track.layer {
+                // Staying (or back before the switch happened).
+                if let Some(t) = track.target.take() {
+                    unlist(&mut entry.video[usize::from(t)].switching, key);
+                }
+            } else if !started {
+                // Nothing sent yet: it waits for a keyframe anyway, of the new layer now.
+                entry.unlist_video(key, track);
+                track.layer = wanted;
+                track.target = None;
+                entry.video[usize::from(wanted)].on.push(key);
+                ask_keyframe = Some(wanted);
+            } else if track.target != Some(wanted) {
+                if let Some(t) = track.target {
+                    unlist(&mut entry.video[usize::from(t)].switching, key);
+                }
+                track.target = Some(wanted);
+                entry.video[usize::from(wanted)].switching.push(key);
+                ask_keyframe = Some(wanted);
+            }
+        }
+        if retarget {
+            p.peer.set_bitrate_targets(targets.0, targets.1);
+            self.enqueue(key);
+        }
+        let connected = self.participants[key].peer.is_connected();
+        if let Some(layer) = ask_keyframe.filter(|_| connected) {
+            self.request_keyframe(now, stream, layer);
         }
     }
 
@@ -250,13 +429,13 @@ impl Shard {
                 }
                 self.fan_out(now, stream, epoch, &packet);
             }
-            Relay::KeyframeRequest { stream, kind } => {
+            Relay::KeyframeRequest { stream, layer } => {
                 if self
                     .streams
                     .get(&stream)
                     .is_some_and(|e| e.publisher.is_some())
                 {
-                    self.request_keyframe(now, stream, kind);
+                    self.request_keyframe(now, stream, layer);
                 }
             }
         }
