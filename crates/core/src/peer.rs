@@ -904,6 +904,34 @@ mod tests {
     }
 
     #[test]
+    fn obs_simulcast_offer_is_answered_with_its_rids_in_the_same_count() {
+        // OBS 32.1 fails the session unless the answer lists exactly the rids it sent.
+        let offer = include_str!("../../../tests/fixtures/sdp/obs32-simulcast-whip.sdp");
+        let setup = PeerSetup {
+            cert: generate_certificate().expect("a certificate"),
+            candidates: vec!["192.0.2.1:5000".parse().unwrap()],
+            ice: IceCreds {
+                ufrag: "h0s1".into(),
+                pass: "testpasswordtestpassword".into(),
+            },
+        };
+        let (_peer, answer, published) =
+            Peer::publisher(&setup, offer, Instant::now()).expect("answered");
+        assert_eq!(published.layers, ["0", "1", "2"]);
+        let lines: Vec<&str> = answer.lines().collect();
+        let rids: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=rid:"))
+            .collect();
+        assert_eq!(rids, ["0 recv", "1 recv", "2 recv"], "{answer}");
+        let simulcast: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("a=simulcast:"))
+            .collect();
+        assert_eq!(simulcast, ["recv 0;1;2"], "{answer}");
+    }
+
+    #[test]
     fn replay_window() {
         let mut w = ReplayWindows::default();
         assert!(!w.seen(&rtp(7, 10)));
