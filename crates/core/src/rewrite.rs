@@ -31,6 +31,8 @@ struct Mapping {
     first_in: u64,
     seq_offset: u64,
     ts_offset: u32,
+    /// Input timestamp of the latest frame mapped.
+    last_in_ts: u32,
 }
 
 impl Rewriter {
@@ -44,6 +46,11 @@ impl Rewriter {
             last_ts: initial_ts,
             last_at: None,
         }
+    }
+
+    /// The codec's clock rate, Hz.
+    pub fn clock_rate(&self) -> u32 {
+        self.clock_rate
     }
 
     /// Has this rewriter forwarded anything yet?
@@ -86,6 +93,7 @@ impl Rewriter {
                     first_in: seq,
                     seq_offset: next_seq.wrapping_sub(seq),
                     ts_offset: next_ts.wrapping_sub(ts),
+                    last_in_ts: ts,
                 };
                 self.mapping = Some(m);
                 m
@@ -100,8 +108,40 @@ impl Rewriter {
             self.last_seq = out_seq;
             self.last_ts = out_ts;
             self.last_at = Some(now);
+            if let Some(m) = self.mapping.as_mut() {
+                m.last_in_ts = ts;
+            }
         }
         Some((out_seq, out_ts))
+    }
+
+    /// Map one packet replayed faster than it was recorded (a cached keyframe and what
+    /// followed it, sent to catch a viewer up): sequence numbers as [`Rewriter::rewrite`] maps
+    /// them, but each new frame's timestamp is re-timed to the wall time since the previous
+    /// output packet, so the viewer's jitter buffer sees timestamps advance with arrivals and
+    /// plays the frames as fast as they come. Live packets after the replay continue from the
+    /// last re-timed frame with their own spacing.
+    pub fn rewrite_retimed(
+        &mut self,
+        source: Source,
+        seq: u64,
+        ts: u32,
+        now: Instant,
+    ) -> Option<(u64, u32)> {
+        if let Some(m) = self.mapping.as_mut()
+            && m.source == source
+            && ts != m.last_in_ts
+            && seq >= m.first_in
+        {
+            let ms = self
+                .last_at
+                .map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64);
+            let advance =
+                ((ms * u64::from(self.clock_rate)) / 1000).clamp(1, u64::from(u32::MAX / 2));
+            let out_ts = self.last_ts.wrapping_add(advance as u32);
+            m.ts_offset = out_ts.wrapping_sub(ts);
+        }
+        self.rewrite(source, seq, ts, now)
     }
 }
 
@@ -141,6 +181,23 @@ mod tests {
         // 11 arrives late (repaired upstream) and fills its gap.
         assert_eq!(r.rewrite(a, 11, 960, t0), Some((2, 960)));
         assert_eq!(r.rewrite(a, 13, 2880, t0), Some((4, 2880)));
+    }
+
+    #[test]
+    fn retimed_replay_then_live() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut r = Rewriter::new(90_000, 0, 1000);
+        let a = Source { epoch: 1, ssrc: 1 };
+        // A cached keyframe (two packets, ts 0) and two delta frames 33 ms apart, replayed
+        // 10 ms apart: timestamps advance by 10 ms (900 ticks) per frame.
+        assert_eq!(r.rewrite_retimed(a, 100, 0, ms(0)), Some((1, 1000)));
+        assert_eq!(r.rewrite_retimed(a, 101, 0, ms(0)), Some((2, 1000)));
+        assert_eq!(r.rewrite_retimed(a, 102, 3000, ms(10)), Some((3, 1900)));
+        assert_eq!(r.rewrite_retimed(a, 103, 6000, ms(20)), Some((4, 2800)));
+        // Live again: the next frame keeps its own 33 ms spacing from the last one.
+        assert_eq!(r.rewrite(a, 104, 9000, ms(30)), Some((5, 5800)));
+        assert_eq!(r.rewrite(a, 105, 12000, ms(63)), Some((6, 8800)));
     }
 
     #[test]

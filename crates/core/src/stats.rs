@@ -27,6 +27,8 @@ ringcast_counters::counters! {
         keyframe_requests: Counter("Keyframe requests sent to publishers"),
         /// Viewers moved from one simulcast layer to another (on a keyframe of the new one).
         layer_switches: Counter("Viewers moved to another simulcast layer"),
+        /// Viewers started, or moved to another layer, from the keyframe cache.
+        gop_replays: Counter("Viewers started or switched from the keyframe cache"),
         /// Keyframes of a layer whose resolution differs from the layer's previous one.
         layer_resolution_changes: Counter("Simulcast layers whose resolution changed mid-stream"),
         /// Dropped: not STUN and from no known address.

@@ -109,6 +109,8 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
     let shard = ShardConfig {
         max_participants: config.media.max_participants_per_shard,
         keyframe_interval: Duration::from_millis(config.media.keyframe_interval_ms),
+        gop_cache_bytes: config.media.gop_cache_bytes,
+        gop_cache_max_age: Duration::from_millis(config.media.gop_cache_max_age_ms),
         connect_timeout: Duration::from_millis(config.media.connect_timeout_ms),
         announced: Vec::new(),
         ..ShardConfig::default()

@@ -1,11 +1,12 @@
-//! Viewers joining a running stream whose publisher sends a keyframe only every 10 s: only a
-//! keyframe request (PLI) can start them, and requests from viewers joining together are merged.
+//! Viewers joining a running stream whose publisher sends a keyframe only every 10 s, with the
+//! keyframe cache off: only a keyframe request (PLI) can start them, and requests from viewers
+//! joining together are merged. (`gop_cache.rs` has the same joins with the cache.)
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use ringcast_core::TrackKind;
+use ringcast_core::{ShardConfig, TrackKind};
 use ringcast_sim::{
     ClientId, LinkConfig, PublisherConfig, Sim, SimConfig, Tag, VideoCodec, check, media,
 };
@@ -14,6 +15,10 @@ fn setup(codec: VideoCodec) -> (Sim, ClientId, &'static str) {
     common::init_log();
     let mut sim = Sim::new(SimConfig {
         seed: 11,
+        shard: ShardConfig {
+            gop_cache_bytes: 0,
+            ..ShardConfig::default()
+        },
         ..SimConfig::default()
     });
     let stream = "s5";

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use ringcast_core::control::Limits;
-use ringcast_core::{ShardId, TrackKind};
+use ringcast_core::{ShardConfig, ShardId, TrackKind};
 use ringcast_sim::{PublisherConfig, Sim, SimConfig, check, media};
 
 #[test]
@@ -21,6 +21,12 @@ fn viewers_on_both_shards_get_everything() {
         limits: Limits {
             affinity: 5,
             max: 100,
+        },
+        // The late viewer must start on a keyframe requested through shard 0, not from the
+        // cache (gop_cache.rs starts viewers on several shards from it).
+        shard: ShardConfig {
+            gop_cache_bytes: 0,
+            ..ShardConfig::default()
         },
         ..SimConfig::default()
     });
@@ -111,6 +117,11 @@ fn all_viewers_on_other_shards() {
         limits: Limits {
             affinity: 1,
             max: 1,
+        },
+        // Started on keyframes the publisher sends, not from the cache (see gop_cache.rs).
+        shard: ShardConfig {
+            gop_cache_bytes: 0,
+            ..ShardConfig::default()
         },
         ..SimConfig::default()
     });

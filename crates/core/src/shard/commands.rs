@@ -156,6 +156,8 @@ impl Shard {
                     .each_ref()
                     .map(|t| t.as_ref().map(|t| t.name));
                 entry.layers.reset(&published.layers);
+                entry.gops = Default::default();
+                entry.gop_epoch = session.0;
                 self.enqueue(key);
                 Ok(Reply::Done)
             }
@@ -194,6 +196,8 @@ impl Shard {
                 if entry.publisher.is_none() {
                     if entry.layers.count() == 0 {
                         entry.layers.reset(&published.layers);
+                        entry.gops = Default::default();
+                        entry.gop_epoch = session.0;
                     }
                     for kind in TrackKind::ALL {
                         entry.codecs[kind.index()] = entry.codecs[kind.index()]
@@ -243,7 +247,13 @@ impl Shard {
                     if let Some(entry) = self.streams.get_mut(&stream)
                         && entry.publisher.is_some()
                     {
+                        let new = entry.relay_to & bit == 0;
                         entry.relay_to |= bit;
+                        // A shard that starts getting the stream gets the cached keyframes
+                        // first, so its first viewer starts from its own cache too.
+                        if new && shard != self.config.id {
+                            self.relay_cached(now, stream, shard);
+                        }
                     }
                 } else if let Some(entry) = self.streams.get_mut(&stream) {
                     entry.relay_to &= !bit;
@@ -343,6 +353,7 @@ impl Shard {
             scheduled: None,
             queued: false,
             connect_by: Some(now + self.config.connect_timeout),
+            replay_at: None,
             role,
         });
         self.sessions.insert(session, key);

@@ -44,6 +44,7 @@ use crate::peer::{Peer, PeerEvent};
 mod commands;
 mod demux;
 mod layers;
+mod replay;
 mod routing;
 mod timers;
 
@@ -63,6 +64,10 @@ pub struct ShardConfig {
     pub max_participants: usize,
     /// Keyframe requests to one publisher track are merged into at most one per interval.
     pub keyframe_interval: Duration,
+    /// Bytes of the keyframe cache per publisher video layer; 0 turns it off.
+    pub gop_cache_bytes: usize,
+    /// A cached keyframe older than this is dropped.
+    pub gop_cache_max_age: Duration,
     /// Addresses announced instead of the local ones (NAT 1:1). When set, received datagrams
     /// are presented to str0m as addressed to the announced address of their family, and
     /// transmits leave from whatever local address the kernel picks.
@@ -79,6 +84,8 @@ impl Default for ShardConfig {
             id: ShardId(0),
             max_participants: 2000,
             keyframe_interval: Duration::from_secs(1),
+            gop_cache_bytes: 4 << 20,
+            gop_cache_max_age: Duration::from_secs(10),
             announced: Vec::new(),
             max_addrs_per_participant: 8,
             connect_timeout: Duration::from_secs(30),
@@ -197,6 +204,8 @@ struct Participant {
     queued: bool,
     /// Until connected: when it is given up (a client that got its answer and never came).
     connect_by: Option<Instant>,
+    /// When its replay from the keyframe cache sends its next frame.
+    replay_at: Option<Instant>,
     role: Role,
 }
 
@@ -367,10 +376,13 @@ impl Shard {
                     self.out
                         .push_back(Output::Event(ShardEvent::SessionConnected { session }));
                     // A viewer gets media from now on: its layer is chosen with what is known
-                    // now, and it starts on a keyframe of it, asked for now.
+                    // now, and it starts from the layer's cached keyframe, or on a keyframe
+                    // asked for now.
                     if viewer {
                         self.choose_layer(now, key);
-                        self.viewer_wants_keyframe(now, key);
+                        if !self.start_cached(key, now) {
+                            self.viewer_wants_keyframe(now, key);
+                        }
                     }
                 }
                 PeerEvent::Disconnected => {

@@ -14,7 +14,9 @@
 use std::time::{Duration, Instant};
 
 use super::layers::StreamLayers;
+use super::replay::Replay;
 use super::{Output, Participant, Role, Shard};
+use crate::gop::{GopCache, GopLimits};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::keyframe::starts_keyframe;
 use crate::layers::{LayerChoice, MAX_LAYERS};
@@ -60,6 +62,8 @@ pub(super) struct SubTrack {
     pub(super) choice: LayerChoice,
     /// Video: the (minimum, desired) bitrates last given to its estimator.
     pub(super) bitrate_targets: (u64, u64),
+    /// Video: being caught up from the keyframe cache.
+    pub(super) replay: Option<Box<Replay>>,
 }
 
 impl SubTrack {
@@ -72,6 +76,7 @@ impl SubTrack {
             pinned: None,
             choice: LayerChoice::default(),
             bitrate_targets: (0, 0),
+            replay: None,
         }
     }
 }
@@ -103,6 +108,10 @@ pub(super) struct StreamEntry {
     pub(super) codecs: [Option<CodecName>; 2],
     /// The video's layers and what they carry.
     pub(super) layers: StreamLayers,
+    /// Per video layer, its latest keyframe and what followed (when the cache is on).
+    pub(super) gops: [Option<GopCache>; MAX_LAYERS],
+    /// The publisher session the cached packets are from.
+    pub(super) gop_epoch: u64,
 }
 
 impl StreamEntry {
@@ -210,6 +219,7 @@ impl Shard {
     /// is marked to be polled (never polled here, so the lists cannot change under us).
     fn fan_out(&mut self, now: Instant, stream: StreamId, epoch: u64, packet: &RtpIn) {
         let Shard {
+            config,
             streams,
             participants,
             ready,
@@ -230,6 +240,25 @@ impl Shard {
             && entry.codecs[kind.index()].is_some_and(|c| starts_keyframe(c, &packet.payload));
         if kind == TrackKind::Video {
             entry.layers.packet(packet.layer, packet.payload.len(), now);
+            if config.gop_cache_bytes > 0
+                && let Some(codec) = entry.codecs[kind.index()]
+            {
+                if entry.gop_epoch != epoch {
+                    entry.gop_epoch = epoch;
+                    entry.gops = Default::default();
+                }
+                entry.gops[layer]
+                    .get_or_insert_with(|| {
+                        GopCache::new(
+                            codec,
+                            GopLimits {
+                                max_bytes: config.gop_cache_bytes,
+                                max_age: config.gop_cache_max_age,
+                            },
+                        )
+                    })
+                    .push(packet, now);
+            }
             if keyframe {
                 entry.layers.keyframe(packet.layer, now);
                 // Viewers waiting for this layer's keyframe move onto it now.
@@ -274,6 +303,16 @@ impl Shard {
             let Some(track) = tracks[kind.index()].as_mut() else {
                 continue;
             };
+            if let Some(replay) = track.replay.as_mut() {
+                // Being caught up: live packets wait behind the replayed ones.
+                if replay.queue_live(epoch, packet) {
+                    continue;
+                }
+                // Another publisher, or a viewer that cannot keep up: live from a keyframe.
+                track.replay = None;
+                p.replay_at = None;
+                track.waiting_keyframe = true;
+            }
             if !track.rewriter.follows(source) && kind == TrackKind::Video {
                 track.waiting_keyframe = true;
             }
@@ -400,7 +439,13 @@ impl Shard {
                 ask_keyframe = Some(wanted);
             }
         }
-        if retarget {
+        // Moving (or starting) with a cached keyframe of the layer: at once, no request.
+        if let Some(layer) = ask_keyframe
+            && self.start_replay(key, layer, now)
+        {
+            ask_keyframe = None;
+        }
+        if retarget && let Some(p) = self.participants.get_mut(key) {
             p.peer.set_bitrate_targets(targets.0, targets.1);
             self.enqueue(key);
         }

@@ -30,7 +30,11 @@ impl Shard {
                 continue;
             }
             p.scheduled = None;
+            let replay_due = p.replay_at.is_some_and(|r| r <= now);
             p.peer.handle_timeout(now);
+            if replay_due {
+                self.replay_step(key, now);
+            }
             self.enqueue(key);
         }
     }
@@ -49,6 +53,7 @@ impl Shard {
             return;
         }
         let at = p.connect_by.map_or(at, |by| at.min(by));
+        let at = p.replay_at.map_or(at, |r| at.min(r));
         if p.scheduled.is_none_or(|s| at < s) {
             p.scheduled = Some(at);
             self.timers.push(Reverse((at, key, p.session)));

@@ -118,6 +118,11 @@ pub struct MediaConfig {
     /// Keyframe requests to one publisher track are merged to at most one per this many
     /// milliseconds; at least 100.
     pub keyframe_interval_ms: u64,
+    /// Bytes of the keyframe cache per publisher video layer (its latest keyframe and what
+    /// followed); 0 turns the cache off.
+    pub gop_cache_bytes: usize,
+    /// A cached keyframe older than this many milliseconds is dropped; at least 100.
+    pub gop_cache_max_age_ms: u64,
     /// A session not connected (ICE + DTLS) this many milliseconds after its answer is
     /// removed; at least 1000.
     pub connect_timeout_ms: u64,
@@ -250,6 +255,8 @@ mod tests {
         assert_eq!(config.media.max_participants_per_shard, 1000);
         assert_eq!(config.media.affinity_limit, 100);
         assert_eq!(config.media.keyframe_interval_ms, 1000);
+        assert_eq!(config.media.gop_cache_bytes, 4 << 20);
+        assert_eq!(config.media.gop_cache_max_age_ms, 10_000);
         assert!(config.media.announce.is_empty());
         assert!(config.media.advertise_loopback);
         assert!(!config.media.allow_ipv6);

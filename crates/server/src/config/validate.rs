@@ -111,6 +111,13 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 100".into(),
         ));
     }
+    if media.gop_cache_max_age_ms < 100 {
+        return Err(invalid(
+            KeyPath::of(&["media", "gop_cache_max_age_ms"]),
+            media.gop_cache_max_age_ms.to_string(),
+            "expected at least 100".into(),
+        ));
+    }
     if media.connect_timeout_ms < 1000 {
         return Err(invalid(
             KeyPath::of(&["media", "connect_timeout_ms"]),

@@ -1,0 +1,205 @@
+//! Instant start: a viewer that starts on a layer, or moves to one, gets the layer's cached
+//! keyframe and everything after it at once instead of waiting for the publisher's next
+//! keyframe (OBS and FFmpeg ignore keyframe requests; their keyframes come every 2–4 s).
+//!
+//! The cached frames go out faster than they were recorded ([`SPEEDUP`]), each re-timed to
+//! when it is sent ([`crate::rewrite::Rewriter::rewrite_retimed`]), so the viewer's jitter
+//! buffer plays them as they come; live packets arriving meanwhile queue behind them and go out
+//! at the same pace, until the queue is empty and the viewer is fed live like everyone else.
+//! The viewer's decoder sees the keyframe first and then only the frames that follow it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::routing::video_track;
+use super::{Output, Relay, Role, Shard};
+use crate::ids::{ShardId, StreamId, TrackKind};
+use crate::peer::RtpIn;
+use crate::rewrite::Source;
+
+/// Replayed frames go out this many times faster than they were recorded ...
+const SPEEDUP: u32 = 4;
+/// ... and never further apart than this.
+const MAX_FRAME_GAP: Duration = Duration::from_millis(50);
+
+/// A viewer being caught up.
+pub(super) struct Replay {
+    queue: VecDeque<RtpIn>,
+    /// The publisher session the packets are from.
+    epoch: u64,
+    bytes: usize,
+    /// Most bytes queued: live packets pile up behind a replay that cannot go out (a viewer
+    /// whose str0m queue is full); past this it is given up.
+    max_bytes: usize,
+    next_at: Instant,
+}
+
+impl Replay {
+    /// Queue a live packet behind the replay. False when it is not from the replayed
+    /// publisher, or the queue is over its bound: the replay is over.
+    pub(super) fn queue_live(&mut self, epoch: u64, packet: &RtpIn) -> bool {
+        if epoch != self.epoch || self.bytes + packet.payload.len() > self.max_bytes {
+            return false;
+        }
+        self.bytes += packet.payload.len();
+        self.queue.push_back(packet.clone());
+        true
+    }
+}
+
+impl Shard {
+    /// Start viewer `key` (just connected, waiting for its first keyframe) from its layer's
+    /// cache. False when there is nothing cached to start from.
+    pub(super) fn start_cached(&mut self, key: usize, now: Instant) -> bool {
+        let Some(track) = self.participants.get_mut(key).and_then(video_track) else {
+            return false;
+        };
+        if track.replay.is_some() || track.rewriter.has_started() {
+            return false;
+        }
+        let layer = track.layer;
+        self.start_replay(key, layer, now)
+    }
+
+    /// Start viewer `key` on video layer `layer` from that layer's cache. False (and nothing
+    /// changed) when the cache holds nothing a decoder can start from.
+    pub(super) fn start_replay(&mut self, key: usize, layer: u8, now: Instant) -> bool {
+        let Some(p) = self.participants.get_mut(key) else {
+            return false;
+        };
+        if !p.peer.is_connected() {
+            return false;
+        }
+        let Role::Subscriber { stream, .. } = p.role else {
+            return false;
+        };
+        let Some(entry) = self.streams.get_mut(&stream) else {
+            return false;
+        };
+        let Some(gop) = entry.gops.get(usize::from(layer)).and_then(Option::as_ref) else {
+            return false;
+        };
+        let queue: VecDeque<RtpIn> = gop.replay(now).cloned().collect();
+        if queue.is_empty() {
+            return false;
+        }
+        let bytes = queue.iter().map(|p| p.payload.len()).sum();
+        let max_bytes = 2 * self.config.gop_cache_bytes;
+        let epoch = entry.gop_epoch;
+        let Some(track) = video_track(p) else {
+            return false;
+        };
+        entry.unlist_video(key, track);
+        entry.video[usize::from(layer)].on.push(key);
+        track.layer = layer;
+        track.target = None;
+        track.waiting_keyframe = false;
+        track.replay = Some(Box::new(Replay {
+            queue,
+            epoch,
+            bytes,
+            max_bytes,
+            next_at: now,
+        }));
+        self.stats.gop_replays += 1;
+        self.replay_step(key, now);
+        true
+    }
+
+    /// Relay the stream's cached keyframes (and what followed) to `shard`, which starts
+    /// getting the stream now.
+    pub(super) fn relay_cached(&mut self, now: Instant, stream: StreamId, shard: ShardId) {
+        let Some(entry) = self.streams.get(&stream) else {
+            return;
+        };
+        for gop in entry.gops.iter().flatten() {
+            for packet in gop.replay(now) {
+                self.stats.relayed += 1;
+                self.out.push_back(Output::Relay {
+                    to: shard,
+                    message: Relay::Rtp {
+                        stream,
+                        epoch: entry.gop_epoch,
+                        origin: self.config.id,
+                        packet: packet.clone(),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Send the frames of viewer `key`'s replay that are due; when its queue is empty it is
+    /// fed live from now on.
+    pub(super) fn replay_step(&mut self, key: usize, now: Instant) {
+        let Shard {
+            participants,
+            ready,
+            stats,
+            ..
+        } = self;
+        let Some(p) = participants.get_mut(key) else {
+            return;
+        };
+        let Role::Subscriber { tracks, .. } = &mut p.role else {
+            return;
+        };
+        let Some(track) = tracks[TrackKind::Video.index()].as_mut() else {
+            return;
+        };
+        let Some(replay) = track.replay.as_mut() else {
+            p.replay_at = None;
+            return;
+        };
+        let clock = track.rewriter.clock_rate().max(1);
+        while replay.next_at <= now {
+            let Some(ts) = replay.queue.front().map(|f| f.ts) else {
+                break;
+            };
+            while replay.queue.front().is_some_and(|f| f.ts == ts) {
+                let Some(packet) = replay.queue.pop_front() else {
+                    break;
+                };
+                replay.bytes -= packet.payload.len();
+                let source = Source {
+                    epoch: replay.epoch,
+                    ssrc: packet.ssrc,
+                };
+                let Some((seq, out_ts)) = track
+                    .rewriter
+                    .rewrite_retimed(source, packet.seq, packet.ts, now)
+                else {
+                    continue;
+                };
+                if p.peer.write_rtp(
+                    TrackKind::Video,
+                    seq,
+                    out_ts,
+                    packet.marker,
+                    packet.payload,
+                    packet.ext,
+                    now,
+                ) {
+                    stats.rtp_forwarded += 1;
+                }
+            }
+            let Some(next) = replay.queue.front() else {
+                break;
+            };
+            let ticks = u64::from(next.ts.wrapping_sub(ts));
+            let gap = Duration::from_micros(ticks * 1_000_000 / u64::from(clock));
+            let gap = if ticks > u64::from(u32::MAX / 2) {
+                Duration::ZERO
+            } else {
+                (gap / SPEEDUP).min(MAX_FRAME_GAP)
+            };
+            replay.next_at = now + gap;
+        }
+        if replay.queue.is_empty() {
+            track.replay = None;
+            p.replay_at = None;
+        } else {
+            p.replay_at = Some(replay.next_at);
+        }
+        p.mark_ready(key, ready);
+    }
+}
