@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod control;
+pub mod gop;
 pub mod ids;
 pub mod keyframe;
 pub mod layers;
