@@ -215,7 +215,7 @@ impl GopCache {
         let run = 1 + packets
             .iter()
             .zip(packets.iter().skip(1))
-            .take_while(|(a, b)| b.seq == a.seq + 1)
+            .take_while(|(a, b)| a.seq.checked_add(1) == Some(b.seq))
             .count();
         let reaches_newest = run == packets.len();
         let cut = if reaches_newest {
@@ -277,10 +277,11 @@ impl GopCache {
         self.resolution
     }
 
-    /// Drop everything (a publisher restart: new stream, new parameter sets).
+    /// Drop everything: call it when the publisher restarts or this layer's source changes (a
+    /// new SSRC, new sequence numbers, new parameter sets).
     pub fn clear(&mut self) {
         self.gop = None;
-        self.packets.clear();
+        self.packets = VecDeque::new();
         self.packet_bytes = 0;
         self.sps = None;
         self.pps = None;
@@ -300,23 +301,19 @@ impl GopCache {
         }
         self.packet_bytes += cost(packet);
         self.packets.push_front(packet.clone());
-        self.gop = Some(Gop {
+        let mut gop = Gop {
             ts: packet.ts,
             since: now,
             has_sps: false,
             has_pps: false,
             sps: self.sps.clone(),
             pps: self.pps.clone(),
-        });
-        let unit: Vec<RtpIn> = self
-            .packets
-            .iter()
-            .filter(|p| p.ts == packet.ts)
-            .cloned()
-            .collect();
-        for p in &unit {
-            self.note_keyframe_unit(p);
+        };
+        // This packet, and any of its access unit that came in before it.
+        for p in self.packets.iter().filter(|p| p.ts == packet.ts) {
+            gop.note_unit(self.codec, &p.payload);
         }
+        self.gop = Some(gop);
     }
 
     /// Put `packet` (not older than the keyframe) in its place.
@@ -347,11 +344,12 @@ impl GopCache {
         false
     }
 
-    /// A bound was reached: empty until the next keyframe.
+    /// A bound was reached: empty until the next keyframe. The queue's allocation goes too, so a
+    /// flood that grew it does not stay behind while [`GopCache::bytes`] says 0.
     fn overflow(&mut self) {
         self.overflows += 1;
         self.gop = None;
-        self.packets.clear();
+        self.packets = VecDeque::new();
         self.packet_bytes = 0;
     }
 
@@ -369,18 +367,25 @@ impl GopCache {
         }
     }
 
-    /// H264: `packet` belongs to the keyframe's access unit; does it carry parameter sets?
+    /// `packet` is part of the keyframe's access unit: note what it carries.
     fn note_keyframe_unit(&mut self, packet: &RtpIn) {
-        if self.codec != CodecName::H264 {
+        if let Some(gop) = &mut self.gop {
+            gop.note_unit(self.codec, &packet.payload);
+        }
+    }
+}
+
+impl Gop {
+    /// A payload of the keyframe's access unit: H264 parameter sets in it count as the
+    /// keyframe's own.
+    fn note_unit(&mut self, codec: CodecName, payload: &[u8]) {
+        if codec != CodecName::H264 {
             return;
         }
-        let Some(gop) = &mut self.gop else {
-            return;
-        };
-        for nal in h264_nal_units(&packet.payload) {
+        for nal in h264_nal_units(payload) {
             match h264_nal_type(nal) {
-                Some(7) => gop.has_sps = true,
-                Some(8) => gop.has_pps = true,
+                Some(7) => self.has_sps = true,
+                Some(8) => self.has_pps = true,
                 _ => {}
             }
         }
@@ -519,6 +524,8 @@ mod tests {
             assert!(c.bytes() <= 64 * 1024);
         }
         assert_eq!(c.overflows(), 1);
+        // Its queue's allocation went with it.
+        assert_eq!(c.packets.capacity(), 0);
     }
 
     #[test]
