@@ -29,6 +29,11 @@ ringcast_counters::counters! {
         layer_switches: Counter("Viewers moved to another simulcast layer"),
         /// Viewers started, or moved to another layer, from the keyframe cache.
         gop_replays: Counter("Viewers started or switched from the keyframe cache"),
+        /// Keyframe caches emptied for outgrowing their bytes or age (until the next keyframe).
+        gop_overflows: Counter("Keyframe caches emptied for outgrowing their bound"),
+        /// Bytes held by the keyframe caches (payloads, shared with packets in flight, and
+        /// per-packet overhead).
+        gop_cache_bytes: Gauge("Bytes held by the shard's keyframe caches"),
         /// Keyframes of a layer whose resolution differs from the layer's previous one.
         layer_resolution_changes: Counter("Simulcast layers whose resolution changed mid-stream"),
         /// Dropped: not STUN and from no known address.

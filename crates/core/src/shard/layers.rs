@@ -100,7 +100,6 @@ impl StreamLayers {
 
     /// Layer `index`'s latest keyframe is `width` × `height`. True when it had another
     /// resolution before (a publisher that changed it mid-stream).
-    #[allow(dead_code, reason = "wired with the keyframe resolution parser")]
     pub(super) fn resolution(&mut self, index: u8, width: u32, height: u32) -> bool {
         let Some(layer) = self.layers.get_mut(usize::from(index)) else {
             return false;

@@ -84,7 +84,7 @@ impl Default for ShardConfig {
             id: ShardId(0),
             max_participants: 2000,
             keyframe_interval: Duration::from_secs(1),
-            gop_cache_bytes: 4 << 20,
+            gop_cache_bytes: crate::gop::DEFAULT_GOP_CACHE_BYTES,
             gop_cache_max_age: Duration::from_secs(10),
             announced: Vec::new(),
             max_addrs_per_participant: 8,
@@ -277,6 +277,12 @@ impl Shard {
             .filter(|(_, p)| matches!(p.role, Role::Publisher { .. }))
             .count() as u64;
         s.streams = self.streams.len() as u64;
+        s.gop_cache_bytes = self
+            .streams
+            .values()
+            .flat_map(|e| e.gops.iter().flatten())
+            .map(|g| g.bytes() as u64)
+            .sum();
         s
     }
 

@@ -79,7 +79,7 @@ impl Shard {
         let Some(gop) = entry.gops.get(usize::from(layer)).and_then(Option::as_ref) else {
             return false;
         };
-        let queue: VecDeque<RtpIn> = gop.replay(now).cloned().collect();
+        let queue: VecDeque<RtpIn> = gop.replay(now).packets.into();
         if queue.is_empty() {
             return false;
         }
@@ -113,7 +113,7 @@ impl Shard {
             return;
         };
         for gop in entry.gops.iter().flatten() {
-            for packet in gop.replay(now) {
+            for packet in gop.replay(now).packets {
                 self.stats.relayed += 1;
                 self.out.push_back(Output::Relay {
                     to: shard,
@@ -121,7 +121,7 @@ impl Shard {
                         stream,
                         epoch: entry.gop_epoch,
                         origin: self.config.id,
-                        packet: packet.clone(),
+                        packet,
                     },
                 });
             }

@@ -18,7 +18,7 @@ use super::replay::Replay;
 use super::{Output, Participant, Role, Shard};
 use crate::gop::{GopCache, GopLimits};
 use crate::ids::{ShardId, StreamId, TrackKind};
-use crate::keyframe::starts_keyframe;
+use crate::keyframe::{resolution, starts_keyframe};
 use crate::layers::{LayerChoice, MAX_LAYERS};
 use crate::peer::RtpIn;
 use crate::rewrite::{Rewriter, Source};
@@ -247,20 +247,27 @@ impl Shard {
                     entry.gop_epoch = epoch;
                     entry.gops = Default::default();
                 }
-                entry.gops[layer]
-                    .get_or_insert_with(|| {
-                        GopCache::new(
-                            codec,
-                            GopLimits {
-                                max_bytes: config.gop_cache_bytes,
-                                max_age: config.gop_cache_max_age,
-                            },
-                        )
-                    })
-                    .push(packet, now);
+                let gop = entry.gops[layer].get_or_insert_with(|| {
+                    GopCache::new(
+                        codec,
+                        GopLimits {
+                            max_bytes: config.gop_cache_bytes,
+                            max_age: config.gop_cache_max_age,
+                        },
+                    )
+                });
+                let overflows = gop.overflows();
+                gop.push(packet, now);
+                stats.gop_overflows += gop.overflows() - overflows;
             }
             if keyframe {
                 entry.layers.keyframe(packet.layer, now);
+                if let Some(codec) = entry.codecs[kind.index()]
+                    && let Some((width, height)) = resolution(codec, &packet.payload)
+                    && entry.layers.resolution(packet.layer, width, height)
+                {
+                    stats.layer_resolution_changes += 1;
+                }
                 // Viewers waiting for this layer's keyframe move onto it now.
                 if !entry.video[layer].switching.is_empty() {
                     let switching = std::mem::take(&mut entry.video[layer].switching);

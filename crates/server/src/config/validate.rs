@@ -111,6 +111,13 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 100".into(),
         ));
     }
+    if media.gop_cache_bytes != 0 && media.gop_cache_bytes < 65_536 {
+        return Err(invalid(
+            KeyPath::of(&["media", "gop_cache_bytes"]),
+            media.gop_cache_bytes.to_string(),
+            "expected 0 (off) or at least 65536 (a keyframe must fit)".into(),
+        ));
+    }
     if media.gop_cache_max_age_ms < 100 {
         return Err(invalid(
             KeyPath::of(&["media", "gop_cache_max_age_ms"]),
