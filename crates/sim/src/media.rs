@@ -28,6 +28,8 @@ pub struct Tag {
     pub source: u32,
     /// 0 audio, 1 video (as [`TrackKind::index`]).
     pub kind: u8,
+    /// The simulcast layer (index in the publisher's layer list; 0 without simulcast).
+    pub layer: u8,
     /// Frame number (video) or packet number (audio) of this publisher.
     pub frame: u32,
     /// Packet index within the frame.
@@ -40,7 +42,7 @@ const MAGIC: [u8; 2] = *b"RC";
 
 impl Tag {
     /// Encoded length, at the end of every payload.
-    pub const LEN: usize = 15;
+    pub const LEN: usize = 16;
 
     /// Read the tag at the end of a synthetic payload.
     pub fn parse(payload: &[u8]) -> Option<Tag> {
@@ -51,9 +53,10 @@ impl Tag {
         Some(Tag {
             source: u32::from_be_bytes([t[2], t[3], t[4], t[5]]),
             kind: t[6],
-            frame: u32::from_be_bytes([t[7], t[8], t[9], t[10]]),
-            index: u16::from_be_bytes([t[11], t[12]]),
-            count: u16::from_be_bytes([t[13], t[14]]),
+            layer: t[7],
+            frame: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            index: u16::from_be_bytes([t[12], t[13]]),
+            count: u16::from_be_bytes([t[14], t[15]]),
         })
     }
 
@@ -61,6 +64,7 @@ impl Tag {
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.source.to_be_bytes());
         out.push(self.kind);
+        out.push(self.layer);
         out.extend_from_slice(&self.frame.to_be_bytes());
         out.extend_from_slice(&self.index.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
@@ -80,7 +84,8 @@ impl Tag {
             .frame
             .wrapping_mul(31)
             .wrapping_add(u32::from(self.index).wrapping_mul(7))
-            .wrapping_add(self.source);
+            .wrapping_add(self.source)
+            .wrapping_add(u32::from(self.layer) << 24);
         out.extend((0..n).map(|i| (seed.wrapping_add(i as u32 * 13) >> 1) as u8));
     }
 }
@@ -91,6 +96,7 @@ pub fn audio_payload(source: u32, number: u32, size: usize) -> Vec<u8> {
     let tag = Tag {
         source,
         kind: 0,
+        layer: 0,
         frame: number,
         index: 0,
         count: 1,
@@ -103,8 +109,28 @@ pub fn audio_payload(source: u32, number: u32, size: usize) -> Vec<u8> {
     p
 }
 
+/// The resolution written into keyframes by [`video_frame`].
+pub const DEFAULT_RESOLUTION: (u16, u16) = (640, 360);
+
+/// One video frame to packetize: whose, which layer, which frame, how big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSpec {
+    /// The publisher generation ([`Tag::source`]).
+    pub source: u32,
+    /// The simulcast layer ([`Tag::layer`]).
+    pub layer: u8,
+    /// Frame number.
+    pub frame: u32,
+    /// A keyframe (VP8 key frame, H264 IDR with SPS and PPS before it).
+    pub keyframe: bool,
+    /// About this many bytes.
+    pub size: usize,
+    /// Width and height written into a VP8 keyframe header (14 bits each).
+    pub resolution: (u16, u16),
+}
+
 /// The RTP payloads of one video frame of about `size` bytes, each at most [`MAX_PAYLOAD`];
-/// the marker bit belongs on the last one.
+/// the marker bit belongs on the last one. Layer 0, keyframes of [`DEFAULT_RESOLUTION`].
 pub fn video_frame(
     codec: VideoCodec,
     source: u32,
@@ -112,10 +138,41 @@ pub fn video_frame(
     keyframe: bool,
     size: usize,
 ) -> Vec<Vec<u8>> {
+    layer_frame(
+        codec,
+        &FrameSpec {
+            source,
+            layer: 0,
+            frame,
+            keyframe,
+            size,
+            resolution: DEFAULT_RESOLUTION,
+        },
+    )
+}
+
+/// The RTP payloads of one frame as `spec` says, each at most [`MAX_PAYLOAD`]; the marker bit
+/// belongs on the last one.
+pub fn layer_frame(codec: VideoCodec, spec: &FrameSpec) -> Vec<Vec<u8>> {
     match codec {
-        VideoCodec::Vp8 => vp8_frame(source, frame, keyframe, size),
-        VideoCodec::H264 => h264_frame(source, frame, keyframe, size),
+        VideoCodec::Vp8 => vp8_frame(spec),
+        VideoCodec::H264 => h264_frame(spec),
     }
+}
+
+/// Width and height in a VP8 keyframe's header at the start of this synthetic payload (RFC
+/// 7741 descriptor of one byte, then RFC 6386 §9.1), `None` if it does not start a keyframe.
+pub fn vp8_resolution(payload: &[u8]) -> Option<(u16, u16)> {
+    if !starts_keyframe(VideoCodec::Vp8, payload) {
+        return None;
+    }
+    let h = payload.get(1..11)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((w, ht))
 }
 
 /// Split `size` body bytes into chunks so that each payload (with `overhead` bytes of headers
@@ -138,17 +195,19 @@ fn chunks(size: usize, overhead: usize) -> Vec<usize> {
 /// VP8 (RFC 7741): a one-byte descriptor (S on the first packet, PID 0), then on the first
 /// packet the VP8 frame header (P bit clear for keyframes, plus the keyframe start code and
 /// dimensions).
-fn vp8_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8>> {
-    let sizes = chunks(size, 1 + 10);
+fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
+    let sizes = chunks(spec.size, 1 + 10);
+    let keyframe = spec.keyframe;
     let count = sizes.len() as u16;
     sizes
         .iter()
         .enumerate()
         .map(|(i, &body)| {
             let tag = Tag {
-                source,
+                source: spec.source,
                 kind: 1,
-                frame,
+                layer: spec.layer,
+                frame: spec.frame,
                 index: i as u16,
                 count,
             };
@@ -160,8 +219,10 @@ fn vp8_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8
                 p.extend_from_slice(&[0x02, 0x00]);
                 if keyframe {
                     p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                    p.extend_from_slice(&640u16.to_le_bytes());
-                    p.extend_from_slice(&360u16.to_le_bytes());
+                    // 14 bits of size, 2 of scaling (none).
+                    let (w, h) = spec.resolution;
+                    p.extend_from_slice(&(w & 0x3fff).to_le_bytes());
+                    p.extend_from_slice(&(h & 0x3fff).to_le_bytes());
                 }
             } else {
                 p.push(0x00);
@@ -175,17 +236,19 @@ fn vp8_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8
 
 /// H264 packetization-mode 1: a keyframe starts with a STAP-A holding SPS and PPS, then the IDR
 /// slice; a slice that does not fit one packet goes as FU-A fragments.
-fn h264_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8>> {
+fn h264_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
+    let keyframe = spec.keyframe;
     let nal_type: u8 = if keyframe { 5 } else { 1 };
     let nri: u8 = if keyframe { 3 << 5 } else { 2 << 5 };
-    let sizes = chunks(size, 2);
+    let sizes = chunks(spec.size, 2);
     let slices = sizes.len();
     let count = (slices + usize::from(keyframe)) as u16;
     let mut out = Vec::with_capacity(count as usize);
     let tag_at = |index: usize| Tag {
-        source,
+        source: spec.source,
         kind: 1,
-        frame,
+        layer: spec.layer,
+        frame: spec.frame,
         index: index as u16,
         count,
     };
@@ -258,5 +321,44 @@ mod tests {
         let a = audio_payload(3, 9, 100);
         assert_eq!(a.len(), 100);
         assert_eq!(Tag::parse(&a).unwrap().frame, 9);
+    }
+
+    #[test]
+    fn layers_are_tagged_and_keyframes_carry_their_resolution() {
+        for (layer, resolution) in [(0u8, (320u16, 180u16)), (2, (1280, 720)), (3, (16383, 1))] {
+            let spec = FrameSpec {
+                source: 4,
+                layer,
+                frame: 9,
+                keyframe: true,
+                size: 3000,
+                resolution,
+            };
+            let frame = layer_frame(VideoCodec::Vp8, &spec);
+            assert_eq!(vp8_resolution(&frame[0]), Some(resolution));
+            assert!(frame.iter().all(|p| Tag::parse(p).unwrap().layer == layer));
+            assert_eq!(vp8_resolution(&frame[1]), None);
+            let delta = layer_frame(
+                VideoCodec::Vp8,
+                &FrameSpec {
+                    keyframe: false,
+                    ..spec
+                },
+            );
+            assert_eq!(vp8_resolution(&delta[0]), None);
+        }
+        // The same frame on two layers: different bytes, so a viewer can tell them apart.
+        let spec = FrameSpec {
+            source: 1,
+            layer: 0,
+            frame: 1,
+            keyframe: false,
+            size: 500,
+            resolution: DEFAULT_RESOLUTION,
+        };
+        let a = layer_frame(VideoCodec::H264, &spec);
+        let b = layer_frame(VideoCodec::H264, &FrameSpec { layer: 1, ..spec });
+        assert_ne!(a, b);
+        assert_eq!(video_frame(VideoCodec::H264, 1, 1, false, 500), a);
     }
 }
