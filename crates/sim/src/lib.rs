@@ -25,6 +25,16 @@
 //! once, in order. Relay messages between shards are handed over synchronously, in the same
 //! step.
 //!
+//! # Links and publishers
+//!
+//! Each client's up and down [`net::Link`] has a delay, jitter, random loss and, optionally, a
+//! bottleneck rate with a bounded queue ([`LinkConfig::rate_bps`], [`QueueLimit`]): datagrams
+//! serialize behind each other, so delay grows as the queue fills and a full queue drops —
+//! what a congestion controller (str0m's TWCC/delay-based estimate) reacts to. Links can be
+//! changed while the sim runs ([`Sim::set_link`], [`Sim::set_down_link`]). A publisher sends
+//! one video stream or simulcast layers ([`PublisherConfig::layers`], as a browser does); what
+//! a viewer got is told apart by layer with [`check::layered`].
+//!
 //! # Determinism
 //!
 //! Loss, jitter and media sizes come from generators seeded from [`SimConfig::seed`], one per

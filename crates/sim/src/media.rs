@@ -125,7 +125,7 @@ pub struct FrameSpec {
     pub keyframe: bool,
     /// About this many bytes.
     pub size: usize,
-    /// Width and height written into a VP8 keyframe header (14 bits each).
+    /// Width and height written into a VP8 keyframe header (14 bits each) or an H264 SPS.
     pub resolution: (u16, u16),
 }
 
@@ -256,7 +256,8 @@ fn h264_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
         // STAP-A: [hdr][len][SPS][len][PPS + tag]. The tag ends the PPS NAL unit so the
         // aggregate stays well formed.
         let tag = tag_at(0);
-        let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84];
+        let sps = h264_sps(spec.resolution);
+        let sps = sps.as_slice();
         let mut pps = vec![0x68, 0xce, 0x3c, 0x80];
         tag.write(&mut pps);
         let mut p = vec![0x78];
@@ -287,6 +288,87 @@ fn h264_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
         out.push(p);
     }
     out
+}
+
+/// An H264 sequence parameter set NAL unit (type 7, Constrained Baseline, level 3.1, 4:2:0,
+/// progressive, no VUI) of this width and height: the picture in whole macroblocks, cropped
+/// right and bottom to the size (in steps of 2 pixels).
+pub fn h264_sps((width, height): (u16, u16)) -> Vec<u8> {
+    let mbs_w = u32::from(width).div_ceil(16).max(1);
+    let mbs_h = u32::from(height).div_ceil(16).max(1);
+    let crop_right = (mbs_w * 16).saturating_sub(u32::from(width)) / 2;
+    let crop_bottom = (mbs_h * 16).saturating_sub(u32::from(height)) / 2;
+    let mut b = Bits::default();
+    b.u(8, 66); // profile_idc: Baseline
+    b.u(8, 0xe0); // constraint_set0..2
+    b.u(8, 31); // level_idc
+    b.ue(0); // seq_parameter_set_id
+    b.ue(0); // log2_max_frame_num_minus4
+    b.ue(2); // pic_order_cnt_type
+    b.ue(1); // max_num_ref_frames
+    b.u(1, 0); // gaps_in_frame_num_value_allowed_flag
+    b.ue(mbs_w - 1);
+    b.ue(mbs_h - 1); // pic_height_in_map_units_minus1 (frame_mbs_only)
+    b.u(1, 1); // frame_mbs_only_flag
+    b.u(1, 1); // direct_8x8_inference_flag
+    if crop_right > 0 || crop_bottom > 0 {
+        b.u(1, 1);
+        b.ue(0);
+        b.ue(crop_right);
+        b.ue(0);
+        b.ue(crop_bottom);
+    } else {
+        b.u(1, 0);
+    }
+    b.u(1, 0); // vui_parameters_present_flag
+    b.u(1, 1); // rbsp_stop_one_bit, then zeros to the byte
+    let mut nal = vec![0x67];
+    let mut zeros = 0;
+    for byte in b.into_bytes() {
+        // Emulation prevention: no 00 00 0x (x <= 3) inside a NAL unit.
+        if zeros >= 2 && byte <= 3 {
+            nal.push(3);
+            zeros = 0;
+        }
+        nal.push(byte);
+        zeros = if byte == 0 { zeros + 1 } else { 0 };
+    }
+    nal
+}
+
+/// A big-endian bit writer for [`h264_sps`].
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    used: u32,
+}
+
+impl Bits {
+    /// The low `n` bits of `v`.
+    fn u(&mut self, n: u32, v: u32) {
+        for i in (0..n).rev() {
+            if self.used.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            if v >> i & 1 == 1 {
+                let last = self.bytes.len() - 1;
+                self.bytes[last] |= 0x80 >> (self.used % 8);
+            }
+            self.used += 1;
+        }
+    }
+
+    /// Unsigned exp-Golomb.
+    fn ue(&mut self, v: u32) {
+        let x = v + 1;
+        let len = 32 - x.leading_zeros();
+        self.u(len - 1, 0);
+        self.u(len, x);
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// Does this synthetic video payload start a keyframe? (The sim's own reading, independent of
@@ -360,5 +442,87 @@ mod tests {
         let b = layer_frame(VideoCodec::H264, &FrameSpec { layer: 1, ..spec });
         assert_ne!(a, b);
         assert_eq!(video_frame(VideoCodec::H264, 1, 1, false, 500), a);
+    }
+
+    struct Reader {
+        rbsp: Vec<u8>,
+        at: usize,
+    }
+
+    impl Reader {
+        fn bit(&mut self) -> u32 {
+            let v = u32::from(self.rbsp[self.at / 8] >> (7 - self.at % 8) & 1);
+            self.at += 1;
+            v
+        }
+
+        fn ue(&mut self) -> u32 {
+            let mut n = 0;
+            while self.bit() == 0 {
+                n += 1;
+            }
+            let mut v = 1;
+            for _ in 0..n {
+                v = v << 1 | self.bit();
+            }
+            v - 1
+        }
+    }
+
+    /// Width and height from an SPS as [`h264_sps`] writes it (the fields it uses only).
+    fn sps_size(nal: &[u8]) -> (u32, u32) {
+        let mut rbsp = Vec::new();
+        let mut zeros = 0;
+        for &b in &nal[1..] {
+            if zeros >= 2 && b == 3 {
+                zeros = 0;
+                continue;
+            }
+            rbsp.push(b);
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+        }
+        let mut r = Reader { rbsp, at: 24 };
+        let head: Vec<u32> = (0..4).map(|_| r.ue()).collect();
+        assert_eq!(head, [0, 0, 2, 1]);
+        assert_eq!(r.bit(), 0);
+        let (w, h) = (r.ue() + 1, r.ue() + 1);
+        assert_eq!((r.bit(), r.bit()), (1, 1));
+        let (mut right, mut bottom) = (0, 0);
+        if r.bit() == 1 {
+            let crop: Vec<u32> = (0..4).map(|_| r.ue()).collect();
+            (right, bottom) = (crop[1], crop[3]);
+        }
+        (w * 16 - right * 2, h * 16 - bottom * 2)
+    }
+
+    #[test]
+    fn h264_keyframes_carry_their_resolution_in_the_sps() {
+        for (w, h) in [
+            (640u16, 360u16),
+            (1280, 720),
+            (320, 180),
+            (1920, 1080),
+            (16, 16),
+        ] {
+            let sps = h264_sps((w, h));
+            assert_eq!(sps[..4], [0x67, 66, 0xe0, 31]);
+            assert_eq!(sps_size(&sps), (u32::from(w), u32::from(h)), "{w}x{h}");
+            assert!(
+                sps.windows(3)
+                    .all(|x| !(x[0] == 0 && x[1] == 0 && x[2] <= 2))
+            );
+        }
+        // The STAP-A of a keyframe carries it.
+        let spec = FrameSpec {
+            source: 1,
+            layer: 2,
+            frame: 0,
+            keyframe: true,
+            size: 2000,
+            resolution: (1280, 720),
+        };
+        let stap = &layer_frame(VideoCodec::H264, &spec)[0];
+        let len = usize::from(u16::from_be_bytes([stap[1], stap[2]]));
+        assert_eq!(sps_size(&stap[3..3 + len]), (1280, 720));
     }
 }

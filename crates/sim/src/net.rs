@@ -76,7 +76,8 @@ impl LinkConfig {
 /// One direction of a client's link: its settings, its random generator and counters.
 #[derive(Debug)]
 pub struct Link {
-    /// Current settings (may be changed at any time; what is queued stays queued).
+    /// Current settings (may be changed at any time; what is queued still leaves at the old
+    /// pace, before anything sent after the change).
     pub config: LinkConfig,
     rng: StdRng,
     /// When the bottleneck has finished sending what is queued.
@@ -115,7 +116,8 @@ impl Link {
         let lose: f64 = self.rng.random();
         let jitter: f64 = self.rng.random();
         let departs = match self.config.rate_bps {
-            None => now,
+            // What a limit queued before still leaves first.
+            None => self.busy_until.map_or(now, |b| b.max(now)),
             Some(rate) => {
                 let start = self.busy_until.map_or(now, |b| b.max(now));
                 let wait = start - now;
@@ -343,6 +345,22 @@ mod tests {
         assert_eq!(link.overflowed, 10);
         // Once the queue drained, datagrams go through again.
         assert!(link.admit(t + Duration::from_millis(80), 1000).is_some());
+    }
+
+    #[test]
+    fn lifting_the_limit_lets_the_queue_drain_first() {
+        let mut link = Link::new(LinkConfig::limited(MBIT, Duration::ZERO), 2);
+        let t = Instant::now();
+        let queued: Vec<Instant> = (0..10).filter_map(|_| link.admit(t, 1250)).collect();
+        assert_eq!(queued.last(), Some(&(t + Duration::from_millis(100))));
+        link.config = LinkConfig {
+            delay: Duration::ZERO,
+            ..LinkConfig::default()
+        };
+        // Behind the queue while it drains, at once after.
+        assert_eq!(link.admit(t, 1250), Some(t + Duration::from_millis(100)));
+        let later = t + Duration::from_millis(150);
+        assert_eq!(link.admit(later, 1250), Some(later));
     }
 
     #[test]
