@@ -2,9 +2,10 @@
 //! [`Tag`] every synthetic payload carries.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Instant;
 
 use crate::client::{Received, Sent};
-use crate::media::Tag;
+use crate::media::{self, Tag, VideoCodec};
 
 /// How one viewer's packets of one kind compare with what was sent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,6 +158,177 @@ pub fn exact(sent: &[Sent], received: &[Received]) -> Result<usize, String> {
     Ok(start)
 }
 
+/// A viewer's video told apart by simulcast layer: see [`layer_trace`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerTrace {
+    /// For each received packet, the layer (index in the lists given) it came from; `None`
+    /// for a payload that matches no sent packet.
+    pub layers: Vec<Option<usize>>,
+    /// Where the viewer started and moved from one layer to another.
+    pub switches: Vec<Switch>,
+    /// Everything wrong, in order: corrupt or unknown payloads, sequence numbers that are not
+    /// +1, a changed SSRC, gaps or reordering within a layer, timestamps that do not move as
+    /// the sender's did (or go back across a switch), a start or switch that is not on a
+    /// packet starting a keyframe.
+    pub problems: Vec<String>,
+}
+
+/// A viewer starting on a layer or moving to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    /// When its first packet on the new layer arrived.
+    pub at: Instant,
+    /// Index of that packet in what the viewer received.
+    pub index: usize,
+    /// The layer before (`None`: the start).
+    pub from: Option<usize>,
+    /// The layer after.
+    pub to: usize,
+}
+
+impl LayerTrace {
+    /// The layer of the last packet received.
+    pub fn last_layer(&self) -> Option<usize> {
+        self.layers.iter().rev().flatten().next().copied()
+    }
+
+    /// Switches between layers, the start left out.
+    pub fn moves(&self) -> impl Iterator<Item = &Switch> {
+        self.switches.iter().filter(|s| s.from.is_some())
+    }
+}
+
+/// Tell for each packet a viewer received which layer of `layers` (each one layer's sent
+/// packets, as [`crate::Client::sent_layers`]; several publishers' layers may be given
+/// together) it came from, list where it started and switched, and note every problem.
+pub fn layer_trace(layers: &[&[Sent]], received: &[Received]) -> LayerTrace {
+    let by_tag: HashMap<Tag, (usize, usize)> = layers
+        .iter()
+        .enumerate()
+        .flat_map(|(l, sent)| {
+            sent.iter()
+                .enumerate()
+                .filter_map(move |(i, s)| Tag::parse(&s.payload).map(|t| (t, (l, i))))
+        })
+        .collect();
+    let mut t = LayerTrace::default();
+    // The layer and index in it of the previous packet that matched one.
+    let mut prev: Option<(usize, usize, &Received)> = None;
+    for (k, r) in received.iter().enumerate() {
+        let first = &received[0];
+        if r.seq != first.seq + k as u64 {
+            t.problems.push(format!(
+                "packet {k}: seq {} after {} (+{k} expected)",
+                r.seq, first.seq
+            ));
+        }
+        if r.ssrc != first.ssrc {
+            t.problems
+                .push(format!("packet {k}: ssrc {} -> {}", first.ssrc, r.ssrc));
+        }
+        let Some(&(l, i)) = Tag::parse(&r.payload).and_then(|tag| by_tag.get(&tag)) else {
+            t.problems
+                .push(format!("packet {k}: payload matches nothing sent"));
+            t.layers.push(None);
+            continue;
+        };
+        t.layers.push(Some(l));
+        let s = &layers[l][i];
+        if s.payload != r.payload || s.marker != r.marker {
+            t.problems.push(format!(
+                "packet {k} (layer {l}, #{i}): payload or marker differs from the sent one"
+            ));
+        }
+        match prev {
+            Some((pl, pi, p)) if pl == l => {
+                if i != pi + 1 {
+                    t.problems.push(format!(
+                        "packet {k}: layer {l} #{i} follows #{pi} (gap or reordering)"
+                    ));
+                } else if r.ts.wrapping_sub(p.ts) != s.ts.wrapping_sub(layers[l][pi].ts) {
+                    t.problems.push(format!(
+                        "packet {k}: timestamp step {} != sent step {}",
+                        r.ts.wrapping_sub(p.ts),
+                        s.ts.wrapping_sub(layers[l][pi].ts)
+                    ));
+                }
+            }
+            _ => {
+                let from = prev.map(|(pl, _, _)| pl);
+                t.switches.push(Switch {
+                    at: r.at,
+                    index: k,
+                    from,
+                    to: l,
+                });
+                if !s.keyframe {
+                    t.problems.push(format!(
+                        "packet {k}: {} layer {l} on #{i}, which does not start a keyframe",
+                        if from.is_some() {
+                            "switch to"
+                        } else {
+                            "start on"
+                        }
+                    ));
+                }
+                if let Some((_, _, p)) = prev
+                    && (r.ts.wrapping_sub(p.ts) as i32) <= 0
+                {
+                    t.problems.push(format!(
+                        "packet {k}: timestamp did not move forward across a switch"
+                    ));
+                }
+            }
+        }
+        prev = Some((l, i, r));
+    }
+    t
+}
+
+/// The strict check for a clean network with simulcast (or without: one layer): every packet
+/// byte-exact to its layer's sent one, sequence numbers +1 each on one SSRC across every
+/// switch, no gap within a layer, timestamps as the sender's within a layer and forward
+/// across switches, the start and every switch on a packet starting a keyframe. Returns the
+/// trace, or its problems.
+pub fn layered(layers: &[&[Sent]], received: &[Received]) -> Result<LayerTrace, String> {
+    if received.is_empty() {
+        return Err("nothing received".into());
+    }
+    let t = layer_trace(layers, received);
+    if t.problems.is_empty() {
+        Ok(t)
+    } else {
+        let n = t.problems.len();
+        let shown: Vec<&str> = t.problems.iter().take(5).map(String::as_str).collect();
+        Err(format!("{n} problems: {}", shown.join("; ")))
+    }
+}
+
+/// When the first complete keyframe arrived: the first packet that starts a keyframe of
+/// `codec` and every other packet of its frame (by their tags) received, at the arrival of
+/// the last of them. `None` if there is none yet.
+pub fn first_frame(received: &[Received], codec: VideoCodec) -> Option<Instant> {
+    let start = received
+        .iter()
+        .position(|r| media::starts_keyframe(codec, &r.payload))?;
+    let head = Tag::parse(&received[start].payload)?;
+    let mut got = HashSet::new();
+    let mut last = received[start].at;
+    for r in &received[start..] {
+        let Some(tag) = Tag::parse(&r.payload) else {
+            continue;
+        };
+        if (tag.source, tag.layer, tag.frame) == (head.source, head.layer, head.frame) {
+            got.insert(tag.index);
+            last = last.max(r.at);
+            if got.len() == usize::from(head.count) {
+                return Some(last);
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -242,5 +414,161 @@ mod tests {
         assert!(exact(&sent, &ts).is_err());
         // Nothing at all.
         assert!(exact(&sent, &[]).is_err());
+    }
+
+    /// Two layers of VP8 frames (a keyframe every `gop` frames, both layers together), each
+    /// with its own sequence numbers and timestamps.
+    fn two_layers(frames: u32, gop: u32) -> [Vec<Sent>; 2] {
+        let at = Instant::now();
+        let mut out = [Vec::new(), Vec::new()];
+        for (layer, sent) in out.iter_mut().enumerate() {
+            let mut seq = 1000 * (layer as u64 + 1);
+            for frame in 0..frames {
+                let spec = media::FrameSpec {
+                    source: 1,
+                    layer: layer as u8,
+                    frame,
+                    keyframe: frame % gop == 0,
+                    size: 1500 * (layer + 1),
+                    resolution: (320 * (layer as u16 + 1), 180 * (layer as u16 + 1)),
+                };
+                let packets = media::layer_frame(VideoCodec::Vp8, &spec);
+                let n = packets.len();
+                for (i, p) in packets.into_iter().enumerate() {
+                    sent.push(Sent {
+                        at,
+                        seq,
+                        ts: 7_000_000 * layer as u32 + 3000 * frame,
+                        marker: i + 1 == n,
+                        keyframe: spec.keyframe && i == 0,
+                        payload: p.into(),
+                    });
+                    seq += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// What an SFU forwards: `layer_at(frame)` picks the layer of each frame; sequence
+    /// numbers renumbered from 1, timestamps from layer 0's clock.
+    fn forward(layers: &[Vec<Sent>; 2], layer_at: impl Fn(u32) -> usize) -> Vec<Received> {
+        let mut out = Vec::new();
+        let mut frame = 0;
+        loop {
+            let l = layer_at(frame);
+            let packets: Vec<&Sent> = layers[l]
+                .iter()
+                .filter(|s| Tag::parse(&s.payload).unwrap().frame == frame)
+                .collect();
+            if packets.is_empty() {
+                return out;
+            }
+            for s in packets {
+                out.push(Received {
+                    at: s.at,
+                    seq: 1 + out.len() as u64,
+                    ts: 3000 * frame,
+                    ssrc: 5,
+                    pt: 96,
+                    marker: s.marker,
+                    payload: s.payload.clone(),
+                });
+            }
+            frame += 1;
+        }
+    }
+
+    #[test]
+    fn layered_follows_switches_on_keyframes() {
+        let layers = two_layers(30, 10);
+        let lists: Vec<&[Sent]> = layers.iter().map(Vec::as_slice).collect();
+        // Layer 0, up to layer 1 on the keyframe at frame 10, down again at 20.
+        let got = forward(&layers, |f| usize::from((10..20).contains(&f)));
+        let t = layered(&lists, &got).unwrap();
+        let moves: Vec<(Option<usize>, usize)> =
+            t.switches.iter().map(|s| (s.from, s.to)).collect();
+        assert_eq!(moves, [(None, 0), (Some(0), 1), (Some(1), 0)]);
+        assert_eq!(t.moves().count(), 2);
+        assert_eq!(t.last_layer(), Some(0));
+        assert!(t.switches.iter().all(|s| starts_keyframe(&got[s.index])));
+        assert_eq!(first_frame(&got, VideoCodec::Vp8), Some(got[0].at));
+        assert_eq!(
+            media::vp8_resolution(&got[t.switches[1].index].payload),
+            Some((640, 360))
+        );
+    }
+
+    fn starts_keyframe(r: &Received) -> bool {
+        media::starts_keyframe(VideoCodec::Vp8, &r.payload)
+    }
+
+    #[test]
+    fn layered_catches_every_kind_of_damage() {
+        let layers = two_layers(30, 10);
+        let lists: Vec<&[Sent]> = layers.iter().map(Vec::as_slice).collect();
+        let good = forward(&layers, |f| usize::from(f >= 10));
+        assert!(layered(&lists, &good).is_ok());
+        // A switch between keyframes.
+        let early = forward(&layers, |f| usize::from(f >= 5));
+        let e = layered(&lists, &early).unwrap_err();
+        assert!(e.contains("does not start a keyframe"), "{e}");
+        // A start between keyframes.
+        assert!(
+            layered(&lists, &good[3..])
+                .unwrap_err()
+                .contains("start on")
+        );
+        // A sequence number gap at the switch.
+        let mut gap = good.clone();
+        let at = layer_trace(&lists, &gap).switches[1].index;
+        for r in &mut gap[at..] {
+            r.seq += 1;
+        }
+        assert!(layered(&lists, &gap).unwrap_err().contains("seq"));
+        // A packet lost within a layer, sequence numbers closed up over it.
+        let mut lost = good.clone();
+        lost.remove(4);
+        for (k, r) in lost.iter_mut().enumerate() {
+            r.seq = 1 + k as u64;
+        }
+        assert!(layered(&lists, &lost).unwrap_err().contains("gap"));
+        // A flipped byte.
+        let mut bad = good.clone();
+        let mut bytes = bad[7].payload.to_vec();
+        bytes[2] ^= 1;
+        bad[7].payload = bytes.into();
+        assert!(layered(&lists, &bad).is_err());
+        // A timestamp going back across the switch.
+        let mut back = good.clone();
+        let at = layer_trace(&lists, &back).switches[1].index;
+        for r in &mut back[at..] {
+            r.ts = r.ts.wrapping_sub(3000 * 11);
+        }
+        assert!(layered(&lists, &back).unwrap_err().contains("forward"));
+        // A second SSRC.
+        let mut ssrc = good.clone();
+        ssrc[9].ssrc += 1;
+        assert!(layered(&lists, &ssrc).unwrap_err().contains("ssrc"));
+        assert!(layered(&lists, &[]).is_err());
+    }
+
+    #[test]
+    fn first_frame_waits_for_the_whole_keyframe() {
+        let layers = two_layers(3, 10);
+        let mut got = forward(&layers, |_| 1);
+        let base = got[0].at;
+        for (k, r) in got.iter_mut().enumerate() {
+            r.at = base + std::time::Duration::from_millis(k as u64);
+        }
+        let count = usize::from(Tag::parse(&got[0].payload).unwrap().count);
+        assert!(count > 1);
+        assert_eq!(first_frame(&got, VideoCodec::Vp8), Some(got[count - 1].at));
+        // Missing its last packet: no frame yet (the delta frames after do not count).
+        let mut partial = got.clone();
+        partial.remove(count - 1);
+        assert_eq!(first_frame(&partial, VideoCodec::Vp8), None);
+        // Deltas before the first keyframe are skipped.
+        assert_eq!(first_frame(&got[1..], VideoCodec::Vp8), None);
     }
 }

@@ -12,9 +12,11 @@ use ringcast_core::{SessionId, ShardId, StreamId, TrackKind};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid, Pt};
+use str0m::media::{
+    Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
+};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::media::{self, VideoCodec};
@@ -45,6 +47,41 @@ pub struct PublisherConfig {
     pub keyframe_size: usize,
     /// Size range of a delta frame, bytes.
     pub delta_size: (usize, usize),
+    /// Simulcast layers, in the order the offer lists them (empty: one plain video stream).
+    /// Each layer's frames are the sizes above times its [`SimLayer::scale`].
+    pub layers: Vec<SimLayer>,
+}
+
+/// One simulcast layer of a simulated publisher: its own SSRC, sequence numbers and
+/// timestamps, and the rid header extension on its packets, as a browser sends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimLayer {
+    /// Its rid (`a=rid:<rid> send`).
+    pub rid: String,
+    /// Its frame sizes relative to [`PublisherConfig::keyframe_size`] and
+    /// [`PublisherConfig::delta_size`].
+    pub scale: f64,
+    /// Width and height written into its VP8 keyframes.
+    pub resolution: (u16, u16),
+    /// In the offer's `a=rid` and `a=simulcast` lines. An unannounced layer is sent anyway,
+    /// on an SSRC of its own with its rid: a publisher that sends a rid it did not announce.
+    pub announced: bool,
+    /// Sends keyframes. A layer without them never does, not even when asked: a layer nobody
+    /// can start decoding.
+    pub keyframes: bool,
+}
+
+impl SimLayer {
+    /// An announced layer with keyframes.
+    pub fn new(rid: &str, scale: f64, resolution: (u16, u16)) -> Self {
+        SimLayer {
+            rid: rid.to_string(),
+            scale,
+            resolution,
+            announced: true,
+            keyframes: true,
+        }
+    }
 }
 
 impl Default for PublisherConfig {
@@ -59,6 +96,7 @@ impl Default for PublisherConfig {
             frame_interval: Duration::from_millis(33),
             keyframe_size: 5000,
             delta_size: (400, 1800),
+            layers: Vec::new(),
         }
     }
 }
@@ -72,6 +110,25 @@ impl PublisherConfig {
             keyframe_size: 30_000,
             ..PublisherConfig::default()
         }
+    }
+
+    /// Three VP8 layers as a browser sends them (`sendEncodings` q, h, f, smallest first):
+    /// about 150 kbit/s at 320x180, 600 kbit/s at 640x360 and 2.5 Mbit/s at 1280x720, at 30
+    /// fps, keyframes on all three together.
+    pub fn simulcast_3() -> Self {
+        PublisherConfig {
+            layers: vec![
+                SimLayer::new("q", 0.06, (320, 180)),
+                SimLayer::new("h", 0.24, (640, 360)),
+                SimLayer::new("f", 1.0, (1280, 720)),
+            ],
+            ..PublisherConfig::video_2500kbps()
+        }
+    }
+
+    /// The index in [`PublisherConfig::layers`] of the layer named `rid`.
+    pub fn layer_index(&self, rid: &str) -> Option<usize> {
+        self.layers.iter().position(|l| l.rid == rid)
     }
 }
 
@@ -111,6 +168,24 @@ pub struct Received {
     pub payload: Arc<[u8]>,
 }
 
+/// What a publisher keeps per simulcast layer.
+#[derive(Debug)]
+pub struct SendLayer {
+    /// Its rid.
+    pub rid: String,
+    /// The SSRC it is sent on (`None` until the answer gave it a send stream).
+    pub ssrc: Option<u32>,
+    seq: u64,
+    ts: u32,
+    keyframe_wanted: bool,
+    /// Every packet written on it.
+    pub sent: Vec<Sent>,
+    /// When keyframe requests for it arrived.
+    pub keyframe_requests: Vec<Instant>,
+    /// When its keyframes were sent and whether a request for it caused them.
+    pub keyframes: Vec<(Instant, bool)>,
+}
+
 /// What a publisher keeps.
 #[derive(Debug)]
 pub struct Publisher {
@@ -131,11 +206,14 @@ pub struct Publisher {
     rng: StdRng,
     /// Writing media.
     pub sending: bool,
-    /// Every packet written, per kind ([`TrackKind::index`]).
+    /// Every packet written, per kind ([`TrackKind::index`]); with simulcast, the video of
+    /// every layer in the order written (each layer alone: [`Publisher::layers`]).
     pub sent: [Vec<Sent>; 2],
+    /// Simulcast layers, as [`PublisherConfig::layers`] (empty without simulcast).
+    pub layers: Vec<SendLayer>,
     /// When keyframe requests arrived (`Event::KeyframeRequest`).
     pub keyframe_requests: Vec<Instant>,
-    /// When keyframes were sent and whether a request caused them.
+    /// When keyframes were sent (on any layer) and whether a request caused them.
     pub keyframes: Vec<(Instant, bool)>,
 }
 
@@ -262,7 +340,7 @@ pub(crate) fn build(
             dir,
             Some("sim".into()),
             Some("v".into()),
-            None,
+            publish.and_then(simulcast),
         ));
     }
     let (offer, pending) = api.apply().expect("an offer");
@@ -272,6 +350,15 @@ pub(crate) fn build(
         pending,
         mids,
     }
+}
+
+/// The send layers a publisher announces (`None` without simulcast).
+fn simulcast(config: &PublisherConfig) -> Option<Simulcast> {
+    let mut simulcast = Simulcast::new();
+    for layer in config.layers.iter().filter(|l| l.announced) {
+        simulcast.add_send_layer(SimulcastLayer::new(&layer.rid));
+    }
+    (!simulcast.send.is_empty()).then_some(simulcast)
 }
 
 impl Client {
@@ -326,13 +413,17 @@ impl Client {
                         .find(|p| p.spec().codec == want && remote.contains(&p.pt()))
                         .map(|p| p.pt());
                 }
+                // Start sequence numbers and timestamps anywhere, like a real sender.
+                let seq = [rng.random_range(0..30_000), rng.random_range(0..30_000)];
+                let ts = [rng.random(), rng.random()];
+                let layers = send_layers(&mut rtc, mids[1], &config, &mut rng);
                 Role::Publisher(Box::new(Publisher {
                     generation,
                     mids,
                     pts,
-                    // Start sequence numbers and timestamps anywhere, like a real sender.
-                    seq: [rng.random_range(0..30_000), rng.random_range(0..30_000)],
-                    ts: [rng.random(), rng.random()],
+                    seq,
+                    ts,
+                    layers,
                     frame: 0,
                     audio_number: 0,
                     next_frame_at: None,
@@ -416,6 +507,17 @@ impl Client {
         &self.publisher().sent[kind.index()]
     }
 
+    /// What a simulcast publisher sent on each layer, in [`PublisherConfig::layers`] order
+    /// (without simulcast: its one video stream) — what [`crate::check::layered`] takes.
+    pub fn sent_layers(&self) -> Vec<&[Sent]> {
+        let p = self.publisher();
+        if p.layers.is_empty() {
+            vec![&p.sent[TrackKind::Video.index()]]
+        } else {
+            p.layers.iter().map(|l| l.sent.as_slice()).collect()
+        }
+    }
+
     /// What a viewer received of `kind`.
     pub fn received(&self, kind: TrackKind) -> &[Received] {
         &self.viewer().received[kind.index()]
@@ -490,11 +592,19 @@ impl Client {
             }
             Event::IceConnectionStateChange(s) => self.ice_states.push((now, s)),
             Event::Closed => self.remote_closed_at = Some(now),
-            Event::KeyframeRequest(_) => {
+            Event::KeyframeRequest(request) => {
                 if let Role::Publisher(p) = &mut self.role {
                     p.keyframe_requests.push(now);
-                    if p.config.honor_keyframe_requests {
+                    let honor = p.config.honor_keyframe_requests;
+                    if honor {
                         p.keyframe_wanted = true;
+                    }
+                    // A request names its layer by rid; one without asks all of them.
+                    for layer in &mut p.layers {
+                        if request.rid.is_none_or(|r| *r == *layer.rid) {
+                            layer.keyframe_requests.push(now);
+                            layer.keyframe_wanted |= honor;
+                        }
                     }
                 }
             }
@@ -570,7 +680,7 @@ impl Client {
                 return;
             };
             for w in packets {
-                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(w.mid, None) {
+                if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(w.mid, w.rid) {
                     tx.write_rtp(
                         RtpWrite::new(w.pt, w.seq.into(), w.ts, now, w.payload.clone())
                             .marker(w.marker)
@@ -591,11 +701,52 @@ pub(crate) enum Polled {
 
 pub(crate) struct Write {
     mid: Mid,
+    rid: Option<Rid>,
     pt: Pt,
     seq: u64,
     ts: u32,
     marker: bool,
     payload: Arc<[u8]>,
+}
+
+/// The publisher's simulcast layers with their send streams: announced ones got theirs from
+/// the answer, an unannounced one is declared here on an SSRC of its own (no RTX).
+fn send_layers(
+    rtc: &mut Rtc,
+    mid: Option<Mid>,
+    config: &PublisherConfig,
+    rng: &mut StdRng,
+) -> Vec<SendLayer> {
+    let Some(mid) = mid else {
+        return Vec::new();
+    };
+    config
+        .layers
+        .iter()
+        .map(|layer| {
+            let rid = Rid::from(layer.rid.as_str());
+            let ssrc = if layer.announced {
+                rtc.direct_api()
+                    .stream_tx_by_mid(mid, Some(rid))
+                    .map(|tx| *tx.ssrc())
+            } else {
+                let ssrc: u32 = rng.random_range(1..=u32::MAX);
+                rtc.direct_api()
+                    .declare_stream_tx(Ssrc::from(ssrc), None, mid, Some(rid));
+                Some(ssrc)
+            };
+            SendLayer {
+                rid: layer.rid.clone(),
+                ssrc,
+                seq: rng.random_range(0..30_000),
+                ts: rng.random(),
+                keyframe_wanted: false,
+                sent: Vec::new(),
+                keyframe_requests: Vec::new(),
+                keyframes: Vec::new(),
+            }
+        })
+        .collect()
 }
 
 impl Publisher {
@@ -606,6 +757,9 @@ impl Publisher {
         }
         self.sending = true;
         self.keyframe_wanted = true;
+        for layer in &mut self.layers {
+            layer.keyframe_wanted = true;
+        }
         if self.mids[0].is_some() && self.pts[0].is_some() {
             self.next_audio_at = Some(now);
         }
@@ -646,6 +800,9 @@ impl Publisher {
             let periodic = self
                 .last_keyframe_at
                 .is_none_or(|k| now.saturating_duration_since(k) >= self.config.keyframe_interval);
+            if !self.layers.is_empty() {
+                return Some(self.layer_frames(now, periodic));
+            }
             let keyframe = periodic || self.keyframe_wanted;
             if keyframe {
                 self.keyframes
@@ -689,6 +846,93 @@ impl Publisher {
         None
     }
 
+    /// One frame on every simulcast layer: the same frame number on all, keyframes together
+    /// when periodic, on one layer alone when it was asked for one.
+    fn layer_frames(&mut self, now: Instant, periodic: bool) -> Vec<Write> {
+        let (lo, hi) = self.config.delta_size;
+        let delta = self.rng.random_range(lo..=hi.max(lo));
+        let ts_step = (self.config.frame_interval.as_micros() * 9 / 100) as u32;
+        let frame = self.frame;
+        self.frame += 1;
+        if periodic {
+            self.last_keyframe_at = Some(now);
+        }
+        self.keyframe_wanted = false;
+        let mut writes = Vec::new();
+        let mut asked = None;
+        for i in 0..self.layers.len() {
+            let config = &self.config.layers[i];
+            let layer = &mut self.layers[i];
+            let keyframe = config.keyframes && (periodic || layer.keyframe_wanted);
+            if keyframe {
+                let by_request = layer.keyframe_wanted && !periodic;
+                layer.keyframes.push((now, by_request));
+                layer.keyframe_wanted = false;
+                asked = Some(asked.unwrap_or(false) || by_request);
+            }
+            let base = if keyframe {
+                self.config.keyframe_size
+            } else {
+                delta
+            };
+            let spec = media::FrameSpec {
+                source: self.generation,
+                layer: i as u8,
+                frame,
+                keyframe,
+                size: ((base as f64 * config.scale).round() as usize).max(1),
+                resolution: config.resolution,
+            };
+            let payloads = media::layer_frame(self.config.codec, &spec);
+            let n = payloads.len();
+            for (j, p) in payloads.into_iter().enumerate() {
+                let step = if j + 1 == n { ts_step } else { 0 };
+                writes.push(self.record_layer(i, now, step, j + 1 == n, keyframe && j == 0, p));
+            }
+        }
+        if let Some(asked) = asked {
+            self.keyframes.push((now, asked));
+        }
+        writes
+    }
+
+    /// Note a packet of simulcast layer `i` as sent (on the layer and with all video) and
+    /// advance the layer's sequence number and timestamp.
+    fn record_layer(
+        &mut self,
+        i: usize,
+        now: Instant,
+        ts_step: u32,
+        marker: bool,
+        keyframe: bool,
+        payload: Vec<u8>,
+    ) -> Write {
+        let payload: Arc<[u8]> = payload.into();
+        let layer = &mut self.layers[i];
+        let (seq, ts) = (layer.seq, layer.ts);
+        layer.seq += 1;
+        layer.ts = ts.wrapping_add(ts_step);
+        let sent = Sent {
+            at: now,
+            seq,
+            ts,
+            marker,
+            keyframe,
+            payload: payload.clone(),
+        };
+        layer.sent.push(sent.clone());
+        self.sent[TrackKind::Video.index()].push(sent);
+        Write {
+            mid: self.mids[1].expect("a video section"),
+            rid: Some(Rid::from(self.layers[i].rid.as_str())),
+            pt: self.pts[1].expect("negotiated"),
+            seq,
+            ts,
+            marker,
+            payload,
+        }
+    }
+
     /// Note a packet as sent and advance the sequence number (and the timestamp by `ts_step`
     /// after it).
     fn record(
@@ -715,11 +959,133 @@ impl Publisher {
         });
         Write {
             mid: self.mids[k].expect("a media section"),
+            rid: None,
             pt: self.pts[k].expect("negotiated"),
             seq,
             ts,
             marker,
             payload,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use str0m::media::{KeyframeRequest, KeyframeRequestKind};
+
+    use super::*;
+    use crate::{Sim, SimConfig, Tag};
+
+    /// The bad-input publisher: three layers, `x` unannounced, `h` without keyframes.
+    fn unruly() -> PublisherConfig {
+        let mut config = PublisherConfig::simulcast_3();
+        config.layers[1].keyframes = false;
+        config.layers.push(SimLayer {
+            announced: false,
+            ..SimLayer::new("x", 0.1, (160, 90))
+        });
+        config
+    }
+
+    #[test]
+    fn a_simulcast_offer_announces_its_layers_as_a_browser_does() {
+        let cert = ringcast_core::generate_certificate().unwrap();
+        let addr = "10.0.0.1:4000".parse().unwrap();
+        let built = build(Instant::now(), &cert, addr, Some(&unruly()));
+        let sdp = built.offer.to_sdp_string();
+        let video = &sdp[sdp.find("m=video").expect("a video section")..];
+        for line in [
+            "a=rid:q send",
+            "a=rid:h send",
+            "a=rid:f send",
+            "a=simulcast:send q;h;f",
+            "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+            "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+        ] {
+            assert!(video.contains(line), "no {line} in\n{video}");
+        }
+        assert!(!video.contains("a=rid:x"), "{video}");
+        assert_eq!(sdp.matches("m=video").count(), 1);
+        // Without layers: no simulcast at all.
+        let plain = build(
+            Instant::now(),
+            &cert,
+            addr,
+            Some(&PublisherConfig::default()),
+        );
+        let plain = plain.offer.to_sdp_string();
+        assert!(!plain.contains("a=rid:") && !plain.contains("a=simulcast"));
+    }
+
+    #[test]
+    fn each_layer_goes_on_its_own_ssrc_with_keyframes_together_and_on_request_alone() {
+        let mut sim = Sim::new(SimConfig {
+            seed: 4,
+            ..SimConfig::default()
+        });
+        let p = sim.add_publisher("sc", unruly());
+        sim.connect(&[p], Duration::from_secs(2));
+        sim.run_for(Duration::from_secs(3));
+        let publisher = sim.client(p).publisher();
+        let ssrcs: Vec<u32> = publisher.layers.iter().map(|l| l.ssrc.unwrap()).collect();
+        let mut distinct = ssrcs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 4, "{ssrcs:?}");
+        // Every layer wrote each frame (same frame numbers), sized by its scale.
+        let frames = |l: &SendLayer| {
+            l.sent
+                .iter()
+                .filter(|s| s.marker)
+                .map(|s| Tag::parse(&s.payload).unwrap().frame)
+                .collect::<Vec<_>>()
+        };
+        let f0 = frames(&publisher.layers[0]);
+        assert!(f0.len() > 80, "{}", f0.len());
+        assert!(publisher.layers.iter().all(|l| frames(l) == f0));
+        let bytes = |l: &SendLayer| l.sent.iter().map(|s| s.payload.len()).sum::<usize>();
+        assert!(bytes(&publisher.layers[0]) * 3 < bytes(&publisher.layers[1]));
+        assert!(bytes(&publisher.layers[1]) * 3 < bytes(&publisher.layers[2]));
+        // Periodic keyframes at the same instants on q and f, never on h.
+        let key_times = |l: &SendLayer| l.keyframes.iter().map(|k| k.0).collect::<Vec<_>>();
+        assert_eq!(key_times(&publisher.layers[0]).len(), 2);
+        assert_eq!(
+            key_times(&publisher.layers[0]),
+            key_times(&publisher.layers[2])
+        );
+        assert!(publisher.layers[1].keyframes.is_empty());
+        assert!(publisher.layers[1].sent.iter().all(|s| !s.keyframe));
+        let res = |l: usize| {
+            publisher.layers[l]
+                .sent
+                .iter()
+                .find_map(|s| media::vp8_resolution(&s.payload))
+        };
+        assert_eq!(res(2), Some((1280, 720)));
+        assert_eq!(res(1), None);
+
+        // A request for f is answered on f alone; one for h (no keyframes) on none.
+        let mid = publisher.mids[1].unwrap();
+        let before: Vec<usize> = publisher.layers.iter().map(|l| l.keyframes.len()).collect();
+        for rid in ["f", "h"] {
+            let now = sim.now();
+            sim.client_mut(p).event(
+                now,
+                Event::KeyframeRequest(KeyframeRequest {
+                    mid,
+                    rid: Some(rid.into()),
+                    kind: KeyframeRequestKind::Pli,
+                }),
+            );
+        }
+        sim.run_for(Duration::from_millis(100));
+        let publisher = sim.client(p).publisher();
+        let after: Vec<usize> = publisher.layers.iter().map(|l| l.keyframes.len()).collect();
+        assert_eq!(after, [before[0], 0, before[2] + 1, before[3]]);
+        assert!(publisher.layers[2].keyframes.last().unwrap().1);
+        assert_eq!(publisher.layers[1].keyframe_requests.len(), 1);
+        assert_eq!(publisher.layers[2].keyframe_requests.len(), 1);
     }
 }

@@ -25,6 +25,16 @@
 //! once, in order. Relay messages between shards are handed over synchronously, in the same
 //! step.
 //!
+//! # Links and publishers
+//!
+//! Each client's up and down [`net::Link`] has a delay, jitter, random loss and, optionally, a
+//! bottleneck rate with a bounded queue ([`LinkConfig::rate_bps`], [`QueueLimit`]): datagrams
+//! serialize behind each other, so delay grows as the queue fills and a full queue drops —
+//! what a congestion controller (str0m's TWCC/delay-based estimate) reacts to. Links can be
+//! changed while the sim runs ([`Sim::set_link`], [`Sim::set_down_link`]). A publisher sends
+//! one video stream or simulcast layers ([`PublisherConfig::layers`], as a browser does); what
+//! a viewer got is told apart by layer with [`check::layered`].
+//!
 //! # Determinism
 //!
 //! Loss, jitter and media sizes come from generators seeded from [`SimConfig::seed`], one per
@@ -52,14 +62,15 @@ use ringcast_core::control::{
     AdmissionLimits, Built, Limits, Refusal, Requester, Role as ControlRole,
 };
 use ringcast_core::{
-    Command, CommandError, Control, ControlConfig, IceCreds, Input, Output, PeerSetup, Relay,
-    Reply, SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId, generate_certificate,
+    Command, CommandError, Control, ControlConfig, IceCreds, Input, LayerInfo, Output, PeerSetup,
+    Relay, Reply, SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId,
+    generate_certificate,
 };
 use str0m::config::DtlsCert;
 
-pub use client::{Client, ClientId, PublisherConfig, Received, Role, Sent};
+pub use client::{Client, ClientId, PublisherConfig, Received, Role, SendLayer, Sent, SimLayer};
 pub use media::{Tag, VideoCodec};
-pub use net::{Datagram, Link, LinkConfig, Network};
+pub use net::{Datagram, Link, LinkConfig, Network, QueueLimit};
 
 use client::Polled;
 
@@ -468,6 +479,35 @@ impl Sim {
         }
     }
 
+    /// Pin a viewer to the video layer `rid` of its stream, or let its shard choose again
+    /// (`None`), as the WHEP layer POST and DELETE do: [`Command::SetLayer`] to its shard.
+    pub fn set_layer(&mut self, viewer: ClientId, rid: Option<&str>) -> Result<(), CommandError> {
+        let c = &self.clients[viewer.0];
+        let (shard, session) = (c.shard, c.session);
+        let rid = rid.map(str::to_string);
+        self.command(shard, Command::SetLayer { session, rid })
+            .map(|_| ())
+    }
+
+    /// The video layers of a client's stream as the client's shard sees them, best first
+    /// ([`Command::StreamLayers`]).
+    pub fn stream_layers(&mut self, id: ClientId) -> Vec<LayerInfo> {
+        let c = &self.clients[id.0];
+        let (shard, stream) = (c.shard, c.stream);
+        match self.command(shard, Command::StreamLayers { stream }) {
+            Ok(Reply::Layers(layers)) => layers,
+            other => panic!("StreamLayers answered {other:?}"),
+        }
+    }
+
+    /// Time from a viewer's join to its first complete keyframe of `codec` (see
+    /// [`check::first_frame`]); `None` while it has none.
+    pub fn time_to_first_frame(&self, viewer: ClientId, codec: VideoCodec) -> Option<Duration> {
+        let c = &self.clients[viewer.0];
+        let video = c.received(ringcast_core::TrackKind::Video);
+        check::first_frame(video, codec).map(|at| at - c.added_at)
+    }
+
     /// Make a viewer send a PLI for its video (as a browser does on decode errors). `false` if
     /// it has no video receive stream yet.
     pub fn viewer_request_keyframe(&mut self, id: ClientId) -> bool {
@@ -506,6 +546,17 @@ impl Sim {
         let c = &mut self.clients[id.0];
         c.up.config = config;
         c.down.config = config;
+    }
+
+    /// Set a client's down link (shard → client) only, at any time: what is already queued on
+    /// it still leaves at the old pace.
+    pub fn set_down_link(&mut self, id: ClientId, config: LinkConfig) {
+        self.clients[id.0].down.config = config;
+    }
+
+    /// Set a client's up link (client → shard) only.
+    pub fn set_up_link(&mut self, id: ClientId, config: LinkConfig) {
+        self.clients[id.0].up.config = config;
     }
 
     // ---- running ----
@@ -719,7 +770,7 @@ impl Sim {
         if c.detached {
             return;
         }
-        if let Some(at) = c.down.admit(self.now) {
+        if let Some(at) = c.down.admit(self.now, contents.len()) {
             self.net.push(Datagram {
                 at,
                 source,
@@ -739,7 +790,7 @@ impl Sim {
                     if c.detached {
                         continue;
                     }
-                    if let Some(at) = c.up.admit(now) {
+                    if let Some(at) = c.up.admit(now, contents.len()) {
                         let source = c.addr;
                         self.net.push(Datagram {
                             at,
@@ -786,7 +837,7 @@ impl Sim {
             if c.detached {
                 break;
             }
-            if let Some(at) = c.up.admit(now) {
+            if let Some(at) = c.up.admit(now, contents.len()) {
                 self.net.push(Datagram {
                     at,
                     source,

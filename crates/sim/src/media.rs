@@ -28,6 +28,8 @@ pub struct Tag {
     pub source: u32,
     /// 0 audio, 1 video (as [`TrackKind::index`]).
     pub kind: u8,
+    /// The simulcast layer (index in the publisher's layer list; 0 without simulcast).
+    pub layer: u8,
     /// Frame number (video) or packet number (audio) of this publisher.
     pub frame: u32,
     /// Packet index within the frame.
@@ -40,7 +42,7 @@ const MAGIC: [u8; 2] = *b"RC";
 
 impl Tag {
     /// Encoded length, at the end of every payload.
-    pub const LEN: usize = 15;
+    pub const LEN: usize = 16;
 
     /// Read the tag at the end of a synthetic payload.
     pub fn parse(payload: &[u8]) -> Option<Tag> {
@@ -51,9 +53,10 @@ impl Tag {
         Some(Tag {
             source: u32::from_be_bytes([t[2], t[3], t[4], t[5]]),
             kind: t[6],
-            frame: u32::from_be_bytes([t[7], t[8], t[9], t[10]]),
-            index: u16::from_be_bytes([t[11], t[12]]),
-            count: u16::from_be_bytes([t[13], t[14]]),
+            layer: t[7],
+            frame: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            index: u16::from_be_bytes([t[12], t[13]]),
+            count: u16::from_be_bytes([t[14], t[15]]),
         })
     }
 
@@ -61,6 +64,7 @@ impl Tag {
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&self.source.to_be_bytes());
         out.push(self.kind);
+        out.push(self.layer);
         out.extend_from_slice(&self.frame.to_be_bytes());
         out.extend_from_slice(&self.index.to_be_bytes());
         out.extend_from_slice(&self.count.to_be_bytes());
@@ -80,7 +84,8 @@ impl Tag {
             .frame
             .wrapping_mul(31)
             .wrapping_add(u32::from(self.index).wrapping_mul(7))
-            .wrapping_add(self.source);
+            .wrapping_add(self.source)
+            .wrapping_add(u32::from(self.layer) << 24);
         out.extend((0..n).map(|i| (seed.wrapping_add(i as u32 * 13) >> 1) as u8));
     }
 }
@@ -91,6 +96,7 @@ pub fn audio_payload(source: u32, number: u32, size: usize) -> Vec<u8> {
     let tag = Tag {
         source,
         kind: 0,
+        layer: 0,
         frame: number,
         index: 0,
         count: 1,
@@ -103,8 +109,28 @@ pub fn audio_payload(source: u32, number: u32, size: usize) -> Vec<u8> {
     p
 }
 
+/// The resolution written into keyframes by [`video_frame`].
+pub const DEFAULT_RESOLUTION: (u16, u16) = (640, 360);
+
+/// One video frame to packetize: whose, which layer, which frame, how big.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSpec {
+    /// The publisher generation ([`Tag::source`]).
+    pub source: u32,
+    /// The simulcast layer ([`Tag::layer`]).
+    pub layer: u8,
+    /// Frame number.
+    pub frame: u32,
+    /// A keyframe (VP8 key frame, H264 IDR with SPS and PPS before it).
+    pub keyframe: bool,
+    /// About this many bytes.
+    pub size: usize,
+    /// Width and height written into a VP8 keyframe header (14 bits each) or an H264 SPS.
+    pub resolution: (u16, u16),
+}
+
 /// The RTP payloads of one video frame of about `size` bytes, each at most [`MAX_PAYLOAD`];
-/// the marker bit belongs on the last one.
+/// the marker bit belongs on the last one. Layer 0, keyframes of [`DEFAULT_RESOLUTION`].
 pub fn video_frame(
     codec: VideoCodec,
     source: u32,
@@ -112,10 +138,41 @@ pub fn video_frame(
     keyframe: bool,
     size: usize,
 ) -> Vec<Vec<u8>> {
+    layer_frame(
+        codec,
+        &FrameSpec {
+            source,
+            layer: 0,
+            frame,
+            keyframe,
+            size,
+            resolution: DEFAULT_RESOLUTION,
+        },
+    )
+}
+
+/// The RTP payloads of one frame as `spec` says, each at most [`MAX_PAYLOAD`]; the marker bit
+/// belongs on the last one.
+pub fn layer_frame(codec: VideoCodec, spec: &FrameSpec) -> Vec<Vec<u8>> {
     match codec {
-        VideoCodec::Vp8 => vp8_frame(source, frame, keyframe, size),
-        VideoCodec::H264 => h264_frame(source, frame, keyframe, size),
+        VideoCodec::Vp8 => vp8_frame(spec),
+        VideoCodec::H264 => h264_frame(spec),
     }
+}
+
+/// Width and height in a VP8 keyframe's header at the start of this synthetic payload (RFC
+/// 7741 descriptor of one byte, then RFC 6386 §9.1), `None` if it does not start a keyframe.
+pub fn vp8_resolution(payload: &[u8]) -> Option<(u16, u16)> {
+    if !starts_keyframe(VideoCodec::Vp8, payload) {
+        return None;
+    }
+    let h = payload.get(1..11)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((w, ht))
 }
 
 /// Split `size` body bytes into chunks so that each payload (with `overhead` bytes of headers
@@ -138,17 +195,19 @@ fn chunks(size: usize, overhead: usize) -> Vec<usize> {
 /// VP8 (RFC 7741): a one-byte descriptor (S on the first packet, PID 0), then on the first
 /// packet the VP8 frame header (P bit clear for keyframes, plus the keyframe start code and
 /// dimensions).
-fn vp8_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8>> {
-    let sizes = chunks(size, 1 + 10);
+fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
+    let sizes = chunks(spec.size, 1 + 10);
+    let keyframe = spec.keyframe;
     let count = sizes.len() as u16;
     sizes
         .iter()
         .enumerate()
         .map(|(i, &body)| {
             let tag = Tag {
-                source,
+                source: spec.source,
                 kind: 1,
-                frame,
+                layer: spec.layer,
+                frame: spec.frame,
                 index: i as u16,
                 count,
             };
@@ -160,8 +219,10 @@ fn vp8_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8
                 p.extend_from_slice(&[0x02, 0x00]);
                 if keyframe {
                     p.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                    p.extend_from_slice(&640u16.to_le_bytes());
-                    p.extend_from_slice(&360u16.to_le_bytes());
+                    // 14 bits of size, 2 of scaling (none).
+                    let (w, h) = spec.resolution;
+                    p.extend_from_slice(&(w & 0x3fff).to_le_bytes());
+                    p.extend_from_slice(&(h & 0x3fff).to_le_bytes());
                 }
             } else {
                 p.push(0x00);
@@ -175,17 +236,19 @@ fn vp8_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8
 
 /// H264 packetization-mode 1: a keyframe starts with a STAP-A holding SPS and PPS, then the IDR
 /// slice; a slice that does not fit one packet goes as FU-A fragments.
-fn h264_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u8>> {
+fn h264_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
+    let keyframe = spec.keyframe;
     let nal_type: u8 = if keyframe { 5 } else { 1 };
     let nri: u8 = if keyframe { 3 << 5 } else { 2 << 5 };
-    let sizes = chunks(size, 2);
+    let sizes = chunks(spec.size, 2);
     let slices = sizes.len();
     let count = (slices + usize::from(keyframe)) as u16;
     let mut out = Vec::with_capacity(count as usize);
     let tag_at = |index: usize| Tag {
-        source,
+        source: spec.source,
         kind: 1,
-        frame,
+        layer: spec.layer,
+        frame: spec.frame,
         index: index as u16,
         count,
     };
@@ -193,7 +256,8 @@ fn h264_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u
         // STAP-A: [hdr][len][SPS][len][PPS + tag]. The tag ends the PPS NAL unit so the
         // aggregate stays well formed.
         let tag = tag_at(0);
-        let sps: &[u8] = &[0x67, 0x42, 0xe0, 0x1f, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0x84];
+        let sps = h264_sps(spec.resolution);
+        let sps = sps.as_slice();
         let mut pps = vec![0x68, 0xce, 0x3c, 0x80];
         tag.write(&mut pps);
         let mut p = vec![0x78];
@@ -224,6 +288,87 @@ fn h264_frame(source: u32, frame: u32, keyframe: bool, size: usize) -> Vec<Vec<u
         out.push(p);
     }
     out
+}
+
+/// An H264 sequence parameter set NAL unit (type 7, Constrained Baseline, level 3.1, 4:2:0,
+/// progressive, no VUI) of this width and height: the picture in whole macroblocks, cropped
+/// right and bottom to the size (in steps of 2 pixels).
+pub fn h264_sps((width, height): (u16, u16)) -> Vec<u8> {
+    let mbs_w = u32::from(width).div_ceil(16).max(1);
+    let mbs_h = u32::from(height).div_ceil(16).max(1);
+    let crop_right = (mbs_w * 16).saturating_sub(u32::from(width)) / 2;
+    let crop_bottom = (mbs_h * 16).saturating_sub(u32::from(height)) / 2;
+    let mut b = Bits::default();
+    b.u(8, 66); // profile_idc: Baseline
+    b.u(8, 0xe0); // constraint_set0..2
+    b.u(8, 31); // level_idc
+    b.ue(0); // seq_parameter_set_id
+    b.ue(0); // log2_max_frame_num_minus4
+    b.ue(2); // pic_order_cnt_type
+    b.ue(1); // max_num_ref_frames
+    b.u(1, 0); // gaps_in_frame_num_value_allowed_flag
+    b.ue(mbs_w - 1);
+    b.ue(mbs_h - 1); // pic_height_in_map_units_minus1 (frame_mbs_only)
+    b.u(1, 1); // frame_mbs_only_flag
+    b.u(1, 1); // direct_8x8_inference_flag
+    if crop_right > 0 || crop_bottom > 0 {
+        b.u(1, 1);
+        b.ue(0);
+        b.ue(crop_right);
+        b.ue(0);
+        b.ue(crop_bottom);
+    } else {
+        b.u(1, 0);
+    }
+    b.u(1, 0); // vui_parameters_present_flag
+    b.u(1, 1); // rbsp_stop_one_bit, then zeros to the byte
+    let mut nal = vec![0x67];
+    let mut zeros = 0;
+    for byte in b.into_bytes() {
+        // Emulation prevention: no 00 00 0x (x <= 3) inside a NAL unit.
+        if zeros >= 2 && byte <= 3 {
+            nal.push(3);
+            zeros = 0;
+        }
+        nal.push(byte);
+        zeros = if byte == 0 { zeros + 1 } else { 0 };
+    }
+    nal
+}
+
+/// A big-endian bit writer for [`h264_sps`].
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    used: u32,
+}
+
+impl Bits {
+    /// The low `n` bits of `v`.
+    fn u(&mut self, n: u32, v: u32) {
+        for i in (0..n).rev() {
+            if self.used.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            if v >> i & 1 == 1 {
+                let last = self.bytes.len() - 1;
+                self.bytes[last] |= 0x80 >> (self.used % 8);
+            }
+            self.used += 1;
+        }
+    }
+
+    /// Unsigned exp-Golomb.
+    fn ue(&mut self, v: u32) {
+        let x = v + 1;
+        let len = 32 - x.leading_zeros();
+        self.u(len - 1, 0);
+        self.u(len, x);
+    }
+
+    fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// Does this synthetic video payload start a keyframe? (The sim's own reading, independent of
@@ -258,5 +403,126 @@ mod tests {
         let a = audio_payload(3, 9, 100);
         assert_eq!(a.len(), 100);
         assert_eq!(Tag::parse(&a).unwrap().frame, 9);
+    }
+
+    #[test]
+    fn layers_are_tagged_and_keyframes_carry_their_resolution() {
+        for (layer, resolution) in [(0u8, (320u16, 180u16)), (2, (1280, 720)), (3, (16383, 1))] {
+            let spec = FrameSpec {
+                source: 4,
+                layer,
+                frame: 9,
+                keyframe: true,
+                size: 3000,
+                resolution,
+            };
+            let frame = layer_frame(VideoCodec::Vp8, &spec);
+            assert_eq!(vp8_resolution(&frame[0]), Some(resolution));
+            assert!(frame.iter().all(|p| Tag::parse(p).unwrap().layer == layer));
+            assert_eq!(vp8_resolution(&frame[1]), None);
+            let delta = layer_frame(
+                VideoCodec::Vp8,
+                &FrameSpec {
+                    keyframe: false,
+                    ..spec
+                },
+            );
+            assert_eq!(vp8_resolution(&delta[0]), None);
+        }
+        // The same frame on two layers: different bytes, so a viewer can tell them apart.
+        let spec = FrameSpec {
+            source: 1,
+            layer: 0,
+            frame: 1,
+            keyframe: false,
+            size: 500,
+            resolution: DEFAULT_RESOLUTION,
+        };
+        let a = layer_frame(VideoCodec::H264, &spec);
+        let b = layer_frame(VideoCodec::H264, &FrameSpec { layer: 1, ..spec });
+        assert_ne!(a, b);
+        assert_eq!(video_frame(VideoCodec::H264, 1, 1, false, 500), a);
+    }
+
+    struct Reader {
+        rbsp: Vec<u8>,
+        at: usize,
+    }
+
+    impl Reader {
+        fn bit(&mut self) -> u32 {
+            let v = u32::from(self.rbsp[self.at / 8] >> (7 - self.at % 8) & 1);
+            self.at += 1;
+            v
+        }
+
+        fn ue(&mut self) -> u32 {
+            let mut n = 0;
+            while self.bit() == 0 {
+                n += 1;
+            }
+            let mut v = 1;
+            for _ in 0..n {
+                v = v << 1 | self.bit();
+            }
+            v - 1
+        }
+    }
+
+    /// Width and height from an SPS as [`h264_sps`] writes it (the fields it uses only).
+    fn sps_size(nal: &[u8]) -> (u32, u32) {
+        let mut rbsp = Vec::new();
+        let mut zeros = 0;
+        for &b in &nal[1..] {
+            if zeros >= 2 && b == 3 {
+                zeros = 0;
+                continue;
+            }
+            rbsp.push(b);
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+        }
+        let mut r = Reader { rbsp, at: 24 };
+        let head: Vec<u32> = (0..4).map(|_| r.ue()).collect();
+        assert_eq!(head, [0, 0, 2, 1]);
+        assert_eq!(r.bit(), 0);
+        let (w, h) = (r.ue() + 1, r.ue() + 1);
+        assert_eq!((r.bit(), r.bit()), (1, 1));
+        let (mut right, mut bottom) = (0, 0);
+        if r.bit() == 1 {
+            let crop: Vec<u32> = (0..4).map(|_| r.ue()).collect();
+            (right, bottom) = (crop[1], crop[3]);
+        }
+        (w * 16 - right * 2, h * 16 - bottom * 2)
+    }
+
+    #[test]
+    fn h264_keyframes_carry_their_resolution_in_the_sps() {
+        for (w, h) in [
+            (640u16, 360u16),
+            (1280, 720),
+            (320, 180),
+            (1920, 1080),
+            (16, 16),
+        ] {
+            let sps = h264_sps((w, h));
+            assert_eq!(sps[..4], [0x67, 66, 0xe0, 31]);
+            assert_eq!(sps_size(&sps), (u32::from(w), u32::from(h)), "{w}x{h}");
+            assert!(
+                sps.windows(3)
+                    .all(|x| !(x[0] == 0 && x[1] == 0 && x[2] <= 2))
+            );
+        }
+        // The STAP-A of a keyframe carries it.
+        let spec = FrameSpec {
+            source: 1,
+            layer: 2,
+            frame: 0,
+            keyframe: true,
+            size: 2000,
+            resolution: (1280, 720),
+        };
+        let stap = &layer_frame(VideoCodec::H264, &spec)[0];
+        let len = usize::from(u16::from_be_bytes([stap[1], stap[2]]));
+        assert_eq!(sps_size(&stap[3..3 + len]), (1280, 720));
     }
 }
