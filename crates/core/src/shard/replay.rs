@@ -89,6 +89,9 @@ impl Shard {
         let Some(track) = video_track(p) else {
             return false;
         };
+        if track.rewriter.has_started() {
+            self.stats.layer_switches += 1;
+        }
         entry.unlist_video(key, track);
         entry.video[usize::from(layer)].on.push(key);
         track.layer = layer;

@@ -24,6 +24,9 @@ use crate::peer::RtpIn;
 use crate::rewrite::{Rewriter, Source};
 use crate::sdp::CodecName;
 
+/// A viewer's layer is chosen again at least this often.
+const CHOOSE_AGAIN: Duration = Duration::from_millis(500);
+
 /// Messages between shards.
 #[derive(Debug, Clone)]
 pub enum Relay {
@@ -64,6 +67,9 @@ pub(super) struct SubTrack {
     pub(super) bitrate_targets: (u64, u64),
     /// Video: being caught up from the keyframe cache.
     pub(super) replay: Option<Box<Replay>>,
+    /// Video: when its layer is chosen again without a new estimate (layers come and go, and
+    /// an estimator reports only changes).
+    pub(super) choose_at: Option<Instant>,
 }
 
 impl SubTrack {
@@ -77,6 +83,7 @@ impl SubTrack {
             choice: LayerChoice::default(),
             bitrate_targets: (0, 0),
             replay: None,
+            choose_at: None,
         }
     }
 }
@@ -420,6 +427,7 @@ impl Shard {
                 track.choice.choose(candidates, current, now)
             }
         };
+        track.choose_at = Some(now + CHOOSE_AGAIN);
         let targets = LayerChoice::targets(candidates, wanted);
         let retarget = targets != track.bitrate_targets;
         track.bitrate_targets = targets;
@@ -459,6 +467,18 @@ impl Shard {
         let connected = self.participants[key].peer.is_connected();
         if let Some(layer) = ask_keyframe.filter(|_| connected) {
             self.request_keyframe(now, stream, layer);
+        }
+    }
+
+    /// Choose viewer `key`'s layer again if it is time (called as its timers fire).
+    pub(super) fn choose_layer_if_due(&mut self, now: Instant, key: usize) {
+        let due = self
+            .participants
+            .get_mut(key)
+            .and_then(video_track)
+            .is_some_and(|t| t.choose_at.is_some_and(|at| now >= at));
+        if due {
+            self.choose_layer(now, key);
         }
     }
 

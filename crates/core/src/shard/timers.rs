@@ -35,6 +35,7 @@ impl Shard {
             if replay_due {
                 self.replay_step(key, now);
             }
+            self.choose_layer_if_due(now, key);
             self.enqueue(key);
         }
     }
