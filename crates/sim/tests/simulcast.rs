@@ -282,3 +282,43 @@ fn bad_layers_are_counted_and_contained() {
     );
     assert_eq!(t.last_layer(), Some(layer("h")), "{:?}", t.switches);
 }
+
+#[test]
+fn a_playing_viewer_keeps_its_layer_until_the_new_ones_keyframe() {
+    // The publisher ignores keyframe requests (keyframes every 2 s): a pinned move waits for
+    // the next keyframe of the new layer, and the viewer plays its old layer until then, with
+    // no gap; it is not replayed from the cache.
+    let mut sim = sim(36, ShardConfig::default());
+    let publisher = sim.add_publisher(
+        STREAM,
+        PublisherConfig {
+            keyframe_interval: Duration::from_secs(2),
+            honor_keyframe_requests: false,
+            ..PublisherConfig::simulcast_3()
+        },
+    );
+    let viewer = sim.add_viewer(STREAM);
+    sim.set_layer(viewer, Some("q")).expect("pinned");
+    sim.connect(&[publisher, viewer], Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(3));
+    let replays = sim.shard(ShardId(0)).stats().gop_replays;
+    let asked = sim.now();
+    sim.set_layer(viewer, Some("f")).expect("pinned");
+    sim.run_for(Duration::from_millis(2300));
+    let t = trace(&sim, publisher, viewer);
+    let moved = t.moves().last().expect("moved");
+    assert_eq!((moved.from, moved.to), (Some(layer("q")), layer("f")));
+    assert!(
+        moved.at - asked <= Duration::from_millis(2100),
+        "{:?}",
+        moved.at - asked
+    );
+    // Until the move, q went on arriving: nothing missing (trace checks the numbering).
+    let last_q = sim.client(viewer).received(TrackKind::Video)[moved.index - 1].at;
+    assert!(moved.at - last_q <= Duration::from_millis(50));
+    assert_eq!(
+        sim.shard(ShardId(0)).stats().gop_replays,
+        replays,
+        "no replay for a move"
+    );
+}

@@ -420,6 +420,8 @@ impl Shard {
         let candidates = candidates.as_slice();
         let count = entry.layers.count() as u8;
         let started = track.rewriter.has_started();
+        // A viewer whose layer stopped has nothing to show until it moves.
+        let stalled = !started || !entry.layers.is_active(track.layer, now);
         let wanted = match track.pinned.filter(|&l| l < count) {
             Some(pinned) => Some(pinned),
             None => {
@@ -454,8 +456,11 @@ impl Shard {
                 ask_keyframe = Some(wanted);
             }
         }
-        // Moving (or starting) with a cached keyframe of the layer: at once, no request.
+        // A viewer with nothing to show starts on the layer's cached keyframe at once. One that
+        // plays keeps its layer until the new one's next keyframe: a replay would take its
+        // picture back in time and send a burst its estimator reads as congestion.
         if let Some(layer) = ask_keyframe
+            && stalled
             && self.start_replay(key, layer, now)
         {
             ask_keyframe = None;
