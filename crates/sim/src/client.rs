@@ -61,7 +61,7 @@ pub struct SimLayer {
     /// Its frame sizes relative to [`PublisherConfig::keyframe_size`] and
     /// [`PublisherConfig::delta_size`].
     pub scale: f64,
-    /// Width and height written into its VP8 keyframes.
+    /// Width and height written into its keyframes (VP8 frame header, H264 SPS).
     pub resolution: (u16, u16),
     /// In the offer's `a=rid` and `a=simulcast` lines. An unannounced layer is sent anyway,
     /// on an SSRC of its own with its rid: a publisher that sends a rid it did not announce.
@@ -122,6 +122,22 @@ impl PublisherConfig {
                 SimLayer::new("h", 0.24, (640, 360)),
                 SimLayer::new("f", 1.0, (1280, 720)),
             ],
+            ..PublisherConfig::video_2500kbps()
+        }
+    }
+
+    /// `n` layers as OBS 32.1 sends them: rids `0` (1280x720, ~2.5 Mbit/s) to `n-1`, layer
+    /// `i` at (n-i)/n of the size (and about its square of the bitrate), biggest first.
+    pub fn simulcast_obs(n: u16) -> Self {
+        let n = n.max(1);
+        PublisherConfig {
+            layers: (0..n)
+                .map(|i| {
+                    let f = f64::from(n - i) / f64::from(n);
+                    let size = (1280 * (n - i) / n, 720 * (n - i) / n);
+                    SimLayer::new(&i.to_string(), f * f, size)
+                })
+                .collect(),
             ..PublisherConfig::video_2500kbps()
         }
     }
@@ -1008,6 +1024,14 @@ mod tests {
         }
         assert!(!video.contains("a=rid:x"), "{video}");
         assert_eq!(sdp.matches("m=video").count(), 1);
+        // OBS's shape: rids 0..n, biggest first.
+        let obs = PublisherConfig::simulcast_obs(3);
+        let sizes: Vec<(u16, u16)> = obs.layers.iter().map(|l| l.resolution).collect();
+        assert_eq!(sizes, [(1280, 720), (853, 480), (426, 240)]);
+        let sdp = build(Instant::now(), &cert, addr, Some(&obs))
+            .offer
+            .to_sdp_string();
+        assert!(sdp.contains("a=simulcast:send 0;1;2"), "{sdp}");
         // Without layers: no simulcast at all.
         let plain = build(
             Instant::now(),
