@@ -322,3 +322,32 @@ fn a_playing_viewer_keeps_its_layer_until_the_new_ones_keyframe() {
         "no replay for a move"
     );
 }
+
+#[test]
+fn an_obs_shaped_h264_publisher_that_ignores_pli_starts_viewers_from_the_cache() {
+    // OBS 32.1: rids 0, 1, 2 (0 the full size, then 2/3 and 1/3 of it), H264, keyframes every
+    // 2 s, every keyframe request ignored.
+    let mut sim = sim(37, ShardConfig::default());
+    let publisher = sim.add_publisher(
+        STREAM,
+        PublisherConfig {
+            codec: VideoCodec::H264,
+            keyframe_interval: Duration::from_secs(2),
+            honor_keyframe_requests: false,
+            ..PublisherConfig::simulcast_obs(3)
+        },
+    );
+    sim.connect(&[publisher], Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(2500));
+    let layers = sim.stream_layers(publisher);
+    let rids: Vec<&str> = layers.iter().map(|l| l.rid.as_str()).collect();
+    assert_eq!(rids, ["0", "1", "2"], "{layers:?}");
+    assert_eq!(layers[0].resolution, Some((1280, 720)), "from the H264 SPS");
+    let viewer = sim.add_viewer(STREAM);
+    sim.run_for(Duration::from_secs(2));
+    let waited = sim
+        .time_to_first_frame(viewer, VideoCodec::H264)
+        .expect("a first frame");
+    assert!(waited <= Duration::from_millis(300), "{waited:?}");
+    trace(&sim, publisher, viewer);
+}
