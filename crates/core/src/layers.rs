@@ -124,10 +124,12 @@ impl LayerChoice {
         current
     }
 
-    /// What the viewer's estimator should sustain and probe towards, bits per second: the
-    /// next better layer (padding fills up to it, so the estimate can grow past what the
-    /// current layer sends) and the best one.
-    pub fn targets(candidates: &[Candidate], current: Option<u8>) -> (u64, u64) {
+    /// What the viewer's estimator should sustain and probe towards, bits per second. It probes
+    /// towards what going up to the best layer takes. Once the estimate is within reach of the
+    /// next better layer (two thirds of what going up to it takes), padding fills the path up
+    /// to that, so the estimate can grow past what the current layer sends; further away (a
+    /// path that cannot carry it) it would only crowd out the media.
+    pub fn targets(&self, candidates: &[Candidate], current: Option<u8>) -> (u64, u64) {
         let mut usable = candidates.iter().filter(|c| c.usable);
         let best = usable.clone().next().map_or(0, |c| c.bitrate_bps);
         let next_up = current
@@ -135,9 +137,20 @@ impl LayerChoice {
             .and_then(|at| at.checked_sub(1))
             .and_then(|i| usable.nth(i))
             .map_or(0, |c| c.bitrate_bps);
-        let with_audio = |b: u64| if b == 0 { 0 } else { b + AUDIO_ALLOWANCE_BPS };
-        (with_audio(next_up), with_audio(best * 11 / 10))
+        let minimum = match up_needs(next_up) {
+            need if self.bandwidth() * 3 >= need * 2 => need,
+            _ => 0,
+        };
+        (minimum, up_needs(best))
     }
+}
+
+/// The estimate on which a viewer goes up to a layer of `bitrate` (0 for none).
+fn up_needs(bitrate: u64) -> u64 {
+    if bitrate == 0 {
+        return 0;
+    }
+    bitrate * UP_MARGIN_PERCENT / VIDEO_SHARE_PERCENT + AUDIO_ALLOWANCE_BPS
 }
 
 #[cfg(test)]
@@ -229,16 +242,22 @@ mod tests {
     }
 
     #[test]
-    fn targets_probe_towards_the_next_and_the_best_layer() {
+    fn targets_probe_towards_the_best_and_pad_towards_the_next_layer_within_reach() {
         let layers = three();
+        let need = |b: u64| b * 115 / 90 + 64_000;
+        let mut c = LayerChoice::default();
+        // At the assumed 1 Mbit/s the middle layer (766 kbit/s to go up to it) is within reach.
         assert_eq!(
-            LayerChoice::targets(&layers, Some(0)),
-            (600_000 + 64_000, 2_750_000 + 64_000)
+            c.targets(&layers, Some(0)),
+            (need(600_000), need(2_500_000))
         );
-        assert_eq!(
-            LayerChoice::targets(&layers, Some(2)),
-            (0, 2_750_000 + 64_000)
-        );
-        assert_eq!(LayerChoice::targets(&[], None), (0, 0));
+        // On a 400 kbit/s path it is not: no padding, only probes.
+        c.estimate(400_000);
+        assert_eq!(c.targets(&layers, Some(0)), (0, need(2_500_000)));
+        // Staying on the best layer is within what the estimator is steered to.
+        c.estimate(need(2_500_000));
+        assert_eq!(c.choose(&layers, Some(2), Instant::now()), Some(2));
+        assert_eq!(c.targets(&layers, Some(2)), (0, need(2_500_000)));
+        assert_eq!(c.targets(&[], None), (0, 0));
     }
 }

@@ -430,7 +430,7 @@ impl Shard {
             }
         };
         track.choose_at = Some(now + CHOOSE_AGAIN);
-        let targets = LayerChoice::targets(candidates, wanted);
+        let targets = track.choice.targets(candidates, wanted);
         let retarget = targets != track.bitrate_targets;
         track.bitrate_targets = targets;
         let mut ask_keyframe = None;
