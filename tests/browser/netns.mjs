@@ -51,9 +51,10 @@ export function shapedNetns({ tag, kbit }) {
     quiet('ip', 'netns', 'del', name);
     quiet('ip', 'link', 'del', hostIf);
   };
+  // Exiting (not re-raising the signal) lets the other 'exit' hooks run: the server's, Playwright's.
   const interrupted = (signal) => {
     destroy();
-    process.kill(process.pid, signal);
+    process.exit(signal === 'SIGINT' ? 130 : 143);
   };
   process.on('exit', destroy);
   process.once('SIGINT', interrupted);

@@ -74,7 +74,10 @@ export async function startServer({ host = '127.0.0.1', env = {} } = {}) {
     s.stop = () => stop(s);
     proc.stdout.on('data', (d) => log.push(d.toString()));
     proc.stderr.on('data', (d) => log.push(d.toString()));
-    proc.on('exit', (code, signal) => { s.exited = { code, signal }; });
+    // A test that dies without stopping the server (an uncaught error, Ctrl-C) takes it along.
+    const orphaned = () => proc.kill('SIGKILL');
+    process.on('exit', orphaned);
+    proc.on('exit', (code, signal) => { s.exited = { code, signal }; process.off('exit', orphaned); });
     proc.on('error', (e) => { s.exited = { error: e.message }; });
 
     const deadline = Date.now() + 20_000;
