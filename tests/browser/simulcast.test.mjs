@@ -219,8 +219,12 @@ async function viewerStats() {
   const r = await window.peer.pc.getStats();
   let v = null;
   let remote = null;
+  let ssrcs = 0;
   r.forEach((s) => {
-    if (s.type === 'inbound-rtp' && s.kind === 'video') v = s;
+    if (s.type === 'inbound-rtp' && s.kind === 'video') {
+      ssrcs += 1;
+      if (!v || (s.framesDecoded || 0) > (v.framesDecoded || 0)) v = s;
+    }
     if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') {
       const c = r.get(s.remoteCandidateId);
       remote = c ? `${c.address}:${c.port}` : null;
@@ -228,7 +232,7 @@ async function viewerStats() {
   });
   const codec = v && v.codecId && r.get(v.codecId) ? r.get(v.codecId).mimeType : '';
   return {
-    codec, remote, ssrc: v ? v.ssrc : null,
+    codec, remote, ssrcs,
     width: v?.frameWidth || 0, height: v?.frameHeight || 0, fps: v?.framesPerSecond || 0,
     framesDecoded: v?.framesDecoded || 0, keyFramesDecoded: v?.keyFramesDecoded || 0,
     framesDropped: v?.framesDropped || 0, freezeCount: v?.freezeCount || 0,
@@ -261,7 +265,7 @@ function measure(first, last, series) {
     const a = first[k];
     const b = last[k];
     return {
-      codec: b.codec, remote: b.remote, width: b.width, height: b.height,
+      codec: b.codec, remote: b.remote, ssrcs: b.ssrcs, width: b.width, height: b.height,
       fps: (b.framesDecoded - a.framesDecoded) / secs,
       framesDecoded: b.framesDecoded - a.framesDecoded,
       keyFramesDecoded: b.keyFramesDecoded - a.keyFramesDecoded,
@@ -295,6 +299,9 @@ function verdict(r) {
     const layerFps = layer ? layer[1].fps : CAMERA.fps;
     if (!(v.fps >= MIN_FPS_SHARE * layerFps)) {
       failures.push(`viewer ${k}: ${v.fps.toFixed(1)} frames/s decoded, want >= ${MIN_FPS_SHARE} x ${layerFps.toFixed(1)} (its layer's)`);
+    }
+    if (v.ssrcs !== 1) {
+      failures.push(`viewer ${k}: video on ${v.ssrcs} SSRCs, want 1 (one SSRC across layer switches)`);
     }
     if (v.freezes > MAX_FREEZES || v.frozenS > MAX_FROZEN_S) {
       failures.push(`viewer ${k}: ${v.freezes} freezes, ${v.frozenS.toFixed(2)} s frozen, want <= ${MAX_FREEZES} and <= ${MAX_FROZEN_S} s`);
