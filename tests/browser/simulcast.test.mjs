@@ -94,18 +94,20 @@ test('simulcast: chromium publishes 3 layers; a viewer on a 400 kbit/s link gets
         return frames > 30;
       });
     }
-    await sleep(SETTLE_S * 1000);
-
-    const first = await sampleAll(pub, viewA, viewB);
+    // Every second from both playing: the settling seconds are only reported (how the layer
+    // choice moved), the window's are checked.
+    const settling = { A: [], B: [] };
     const series = { A: [], B: [] };
-    let prev = first;
-    for (let i = 0; i < WINDOW_S; i++) {
+    let prev = await sampleAll(pub, viewA, viewB);
+    let first = prev;
+    for (let i = 0; i < SETTLE_S + WINDOW_S; i++) {
       await sleep(1000);
       const cur = await sampleAll(pub, viewA, viewB);
-      for (const k of ['A', 'B']) series[k].push(tick(prev[k], cur[k]));
+      for (const k of ['A', 'B']) (i < SETTLE_S ? settling : series)[k].push(tick(prev[k], cur[k]));
+      if (i === SETTLE_S - 1) first = cur;
       prev = cur;
     }
-    report = measure(first, prev, series);
+    report = measure(first, prev, series, settling);
     report.shaper = ns.describe();
     const failures = verdict(report);
     for (const line of summary(report).split('\n')) t.diagnostic(line);
@@ -231,8 +233,16 @@ async function viewerStats() {
     }
   });
   const codec = v && v.codecId && r.get(v.codecId) ? r.get(v.codecId).mimeType : '';
+  // What the answer lets this viewer tell the server about its downlink.
+  const sdp = window.peer.answer;
+  const feedback = [
+    /transport-wide-cc/.test(sdp) && 'twcc-ext',
+    /a=rtcp-fb:\S+ transport-cc/.test(sdp) && 'transport-cc',
+    /a=rtcp-fb:\S+ goog-remb/.test(sdp) && 'goog-remb',
+    /abs-send-time/.test(sdp) && 'abs-send-time',
+  ].filter(Boolean).join(',') || 'none';
   return {
-    codec, remote, ssrcs,
+    codec, remote, ssrcs, feedback,
     width: v?.frameWidth || 0, height: v?.frameHeight || 0, fps: v?.framesPerSecond || 0,
     framesDecoded: v?.framesDecoded || 0, keyFramesDecoded: v?.keyFramesDecoded || 0,
     framesDropped: v?.framesDropped || 0, freezeCount: v?.freezeCount || 0,
@@ -248,7 +258,7 @@ function tick(a, b) {
 }
 
 // The window's figures: per publisher layer and per viewer.
-function measure(first, last, series) {
+function measure(first, last, series, settling) {
   const secs = (last.at - first.at) / 1000;
   const layers = {};
   for (const [rid, l] of Object.entries(last.P.layers)) {
@@ -265,7 +275,7 @@ function measure(first, last, series) {
     const a = first[k];
     const b = last[k];
     return {
-      codec: b.codec, remote: b.remote, ssrcs: b.ssrcs, width: b.width, height: b.height,
+      codec: b.codec, remote: b.remote, feedback: b.feedback, ssrcs: b.ssrcs, width: b.width, height: b.height,
       fps: (b.framesDecoded - a.framesDecoded) / secs,
       framesDecoded: b.framesDecoded - a.framesDecoded,
       keyFramesDecoded: b.keyFramesDecoded - a.keyFramesDecoded,
@@ -277,6 +287,7 @@ function measure(first, last, series) {
       nack: b.nackCount - a.nackCount, pli: b.pliCount - a.pliCount,
       widths: [...new Set(series[k].map((s) => s.width))],
       perSecond: series[k].map((s) => `${s.width}@${s.fps}`).join(' '),
+      settling: settling[k].map((s) => `${s.width}@${s.fps}`).join(' '),
     };
   };
   return {
@@ -331,9 +342,10 @@ function summary(r) {
   lines.push(`  publisher: availableOutgoingBitrate=${f(r.outKbps)} kbit/s`);
   for (const [rid, l] of Object.entries(r.layers)) lines.push(`  publisher layer ${rid}: ${line(l)}`);
   for (const k of ['A', 'B']) {
-    const { perSecond, widths, ...rest } = r[k];
+    const { perSecond, settling, widths, ...rest } = r[k];
     lines.push(`  viewer ${k}${k === 'B' ? ` (${SHAPED_KBIT} kbit/s)` : ' (host)'}: ${line(rest)} widths=${widths.join(',')}`);
-    lines.push(`    per second (width@frames): ${perSecond}`);
+    lines.push(`    settling, per second (width@frames): ${settling}`);
+    lines.push(`    window, per second (width@frames): ${perSecond}`);
   }
   if (r.shaper) lines.push(`  shaper: ${r.shaper.replace(/\n\s*/g, ' | ')}`);
   return lines.join('\n');
