@@ -3,7 +3,7 @@
 
 import { execFileSync } from 'node:child_process';
 
-/** Why this process cannot make network namespaces, or null when it can (probed, not guessed). */
+/** Why this process cannot make a namespace with a veth pair and a tbf qdisc, or null (probed). */
 export function netnsUnavailable() {
   if (typeof process.getuid === 'function' && process.getuid() !== 0) {
     return 'needs root (creates a network namespace, a veth pair and a tc qdisc)';
@@ -15,11 +15,15 @@ export function netnsUnavailable() {
       return `needs \`${tool}\` (Debian package ${pkg})`;
     }
   }
+  // All three inside a throwaway namespace, so that nothing is left on the host.
   const probe = `rcprobe${process.pid}`;
   try {
     run('ip', 'netns', 'add', probe);
+    const inside = (...args) => run('ip', 'netns', 'exec', probe, ...args);
+    inside('ip', 'link', 'add', 'probe0', 'type', 'veth', 'peer', 'name', 'probe1');
+    inside('tc', 'qdisc', 'add', 'dev', 'probe0', 'root', 'tbf', 'rate', '400kbit', 'burst', '5000', 'latency', '200ms');
   } catch (e) {
-    return `cannot create a network namespace here: ${e.message}`;
+    return `cannot create a network namespace, a veth pair and a tbf qdisc here: ${e.message}`;
   } finally {
     quiet('ip', 'netns', 'del', probe);
   }
