@@ -252,6 +252,7 @@ async function viewerStats() {
     framesDropped: v?.framesDropped || 0, freezeCount: v?.freezeCount || 0,
     totalFreezesDuration: v?.totalFreezesDuration || 0, packetsLost: v?.packetsLost || 0,
     packetsReceived: v?.packetsReceived || 0, bytesReceived: v?.bytesReceived || 0,
+    retransmittedBytes: v?.retransmittedBytesReceived || 0,
     nackCount: v?.nackCount || 0, pliCount: v?.pliCount || 0,
   };
 }
@@ -288,6 +289,8 @@ function measure(first, last, series, settling) {
       framesDropped: b.framesDropped - a.framesDropped,
       packetsLost: b.packetsLost - a.packetsLost,
       kbps: ((b.bytesReceived - a.bytesReceived) * 8) / secs / 1000,
+      // Of which retransmissions (RTX: repairs, or the server's bandwidth probes).
+      rtxKbps: ((b.retransmittedBytes - a.retransmittedBytes) * 8) / secs / 1000,
       nack: b.nackCount - a.nackCount, pli: b.pliCount - a.pliCount,
       widths: [...new Set(series[k].map((s) => s.width))],
       // Seconds without a decoded frame: a freeze still going on at the end is not counted yet.
