@@ -1,0 +1,110 @@
+// A network namespace joined to the host by a veth pair, with the host -> namespace direction
+// shaped by `tc`: a viewer inside it has a slow downlink from the server on the host.
+
+import { execFileSync } from 'node:child_process';
+
+/** Why this process cannot make a namespace with a veth pair and a tbf qdisc, or null (probed). */
+export function netnsUnavailable() {
+  if (typeof process.getuid === 'function' && process.getuid() !== 0) {
+    return 'needs root (creates a network namespace, a veth pair and a tc qdisc)';
+  }
+  for (const [tool, pkg] of [['ip', 'iproute2'], ['tc', 'iproute2']]) {
+    try {
+      execFileSync(tool, ['-V'], { stdio: 'ignore' });
+    } catch {
+      return `needs \`${tool}\` (Debian package ${pkg})`;
+    }
+  }
+  // All three inside a throwaway namespace, so that nothing is left on the host.
+  const probe = `rcprobe${process.pid}`;
+  try {
+    run('ip', 'netns', 'add', probe);
+    const inside = (...args) => run('ip', 'netns', 'exec', probe, ...args);
+    inside('ip', 'link', 'add', 'probe0', 'type', 'veth', 'peer', 'name', 'probe1');
+    inside('tc', 'qdisc', 'add', 'dev', 'probe0', 'root', 'tbf', 'rate', '400kbit', 'burst', '5000', 'latency', '200ms');
+  } catch (e) {
+    return `cannot create a network namespace, a veth pair and a tbf qdisc here: ${e.message}`;
+  } finally {
+    quiet('ip', 'netns', 'del', probe);
+  }
+  return null;
+}
+
+/**
+ * Creates namespace `ringcast-<tag>-<pid>` joined to the host by a veth pair on a /30 of
+ * 10.213.0.0/16, and shapes what the host sends into it to `kbit` kbit/s (tbf on the host end's
+ * egress, which is the namespace end's ingress: the server -> viewer direction). Returns
+ * `{ name, hostAddr, nsAddr, hostIf, describe, destroy() }`; `destroy` is idempotent and also runs
+ * when the process exits or is interrupted.
+ */
+export function shapedNetns({ tag, kbit }) {
+  const name = `ringcast-${tag}-${process.pid}`;
+  const hostIf = `rc${tag}${process.pid}h`.slice(-15);
+  const nsIf = `rc${tag}${process.pid}n`.slice(-15);
+  const subnet = freeSubnet();
+  const hostAddr = `10.213.${subnet}.1`;
+  const nsAddr = `10.213.${subnet}.2`;
+  let destroyed = false;
+  const destroy = () => {
+    if (destroyed) return;
+    destroyed = true;
+    process.off('exit', destroy);
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+    // Deleting the namespace deletes its veth end, and with it the host end and the qdisc.
+    quiet('ip', 'netns', 'del', name);
+    quiet('ip', 'link', 'del', hostIf);
+  };
+  // Exiting (not re-raising the signal) lets the other 'exit' hooks run: the server's, Playwright's.
+  const interrupted = (signal) => {
+    destroy();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('exit', destroy);
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    run('ip', 'netns', 'add', name);
+    run('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
+    run('ip', 'link', 'set', nsIf, 'netns', name);
+    run('ip', 'addr', 'add', `${hostAddr}/30`, 'dev', hostIf);
+    run('ip', 'link', 'set', hostIf, 'up');
+    run('ip', 'netns', 'exec', name, 'ip', 'addr', 'add', `${nsAddr}/30`, 'dev', nsIf);
+    run('ip', 'netns', 'exec', name, 'ip', 'link', 'set', nsIf, 'up');
+    run('ip', 'netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up');
+    // 400 kbit/s is 50 kB/s: a 5 kB bucket is 100 ms of it, and at most 200 ms of packets wait
+    // in the queue (a home router's buffer) before tbf drops.
+    run('tc', 'qdisc', 'add', 'dev', hostIf, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '5000', 'latency', '200ms');
+  } catch (e) {
+    destroy();
+    throw e;
+  }
+  const describe = () => quiet('tc', '-s', 'qdisc', 'show', 'dev', hostIf).trim();
+  return { name, hostAddr, nsAddr, hostIf, describe, destroy };
+}
+
+function run(cmd, ...args) {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (e) {
+    throw new Error(`\`${cmd} ${args.join(' ')}\` failed: ${(e.stderr || e.message).toString().trim()}`);
+  }
+}
+
+function quiet(cmd, ...args) {
+  try {
+    return run(cmd, ...args);
+  } catch {
+    return '';
+  }
+}
+
+// A third octet for 10.213.x.0/30 that no interface of the host uses yet.
+function freeSubnet() {
+  const used = quiet('ip', '-o', '-4', 'addr', 'show');
+  for (let i = 0; i < 32; i++) {
+    const x = Math.floor(Math.random() * 256);
+    if (!used.includes(`10.213.${x}.`)) return x;
+  }
+  throw new Error('no free /30 in 10.213.0.0/16');
+}

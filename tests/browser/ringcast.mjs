@@ -1,0 +1,117 @@
+// What the browser tests share: where the ringcast binary and Chromium are, Chromium's flags,
+// and starting and stopping a real ringcast server.
+
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const TARGET_DIR = process.env.CARGO_TARGET_DIR || 'target';
+export const BIN = path.resolve(ROOT, process.env.RINGCAST_BIN || path.join(TARGET_DIR, 'debug', 'ringcast'));
+export const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+export const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--use-fake-device-for-media-stream',
+  '--use-fake-ui-for-media-stream',
+  '--autoplay-policy=no-user-gesture-required',
+];
+
+/** A TCP port that was free on `host` a moment ago. */
+export function freePort(host = '127.0.0.1') {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, host, () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Starts the ringcast binary with HTTP on `host` (a free port) and its media sockets bound to
+ * `host` (a random port base, 2 shards), plus the `RINGCAST_*` variables of `env`, and waits for
+ * `GET /healthz`. Returns `{ proc, base, log: string[], exited, stop() }`.
+ */
+export async function startServer({ host = '127.0.0.1', env = {} } = {}) {
+  if (!existsSync(BIN)) {
+    throw new Error(`ringcast binary not found at ${BIN}: run \`cargo build -p ringcast\` or set RINGCAST_BIN`);
+  }
+  // The media ports are a guess (the server binds base..base+shards); try a few.
+  let lastError = null;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const httpPort = await freePort(host);
+    const mediaBase = 40000 + Math.floor(Math.random() * 20000);
+    const log = [];
+    const proc = spawn(BIN, [], {
+      cwd: ROOT,
+      env: {
+        // The server reads every RINGCAST_* variable as a config key: pass none of ours.
+        ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RINGCAST_'))),
+        RINGCAST_HTTP_LISTEN: `${host}:${httpPort}`,
+        RINGCAST_MEDIA_PORT_BASE: String(mediaBase),
+        RINGCAST_MEDIA_SHARDS: '2',
+        RINGCAST_MEDIA_BIND: host,
+        // scripts/test runs the suite once per I/O engine.
+        RINGCAST_MEDIA_ENGINE: process.env.TEST_ENGINE || 'auto',
+        NO_COLOR: '1',
+        ...env,
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const s = { proc, base: `http://${host}:${httpPort}`, log, exited: null };
+    s.stop = () => stop(s);
+    proc.stdout.on('data', (d) => log.push(d.toString()));
+    proc.stderr.on('data', (d) => log.push(d.toString()));
+    // A test that dies without stopping the server (an uncaught error, Ctrl-C) takes it along.
+    const orphaned = () => proc.kill('SIGKILL');
+    process.on('exit', orphaned);
+    proc.on('exit', (code, signal) => { s.exited = { code, signal }; process.off('exit', orphaned); });
+    proc.on('error', (e) => { s.exited = { error: e.message }; });
+
+    const deadline = Date.now() + 20_000;
+    while (Date.now() < deadline && !s.exited) {
+      try {
+        const res = await fetch(`${s.base}/healthz`);
+        if (res.status === 200) return s;
+      } catch { /* not listening yet */ }
+      await sleep(100);
+    }
+    lastError = s.exited
+      ? new Error(`ringcast exited early (${JSON.stringify(s.exited)}):\n${log.join('')}`)
+      : new Error(`ringcast did not answer GET /healthz with 200 within 20 s:\n${log.join('')}`);
+    await stop(s);
+    if (!s.exited || !/bind|address|in use/i.test(log.join(''))) break; // only retry port clashes
+  }
+  throw lastError;
+}
+
+/** Records a page's console, errors, failed requests and HTTP errors into `logs`. */
+export function recordConsole(page, name, logs) {
+  page.on('console', (m) => logs.push(`[${name}] ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => logs.push(`[${name}] pageerror: ${e.message}`));
+  page.on('requestfailed', (r) => logs.push(`[${name}] requestfailed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+  page.on('response', (r) => {
+    if (r.status() >= 400) logs.push(`[${name}] HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
+  });
+}
+
+async function stop(s) {
+  if (!s || s.exited) return;
+  const gone = new Promise((resolve) => s.proc.once('exit', resolve));
+  s.proc.kill('SIGTERM');
+  const t = setTimeout(() => s.proc.kill('SIGKILL'), 3000);
+  await gone;
+  clearTimeout(t);
+}
