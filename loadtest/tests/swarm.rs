@@ -213,6 +213,61 @@ fn small_broadcast_fills_every_field() {
 }
 
 #[test]
+fn simulcast_publisher_ignoring_pli_and_first_frames() {
+    let server = start_ringcast();
+    let json = temp("simulcast.json");
+    let output = loadtest(&[
+        "broadcast",
+        "--url",
+        &server.url,
+        "--viewers",
+        "6",
+        "--layers",
+        "3",
+        "--ignore-pli",
+        "--keyframe-interval",
+        "1s",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--threads",
+        "1",
+        "--verify-fraction",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "exit {:?}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("first frame ms"), "{stdout}");
+    let s = json_of(&json);
+    let _ = std::fs::remove_file(&json);
+    assert!(
+        s["scenario"]
+            .as_str()
+            .unwrap()
+            .contains("simulcast 3 layers"),
+        "{}",
+        s["scenario"]
+    );
+    assert_eq!(s["publishers"]["connected"], 1);
+    assert_eq!(s["viewers"]["connected"], 6, "{}", s["errors"]);
+    // Every viewer, light ones too, saw a complete keyframe: join <= first frame.
+    let first = &s["first_frame_ms"];
+    assert_eq!(first["count"], 6, "{first}");
+    assert_eq!(first["missing"], 0);
+    for field in ["p10", "p50", "p90", "p95", "p99", "max"] {
+        assert!(first[field].as_f64().unwrap() > 0.0, "first frame {field}");
+    }
+    assert!(first["p10"].as_f64() <= first["max"].as_f64());
+    // Each viewer's first frame comes no sooner than its first packet.
+    assert!(first["p50"].as_f64().unwrap() >= s["join_ms"]["p50"].as_f64().unwrap());
+    assert_eq!(first["cdf"].as_array().unwrap().last().unwrap()[1], 1.0);
+    assert!(s["packets_sent"].as_u64().unwrap() > 0);
+}
+
+#[test]
 fn injected_loss_is_reported() {
     let server = start_ringcast();
     let json = temp("loss.json");
@@ -425,6 +480,21 @@ fn faults_are_counted_by_cause() {
     let (_, s) = run_against(&format!("http://127.0.0.1:{port}"), &[]);
     assert_eq!(s["errors"]["http connection refused"], 3, "{}", s["errors"]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("errors"));
+}
+
+#[test]
+fn a_layer_request_without_the_link_is_a_counted_failure() {
+    // A server whose 201s have no layer link (and no usable SDP): viewers asking for a layer
+    // fail with the cause, before any SDP is read.
+    let url = fake_server(
+        "HTTP/1.1 201 Created\r\nLocation: /whep/x/1\r\nContent-Type: application/sdp\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot a sdp",
+        Duration::ZERO,
+    );
+    let (output, s) = run_against(&url, &["--layers", "2", "--viewer-layer", "mixed"]);
+    assert!(output.status.success());
+    assert_eq!(s["errors"]["whep no layer link"], 2, "{}", s["errors"]);
+    assert_eq!(s["errors"]["sdp"], 1, "the publisher: {}", s["errors"]);
+    assert_eq!(s["viewers"]["failed"], 2);
 }
 
 #[test]
