@@ -212,21 +212,15 @@ fn small_broadcast_fills_every_field() {
     assert!(s["threshold_failures"].as_array().unwrap().is_empty());
 }
 
-#[test]
-fn simulcast_publisher_ignoring_pli_and_first_frames() {
-    let server = start_ringcast();
-    let json = temp("simulcast.json");
-    let output = loadtest(&[
+/// A short broadcast against ringcast with `extra` options: its JSON summary.
+fn short_broadcast(server: &Server, name: &str, extra: &[&str]) -> Value {
+    let json = temp(name);
+    let mut args = vec![
         "broadcast",
         "--url",
         &server.url,
         "--viewers",
         "6",
-        "--layers",
-        "3",
-        "--ignore-pli",
-        "--keyframe-interval",
-        "1s",
         "--duration",
         "2s",
         "--warmup",
@@ -237,23 +231,32 @@ fn simulcast_publisher_ignoring_pli_and_first_frames() {
         "0.5",
         "--json",
         json.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let output = loadtest(&args);
     assert!(output.status.success(), "exit {:?}", output.status);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("first frame ms"), "{stdout}");
     let s = json_of(&json);
     let _ = std::fs::remove_file(&json);
+    s
+}
+
+#[test]
+fn every_viewer_of_a_pli_ignoring_publisher_gets_a_first_frame() {
+    let server = start_ringcast();
+    let s = short_broadcast(
+        &server,
+        "ignore-pli.json",
+        &["--ignore-pli", "--keyframe-interval", "1s"],
+    );
     assert!(
-        s["scenario"]
-            .as_str()
-            .unwrap()
-            .contains("simulcast 3 layers"),
+        s["scenario"].as_str().unwrap().contains("ignoring PLI"),
         "{}",
         s["scenario"]
     );
-    assert_eq!(s["publishers"]["connected"], 1);
     assert_eq!(s["viewers"]["connected"], 6, "{}", s["errors"]);
-    // Every viewer, light ones too, saw a complete keyframe: join <= first frame.
+    // Every viewer, light ones too, saw a complete keyframe.
     let first = &s["first_frame_ms"];
     assert_eq!(first["count"], 6, "{first}");
     assert_eq!(first["missing"], 0);
@@ -264,7 +267,25 @@ fn simulcast_publisher_ignoring_pli_and_first_frames() {
     // Each viewer's first frame comes no sooner than its first packet.
     assert!(first["p50"].as_f64().unwrap() >= s["join_ms"]["p50"].as_f64().unwrap());
     assert_eq!(first["cdf"].as_array().unwrap().last().unwrap()[1], 1.0);
+    assert_eq!(s["corrupt"], 0);
+}
+
+#[test]
+fn a_simulcast_publisher_is_accepted() {
+    let server = start_ringcast();
+    let s = short_broadcast(&server, "simulcast.json", &["--layers", "3"]);
+    assert!(
+        s["scenario"]
+            .as_str()
+            .unwrap()
+            .contains("simulcast 3 layers"),
+        "{}",
+        s["scenario"]
+    );
+    assert_eq!(s["publishers"]["connected"], 1, "{}", s["errors"]);
+    assert_eq!(s["viewers"]["connected"], 6, "{}", s["errors"]);
     assert!(s["packets_sent"].as_u64().unwrap() > 0);
+    assert_eq!(s["corrupt"], 0);
 }
 
 #[test]
