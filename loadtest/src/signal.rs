@@ -145,14 +145,16 @@ fn join(
             .body_mut()
             .read_to_string()
             .map_err(|e| http::cause(&e))?;
+        // The layer first: the session exists once the 201 is in, and the server may start
+        // the media on the asked-for layer (from its keyframe cache) at once.
+        if let Some((url, rid)) = &layer {
+            whep_layer::ask(agent, url, &video.to_string(), rid)?;
+        }
         let body = reachable_candidates_only(&body, base);
         let answer = SdpAnswer::from_sdp_string(&body).map_err(|_| "sdp".to_string())?;
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|_| "sdp".to_string())?;
-        if let Some((url, rid)) = &layer {
-            whep_layer::ask(agent, url, &video.to_string(), rid)?;
-        }
         Ok::<(), String>(())
     })();
     if let Err(cause) = settled {

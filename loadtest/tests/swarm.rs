@@ -518,6 +518,86 @@ fn a_layer_request_without_the_link_is_a_counted_failure() {
     assert_eq!(s["viewers"]["failed"], 2);
 }
 
+/// A fake WHIP/WHEP server whose 201s carry a layer link (and no usable SDP), that answers
+/// layer requests with 204 and records each request as (method and path, body).
+fn fake_layer_server() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (seen, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let target = request
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let response = if target.ends_with("/layer") {
+                    "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_string()
+                } else {
+                    let n = target.len();
+                    format!(
+                        "HTTP/1.1 201 Created\r\nLocation: /session/{n}\r\n\
+                         Link: </session/{n}/sse>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"\r\n\
+                         Link: </session/{n}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\"\r\n\
+                         Content-Type: application/sdp\r\nContent-Length: 9\r\n\
+                         Connection: close\r\n\r\nnot a sdp"
+                    )
+                };
+                let _ = seen.send((target, String::from_utf8_lossy(&body).into_owned()));
+                let _ = stream.write_all(response.as_bytes());
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[test]
+fn viewers_ask_for_their_layer_at_the_link() {
+    let (url, requests) = fake_layer_server();
+    let (output, s) = run_against(&url, &["--layers", "2", "--viewer-layer", "mixed"]);
+    assert!(output.status.success());
+    let requests: Vec<(String, String)> = requests.try_iter().collect();
+    let mut asked: Vec<String> = requests
+        .iter()
+        .filter(|(target, _)| target.starts_with("POST /session/") && target.ends_with("/layer"))
+        .map(|(_, body)| {
+            let json: Value = serde_json::from_str(body).expect("a JSON layer request");
+            assert!(!json["mediaId"].as_str().unwrap().is_empty(), "{body}");
+            json["encodingId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    asked.sort();
+    // Two viewers, spread over the two layers; the publisher asks for nothing.
+    assert_eq!(asked, ["0", "1"], "{requests:?}");
+    // The sessions were closed once their SDP turned out unusable.
+    let deleted = requests
+        .iter()
+        .filter(|(t, _)| t.starts_with("DELETE /session/"));
+    assert_eq!(deleted.count(), 2, "{requests:?}");
+    assert_eq!(s["errors"]["sdp"], 3, "{}", s["errors"]);
+}
+
 #[test]
 fn invalid_options_get_a_clear_message() {
     let output = loadtest(&["broadcast", "--bitrate", "fast"]);
