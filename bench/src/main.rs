@@ -46,14 +46,38 @@ const SCENARIOS: [&str; 5] = [
     "rooms-10x20",
 ];
 
+/// The scenarios of `--simulcast-figures`.
+const SIMULCAST_FIGURES: [&str; 6] = [
+    "video-1x1",
+    "simulcast-1x1",
+    "video-1x200",
+    "simulcast-1x200",
+    "ttff-1x40",
+    "ttff-nocache-1x40",
+];
+
+/// Simulcast layers of the simulcast scenarios.
+const SIMULCAST_LAYERS: u32 = 3;
+
+/// Keyframe interval of the PLI-ignoring publisher of the ttff scenarios.
+const TTFF_KEYFRAME_INTERVAL: Duration = Duration::from_secs(4);
+
 /// Scenario benchmark: the same load against ringcast's engine/GSO variants and Janus.
 #[derive(Debug, Parser)]
 #[command(name = "ringcast-bench", version, about, long_about = None)]
 struct Cli {
     /// Scenarios, comma-separated: video-1xN, audio-1xN (audio only), rooms-SxV (S streams of
-    /// V viewers, video).
+    /// V viewers, video), simulcast-1xN (3 simulcast layers, viewers spread over them),
+    /// ttff-1xN and ttff-nocache-1xN (a publisher that ignores PLI, keyframes every 4 s,
+    /// viewers joining over one keyframe interval; the server's keyframe cache on, or off with
+    /// RINGCAST_MEDIA_GOP_CACHE_BYTES=0).
     #[arg(long, value_delimiter = ',', default_values_t = SCENARIOS.map(String::from))]
     scenarios: Vec<String>,
+    /// The simulcast figures instead of --scenarios: CPU per forwarded packet simulcast
+    /// against plain at 1 and 200 viewers, and time to first frame with the keyframe cache on
+    /// and off (scenarios SIMULCAST_FIGURES).
+    #[arg(long)]
+    simulcast_figures: bool,
     /// Server variants, comma-separated: ringcast-{epoll,uring}-{gso,nogso}, janus, or
     /// `ringcast` (the build's default engine and GSO).
     #[arg(long, value_delimiter = ',', default_values_t = VARIANTS.map(String::from))]
@@ -105,16 +129,28 @@ struct Scenario {
     streams: u32,
     viewers: u32,
     audio_only: bool,
+    /// Publishers send [`SIMULCAST_LAYERS`] layers; viewers ask for them in turn.
+    simulcast: bool,
+    /// Time to first frame: a PLI-ignoring publisher; `Some(false)`: the server's keyframe
+    /// cache off.
+    ttff: Option<bool>,
 }
 
 impl Scenario {
     fn parse(name: &str) -> Option<Scenario> {
         let (kind, shape) = name.split_once('-')?;
+        let (kind, shape) = match shape.strip_prefix("nocache-") {
+            Some(rest) if kind == "ttff" => ("ttff-nocache", rest),
+            _ => (kind, shape),
+        };
         let (streams, viewers) = shape.split_once('x')?;
         let (streams, viewers): (u32, u32) = (streams.parse().ok()?, viewers.parse().ok()?);
-        let audio_only = match kind {
-            "video" | "rooms" => false,
-            "audio" => true,
+        let (audio_only, simulcast, ttff) = match kind {
+            "video" | "rooms" => (false, false, None),
+            "audio" => (true, false, None),
+            "simulcast" => (false, true, None),
+            "ttff" => (false, false, Some(true)),
+            "ttff-nocache" => (false, false, Some(false)),
             _ => return None,
         };
         if streams == 0 || viewers == 0 || (kind != "rooms" && streams != 1) {
@@ -125,14 +161,65 @@ impl Scenario {
             streams,
             viewers,
             audio_only,
+            simulcast,
+            ttff,
         })
+    }
+
+    /// The loadtest's options for what sets this scenario apart.
+    fn loadtest_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.audio_only {
+            args.push("--audio-only".to_string());
+        }
+        if self.simulcast {
+            args.extend(["--layers".to_string(), SIMULCAST_LAYERS.to_string()]);
+            args.extend(["--viewer-layer".to_string(), "mixed".to_string()]);
+        }
+        if self.ttff.is_some() {
+            args.push("--ignore-pli".to_string());
+            let interval = format!("{}ms", TTFF_KEYFRAME_INTERVAL.as_millis());
+            args.extend(["--keyframe-interval".to_string(), interval]);
+        }
+        args
+    }
+
+    /// The server's environment for this scenario: the keyframe cache off for ttff-nocache.
+    fn server_env(&self) -> Vec<(&'static str, &'static str)> {
+        match self.ttff {
+            Some(false) => vec![("RINGCAST_MEDIA_GOP_CACHE_BYTES", "0")],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Viewer joins per second: `rate`, or for ttff as many as spread the joins over one
+    /// keyframe interval (so their waits sample every phase of it).
+    fn join_rate(&self, rate: u32) -> f64 {
+        match self.ttff {
+            Some(_) => (f64::from(self.streams * self.viewers)
+                / TTFF_KEYFRAME_INTERVAL.as_secs_f64())
+            .min(f64::from(rate)),
+            None => f64::from(rate),
+        }
     }
 
     fn description(&self) -> String {
         let media = if self.audio_only {
-            "Opus-size audio only (~50 packets/s)"
+            "Opus-size audio only (~50 packets/s)".to_string()
+        } else if self.simulcast {
+            format!(
+                "VP8 {SIMULCAST_LAYERS} simulcast layers (2.5 Mbit/s 720p, ~0.8 360p, ~0.25 \
+                 180p) + Opus, viewers spread over the layers"
+            )
+        } else if let Some(cache) = self.ttff {
+            format!(
+                "VP8 2.5 Mbit/s + Opus from a publisher that ignores PLI, keyframes every {} s, \
+                 joins spread over one interval, keyframe cache {}",
+                TTFF_KEYFRAME_INTERVAL.as_secs(),
+                if cache { "on" } else { "off" }
+            )
         } else {
-            "VP8 2.5 Mbit/s + Opus"
+            "VP8 2.5 Mbit/s + Opus".to_string()
         };
         format!(
             "{} stream{} × {} viewers, {media}",
@@ -155,6 +242,9 @@ struct Context {
 
 fn main() -> ExitCode {
     let mut cli = Cli::parse();
+    if cli.simulcast_figures {
+        cli.scenarios = SIMULCAST_FIGURES.map(String::from).to_vec();
+    }
     if cli.smoke {
         cli.scenarios = vec!["video-1x10".into()];
         cli.duration = Duration::from_secs(3);
@@ -176,7 +266,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         .iter()
         .map(|s| {
             Scenario::parse(s).ok_or_else(|| {
-                format!("--scenarios: `{s}` is not video-1xN, audio-1xN or rooms-SxV")
+                format!(
+                    "--scenarios: `{s}` is not video-1xN, audio-1xN, rooms-SxV, simulcast-1xN, \
+                     ttff-1xN or ttff-nocache-1xN"
+                )
             })
         })
         .collect::<Result<_, _>>()?;
@@ -395,7 +488,14 @@ fn one_run(
     flooded: bool,
 ) -> Result<(Summary, u64, BTreeMap<String, u64>), String> {
     let server_log = ctx.raw.join(format!("{tag}.server.log"));
-    let server = servers::start(variant, &ctx.bed, &ctx.binaries, &ctx.settings, &server_log)?;
+    let server = servers::start(
+        variant,
+        &ctx.bed,
+        &ctx.binaries,
+        &ctx.settings,
+        &scenario.server_env(),
+        &server_log,
+    )?;
     if !servers::raise_priority(server.pid) {
         ctx.priority_refused = true;
     }
@@ -445,16 +545,17 @@ fn run_loadtest(
         .args(["broadcast", "--url", &server.url, "--target", server.target])
         .args(["--streams", &scenario.streams.to_string()])
         .args(["--viewers", &scenario.viewers.to_string()])
-        .args(["--join-rate", &format!("{}/s", cli.join_rate)])
+        .args([
+            "--join-rate",
+            &format!("{}/s", scenario.join_rate(cli.join_rate)),
+        ])
         .args(["--duration", &ms(cli.duration), "--warmup", &ms(cli.warmup)])
         .args(["--threads", &cli.loadtest_threads.to_string()])
         .args(["--source-range", &ctx.bed.source_range_arg()])
         .args(["--server-pid", &server.pid.to_string()])
+        .args(scenario.loadtest_args())
         .arg("--json")
         .arg(&json);
-    if scenario.audio_only {
-        command.arg("--audio-only");
-    }
     let open = |p: &Path| std::fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
     let mut child = command
         .stdin(Stdio::null())
@@ -466,7 +567,7 @@ fn run_loadtest(
         ctx.priority_refused = true;
     }
     let joins = Duration::from_secs_f64(
-        f64::from(scenario.streams * scenario.viewers) / f64::from(cli.join_rate),
+        f64::from(scenario.streams * scenario.viewers) / scenario.join_rate(cli.join_rate),
     );
     let deadline = Instant::now() + joins + cli.warmup + cli.duration + Duration::from_secs(60);
     let status = loop {
@@ -548,9 +649,63 @@ mod tests {
         ] {
             assert_eq!(Scenario::parse(bad), None, "{bad}");
         }
-        for name in SCENARIOS {
+        for name in SCENARIOS.iter().chain(&SIMULCAST_FIGURES) {
             assert!(Scenario::parse(name).is_some(), "{name}");
         }
+        // The plain scenarios pass the loadtest nothing new.
+        assert!(
+            Scenario::parse("video-1x200")
+                .unwrap()
+                .loadtest_args()
+                .is_empty()
+        );
+        assert_eq!(
+            Scenario::parse("audio-1x5").unwrap().loadtest_args(),
+            ["--audio-only"]
+        );
+        assert!(
+            Scenario::parse("video-1x5")
+                .unwrap()
+                .server_env()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn simulcast_and_first_frame_scenarios() {
+        let s = Scenario::parse("simulcast-1x200").unwrap();
+        assert!(s.simulcast && s.ttff.is_none());
+        assert_eq!(
+            s.loadtest_args(),
+            ["--layers", "3", "--viewer-layer", "mixed"]
+        );
+        assert_eq!(s.join_rate(100), 100.0);
+        assert!(s.description().contains("3 simulcast layers"));
+        let on = Scenario::parse("ttff-1x40").unwrap();
+        let off = Scenario::parse("ttff-nocache-1x40").unwrap();
+        assert_eq!((on.ttff, off.ttff), (Some(true), Some(false)));
+        assert_eq!(off.viewers, 40);
+        for s in [&on, &off] {
+            assert_eq!(
+                s.loadtest_args(),
+                ["--ignore-pli", "--keyframe-interval", "4000ms"]
+            );
+            // 40 joins over one 4 s keyframe interval.
+            assert_eq!(s.join_rate(100), 10.0);
+        }
+        assert!(on.server_env().is_empty());
+        assert_eq!(off.server_env(), [("RINGCAST_MEDIA_GOP_CACHE_BYTES", "0")]);
+        assert!(off.description().contains("cache off"));
+        for bad in [
+            "simulcast-2x5",
+            "ttff-nocache-2x5",
+            "video-nocache-1x5",
+            "ttff-cache-1x5",
+        ] {
+            assert_eq!(Scenario::parse(bad), None, "{bad}");
+        }
+        let cli = Cli::try_parse_from(["x", "--simulcast-figures"]).unwrap();
+        assert!(cli.simulcast_figures);
     }
 
     #[test]

@@ -32,8 +32,17 @@ pub struct Figures {
     pub join_p50_ms: f64,
     /// Join time, ms.
     pub join_p99_ms: f64,
+    /// Time to first frame (signalling start → first complete keyframe), ms.
+    #[serde(default)]
+    pub first_frame_p50_ms: f64,
+    /// Time to first frame, ms.
+    #[serde(default)]
+    pub first_frame_p95_ms: f64,
     /// Server resident memory growth per participant, KiB.
     pub rss_kib_per_viewer: f64,
+    /// Server resident memory at the end, KiB.
+    #[serde(default)]
+    pub rss_kib: f64,
     /// Viewers that got media.
     pub viewers_connected: f64,
     /// Viewers asked for.
@@ -57,7 +66,10 @@ impl Figures {
             latency_p99_ms: s.latency_ms.p99,
             join_p50_ms: s.join_ms.p50,
             join_p99_ms: s.join_ms.p99,
+            first_frame_p50_ms: s.first_frame_ms.p50,
+            first_frame_p95_ms: s.first_frame_ms.p95,
             rss_kib_per_viewer: server.rss_kib_per_participant,
+            rss_kib: server.rss_kib as f64,
             viewers_connected: s.viewers.connected as f64,
             viewers_requested: s.viewers.requested as f64,
         }
@@ -78,7 +90,10 @@ impl Figures {
             latency_p99_ms: m(|f| f.latency_p99_ms),
             join_p50_ms: m(|f| f.join_p50_ms),
             join_p99_ms: m(|f| f.join_p99_ms),
+            first_frame_p50_ms: m(|f| f.first_frame_p50_ms),
+            first_frame_p95_ms: m(|f| f.first_frame_p95_ms),
             rss_kib_per_viewer: m(|f| f.rss_kib_per_viewer),
+            rss_kib: m(|f| f.rss_kib),
             viewers_connected: m(|f| f.viewers_connected),
             viewers_requested: m(|f| f.viewers_requested),
         })
@@ -246,6 +261,7 @@ pub fn markdown(r: &Results) -> String {
             "loss",
             "latency p50 / p99 ms",
             "join p50 / p99 ms",
+            "first frame p50 / p95 ms",
             "RSS KiB/viewer",
         ];
         if flood {
@@ -263,6 +279,97 @@ pub fn markdown(r: &Results) -> String {
             let row = row(cell, flood);
             let row: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
             let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
+        out.push('\n');
+    }
+    out.push_str(&figures_markdown(r));
+    out
+}
+
+/// The simulcast figures, where the scenarios that make them ran: CPU per forwarded packet
+/// of `simulcast-1xN` against `video-1xN`, and time to first frame with the keyframe cache on
+/// (`ttff-1xN`) and off (`ttff-nocache-1xN`), per variant.
+pub fn figures_markdown(r: &Results) -> String {
+    let mut out = String::new();
+    let median = |scenario: &str, variant: &str| {
+        r.cells
+            .iter()
+            .find(|c| c.scenario == scenario && c.variant == variant && c.failed.is_none())
+            .and_then(|c| c.median)
+    };
+    let pairs = |from: &str, to: &str| -> Vec<(String, String, String)> {
+        r.scenarios
+            .iter()
+            .filter_map(|s| {
+                let shape = s.name.strip_prefix(from)?;
+                let other = format!("{to}{shape}");
+                r.scenarios
+                    .iter()
+                    .any(|o| o.name == other)
+                    .then(|| (shape.to_string(), s.name.clone(), other))
+            })
+            .collect()
+    };
+    let simulcast = pairs("video-", "simulcast-");
+    if !simulcast.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Simulcast against plain**: server CPU µs per forwarded packet\n\n\
+             | variant | viewers | plain | simulcast | × plain |\n|---|---:|---:|---:|---:|"
+        );
+        for variant in &r.variants {
+            for (shape, plain, sim) in &simulcast {
+                let (p, s) = (median(plain, variant), median(sim, variant));
+                let cpu = |m: Option<Figures>| {
+                    m.map_or("–".into(), |m| format!("{:.2}", m.cpu_us_per_packet))
+                };
+                let times = match (p, s) {
+                    (Some(p), Some(s)) => ratio(s.cpu_us_per_packet, p.cpu_us_per_packet)
+                        .map_or("–".into(), |x| format!("{x:.2}")),
+                    _ => "–".into(),
+                };
+                let viewers = shape.rsplit('x').next().unwrap_or(shape);
+                let _ = writeln!(
+                    out,
+                    "| {variant} | {viewers} | {} | {} | {times} |",
+                    cpu(p),
+                    cpu(s)
+                );
+            }
+        }
+        out.push('\n');
+    }
+    let ttff = pairs("ttff-", "ttff-nocache-");
+    if !ttff.is_empty() {
+        let _ = writeln!(
+            out,
+            "**Time to first frame**, publisher ignoring PLI: p50 / p95 ms; the server's \
+             memory at the end with the cache on less off (one publisher)\n\n\
+             | variant | viewers | cache on | cache off | RSS on − off KiB |\n\
+             |---|---:|---:|---:|---:|"
+        );
+        for variant in &r.variants {
+            for (shape, on, off) in &ttff {
+                let ms = |m: Option<Figures>| {
+                    m.map_or("–".into(), |m| {
+                        format!("{:.0} / {:.0}", m.first_frame_p50_ms, m.first_frame_p95_ms)
+                    })
+                };
+                let viewers = shape.rsplit('x').next().unwrap_or(shape);
+                let (with, without) = (median(on, variant), median(off, variant));
+                let rss = match (with, without) {
+                    (Some(a), Some(b)) if a.rss_kib > 0.0 && b.rss_kib > 0.0 => {
+                        format!("{:.0}", a.rss_kib - b.rss_kib)
+                    }
+                    _ => "–".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "| {variant} | {viewers} | {} | {} | {rss} |",
+                    ms(with),
+                    ms(without)
+                );
+            }
         }
         out.push('\n');
     }
@@ -306,6 +413,7 @@ pub fn html(r: &Results) -> String {
             "loss",
             "latency p50 / p99 ms",
             "join p50 / p99 ms",
+            "first frame p50 / p95 ms",
             "RSS KiB per viewer",
         ];
         if flood {
@@ -342,7 +450,7 @@ fn cells_of<'a>(r: &'a Results, scenario: &'a str) -> impl Iterator<Item = &'a C
 /// One table row: the figures, or the failure.
 fn row(cell: &Cell, flood: bool) -> Vec<String> {
     let mut row = vec![cell.variant.clone()];
-    let columns = 9 + if flood { 2 } else { 0 };
+    let columns = 10 + if flood { 2 } else { 0 };
     let Some(m) = cell.median.filter(|_| cell.failed.is_none()) else {
         row.extend(std::iter::repeat_n("–".to_string(), columns));
         row.push(format!(
@@ -360,6 +468,10 @@ fn row(cell: &Cell, flood: bool) -> Vec<String> {
     row.push(format!("{:.2} %", m.loss_pct));
     row.push(format!("{:.1} / {:.1}", m.latency_p50_ms, m.latency_p99_ms));
     row.push(format!("{:.0} / {:.0}", m.join_p50_ms, m.join_p99_ms));
+    row.push(format!(
+        "{:.0} / {:.0}",
+        m.first_frame_p50_ms, m.first_frame_p95_ms
+    ));
     row.push(format!("{:.0}", m.rss_kib_per_viewer));
     if flood {
         match &cell.flood {
@@ -516,5 +628,67 @@ mod tests {
         // Round trip through results.json.
         let json = serde_json::to_string(&results).unwrap();
         assert_eq!(serde_json::from_str::<Results>(&json).unwrap(), results);
+    }
+
+    #[test]
+    fn simulcast_and_first_frame_figures() {
+        let info = |name: &str| ScenarioInfo {
+            name: name.into(),
+            description: String::new(),
+        };
+        let mut cells = vec![
+            cell("video-1x200", "ringcast", Some(2.0)),
+            cell("simulcast-1x200", "ringcast", Some(3.0)),
+            cell("ttff-1x40", "ringcast", Some(1.0)),
+            cell("ttff-nocache-1x40", "ringcast", Some(1.0)),
+        ];
+        for (cell, (p50, p95, rss)) in cells[2..]
+            .iter_mut()
+            .zip([(40.0, 90.0, 20_500.0), (2100.0, 3900.0, 20_000.0)])
+        {
+            let m = cell.median.as_mut().unwrap();
+            m.first_frame_p50_ms = p50;
+            m.first_frame_p95_ms = p95;
+            m.rss_kib = rss;
+        }
+        let results = Results {
+            scenarios: [
+                "video-1x200",
+                "simulcast-1x200",
+                "ttff-1x40",
+                "ttff-nocache-1x40",
+            ]
+            .map(info)
+            .to_vec(),
+            variants: vec!["ringcast".into()],
+            cells,
+            ..Results::default()
+        };
+        let md = markdown(&results);
+        assert!(
+            md.contains("| ringcast | 200 | 2.00 | 3.00 | 1.50 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| ringcast | 40 | 40 / 90 | 2100 / 3900 | 500 |"),
+            "{md}"
+        );
+        // The per-scenario tables show first frame too.
+        assert!(md.contains("| 2100 / 3900 |"), "{md}");
+        // Without both halves of a pair, no figure.
+        let alone = Results {
+            scenarios: vec![info("video-1x200")],
+            variants: vec!["ringcast".into()],
+            cells: vec![cell("video-1x200", "ringcast", Some(2.0))],
+            ..Results::default()
+        };
+        assert_eq!(figures_markdown(&alone), "");
+        // results.json from before these figures still reads.
+        let old = r#"{"cpu_us_per_packet":1.0,"server_cpu_pct":1.0,"forwarded_pps":1.0,
+            "loss_pct":0.0,"latency_p50_ms":1.0,"latency_p99_ms":1.0,"join_p50_ms":1.0,
+            "join_p99_ms":1.0,"rss_kib_per_viewer":1.0,"viewers_connected":1.0,
+            "viewers_requested":1.0}"#;
+        let f: Figures = serde_json::from_str(old).unwrap();
+        assert_eq!(f.first_frame_p50_ms, 0.0);
     }
 }

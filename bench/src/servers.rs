@@ -112,12 +112,14 @@ impl Drop for Running {
 }
 
 /// Start `variant` in `bed`'s namespace and wait until it answers HTTP; on failure, why (its
-/// error line, for the report's "failed: …").
+/// error line, for the report's "failed: …"). ringcast also gets `env` (a scenario's settings;
+/// Janus has none of these).
 pub fn start(
     variant: Variant,
     bed: &Testbed,
     binaries: &Binaries,
     settings: &ServerSettings,
+    env: &[(&str, &str)],
     log: &Path,
 ) -> Result<Running, String> {
     let ip = bed.server_ip;
@@ -163,6 +165,7 @@ pub fn start(
                     .env("RINGCAST_MEDIA_ENGINE", engine)
                     .env("RINGCAST_MEDIA_GSO", gso.to_string());
             }
+            command.envs(env.iter().copied());
             let url = format!("http://{ip}:{RINGCAST_HTTP}");
             (
                 command,

@@ -199,7 +199,7 @@ impl Janus {
             .ok_or("janus videoroom: joined without a feed id")?;
         let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
         let (audio, video, offer, pending) =
-            negotiation::offer(&mut rtc, Direction::SendOnly, self.negotiation.video)?;
+            negotiation::offer(&mut rtc, Direction::SendOnly, self.negotiation.video, &[])?;
         let (_, jsep) = self.plugin_async(
             agent,
             handle,
@@ -212,7 +212,7 @@ impl Janus {
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .map_err(|_| "sdp".to_string())?;
-        let pts = negotiation::publisher_pts(&rtc, audio, video, self.negotiation)?;
+        let pts = negotiation::publisher_pts(&rtc, audio, video, &self.negotiation)?;
         if let Ok(mut rooms) = self.state.rooms.lock() {
             rooms.entry(room).or_default().feed = Some(feed);
         }

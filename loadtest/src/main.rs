@@ -8,6 +8,7 @@
 //! (`--target janus`, see [`janus`]).
 #![forbid(unsafe_code)]
 
+mod first_frame;
 mod http;
 mod janus;
 mod media;
@@ -21,6 +22,7 @@ mod stats;
 mod swarm;
 mod tally;
 mod units;
+mod whep_layer;
 mod worker;
 
 use std::path::PathBuf;
@@ -37,6 +39,7 @@ use ringcast_loadtest::summary::{self, Summary};
 use crate::media::VideoCodec;
 use crate::signal::Target;
 use crate::swarm::Plan;
+use crate::whep_layer::ViewerLayer;
 use crate::worker::MediaPlan;
 
 /// A WHIP/WHEP load generator: publishers and viewers as str0m peers, many per thread.
@@ -107,9 +110,22 @@ struct Common {
     /// Video frames per second.
     #[arg(long, default_value = "30", value_parser = units::fps)]
     fps: u32,
-    /// Time between keyframes (publishers also answer PLI with one).
+    /// Time between keyframes (publishers also answer PLI with one, unless --ignore-pli).
     #[arg(long, default_value = "2s", value_parser = units::duration)]
     keyframe_interval: Duration,
+    /// Publishers send this many simulcast layers (1-4) in one m=video, as OBS 32.1 and
+    /// browsers do: rid 0 at --bitrate and 1280x720, each next rid half the width and height
+    /// at about a third of the bitrate. Without it, one plain video stream (640x360).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4))]
+    layers: Option<u32>,
+    /// Publishers ignore keyframe requests (PLI/FIR), as OBS and FFmpeg do: viewers wait for
+    /// the next of every --keyframe-interval's keyframes, or the server's keyframe cache.
+    #[arg(long)]
+    ignore_pli: bool,
+    /// The layer viewers ask for with the WHEP layer extension: a rid, `mixed` (viewer i of a
+    /// stream asks for layer i mod --layers) or `auto` (no request: the server chooses).
+    #[arg(long, default_value = "auto", value_parser = ViewerLayer::parse)]
+    viewer_layer: ViewerLayer,
     /// Fraction of viewers that verify payloads and measure latency (the rest count headers).
     #[arg(long, default_value = "0.1", value_parser = units::fraction)]
     verify_fraction: f64,
@@ -269,6 +285,31 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
     );
     let keyframe_every =
         (common.keyframe_interval.as_secs_f64() * f64::from(common.fps)).round() as u32;
+    let layers = match common.layers {
+        None => Vec::new(),
+        Some(_) if common.audio_only => {
+            return Err("--layers: simulcast is video; drop --audio-only".into());
+        }
+        Some(_) if common.target == Target::Janus => {
+            return Err("--layers: simulcast publishing is for --target whip only".into());
+        }
+        Some(n) => media::simulcast_layers(n as usize, common.bitrate, common.fps, keyframe_every),
+    };
+    match &common.viewer_layer {
+        ViewerLayer::Auto => {}
+        _ if layers.is_empty() => {
+            return Err("--viewer-layer: viewers ask for a layer of --layers N simulcast".into());
+        }
+        ViewerLayer::Mixed => {}
+        ViewerLayer::Rid(rid) if layers.iter().any(|l| l.rid == *rid) => {}
+        ViewerLayer::Rid(rid) => {
+            let rids: Vec<&str> = layers.iter().map(|l| l.rid.as_str()).collect();
+            return Err(format!(
+                "--viewer-layer {rid}: the publishers send rids {}",
+                rids.join(", ")
+            ));
+        }
+    }
     let media = if common.audio_only {
         "audio only".to_string()
     } else {
@@ -282,11 +323,28 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             common.fps
         )
     };
+    let mut extras = String::new();
+    if !layers.is_empty() {
+        extras.push_str(&format!(" simulcast {} layers", layers.len()));
+        if common.viewer_layer != ViewerLayer::Auto {
+            let choice = match &common.viewer_layer {
+                ViewerLayer::Rid(rid) => rid.as_str(),
+                _ => "mixed",
+            };
+            extras.push_str(&format!(" viewers on {choice}"));
+        }
+    }
+    if common.ignore_pli {
+        extras.push_str(&format!(
+            " ignoring PLI keyframes every {}ms",
+            common.keyframe_interval.as_millis()
+        ));
+    }
     let via = match common.target {
         Target::Whip => "",
         Target::Janus => " via janus videoroom",
     };
-    let scenario = format!("{name} {media}{via}");
+    let scenario = format!("{name} {media}{extras}{via}");
     let plan = Plan {
         scenario,
         url: common.url.trim_end_matches('/').to_string(),
@@ -311,11 +369,14 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             video: !common.audio_only,
             fps: common.fps,
             frame_sizes: media::frame_sizes(common.bitrate, common.fps, keyframe_every),
+            layers,
+            ignore_pli: common.ignore_pli,
             keyframe_interval: common.keyframe_interval,
             simulate_loss: common.simulate_loss / 100.0,
             connect_timeout: common.connect_timeout,
             stall_after: Duration::from_secs(3),
         },
+        viewer_layer: common.viewer_layer.clone(),
     };
     Ok((plan, common))
 }
@@ -405,6 +466,13 @@ fn table(s: &Summary) -> String {
         s.viewers.requested, s.viewers.connected, s.viewers.failed, s.full_viewers
     );
     let _ = writeln!(t, "join ms       {}", p(&s.join_ms));
+    let f = &s.first_frame_ms;
+    let _ = writeln!(
+        t,
+        "first frame ms p10 {:>7.2}  p50 {:>8.2}  p90 {:>8.2}  p95 {:>8.2}  p99 {:>8.2}  \
+         max {:>8.2}  (n={}, {} without)",
+        f.p10, f.p50, f.p90, f.p95, f.p99, f.max, f.count, f.missing
+    );
     let _ = writeln!(t, "latency ms    {}", p(&s.latency_ms));
     let _ = writeln!(
         t,
@@ -524,5 +592,51 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(soak.scenario, Scenario::Soak(_)));
+    }
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        let argv = ["ringcast-loadtest", "broadcast"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        plan_of(cli.scenario).map(|(plan, _)| plan)
+    }
+
+    #[test]
+    fn simulcast_and_layer_options() {
+        // Off by default: one plain video stream, no layer requests, PLI answered.
+        let p = plan(&[]).unwrap();
+        assert!(p.media.layers.is_empty() && !p.media.ignore_pli);
+        assert_eq!(p.viewer_layer, ViewerLayer::Auto);
+
+        let p = plan(&["--layers", "3", "--viewer-layer", "mixed", "--ignore-pli"]).unwrap();
+        let rids: Vec<&str> = p.media.layers.iter().map(|l| l.rid.as_str()).collect();
+        assert_eq!(rids, ["0", "1", "2"]);
+        assert_eq!(p.media.layers[0].frame_sizes, p.media.frame_sizes);
+        assert!(p.media.ignore_pli);
+        assert_eq!(p.viewer_layer, ViewerLayer::Mixed);
+        assert!(
+            p.scenario.contains("simulcast 3 layers viewers on mixed"),
+            "{}",
+            p.scenario
+        );
+        assert!(p.scenario.contains("ignoring PLI"), "{}", p.scenario);
+        let p = plan(&["--layers", "2", "--viewer-layer", "1"]).unwrap();
+        assert_eq!(p.viewer_layer, ViewerLayer::Rid("1".into()));
+
+        for (args, why) in [
+            (&["--layers", "0"][..], "1..=4"),
+            (&["--layers", "5"], "1..=4"),
+            (&["--viewer-layer", "mixed"], "--layers N"),
+            (&["--viewer-layer", "0"], "--layers N"),
+            (&["--layers", "3", "--viewer-layer", "7"], "rids 0, 1, 2"),
+            (
+                &["--layers", "3", "--viewer-layer", "a b"],
+                "auto, mixed or a rid",
+            ),
+            (&["--layers", "2", "--audio-only"], "--audio-only"),
+            (&["--layers", "2", "--target", "janus"], "whip only"),
+        ] {
+            let error = plan(args).expect_err(&format!("{args:?} accepted"));
+            assert!(error.contains(why), "{args:?}: {error}");
+        }
     }
 }

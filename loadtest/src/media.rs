@@ -149,24 +149,26 @@ impl Packetizer {
     }
 
     /// The RTP payloads of one video frame of about `size` bytes, each at most
-    /// [`MAX_PAYLOAD`]; the marker bit belongs on the last.
+    /// [`MAX_PAYLOAD`]; the marker bit belongs on the last. VP8 keyframes carry `dims`
+    /// (width, height) as an encoder writes them.
     pub fn video(
         &mut self,
         codec: VideoCodec,
         keyframe: bool,
         size: usize,
+        dims: (u16, u16),
         sent_ns: u64,
     ) -> Vec<Vec<u8>> {
         match codec {
-            VideoCodec::Vp8 => self.vp8(keyframe, size, sent_ns),
+            VideoCodec::Vp8 => self.vp8(keyframe, size, dims, sent_ns),
             VideoCodec::H264 => self.h264(keyframe, size, sent_ns),
         }
     }
 
     /// VP8: a one-byte descriptor (S on the first packet, partition 0), then on the first
     /// packet the frame tag (P bit clear on keyframes, show_frame) and, on keyframes, the start
-    /// code and dimensions (640x360).
-    fn vp8(&mut self, keyframe: bool, size: usize, sent_ns: u64) -> Vec<Vec<u8>> {
+    /// code and the 14-bit width and height (scale bits zero), little-endian (RFC 6386 9.1).
+    fn vp8(&mut self, keyframe: bool, size: usize, dims: (u16, u16), sent_ns: u64) -> Vec<Vec<u8>> {
         let sizes = chunks(size, 11 + Probe::LEN);
         sizes
             .iter()
@@ -179,8 +181,8 @@ impl Packetizer {
                     header.extend_from_slice(&[0x02, 0x00]);
                     if keyframe {
                         header.extend_from_slice(&[0x9d, 0x01, 0x2a]);
-                        header.extend_from_slice(&640u16.to_le_bytes());
-                        header.extend_from_slice(&360u16.to_le_bytes());
+                        header.extend_from_slice(&(dims.0 & 0x3fff).to_le_bytes());
+                        header.extend_from_slice(&(dims.1 & 0x3fff).to_le_bytes());
                     }
                 } else {
                     header.push(0x00);
@@ -222,16 +224,12 @@ impl Packetizer {
     }
 }
 
-/// Whether a video payload starts a keyframe (what an SFU looks at).
-#[cfg(test)]
+/// Whether a video payload starts a keyframe (what an SFU looks at). VP8: the payload
+/// descriptor's optional fields (picture id, TL0PICIDX, TID/KEYIDX; RFC 7741 4.2), which an SFU
+/// may add or rewrite, are skipped to reach the frame tag.
 pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     match codec {
-        VideoCodec::Vp8 => {
-            payload.len() >= 2
-                && payload[0] & 0x10 != 0
-                && payload[0] & 0x07 == 0
-                && payload[1] & 0x01 == 0
-        }
+        VideoCodec::Vp8 => vp8_frame_tag(payload).is_some_and(|tag| tag & 0x01 == 0),
         VideoCodec::H264 => match payload.first().map(|b| b & 0x1f) {
             Some(5 | 7) => true,
             Some(24) => payload.get(3).is_some_and(|b| b & 0x1f == 7),
@@ -241,6 +239,35 @@ pub fn is_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
             _ => false,
         },
     }
+}
+
+/// The first byte of the VP8 frame tag when `payload` starts partition 0 of a frame.
+fn vp8_frame_tag(payload: &[u8]) -> Option<u8> {
+    payload.get(vp8_tag_offset(payload)?).copied()
+}
+
+/// Where the VP8 frame tag starts when `payload` starts partition 0 of a frame.
+fn vp8_tag_offset(payload: &[u8]) -> Option<usize> {
+    let first = *payload.first()?;
+    if first & 0x10 == 0 || first & 0x07 != 0 {
+        return None; // not the start of partition 0
+    }
+    let mut at = 1;
+    if first & 0x80 != 0 {
+        let x = *payload.get(1)?;
+        at = 2;
+        if x & 0x80 != 0 {
+            // Picture id: 7 bits, or 15 with the M bit.
+            at += if payload.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+    }
+    (at < payload.len()).then_some(at)
 }
 
 /// Split `size` body bytes into chunks so each payload (with `overhead` bytes of header and
@@ -261,6 +288,67 @@ pub fn frame_sizes(bitrate_bps: u64, fps: u32, keyframe_every: u32) -> (usize, u
     (delta as usize, (delta * 4.0) as usize)
 }
 
+/// The resolution a plain (not simulcast) publisher's VP8 keyframes carry.
+pub const PLAIN_DIMS: (u16, u16) = (640, 360);
+
+/// The resolution of a simulcast publisher's top layer; each layer below halves both sides.
+pub const TOP_DIMS: (u16, u16) = (1280, 720);
+
+/// Most simulcast layers a publisher sends (what OBS and browsers send at most).
+pub const MAX_LAYERS: usize = 4;
+
+/// Each simulcast layer's share of the top layer's bitrate: a quarter of the pixels costs about
+/// a third of the bits, as browsers allot it (720p 2.5 Mbit/s, 360p ~0.8, 180p ~0.25).
+const LAYER_BITRATE_SHARE: [f64; MAX_LAYERS] = [1.0, 1.0 / 3.0, 1.0 / 10.0, 1.0 / 30.0];
+
+/// One simulcast layer a publisher sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Its rid in the offer (`a=rid:<rid> send`) and in the rtp-stream-id extension.
+    pub rid: String,
+    /// Width and height its VP8 keyframes carry.
+    pub dims: (u16, u16),
+    /// Its bitrate.
+    pub bitrate_bps: u64,
+    /// Bytes per delta frame and per keyframe.
+    pub frame_sizes: (usize, usize),
+}
+
+/// `count` (1 ..= [`MAX_LAYERS`]) simulcast layers, best first, OBS 32.1's naming: rid `0` is
+/// the top layer at `bitrate_bps` and [`TOP_DIMS`], each next rid has half the width and height
+/// and the bitrate share of [`LAYER_BITRATE_SHARE`].
+pub fn simulcast_layers(
+    count: usize,
+    bitrate_bps: u64,
+    fps: u32,
+    keyframe_every: u32,
+) -> Vec<Layer> {
+    (0..count.clamp(1, MAX_LAYERS))
+        .map(|i| {
+            let bitrate = ((bitrate_bps as f64 * LAYER_BITRATE_SHARE[i]) as u64).max(8_000);
+            Layer {
+                rid: i.to_string(),
+                dims: (TOP_DIMS.0 >> i, TOP_DIMS.1 >> i),
+                bitrate_bps: bitrate,
+                frame_sizes: frame_sizes(bitrate, fps, keyframe_every),
+            }
+        })
+        .collect()
+}
+
+/// The width and height in a VP8 keyframe payload (RFC 6386 9.1), if it is one.
+#[cfg(test)]
+pub fn vp8_keyframe_dims(payload: &[u8]) -> Option<(u16, u16)> {
+    let tag_at = vp8_tag_offset(payload)?;
+    let header = payload.get(tag_at..tag_at + 10)?;
+    if header[0] & 0x01 != 0 || header[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let width = u16::from_le_bytes([header[6], header[7]]) & 0x3fff;
+    let height = u16::from_le_bytes([header[8], header[9]]) & 0x3fff;
+    Some((width, height))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,7 +358,7 @@ mod tests {
         for codec in [VideoCodec::Vp8, VideoCodec::H264] {
             let mut p = Packetizer::new(7);
             for (key, size) in [(true, 40_000), (false, 9_000), (false, 100), (true, 10)] {
-                let packets = p.video(codec, key, size, 123);
+                let packets = p.video(codec, key, size, PLAIN_DIMS, 123);
                 assert_eq!(is_keyframe(codec, &packets[0]), key, "{codec:?} {key}");
                 for (i, packet) in packets.iter().enumerate() {
                     assert!(packet.len() <= MAX_PAYLOAD);
@@ -299,7 +387,9 @@ mod tests {
     #[test]
     fn corruption_is_noticed() {
         let mut p = Packetizer::new(1);
-        let mut payload = p.video(VideoCodec::Vp8, false, 1000, 1).remove(0);
+        let mut payload = p
+            .video(VideoCodec::Vp8, false, 1000, PLAIN_DIMS, 1)
+            .remove(0);
         assert!(verify(&payload).is_some());
         payload[20] ^= 1;
         assert!(verify(&payload).is_none());
@@ -312,5 +402,67 @@ mod tests {
         let per_interval = delta * 59 + key;
         let expected = 2_500_000 / 8 * 2;
         assert!((per_interval as f64 / expected as f64 - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn simulcast_layers_scale_like_a_browser() {
+        let layers = simulcast_layers(3, 2_500_000, 30, 60);
+        let rids: Vec<&str> = layers.iter().map(|l| l.rid.as_str()).collect();
+        assert_eq!(rids, ["0", "1", "2"]);
+        let dims: Vec<(u16, u16)> = layers.iter().map(|l| l.dims).collect();
+        assert_eq!(dims, [(1280, 720), (640, 360), (320, 180)]);
+        // Top = the plain bitrate; then ~1/3 and ~1/10 of it for 1/4 and 1/16 of the pixels.
+        assert_eq!(layers[0].bitrate_bps, 2_500_000);
+        assert_eq!(layers[0].frame_sizes, frame_sizes(2_500_000, 30, 60));
+        assert_eq!(layers[1].bitrate_bps, 833_333);
+        assert_eq!(layers[2].bitrate_bps, 250_000);
+        assert!(
+            layers
+                .windows(2)
+                .all(|w| w[0].frame_sizes.0 > w[1].frame_sizes.0)
+        );
+        assert_eq!(simulcast_layers(4, 2_500_000, 30, 60)[3].dims, (160, 90));
+        // Out of range counts are clamped (the CLI refuses them first).
+        assert_eq!(simulcast_layers(9, 1_000_000, 30, 60).len(), MAX_LAYERS);
+        assert_eq!(simulcast_layers(0, 1_000_000, 30, 60).len(), 1);
+    }
+
+    #[test]
+    fn vp8_keyframes_carry_each_layers_resolution() {
+        let mut p = Packetizer::new(2);
+        for layer in simulcast_layers(4, 2_500_000, 30, 60) {
+            let key = p.video(VideoCodec::Vp8, true, layer.frame_sizes.1, layer.dims, 0);
+            assert_eq!(vp8_keyframe_dims(&key[0]), Some(layer.dims));
+            // Frame tag, start code, 14-bit little-endian width and height after the descriptor.
+            assert_eq!(key[0][4..7], [0x9d, 0x01, 0x2a]);
+            assert_eq!(key[0][7..9], layer.dims.0.to_le_bytes());
+            assert_eq!(key[0][9..11], layer.dims.1.to_le_bytes());
+            assert_eq!(vp8_keyframe_dims(&key[1]), None, "a continuation packet");
+            let delta = p.video(VideoCodec::Vp8, false, 500, layer.dims, 0);
+            assert_eq!(vp8_keyframe_dims(&delta[0]), None);
+        }
+    }
+
+    #[test]
+    fn vp8_keyframes_are_found_behind_an_extended_descriptor() {
+        let mut p = Packetizer::new(2);
+        let plain = p.video(VideoCodec::Vp8, true, 100, PLAIN_DIMS, 0).remove(0);
+        let frame = &plain[1..];
+        // X, I with a 15-bit picture id, L, T/K: what an SFU may write before the frame tag.
+        let mut extended = vec![0x90, 0xf0, 0x80 | 0x12, 0x34, 0x07, 0x20];
+        extended.extend_from_slice(frame);
+        assert!(is_keyframe(VideoCodec::Vp8, &extended));
+        assert_eq!(vp8_keyframe_dims(&extended), Some(PLAIN_DIMS));
+        // A 7-bit picture id only.
+        let mut short = vec![0x90, 0x80, 0x12];
+        short.extend_from_slice(frame);
+        assert!(is_keyframe(VideoCodec::Vp8, &short));
+        // A delta frame behind the same descriptor; truncated descriptors are no keyframes.
+        let mut delta = extended.clone();
+        delta[6] |= 0x01;
+        assert!(!is_keyframe(VideoCodec::Vp8, &delta));
+        for cut in 0..6 {
+            assert!(!is_keyframe(VideoCodec::Vp8, &extended[..cut]), "{cut}");
+        }
     }
 }

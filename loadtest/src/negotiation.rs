@@ -7,19 +7,21 @@ use std::time::Instant;
 
 use str0m::change::{SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::media::{Direction, MediaKind, Mid, Pt, Simulcast, SimulcastLayer};
 use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::http::{host_of, loopback_url};
 use crate::media::VideoCodec;
 
 /// What every session of a run is negotiated with.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Negotiation {
     /// Video codec.
     pub codec: VideoCodec,
     /// Whether publishers send (and viewers ask for) video; audio is always there.
     pub video: bool,
+    /// The rids of the simulcast layers publishers send, best first (empty: no simulcast).
+    pub layers: Vec<String>,
 }
 
 /// A str0m peer in RTP mode with Opus and `codec`, and one host candidate at `local`.
@@ -39,16 +41,26 @@ pub(crate) fn new_rtc(codec: VideoCodec, local: SocketAddr) -> Result<Rtc, Strin
 }
 
 /// An offer with an audio and (when `video`) a video m-line in `direction`: the audio mid,
-/// the video mid (the audio one again without video), the offer and its pending state.
+/// the video mid (the audio one again without video), the offer and its pending state. With
+/// `simulcast` rids, the video m-line sends them as simulcast layers (RFC 8853: `a=rid:<rid>
+/// send` each, `a=simulcast:send <rid>;<rid>…`, one SSRC per layer), as a browser offers them.
 pub(crate) fn offer(
     rtc: &mut Rtc,
     direction: Direction,
     video: bool,
+    simulcast: &[String],
 ) -> Result<(Mid, Mid, SdpOffer, SdpPendingOffer), String> {
     let mut api = rtc.sdp_api();
     let audio = api.add_media(MediaKind::Audio, direction, None, None, None);
     let video = if video {
-        api.add_media(MediaKind::Video, direction, None, None, None)
+        let layers = (!simulcast.is_empty()).then(|| {
+            let mut s = Simulcast::new();
+            for rid in simulcast {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        api.add_media(MediaKind::Video, direction, None, None, layers)
     } else {
         audio
     };
@@ -61,7 +73,7 @@ pub(crate) fn publisher_pts(
     rtc: &Rtc,
     audio: Mid,
     video: Mid,
-    negotiation: Negotiation,
+    negotiation: &Negotiation,
 ) -> Result<[Pt; 2], String> {
     let opus = payload_type(rtc, audio, Codec::Opus).ok_or("sdp: no opus")?;
     if !negotiation.video {
@@ -135,5 +147,43 @@ mod tests {
         assert!(!kept.contains("127.0.0.1") && kept.contains("10.0.0.5"));
         let kept = reachable_candidates_only(sdp, "http://10.9.9.9:8080");
         assert!(kept.contains("127.0.0.1") && kept.contains("10.0.0.5"));
+    }
+
+    #[test]
+    fn a_simulcast_offer_has_the_shape_browsers_send() {
+        let local = "127.0.0.1:40000".parse().unwrap();
+        let rids: Vec<String> = ["0", "1", "2"].map(String::from).to_vec();
+        let mut rtc = new_rtc(VideoCodec::Vp8, local).unwrap();
+        let (_, video, simulcast, _) = offer(&mut rtc, Direction::SendOnly, true, &rids).unwrap();
+        let sdp = simulcast.to_sdp_string();
+        let section = sdp.split("m=video").nth(1).expect("a video section");
+        for rid in &rids {
+            assert!(section.contains(&format!("a=rid:{rid} send")), "{sdp}");
+        }
+        assert!(section.contains("a=simulcast:send 0;1;2"), "{sdp}");
+        assert!(
+            section.contains("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"),
+            "{sdp}"
+        );
+        assert_eq!(sdp.matches("m=video").count(), 1);
+        // One SSRC per layer (str0m adds an RTX one to each).
+        let ssrcs: std::collections::HashSet<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=ssrc:")?.split_whitespace().next())
+            .collect();
+        assert_eq!(ssrcs.len(), 6, "{sdp}");
+        // The server's scanner reads the layers from it.
+        let summary = ringcast_core::sdp::OfferSummary::scan(&sdp).unwrap();
+        let scanned = summary
+            .media
+            .iter()
+            .find(|m| m.mid.as_deref() == Some(&*video.to_string()))
+            .unwrap();
+        assert_eq!(scanned.send_rids, rids);
+        // Without layers: no simulcast at all, as before.
+        let mut rtc = new_rtc(VideoCodec::Vp8, local).unwrap();
+        let (_, _, plain, _) = offer(&mut rtc, Direction::SendOnly, true, &[]).unwrap();
+        let plain = plain.to_sdp_string();
+        assert!(!plain.contains("a=simulcast") && !plain.contains("a=rid:"));
     }
 }

@@ -103,6 +103,7 @@ pub fn render_html(summary: &Summary) -> String {
             ("p99.9", s.latency_ms.p999),
         ],
     );
+    first_frame_card(&mut h, s);
     delivery_card(&mut h, s);
     server_card(&mut h, s.server.as_ref());
     loadgen_card(&mut h, s);
@@ -153,7 +154,21 @@ pub fn render_html(summary: &Summary) -> String {
         "half",
         "Join time CDF",
         "Fraction of connected viewers that had their first media packet by then.",
-        plot_or_note(|| join_cdf_plot(&s.join_cdf), (HALF, TALL)),
+        plot_or_note(
+            || cdf_plot(&s.join_cdf, "join time, ms", "viewers joined"),
+            (HALF, TALL),
+        ),
+    );
+    figure(
+        &mut h,
+        "half",
+        "Time to first frame CDF",
+        "Fraction of the viewers with a first frame that had their first complete keyframe \
+         by then.",
+        plot_or_note(
+            || cdf_plot(&s.first_frame_ms.cdf, "time to first frame, ms", "viewers"),
+            (HALF, TALL),
+        ),
     );
     h.push_str("</section>\n");
 
@@ -347,6 +362,42 @@ fn percentiles_card(h: &mut String, title: &str, sub: &str, p: &Percentiles, row
     }
     row(h, "max", &pct_value(p, p.max), "");
     row(h, "samples", &fmt_int(p.count), "dim");
+    h.push_str("</tbody>\n</table>\n");
+    card_end(h);
+}
+
+fn first_frame_card(h: &mut String, s: &Summary) {
+    let f = &s.first_frame_ms;
+    card_start(
+        h,
+        "Time to first frame, ms",
+        "POST to the viewer's first complete keyframe",
+    );
+    h.push_str("<table>\n<tbody>\n");
+    let ms = |v: f64| {
+        if f.count == 0 {
+            "–".to_owned()
+        } else {
+            fmt_ms(v)
+        }
+    };
+    for (label, v) in [
+        ("p10", f.p10),
+        ("p50", f.p50),
+        ("p90", f.p90),
+        ("p95", f.p95),
+        ("p99", f.p99),
+        ("max", f.max),
+    ] {
+        row(h, label, &ms(v), "");
+    }
+    row(h, "samples", &fmt_int(f.count), "dim");
+    row(
+        h,
+        "without a first frame",
+        &fmt_int(f.missing),
+        bad_if(f.missing > 0),
+    );
     h.push_str("</tbody>\n</table>\n");
     card_end(h);
 }
@@ -1015,7 +1066,7 @@ fn latency_histogram_plot(buckets: &[(f64, u64)], latency: &Percentiles) -> Plot
 }
 
 /// Fraction of connected viewers joined against time since their POST.
-fn join_cdf_plot(cdf: &[(f64, f64)]) -> PlotResult<String> {
+fn cdf_plot(cdf: &[(f64, f64)], x_desc: &str, y_desc: &str) -> PlotResult<String> {
     let mut pts: Vec<(f64, f64)> = cdf
         .iter()
         .copied()
@@ -1049,8 +1100,8 @@ fn join_cdf_plot(cdf: &[(f64, f64)]) -> PlotResult<String> {
             .axis_style(GREY)
             .label_style(label_style())
             .axis_desc_style(desc_style())
-            .x_desc("join time, ms")
-            .y_desc("viewers joined")
+            .x_desc(x_desc)
+            .y_desc(y_desc)
             .x_labels(8)
             .x_label_formatter(&|v| fmt_axis(*v))
             .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
@@ -1123,6 +1174,10 @@ mod tests {
                 rss_kib_per_participant: 312.25,
             }),
             threshold_failures: vec!["join p99 210 ms > 200 ms <limit>".into()],
+            first_frame_ms: crate::stats::first_frames(
+                &(1..=200).map(|i| 40.0 + f64::from(i)).collect::<Vec<_>>(),
+                201,
+            ),
             ..Summary::default()
         };
         s.errors.insert("http 503".into(), 2);
@@ -1175,8 +1230,9 @@ mod tests {
         let html = render_html(&s);
         assert!(html.starts_with("<!DOCTYPE html>"));
         assert!(html.ends_with("</html>\n"));
-        assert_eq!(html.matches("<svg").count(), 4, "four plots");
+        assert_eq!(html.matches("<svg").count(), 5, "five plots");
         assert!(!html.contains("no data"));
+        assert!(html.contains("Time to first frame, ms") && html.contains("without a first frame"));
         // Escaped, never raw.
         assert!(html.contains("broadcast 1x200 vp8 &lt;2500kbps&gt; &amp; &quot;friends&quot;"));
         assert!(!html.contains("<2500kbps>"));
@@ -1232,8 +1288,8 @@ mod tests {
     #[test]
     fn report_empty_summary() {
         let html = render_html(&Summary::default());
-        assert_eq!(html.matches("<svg").count(), 4);
-        assert_eq!(html.matches("\nno data\n").count(), 4);
+        assert_eq!(html.matches("<svg").count(), 5);
+        assert_eq!(html.matches("\nno data\n").count(), 5);
         assert!(html.contains("No threshold failures."));
         assert!(!html.contains("class=\"box warn\""));
         assert!(html.contains("not measured"));
@@ -1257,9 +1313,9 @@ mod tests {
             ..Tick::default()
         });
         let html = render_html(&s);
-        assert_eq!(html.matches("<svg").count(), 4);
-        // Traffic, histogram and CDF have nothing finite; sessions has one point.
-        assert_eq!(html.matches("\nno data\n").count(), 3);
+        assert_eq!(html.matches("<svg").count(), 5);
+        // Traffic, histogram and CDFs have nothing finite; sessions has one point.
+        assert_eq!(html.matches("\nno data\n").count(), 4);
         assert!(!html.contains("NaN"));
         assert!(!html.contains("inf"));
     }

@@ -23,6 +23,9 @@ pub enum Role {
         stream: String,
         /// Checks payloads and latency (else counts headers only).
         full: bool,
+        /// The simulcast layer (rid) it asks for with the WHEP layer extension; None: the
+        /// server's choice.
+        layer: Option<String>,
     },
 }
 

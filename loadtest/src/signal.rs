@@ -14,6 +14,7 @@ use crate::http;
 use crate::janus::Janus;
 use crate::negotiation::{Negotiation, new_rtc, offer, publisher_pts, reachable_candidates_only};
 use crate::session::{Job, Joined, Role};
+use crate::whep_layer;
 
 /// The signalling the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,7 +54,7 @@ impl Signaller {
     /// Open one session; on failure, the cause as it goes into the errors table.
     pub fn join(&self, agent: &ureq::Agent, job: Job) -> Result<Joined, String> {
         match self {
-            Signaller::Whip { base, negotiation } => join(agent, base, *negotiation, job),
+            Signaller::Whip { base, negotiation } => join(agent, base, negotiation, job),
             Signaller::Janus(janus) => janus.join(agent, job),
         }
     }
@@ -79,19 +80,24 @@ impl Signaller {
     }
 }
 
-/// Open one WHIP/WHEP session; on failure, the cause as it goes into the errors table.
+/// Open one WHIP/WHEP session; on failure, the cause as it goes into the errors table. A
+/// viewer with a layer asks for it with the WHEP layer extension once the session is up.
 fn join(
     agent: &ureq::Agent,
     base: &str,
-    negotiation: Negotiation,
+    negotiation: &Negotiation,
     job: Job,
 ) -> Result<Joined, String> {
     let mut rtc = new_rtc(negotiation.codec, job.local)?;
-    let (direction, path) = match &job.role {
-        Role::Publisher { stream, .. } => (Direction::SendOnly, format!("/whip/{stream}")),
-        Role::Viewer { stream, .. } => (Direction::RecvOnly, format!("/whep/{stream}")),
+    let (direction, path, simulcast) = match &job.role {
+        Role::Publisher { stream, .. } => (
+            Direction::SendOnly,
+            format!("/whip/{stream}"),
+            &negotiation.layers[..],
+        ),
+        Role::Viewer { stream, .. } => (Direction::RecvOnly, format!("/whep/{stream}"), &[][..]),
     };
-    let (audio, video, offer, pending) = offer(&mut rtc, direction, negotiation.video)?;
+    let (audio, video, offer, pending) = offer(&mut rtc, direction, negotiation.video, simulcast)?;
 
     let posted = Instant::now();
     let url = format!("{}{path}", base.trim_end_matches('/'));
@@ -114,15 +120,49 @@ fn join(
         .and_then(|l| l.to_str().ok())
         .map(|l| http::absolute(base, l))
         .ok_or("http no location")?;
-    let body = response
-        .body_mut()
-        .read_to_string()
-        .map_err(|e| http::cause(&e))?;
-    let body = reachable_candidates_only(&body, base);
-    let answer = SdpAnswer::from_sdp_string(&body).map_err(|_| "sdp".to_string())?;
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|_| "sdp".to_string())?;
+    let layer = match &job.role {
+        Role::Viewer {
+            layer: Some(rid), ..
+        } => {
+            let links = response
+                .headers()
+                .get_all("link")
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            match whep_layer::link_target(links, whep_layer::LAYER_REL) {
+                Some(url) => Some((http::absolute(base, &url), rid.clone())),
+                None => {
+                    // The session exists on the server: close it, it is of no use.
+                    let _ = leave(agent, &location);
+                    return Err("whep no layer link".into());
+                }
+            }
+        }
+        _ => None,
+    };
+    let settled = (|| {
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| http::cause(&e))?;
+        // The layer first: the session exists once the 201 is in, and the server may start
+        // the media on the asked-for layer (from its keyframe cache) at once.
+        if let Some((url, rid)) = &layer {
+            whep_layer::ask(agent, url, &video.to_string(), rid)?;
+        }
+        let body = reachable_candidates_only(&body, base);
+        let answer = SdpAnswer::from_sdp_string(&body).map_err(|_| "sdp".to_string())?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|_| "sdp".to_string())?;
+        Ok::<(), String>(())
+    })();
+    if let Err(cause) = settled {
+        if layer.is_some() {
+            let _ = leave(agent, &location);
+        }
+        return Err(cause);
+    }
 
     let pts = match job.role {
         Role::Publisher { .. } => Some(publisher_pts(&rtc, audio, video, negotiation)?),

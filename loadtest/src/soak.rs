@@ -238,6 +238,8 @@ impl Rig {
             video: true,
             fps: args.fps,
             frame_sizes: media::frame_sizes(args.bitrate, args.fps, keyframe_every),
+            layers: Vec::new(),
+            ignore_pli: false,
             keyframe_interval: args.keyframe_interval,
             simulate_loss: 0.0,
             connect_timeout: args.connect_timeout,
@@ -263,6 +265,7 @@ impl Rig {
                 Negotiation {
                     codec: args.codec,
                     video: true,
+                    layers: Vec::new(),
                 },
                 args.http_timeout,
             ),
@@ -337,6 +340,7 @@ impl Rig {
             Role::Viewer {
                 stream: self.live.clone(),
                 full: false,
+                layer: None,
             }
         };
         let worker = index % self.cycling.len();
@@ -453,6 +457,7 @@ fn soak(
             Role::Viewer {
                 stream: rig.live.clone(),
                 full: true,
+                layer: None,
             },
         )?;
     }

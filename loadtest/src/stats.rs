@@ -3,7 +3,7 @@
 
 use hdrhistogram::Histogram;
 
-use crate::summary::Percentiles;
+use crate::summary::{FirstFrames, Percentiles};
 
 /// Sequence numbers remembered for duplicate detection.
 const WINDOW: i64 = 1024;
@@ -202,6 +202,39 @@ pub fn cdf(samples_ms: &[f64], points: usize) -> Vec<(f64, f64)> {
     out
 }
 
+/// Times to first frame (ms) of the viewers that got one, of `expected` viewers that should
+/// have: percentiles (nearest rank), the CDF and how many are missing.
+pub fn first_frames(samples_ms: &[f64], expected: usize) -> FirstFrames {
+    let mut sorted = samples_ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let missing = expected.saturating_sub(n) as u64;
+    if n == 0 {
+        return FirstFrames {
+            missing,
+            ..FirstFrames::default()
+        };
+    }
+    let at = |q: f64| nearest_rank(&sorted, q);
+    FirstFrames {
+        count: n as u64,
+        missing,
+        p10: at(0.10),
+        p50: at(0.50),
+        p90: at(0.90),
+        p95: at(0.95),
+        p99: at(0.99),
+        max: sorted[n - 1],
+        cdf: cdf(&sorted, 100),
+    }
+}
+
+/// The `q` quantile of sorted, non-empty `sorted` by nearest rank.
+fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1]
+}
+
 /// Percentiles of plain samples (nearest rank), in their unit.
 pub fn percentiles_of(samples: &[f64]) -> Percentiles {
     let mut sorted = samples.to_vec();
@@ -210,7 +243,7 @@ pub fn percentiles_of(samples: &[f64]) -> Percentiles {
     if n == 0 {
         return Percentiles::default();
     }
-    let at = |q: f64| sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+    let at = |q: f64| nearest_rank(&sorted, q);
     Percentiles {
         count: n as u64,
         p50: at(0.50),
@@ -316,5 +349,34 @@ mod tests {
         assert!(c.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1));
         let b = buckets_ms(&h, 20);
         assert_eq!(b.iter().map(|b| b.1).sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn first_frames_cdf() {
+        // 1..=200 ms, shuffled; 10 more viewers connected without a first frame.
+        let samples: Vec<f64> = (1..=200).map(|i| f64::from((i * 37) % 200 + 1)).collect();
+        let f = first_frames(&samples, 210);
+        assert_eq!((f.count, f.missing), (200, 10));
+        assert_eq!(
+            (f.p10, f.p50, f.p90, f.p95, f.p99, f.max),
+            (20.0, 100.0, 180.0, 190.0, 198.0, 200.0)
+        );
+        assert_eq!(f.cdf.first(), Some(&(1.0, 0.005)));
+        assert_eq!(f.cdf.last(), Some(&(200.0, 1.0)));
+        assert!(f.cdf.len() <= 101);
+        assert!(
+            f.cdf
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1)
+        );
+        // One sample is every percentile; none leaves only the missing count.
+        let one = first_frames(&[42.0], 1);
+        assert_eq!(
+            (one.p10, one.p99, one.max, one.missing),
+            (42.0, 42.0, 42.0, 0)
+        );
+        let none = first_frames(&[], 3);
+        assert_eq!((none.count, none.missing, none.p50), (0, 3, 0.0));
+        assert!(none.cdf.is_empty());
     }
 }

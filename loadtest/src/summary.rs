@@ -26,6 +26,9 @@ pub struct Summary {
     pub full_viewers: usize,
     /// Join time, POST → first media packet at the viewer, milliseconds.
     pub join_ms: Percentiles,
+    /// Time to first frame, POST → the viewer's first complete keyframe, milliseconds.
+    #[serde(default)]
+    pub first_frame_ms: FirstFrames,
     /// One-way latency publisher → viewer (same host), milliseconds, full viewers only.
     pub latency_ms: Percentiles,
     /// Media packets the publishers sent (measured window).
@@ -89,6 +92,29 @@ pub struct Percentiles {
     pub p999: f64,
     /// Largest.
     pub max: f64,
+}
+
+/// Time to first frame over the viewers: its CDF as percentiles and points, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FirstFrames {
+    /// Viewers that got a complete keyframe.
+    pub count: u64,
+    /// Connected viewers (of a run with video) that never got one.
+    pub missing: u64,
+    /// 10th percentile.
+    pub p10: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+    /// The CDF: (ms, fraction of these viewers with a first frame by then).
+    pub cdf: Vec<(f64, f64)>,
 }
 
 /// The server's cost, from `/proc/<pid>` over the measured window.

@@ -20,6 +20,7 @@ use crate::signal::{Signaller, Target};
 use crate::stats;
 use crate::summary::{Counts, ServerFigures, Summary, Tick};
 use crate::tally::{Tally, Totals};
+use crate::whep_layer::ViewerLayer;
 use crate::worker::{Command, MediaPlan, Worker};
 
 /// Everything a run needs to know.
@@ -57,6 +58,8 @@ pub struct Plan {
     pub stream_prefix: String,
     /// Media parameters.
     pub media: MediaPlan,
+    /// The simulcast layer viewers ask for.
+    pub viewer_layer: ViewerLayer,
 }
 
 /// A snapshot at the start of the measured window.
@@ -188,6 +191,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
             .collect(),
     );
 
+    let rids: Vec<String> = plan.media.layers.iter().map(|l| l.rid.clone()).collect();
     // Signalling threads take jobs from one queue.
     let signaller = Arc::new(Signaller::new(
         plan.target,
@@ -195,6 +199,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         Negotiation {
             codec: plan.media.codec,
             video: plan.media.video,
+            layers: rids.clone(),
         },
         plan.http_timeout,
     ));
@@ -277,7 +282,12 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
             let stream = format!("{}-{}", plan.stream_prefix, joined % plan.streams);
             let full = ((joined + 1) as f64 * plan.verify_fraction).floor()
                 > (joined as f64 * plan.verify_fraction).floor();
-            let _ = jobs.send(new_job(Role::Viewer { stream, full }));
+            let layer = plan.viewer_layer.pick(joined / plan.streams, &rids);
+            let _ = jobs.send(new_job(Role::Viewer {
+                stream,
+                full,
+                layer,
+            }));
             joined += 1;
         }
         if joined == viewers_total && measure_at.is_none() {
@@ -340,6 +350,11 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let window = Totals::since(totals, mark.totals);
     let measured_s = window_end.saturating_duration_since(mark.at).as_secs_f64();
     let joins_ms = tally.joins_ms.lock().map(|j| j.clone()).unwrap_or_default();
+    let first_frames_ms = tally
+        .first_frames_ms
+        .lock()
+        .map(|f| f.clone())
+        .unwrap_or_default();
     let viewers = Counts {
         requested: viewers_total,
         connected: tally.viewers_connected.load(Ordering::Relaxed),
@@ -405,6 +420,14 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         viewers,
         full_viewers: ((viewers_total as f64) * plan.verify_fraction).floor() as usize,
         join_ms: stats::percentiles_of(&joins_ms),
+        first_frame_ms: stats::first_frames(
+            &first_frames_ms,
+            if plan.media.video {
+                viewers.connected
+            } else {
+                0
+            },
+        ),
         latency_ms: stats::percentiles_ms(&measured_latency),
         packets_sent: window.sent,
         packets_received: window.received,

@@ -40,6 +40,8 @@ pub struct Tally {
     pub errors: Mutex<BTreeMap<String, u64>>,
     /// Viewers' join times (ms).
     pub joins_ms: Mutex<Vec<f64>>,
+    /// Viewers' times to first frame (ms): POST to their first complete keyframe.
+    pub first_frames_ms: Mutex<Vec<f64>>,
     /// The URLs of the sessions the server accepted, to leave at the end.
     pub locations: Mutex<Vec<String>>,
     /// Publishers that got media flowing.
@@ -62,6 +64,7 @@ impl Tally {
             latency: Mutex::new(stats::histogram()),
             errors: Mutex::default(),
             joins_ms: Mutex::default(),
+            first_frames_ms: Mutex::default(),
             locations: Mutex::default(),
             publishers_connected: AtomicUsize::new(0),
             publishers_failed: AtomicUsize::new(0),
@@ -114,6 +117,13 @@ impl Tally {
     pub fn joined(&self, ms: f64) {
         if let Ok(mut joins) = self.joins_ms.lock() {
             joins.push(ms);
+        }
+    }
+
+    /// Count a viewer's time to first frame.
+    pub fn first_frame(&self, ms: f64) {
+        if let Ok(mut first_frames) = self.first_frames_ms.lock() {
+            first_frames.push(ms);
         }
     }
 

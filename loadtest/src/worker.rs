@@ -17,12 +17,13 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use ringcast_net::{Driver, Transmit, Turn, TxQueue};
-use str0m::media::{Mid, Pt};
+use str0m::media::{Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
-use crate::media::{self, Packetizer, VideoCodec};
+use crate::first_frame::FirstFrame;
+use crate::media::{self, Layer, Packetizer, VideoCodec};
 use crate::session::{Joined, Role};
 use crate::stats::{self, SeqTracker};
 use crate::tally::Tally;
@@ -53,8 +54,13 @@ pub struct MediaPlan {
     pub video: bool,
     /// Video frames per second.
     pub fps: u32,
-    /// Video bytes per delta frame and per keyframe.
+    /// Video bytes per delta frame and per keyframe (publishers without simulcast).
     pub frame_sizes: (usize, usize),
+    /// Simulcast layers publishers send, best first (empty: one plain video stream).
+    pub layers: Vec<Layer>,
+    /// Publishers ignore keyframe requests (PLI, FIR), as OBS and FFmpeg do: keyframes come
+    /// only every `keyframe_interval`.
+    pub ignore_pli: bool,
     /// Time between keyframes.
     pub keyframe_interval: Duration,
     /// Fraction of incoming RTP datagrams viewers drop before str0m (NACK off), 0 = none.
@@ -126,12 +132,25 @@ struct Publisher {
     mids: [Mid; 2],
     pts: [Pt; 2],
     audio: Packetizer,
-    video: Packetizer,
-    rtp_seq: [u64; 2],
+    audio_seq: u64,
+    /// One per simulcast layer, best first; one without a rid when not simulcasting.
+    video: Vec<VideoLayer>,
     frames: u64,
     audio_packets: u64,
     next_audio: Instant,
     next_video: Instant,
+}
+
+/// One video stream a publisher sends: a simulcast layer, or its only video.
+struct VideoLayer {
+    /// Its rid (None without simulcast).
+    rid: Option<Rid>,
+    /// What its VP8 keyframes say the resolution is.
+    dims: (u16, u16),
+    /// Bytes per delta frame and per keyframe.
+    frame_sizes: (usize, usize),
+    packetizer: Packetizer,
+    rtp_seq: u64,
     last_key: Option<Instant>,
     force_key: bool,
 }
@@ -141,6 +160,10 @@ struct Viewer {
     streams: Vec<(Ssrc, SeqTracker)>,
     last_media: Option<Instant>,
     drop_credit: f64,
+    /// The video mid while the first complete keyframe is awaited (None: audio only, or the
+    /// first frame is in). Until then even a light viewer lets str0m decrypt its RTP.
+    awaiting_first_frame: Option<Mid>,
+    first_frame: FirstFrame,
 }
 
 impl Worker {
@@ -183,20 +206,20 @@ impl Worker {
                 mids,
                 pts,
                 audio: Packetizer::new(*id),
-                video: Packetizer::new(*id),
-                rtp_seq: [1000, 20_000],
+                audio_seq: 1000,
+                video: VideoLayer::of_plan(&self.plan, *id),
                 frames: 0,
                 audio_packets: 0,
                 next_audio: now,
                 next_video: now,
-                last_key: None,
-                force_key: true,
             })),
             (_, _) => Kind::Viewer(Box::new(Viewer {
                 full: matches!(job.role, Role::Viewer { full: true, .. }),
                 streams: Vec::with_capacity(2),
                 last_media: None,
                 drop_credit: 0.0,
+                awaiting_first_frame: self.plan.video.then_some(mids[1]),
+                first_frame: FirstFrame::new(),
             })),
         };
         let peer = Peer {
@@ -390,10 +413,12 @@ impl Driver for Worker {
         }
         // A light viewer counts RTP from its clear header and never decrypts it: str0m sees
         // only STUN, DTLS and RTCP. That is what makes thousands of viewers per core possible.
+        // (Until its first complete keyframe is in: telling one needs the payload.)
         if peer.dtls_ok
             && is_rtp(data)
             && let Kind::Viewer(viewer) = &peer.kind
             && !viewer.full
+            && viewer.awaiting_first_frame.is_none()
         {
             let seq = u16::from_be_bytes([data[2], data[3]]);
             let ssrc = u32::from_be_bytes([data[8], data[9], data[10], data[11]]);
@@ -559,6 +584,32 @@ impl Peer {
         }
     }
 
+    /// A viewer awaiting its first complete keyframe: account one RTP packet of its video.
+    fn first_frame_packet(&mut self, ctx: &mut Ctx<'_>, packet: &str0m::rtp::RtpPacket) {
+        let Kind::Viewer(viewer) = &mut self.kind else {
+            return;
+        };
+        let Some(video) = viewer.awaiting_first_frame else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        if self.rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid()) != Some(video) {
+            return;
+        }
+        let header = &packet.header;
+        let key = media::is_keyframe(ctx.plan.codec, &packet.payload);
+        if viewer.first_frame.on_packet(
+            header.sequence_number,
+            header.timestamp,
+            header.marker,
+            key,
+        ) {
+            viewer.awaiting_first_frame = None;
+            let waited = packet.timestamp.saturating_duration_since(self.posted);
+            ctx.tally.first_frame(waited.as_secs_f64() * 1000.0);
+        }
+    }
+
     /// When this peer next needs attention.
     fn wake(&self) -> Instant {
         match &self.kind {
@@ -637,15 +688,22 @@ impl Peer {
                     p.next_video = now;
                 }
             }
-            Event::KeyframeRequest(_) => {
-                if let Kind::Publisher(p) = &mut self.kind {
-                    p.force_key = true;
+            Event::KeyframeRequest(request) => {
+                if let Kind::Publisher(p) = &mut self.kind
+                    && !ctx.plan.ignore_pli
+                {
+                    for layer in &mut p.video {
+                        if request.rid.is_none() || request.rid == layer.rid {
+                            layer.force_key = true;
+                        }
+                    }
                 }
             }
             Event::RtpPacket(packet) => {
                 if packet.payload.is_empty() {
                     return Ok(()); // padding (bandwidth probes)
                 }
+                self.first_frame_packet(ctx, &packet);
                 self.media_packet(
                     ctx,
                     now,
@@ -680,58 +738,95 @@ impl Publisher {
             let size = 60 + (self.audio_packets as usize * 37) % 101;
             let payload = self.audio.audio(size, sent_ns);
             let ts = (self.audio_packets * 960) as u32;
-            sent += self.write(rtc, 0, ts, true, payload, now);
+            let seq = self.audio_seq;
+            self.audio_seq += 1;
+            let (mid, pt) = (self.mids[0], self.pts[0]);
+            sent += write(
+                rtc,
+                mid,
+                None,
+                RtpWrite::new(pt, seq.into(), ts, now, payload),
+            );
             self.audio_packets += 1;
             self.next_audio += AUDIO_EVERY;
         }
         while self.with_video && self.next_video <= now {
-            let key = self.force_key
-                || self
-                    .last_key
-                    .is_none_or(|k| now.saturating_duration_since(k) >= plan.keyframe_interval);
-            if key {
-                self.force_key = false;
-                self.last_key = Some(now);
-            }
-            let size = if key {
-                plan.frame_sizes.1
-            } else {
-                plan.frame_sizes.0
-            };
-            let packets = self.video.video(plan.codec, key, size, sent_ns);
+            // Every layer's frame has the same capture time, as an encoder's layers do.
             let ts = (self.frames * 90_000 / u64::from(plan.fps)) as u32;
-            let n = packets.len();
-            for (i, payload) in packets.into_iter().enumerate() {
-                sent += self.write(rtc, 1, ts, i + 1 == n, payload, now);
+            let (mid, pt) = (self.mids[1], self.pts[1]);
+            for layer in &mut self.video {
+                let key = layer.force_key
+                    || layer
+                        .last_key
+                        .is_none_or(|k| now.saturating_duration_since(k) >= plan.keyframe_interval);
+                if key {
+                    layer.force_key = false;
+                    layer.last_key = Some(now);
+                }
+                let size = if key {
+                    layer.frame_sizes.1
+                } else {
+                    layer.frame_sizes.0
+                };
+                let packets = layer
+                    .packetizer
+                    .video(plan.codec, key, size, layer.dims, sent_ns);
+                let n = packets.len();
+                for (i, payload) in packets.into_iter().enumerate() {
+                    let seq = layer.rtp_seq;
+                    layer.rtp_seq += 1;
+                    let mut rtp =
+                        RtpWrite::new(pt, seq.into(), ts, now, payload).marker(i + 1 == n);
+                    if layer.rid.is_some() {
+                        // The rtp-stream-id on every packet, not only until the first
+                        // receiver report (what str0m does by itself).
+                        rtp = rtp.ext_vals(ExtensionValues {
+                            rid: layer.rid,
+                            ..ExtensionValues::default()
+                        });
+                    }
+                    sent += write(rtc, mid, layer.rid, rtp);
+                }
             }
             self.frames += 1;
             self.next_video += frame_every;
         }
         sent
     }
+}
 
-    fn write(
-        &mut self,
-        rtc: &mut Rtc,
-        kind: usize,
-        ts: u32,
-        marker: bool,
-        payload: Vec<u8>,
-        now: Instant,
-    ) -> u64 {
-        let seq = self.rtp_seq[kind];
-        self.rtp_seq[kind] += 1;
-        let mut api = rtc.direct_api();
-        let Some(stream) = api.stream_tx_by_mid(self.mids[kind], None) else {
-            return 0;
+impl VideoLayer {
+    /// A publisher's video streams: one per simulcast layer of `plan`, or one plain one.
+    fn of_plan(plan: &MediaPlan, publisher: u32) -> Vec<VideoLayer> {
+        let layer = |rid: Option<Rid>, dims, frame_sizes, i: u64| VideoLayer {
+            rid,
+            dims,
+            frame_sizes,
+            packetizer: Packetizer::new(publisher),
+            rtp_seq: 20_000 + i * 10_000,
+            last_key: None,
+            force_key: true,
         };
-        stream.write_rtp(
-            RtpWrite::new(self.pts[kind], SeqNo::from(seq), ts, now, payload)
-                .marker(marker)
-                .nackable(true),
-        );
-        1
+        if plan.layers.is_empty() {
+            return vec![layer(None, media::PLAIN_DIMS, plan.frame_sizes, 0)];
+        }
+        plan.layers
+            .iter()
+            .zip(0..)
+            .map(|(l, i)| layer(Some(Rid::from(l.rid.as_str())), l.dims, l.frame_sizes, i))
+            .collect()
     }
+}
+
+/// Write one RTP packet on the stream of `mid` (and `rid`); 1 when written, 0 when the stream
+/// is not there.
+fn write(rtc: &mut Rtc, mid: Mid, rid: Option<Rid>, rtp: RtpWrite) -> u64 {
+    let mut api = rtc.direct_api();
+    let Some(stream) = api.stream_tx_by_mid(mid, rid) else {
+        return 0;
+    };
+    stream.write_rtp(rtp.nackable(true));
+    1
 }
 
 /// Whether a datagram is RTP (not STUN, DTLS or RTCP): RFC 7983 first byte 128..=191, and

@@ -212,6 +212,82 @@ fn small_broadcast_fills_every_field() {
     assert!(s["threshold_failures"].as_array().unwrap().is_empty());
 }
 
+/// A short broadcast against ringcast with `extra` options: its JSON summary.
+fn short_broadcast(server: &Server, name: &str, extra: &[&str]) -> Value {
+    let json = temp(name);
+    let mut args = vec![
+        "broadcast",
+        "--url",
+        &server.url,
+        "--viewers",
+        "6",
+        "--duration",
+        "2s",
+        "--warmup",
+        "1s",
+        "--threads",
+        "1",
+        "--verify-fraction",
+        "0.5",
+        "--json",
+        json.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let output = loadtest(&args);
+    assert!(output.status.success(), "exit {:?}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("first frame ms"), "{stdout}");
+    let s = json_of(&json);
+    let _ = std::fs::remove_file(&json);
+    s
+}
+
+#[test]
+fn every_viewer_of_a_pli_ignoring_publisher_gets_a_first_frame() {
+    let server = start_ringcast();
+    let s = short_broadcast(
+        &server,
+        "ignore-pli.json",
+        &["--ignore-pli", "--keyframe-interval", "1s"],
+    );
+    assert!(
+        s["scenario"].as_str().unwrap().contains("ignoring PLI"),
+        "{}",
+        s["scenario"]
+    );
+    assert_eq!(s["viewers"]["connected"], 6, "{}", s["errors"]);
+    // Every viewer, light ones too, saw a complete keyframe.
+    let first = &s["first_frame_ms"];
+    assert_eq!(first["count"], 6, "{first}");
+    assert_eq!(first["missing"], 0);
+    for field in ["p10", "p50", "p90", "p95", "p99", "max"] {
+        assert!(first[field].as_f64().unwrap() > 0.0, "first frame {field}");
+    }
+    assert!(first["p10"].as_f64() <= first["max"].as_f64());
+    // Each viewer's first frame comes no sooner than its first packet.
+    assert!(first["p50"].as_f64().unwrap() >= s["join_ms"]["p50"].as_f64().unwrap());
+    assert_eq!(first["cdf"].as_array().unwrap().last().unwrap()[1], 1.0);
+    assert_eq!(s["corrupt"], 0);
+}
+
+#[test]
+fn a_simulcast_publisher_is_accepted() {
+    let server = start_ringcast();
+    let s = short_broadcast(&server, "simulcast.json", &["--layers", "3"]);
+    assert!(
+        s["scenario"]
+            .as_str()
+            .unwrap()
+            .contains("simulcast 3 layers"),
+        "{}",
+        s["scenario"]
+    );
+    assert_eq!(s["publishers"]["connected"], 1, "{}", s["errors"]);
+    assert_eq!(s["viewers"]["connected"], 6, "{}", s["errors"]);
+    assert!(s["packets_sent"].as_u64().unwrap() > 0);
+    assert_eq!(s["corrupt"], 0);
+}
+
 #[test]
 fn injected_loss_is_reported() {
     let server = start_ringcast();
@@ -425,6 +501,101 @@ fn faults_are_counted_by_cause() {
     let (_, s) = run_against(&format!("http://127.0.0.1:{port}"), &[]);
     assert_eq!(s["errors"]["http connection refused"], 3, "{}", s["errors"]);
     assert!(String::from_utf8_lossy(&output.stdout).contains("errors"));
+}
+
+#[test]
+fn a_layer_request_without_the_link_is_a_counted_failure() {
+    // A server whose 201s have no layer link (and no usable SDP): viewers asking for a layer
+    // fail with the cause, before any SDP is read.
+    let url = fake_server(
+        "HTTP/1.1 201 Created\r\nLocation: /whep/x/1\r\nContent-Type: application/sdp\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot a sdp",
+        Duration::ZERO,
+    );
+    let (output, s) = run_against(&url, &["--layers", "2", "--viewer-layer", "mixed"]);
+    assert!(output.status.success());
+    assert_eq!(s["errors"]["whep no layer link"], 2, "{}", s["errors"]);
+    assert_eq!(s["errors"]["sdp"], 1, "the publisher: {}", s["errors"]);
+    assert_eq!(s["viewers"]["failed"], 2);
+}
+
+/// A fake WHIP/WHEP server whose 201s carry a layer link (and no usable SDP), that answers
+/// layer requests with 204 and records each request as (method and path, body).
+fn fake_layer_server() -> (String, std::sync::mpsc::Receiver<(String, String)>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (seen, requests) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                let _ = reader.read_line(&mut request);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let target = request
+                    .split_whitespace()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let response = if target.ends_with("/layer") {
+                    "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_string()
+                } else {
+                    let n = target.len();
+                    format!(
+                        "HTTP/1.1 201 Created\r\nLocation: /session/{n}\r\n\
+                         Link: </session/{n}/sse>; rel=\"urn:ietf:params:whep:ext:core:server-sent-events\"\r\n\
+                         Link: </session/{n}/layer>; rel=\"urn:ietf:params:whep:ext:core:layer\"\r\n\
+                         Content-Type: application/sdp\r\nContent-Length: 9\r\n\
+                         Connection: close\r\n\r\nnot a sdp"
+                    )
+                };
+                let _ = seen.send((target, String::from_utf8_lossy(&body).into_owned()));
+                let _ = stream.write_all(response.as_bytes());
+            });
+        }
+    });
+    (url, requests)
+}
+
+#[test]
+fn viewers_ask_for_their_layer_at_the_link() {
+    let (url, requests) = fake_layer_server();
+    let (output, s) = run_against(&url, &["--layers", "2", "--viewer-layer", "mixed"]);
+    assert!(output.status.success());
+    let requests: Vec<(String, String)> = requests.try_iter().collect();
+    let mut asked: Vec<String> = requests
+        .iter()
+        .filter(|(target, _)| target.starts_with("POST /session/") && target.ends_with("/layer"))
+        .map(|(_, body)| {
+            let json: Value = serde_json::from_str(body).expect("a JSON layer request");
+            assert!(!json["mediaId"].as_str().unwrap().is_empty(), "{body}");
+            json["encodingId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    asked.sort();
+    // Two viewers, spread over the two layers; the publisher asks for nothing.
+    assert_eq!(asked, ["0", "1"], "{requests:?}");
+    // The sessions were closed once their SDP turned out unusable.
+    let deleted = requests
+        .iter()
+        .filter(|(t, _)| t.starts_with("DELETE /session/"));
+    assert_eq!(deleted.count(), 2, "{requests:?}");
+    assert_eq!(s["errors"]["sdp"], 3, "{}", s["errors"]);
 }
 
 #[test]
