@@ -71,11 +71,10 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
                  headers: HeaderMap,
                  body: Body| async move {
                     let result = match method {
-                        Method::GET => {
-                            whip::find_viewer(&state, &stream, &session, &headers).and_then(
-                                |viewer| open(state.clone(), stream, viewer, None, Wanted::ALL),
-                            )
-                        }
+                        Method::GET => whip::find_viewer(&state, &stream, &session, &headers)
+                            .and_then(|viewer| {
+                                open(state.clone(), stream, viewer, None, Wanted::ALL)
+                            }),
                         Method::POST => create(&state, &stream, &session, &headers, body).await,
                         Method::OPTIONS => Ok(StatusCode::NO_CONTENT.into_response()),
                         _ => Ok(whip::method_not_allowed("GET, OPTIONS, POST")),
@@ -164,7 +163,10 @@ impl Wanted {
                 other => {
                     return Err(ApiError::new(
                         StatusCode::BAD_REQUEST,
-                        format!("unknown event {other:?}: this server sends {}", NAMES.join(", ")),
+                        format!(
+                            "unknown event {other:?}: this server sends {}",
+                            NAMES.join(", ")
+                        ),
                     ));
                 }
             }
@@ -396,7 +398,8 @@ impl EventStream {
         if self.wanted.active && now.live != was_live {
             // No initial `inactive` (the draft): only a change from live is.
             let name = if now.live { "active" } else { "inactive" };
-            self.queue.push_back(Event::default().event(name).data("{}"));
+            self.queue
+                .push_back(Event::default().event(name).data("{}"));
         }
         if self.wanted.viewercount && before.is_none_or(|b| b.viewers != now.viewers) {
             let data = json!({ "viewercount": now.viewers }).to_string();
@@ -493,7 +496,9 @@ async fn snapshot(state: &AppState, stream: &str, layers: Vec<LayerInfo>) -> Sna
             Some(s) => (
                 s.live,
                 s.viewers,
-                s.publisher_shard.filter(|_| s.live).map(|shard| (shard, s.id)),
+                s.publisher_shard
+                    .filter(|_| s.live)
+                    .map(|shard| (shard, s.id)),
             ),
             None => (false, 0, None),
         }

@@ -76,18 +76,26 @@ async fn select(
 ) -> Result<Response, ApiError> {
     let viewer = whip::find_viewer(state, stream, session, headers)?;
     if whip::media_type(headers).as_deref() != Some("application/json") {
-        return Err(bad("a layer selection is sent as Content-Type: application/json"));
+        return Err(bad(
+            "a layer selection is sent as Content-Type: application/json",
+        ));
     }
     let body = whip::read_body(state, body).await?;
-    let request: LayerRequest = serde_json::from_str(&body)
-        .map_err(|e| bad(format!("the layer selection is not a JSON object of the draft's fields: {e}")))?;
+    let request: LayerRequest = serde_json::from_str(&body).map_err(|e| {
+        bad(format!(
+            "the layer selection is not a JSON object of the draft's fields: {e}"
+        ))
+    })?;
     let svc = [
         ("spatialLayerId", &request.spatial_layer_id),
         ("temporalLayerId", &request.temporal_layer_id),
         ("maxSpatialLayerId", &request.max_spatial_layer_id),
         ("maxTemporalLayerId", &request.max_temporal_layer_id),
     ];
-    if let Some((name, _)) = svc.iter().find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null())) {
+    if let Some((name, _)) = svc
+        .iter()
+        .find(|(_, v)| v.as_ref().is_some_and(|v| !v.is_null()))
+    {
         return Err(bad(format!(
             "{name}: spatial and temporal layer selection is not supported; pick a simulcast layer by encodingId"
         )));
@@ -157,15 +165,18 @@ async fn set_layer(
         session: viewer.session,
         rid,
     };
-    match state.shards[usize::from(viewer.shard.0)].call(command).await {
+    match state.shards[usize::from(viewer.shard.0)]
+        .call(command)
+        .await
+    {
         Ok(_) => {
             tracing::debug!(session = %viewer.session.short(), layer = ?pinned, "layer selected");
             Ok(StatusCode::OK.into_response())
         }
         // The publisher changed (a restart with other rids) since the check.
-        Err(CallError::Refused(CommandError::UnknownLayer)) => {
-            Err(bad("the stream's publisher does not send that layer (any more)"))
-        }
+        Err(CallError::Refused(CommandError::UnknownLayer)) => Err(bad(
+            "the stream's publisher does not send that layer (any more)",
+        )),
         Err(e) => Err(e.into()),
     }
 }

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::start_server;
+use common::{start_server, start_server_with};
 use str0m::change::SdpOffer;
 use str0m::media::{Direction, MediaKind, Simulcast, SimulcastLayer};
 use str0m::{Candidate, RtcConfig};
@@ -20,6 +20,11 @@ const SSE_REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
 /// An offer with audio and video: a publisher's (sending, simulcast with `rids` when not
 /// empty) or a viewer's (receiving).
 fn offer(publish: bool, rids: &[&str]) -> String {
+    offer_and_video_mid(publish, rids).0
+}
+
+/// The same, and the mid str0m gave its video section (random, not the m-line index).
+fn offer_and_video_mid(publish: bool, rids: &[&str]) -> (String, String) {
     let mut rtc = RtcConfig::new()
         .clear_codecs()
         .enable_opus(true, false)
@@ -38,9 +43,9 @@ fn offer(publish: bool, rids: &[&str]) -> String {
     });
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Audio, dir, None, None, None);
-    api.add_media(MediaKind::Video, dir, None, None, simulcast);
+    let video = api.add_media(MediaKind::Video, dir, None, None, simulcast);
     let (offer, _pending): (SdpOffer, _) = api.apply().unwrap();
-    offer.to_sdp_string()
+    (offer.to_sdp_string(), video.to_string())
 }
 
 /// A created session: its URL and the `Link` headers of the 201.
@@ -75,7 +80,13 @@ fn link(links: &[String], rel: &str) -> String {
 }
 
 /// A request with any method and content type; (status, body). Errors are answers here.
-fn request(http: &str, method: &str, path: &str, content_type: Option<&str>, body: &str) -> (u16, String) {
+fn request(
+    http: &str,
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .allow_non_standard_methods(true)
@@ -105,9 +116,13 @@ impl EventReader {
     fn open(http: &str, path: &str) -> EventReader {
         let addr = http.trim_start_matches("http://");
         let mut tcp = TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        write!(tcp, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+        tcp.set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
         let mut r = EventReader {
             tcp,
             text: String::new(),
@@ -118,7 +133,12 @@ impl EventReader {
             assert!(Instant::now() < deadline, "no response head: {:?}", r.text);
             r.read();
         }
-        let head = r.text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+        let head = r
+            .text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap()
+            .to_ascii_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("content-type: text/event-stream"), "{head}");
         r
@@ -181,29 +201,40 @@ impl EventReader {
     }
 }
 
-/// Publisher (rids q, h, f) and one viewer of `stream`.
-fn live_stream(http: &str, stream: &str) -> (Created, Created) {
-    let publisher = post_offer(http, &format!("/whip/{stream}"), offer(true, &["q", "h", "f"]));
-    let viewer = post_offer(http, &format!("/whep/{stream}"), offer(false, &[]));
-    (publisher, viewer)
+/// Publisher (rids q, h, f) and one viewer of `stream`, and the viewer's video mid.
+fn live_stream(http: &str, stream: &str) -> (Created, Created, String) {
+    let publisher = post_offer(
+        http,
+        &format!("/whip/{stream}"),
+        offer(true, &["q", "h", "f"]),
+    );
+    let (sdp, mid) = offer_and_video_mid(false, &[]);
+    let viewer = post_offer(http, &format!("/whep/{stream}"), sdp);
+    (publisher, viewer, mid)
 }
 
 #[test]
 fn the_whep_201_links_both_extensions_and_cors_exposes_them() {
     let server = start_server(1);
-    let (publisher, viewer) = live_stream(&server.http, "links");
+    let (publisher, viewer, _) = live_stream(&server.http, "links");
     assert_eq!(
         link(&viewer.links, LAYER_REL),
         format!("{}/layer", viewer.location)
     );
-    assert_eq!(link(&viewer.links, SSE_REL), format!("{}/sse", viewer.location));
+    assert_eq!(
+        link(&viewer.links, SSE_REL),
+        format!("{}/sse", viewer.location)
+    );
     let sse = viewer.links.iter().find(|l| l.contains(SSE_REL)).unwrap();
     assert!(
         sse.contains(r#"events="active,inactive,layers,viewercount""#),
         "{sse}"
     );
     assert!(
-        !publisher.links.iter().any(|l| l.contains("urn:ietf:params:whep")),
+        !publisher
+            .links
+            .iter()
+            .any(|l| l.contains("urn:ietf:params:whep")),
         "a WHIP session has no WHEP extensions: {:?}",
         publisher.links
     );
@@ -217,33 +248,71 @@ fn the_whep_201_links_both_extensions_and_cors_exposes_them() {
         .to_str()
         .unwrap()
         .to_ascii_lowercase();
-    assert!(exposed.contains("link") && exposed.contains("location"), "{exposed}");
+    assert!(
+        exposed.contains("link") && exposed.contains("location"),
+        "{exposed}"
+    );
 }
 
 #[test]
 fn a_layer_is_pinned_by_mid_and_rid_and_bad_selections_get_400_with_the_reason() {
     let server = start_server(1);
     let http = &server.http;
-    let (_, viewer) = live_stream(http, "pin");
+    let (_, viewer, mid) = live_stream(http, "pin");
     let layer = link(&viewer.links, LAYER_REL);
     let json = Some("application/json");
-    // The viewer's offer is audio (mid 0) then video (mid 1).
-    let cases: [(&str, Option<&str>, &str, u16, &str); 8] = [
+    let by_mid = format!(r#"{{"mediaId":"{mid}","encodingId":"f"}}"#);
+    // The viewer's offer is audio (m-line 0) then video (m-line 1, mid `mid`).
+    let cases: [(&str, Option<&str>, &str, u16, &str); 9] = [
+        ("POST", json, &by_mid, 200, ""),
         ("POST", json, r#"{"mediaId":"1","encodingId":"h"}"#, 200, ""),
         // Left out, mediaId is the first video section.
         ("POST", json, r#"{"encodingId":"q"}"#, 200, ""),
         // Back to automatic: an empty object, or DELETE.
         ("POST", json, "{}", 200, ""),
-        ("POST", json, r#"{"mediaId":"0","encodingId":"h"}"#, 400, "mediaId"),
-        ("POST", json, r#"{"mediaId":"1","encodingId":"x"}"#, 400, "q, h, f"),
-        ("POST", json, r#"{"mediaId":"1","encodingId":"h""#, 400, "JSON"),
-        ("POST", Some("text/plain"), r#"{"encodingId":"h"}"#, 400, "application/json"),
-        ("POST", json, r#"{"encodingId":"h","spatialLayerId":1}"#, 400, "spatialLayerId"),
+        (
+            "POST",
+            json,
+            r#"{"mediaId":"0","encodingId":"h"}"#,
+            400,
+            "mediaId",
+        ),
+        (
+            "POST",
+            json,
+            r#"{"mediaId":"1","encodingId":"x"}"#,
+            400,
+            "q, h, f",
+        ),
+        (
+            "POST",
+            json,
+            r#"{"mediaId":"1","encodingId":"h""#,
+            400,
+            "JSON",
+        ),
+        (
+            "POST",
+            Some("text/plain"),
+            r#"{"encodingId":"h"}"#,
+            400,
+            "application/json",
+        ),
+        (
+            "POST",
+            json,
+            r#"{"encodingId":"h","spatialLayerId":1}"#,
+            400,
+            "spatialLayerId",
+        ),
     ];
     for (method, content_type, body, want, reason) in cases {
         let (status, text) = request(http, method, &layer, content_type, body);
         assert_eq!(status, want, "{body}: {text}");
-        assert!(text.contains(reason), "{body}: the reason names {reason}: {text}");
+        assert!(
+            text.contains(reason),
+            "{body}: the reason names {reason}: {text}"
+        );
     }
     assert_eq!(request(http, "DELETE", &layer, None, "").0, 200);
     // Another session's URL, or a publisher's: 404.
@@ -273,15 +342,18 @@ fn a_layer_is_pinned_by_mid_and_rid_and_bad_selections_get_400_with_the_reason()
 
 #[test]
 fn the_event_stream_sends_viewercount_layers_active_and_inactive_and_ends_with_its_session() {
-    let server = start_server(1);
+    // An event stream is a request in flight, not an idle connection: it outlives the idle
+    // timeout.
+    let server = start_server_with(1, &[("RINGCAST_HTTP_IDLE_TIMEOUT_MS", "300")]);
     let http = &server.http;
-    let (publisher, viewer) = live_stream(http, "sse");
+    let (publisher, viewer, mid) = live_stream(http, "sse");
     // Broadcast Box's way: GET on the extension URL.
     let mut events = EventReader::open(http, &link(&viewer.links, SSE_REL));
     assert_eq!(events.next("active"), serde_json::json!({}));
     assert_eq!(events.next("viewercount")["viewercount"], 1);
     let layers = events.next("layers");
-    let video = &layers["1"];
+    // Keyed by the viewer's video mid.
+    let video = &layers[&mid];
     let all: Vec<&str> = video["active"]
         .as_array()
         .unwrap()
@@ -292,11 +364,15 @@ fn the_event_stream_sends_viewercount_layers_active_and_inactive_and_ends_with_i
     let mut sorted = all.clone();
     sorted.sort();
     assert_eq!(sorted, ["f", "h", "q"], "every announced rid: {layers}");
-    // A second viewer joins.
+    // A second viewer joins, after more than the idle timeout.
+    std::thread::sleep(Duration::from_secs(1));
     let second = post_offer(http, "/whep/sse", offer(false, &[]));
     assert_eq!(events.next("viewercount")["viewercount"], 2);
     // The publisher leaves.
-    assert_eq!(request(http, "DELETE", &publisher.location, None, "").0, 200);
+    assert_eq!(
+        request(http, "DELETE", &publisher.location, None, "").0,
+        200
+    );
     events.next("inactive");
     // The session ends, and its event stream with it.
     assert_eq!(request(http, "DELETE", &viewer.location, None, "").0, 200);
@@ -308,7 +384,7 @@ fn the_event_stream_sends_viewercount_layers_active_and_inactive_and_ends_with_i
 fn posted_event_streams_filter_events_are_bounded_and_end_on_delete() {
     let server = start_server(1);
     let http = &server.http;
-    let (_, viewer) = live_stream(http, "posted");
+    let (_, viewer, _) = live_stream(http, "posted");
     let sse = link(&viewer.links, SSE_REL);
     // The draft's and whep.js's way: POST the events wanted, GET the Location.
     let res = ureq::post(format!("{http}{sse}"))
@@ -328,7 +404,14 @@ fn posted_event_streams_filter_events_are_bounded_and_end_on_delete() {
     let names: Vec<String> = events.events().into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["viewercount"]);
     assert_eq!(
-        request(http, "POST", &sse, Some("application/json"), r#"["reactions"]"#).0,
+        request(
+            http,
+            "POST",
+            &sse,
+            Some("application/json"),
+            r#"["reactions"]"#
+        )
+        .0,
         400
     );
     // At most four per session.
@@ -341,5 +424,9 @@ fn posted_event_streams_filter_events_are_bounded_and_end_on_delete() {
     assert_eq!(request(http, "DELETE", &stream, None, "").0, 200);
     events.ends_within(Duration::from_secs(5));
     assert_eq!(request(http, "GET", &stream, None, "").0, 404);
-    assert_eq!(request(http, "POST", &sse, None, "").0, 201, "its place is free");
+    assert_eq!(
+        request(http, "POST", &sse, None, "").0,
+        201,
+        "its place is free"
+    );
 }
