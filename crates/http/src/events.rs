@@ -361,9 +361,11 @@ impl EventStream {
                 if !self.alive() {
                     return None;
                 }
-                match tokio::time::timeout(POLL, self.updates.changed()).await {
-                    Ok(Err(_)) => return None,
-                    Ok(Ok(())) | Err(_) => {}
+                // A change, or a second gone by: either way, look at the session again.
+                let waited = tokio::time::timeout(POLL, self.updates.changed()).await;
+                if let Ok(Err(_)) = waited {
+                    // The poller is gone (the server is stopping).
+                    return None;
                 }
                 if !self.alive() {
                     return None;
