@@ -59,7 +59,8 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct LayerRequest {
-    media_id: Option<String>,
+    /// A string as the draft has it; a number (an m-line index) is taken too.
+    media_id: Option<serde_json::Value>,
     encoding_id: Option<String>,
     spatial_layer_id: Option<serde_json::Value>,
     temporal_layer_id: Option<serde_json::Value>,
@@ -100,7 +101,13 @@ async fn select(
             "{name}: spatial and temporal layer selection is not supported; pick a simulcast layer by encodingId"
         )));
     }
-    check_media(&viewer, request.media_id.as_deref())?;
+    let media_id = match request.media_id {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(s)) => Some(s),
+        Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+        Some(other) => return Err(bad(format!("mediaId is a string, not {other}"))),
+    };
+    check_media(&viewer, media_id.as_deref())?;
     if let Some(rid) = &request.encoding_id {
         check_rid(state, stream, rid)?;
     }

@@ -263,9 +263,10 @@ fn a_layer_is_pinned_by_mid_and_rid_and_bad_selections_get_400_with_the_reason()
     let json = Some("application/json");
     let by_mid = format!(r#"{{"mediaId":"{mid}","encodingId":"f"}}"#);
     // The viewer's offer is audio (m-line 0) then video (m-line 1, mid `mid`).
-    let cases: [(&str, Option<&str>, &str, u16, &str); 9] = [
+    let cases: [(&str, Option<&str>, &str, u16, &str); 10] = [
         ("POST", json, &by_mid, 200, ""),
         ("POST", json, r#"{"mediaId":"1","encodingId":"h"}"#, 200, ""),
+        ("POST", json, r#"{"mediaId":1,"encodingId":"h"}"#, 200, ""),
         // Left out, mediaId is the first video section.
         ("POST", json, r#"{"encodingId":"q"}"#, 200, ""),
         // Back to automatic: an empty object, or DELETE.
