@@ -11,6 +11,8 @@
 mod auth;
 mod client;
 mod error;
+mod events;
+mod layers;
 mod pages;
 mod refusals;
 mod whip;
@@ -82,6 +84,8 @@ pub struct AppState {
     peer_builds: AtomicU64,
     /// Refusals by reason, counted by the handlers and the HTTP server.
     refusals: Arc<Refusals>,
+    /// The WHEP server-sent event streams and their pollers.
+    events: events::Events,
 }
 
 impl std::fmt::Debug for StreamAuth {
@@ -130,6 +134,7 @@ impl AppState {
             ),
             peer_builds: AtomicU64::new(0),
             refusals: Arc::default(),
+            events: events::Events::default(),
         })
     }
 }
@@ -161,6 +166,8 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// origins), the demo pages (same-origin, no CORS) and `/healthz`.
 pub fn public_app(state: Arc<AppState>) -> Router {
     let whip = whip::routes()
+        .merge(layers::routes())
+        .merge(events::routes())
         .layer(whip::cors(&state.settings.cors_origin))
         .layer(axum::middleware::from_fn(whip::options_headers));
     Router::new()

@@ -14,9 +14,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, any};
 use rand::Rng;
 use rand::distr::Alphanumeric;
-use ringcast_core::control::{Built, Refusal, Requester, Role, ShardCommand};
-use ringcast_core::sdp::{self, SdpFragment};
-use ringcast_core::{CommandError, Control, IceCreds, PeerSetup, SessionId, ShardId};
+use ringcast_core::control::{Built, Refusal, Requester, Role, ShardCommand, VideoSection};
+use ringcast_core::sdp::{self, OfferSummary, SdpFragment};
+use ringcast_core::{CommandError, Control, IceCreds, PeerSetup, SessionId, ShardId, TrackKind};
 use ringcast_engine::CallError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -24,6 +24,7 @@ use crate::AppState;
 use crate::auth::check_bearer;
 use crate::client::client_ip;
 use crate::error::ApiError;
+use crate::{events, layers};
 
 /// Publish (WHIP) or play (WHEP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,7 +101,7 @@ pub(crate) async fn options_headers(
         let h = res.headers_mut();
         if segments == 2 {
             h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-        } else {
+        } else if segments == 3 {
             h.insert(
                 "accept-patch",
                 HeaderValue::from_static("application/trickle-ice-sdpfrag"),
@@ -149,7 +150,7 @@ fn resource(kind: Kind) -> MethodRouter<Arc<AppState>> {
     )
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response {
     let mut res =
         ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
     res.headers_mut()
@@ -172,12 +173,12 @@ fn options(endpoint: bool) -> Response {
 }
 
 /// The media type of a request, without parameters, lower-cased.
-fn media_type(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
     let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(v.split(';').next()?.trim().to_ascii_lowercase())
 }
 
-async fn read_body(state: &AppState, body: Body) -> Result<String, ApiError> {
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<String, ApiError> {
     let limit = state.settings.max_body_bytes;
     let bytes = to_bytes(body, limit).await.map_err(|_| {
         state.refusals.count(|c| c.refused_body_too_large += 1);
@@ -226,7 +227,7 @@ fn valid_stream_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn random_string(n: usize) -> String {
+pub(crate) fn random_string(n: usize) -> String {
     rand::rng()
         .sample_iter(Alphanumeric)
         .take(n)
@@ -335,6 +336,10 @@ async fn join(
             refused(&state, r)
         })?;
     let setup = setup_for(&state, admission.shard);
+    let video = match role {
+        Role::Viewer => video_section(&offer),
+        Role::Publisher => None,
+    };
     let receives = admission.published.clone();
     let built = build(&state, move || {
         Built::from_offer(&setup, &offer, receives.as_ref(), Instant::now())
@@ -368,6 +373,9 @@ async fn join(
     let (joined, commands) = {
         let mut control = state.control.lock();
         let joined = control.placed(placing, answered, etag.clone());
+        if let (Ok(_), Some(video)) = (&joined, video) {
+            control.set_video(session, video);
+        }
         (joined, drain(&mut control))
     };
     deliver(&state, commands).await;
@@ -475,12 +483,82 @@ fn created(
         "accept-patch",
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
-    for link in &state.settings.ice_links {
+    let extensions = match kind {
+        // The WHEP extensions, under the session's resource.
+        Kind::Whep => vec![
+            format!("<{}>; rel=\"{}\"", layers::url(&location), layers::REL),
+            format!(
+                "<{}>; rel=\"{}\"; events=\"{}\"",
+                events::url(&location),
+                events::REL,
+                events::NAMES.join(",")
+            ),
+        ],
+        Kind::Whip => Vec::new(),
+    };
+    for link in state.settings.ice_links.iter().chain(&extensions) {
         if let Ok(v) = HeaderValue::from_str(link) {
             h.append(header::LINK, v);
         }
     }
     res
+}
+
+/// The first video section of a viewer's offer that receives.
+fn video_section(offer: &str) -> Option<VideoSection> {
+    let summary = OfferSummary::scan(offer).ok()?;
+    summary
+        .media
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.kind == Some(TrackKind::Video) && !m.disabled && m.direction.receives())
+        .and_then(|(index, m)| {
+            Some(VideoSection {
+                mid: m.mid.clone()?,
+                index,
+            })
+        })
+}
+
+/// A viewer session named in an extension's URL.
+#[derive(Debug)]
+pub(crate) struct Viewer {
+    pub(crate) session: SessionId,
+    pub(crate) shard: ShardId,
+    pub(crate) video: Option<VideoSection>,
+}
+
+/// The viewer session `session` of `stream`, for a request that carries the stream's view
+/// token (when it has one), as its session resource asks.
+pub(crate) fn find_viewer(
+    state: &AppState,
+    stream: &str,
+    session: &str,
+    headers: &HeaderMap,
+) -> Result<Viewer, ApiError> {
+    check_token(state, Kind::Whep, stream, headers)?;
+    lookup_viewer(state, stream, session)
+}
+
+/// The viewer session `session` of `stream`, without a token check: for URLs that are
+/// themselves the capability (an event stream's).
+pub(crate) fn lookup_viewer(
+    state: &AppState,
+    stream: &str,
+    session: &str,
+) -> Result<Viewer, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such session");
+    let id = parse_session(session).ok_or_else(not_found)?;
+    let control = state.control.lock();
+    let rec = control.session(id).ok_or_else(not_found)?;
+    if rec.stream != stream || rec.role != Role::Viewer {
+        return Err(not_found());
+    }
+    Ok(Viewer {
+        session: id,
+        shard: rec.shard,
+        video: rec.video.cloned(),
+    })
 }
 
 /// Look up a session named in a URL; it must belong to `stream` and `kind`.
@@ -598,6 +676,7 @@ async fn delete(
         drain(&mut control)
     };
     deliver(&state, commands).await;
+    state.events.forget(id);
     tracing::info!(session = %id.short(), stream, "session deleted");
     Ok(StatusCode::OK.into_response())
 }
@@ -609,5 +688,6 @@ pub(crate) async fn session_closed(state: &AppState, session: SessionId) {
         control.closed(session);
         drain(&mut control)
     };
+    state.events.forget(session);
     deliver(state, commands).await;
 }

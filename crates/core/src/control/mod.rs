@@ -255,6 +255,18 @@ pub struct SessionView<'a> {
     pub shard: ShardId,
     /// Its entity tag (changes on ICE restart).
     pub etag: &'a str,
+    /// A viewer's video section, once its driver recorded it ([`Control::set_video`]).
+    pub video: Option<&'a VideoSection>,
+}
+
+/// Where a viewer's video is in its offer, for the WHEP layer extension, which names it by mid
+/// (or, as its draft words it, by m-line index).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VideoSection {
+    /// Its `a=mid`.
+    pub mid: String,
+    /// Its m-line index in the offer (0-based).
+    pub index: usize,
 }
 
 /// One stream as the control plane knows it.
@@ -319,6 +331,7 @@ struct Session {
     from: Requester,
     /// ICE and DTLS done: no longer counted as unconnected.
     connected: bool,
+    video: Option<VideoSection>,
 }
 
 #[derive(Debug)]
@@ -387,6 +400,7 @@ impl Control {
             role: s.role,
             shard: s.shard,
             etag: &s.etag,
+            video: s.video.as_ref(),
         })
     }
 
@@ -595,6 +609,13 @@ impl Control {
         }
     }
 
+    /// Record a viewer's video section (the WHEP layer extension's `mediaId`).
+    pub fn set_video(&mut self, session: SessionId, video: VideoSection) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.video = Some(video);
+        }
+    }
+
     // ---- the flows ----
 
     fn admit_publisher(&mut self, name: &str, from: Requester) -> Result<Admission, Refusal> {
@@ -752,6 +773,7 @@ impl Control {
                 etag,
                 from: p.from,
                 connected: false,
+                video: None,
             },
         );
         // A replaced publisher on its own shard was swapped out by that shard (which reports
@@ -806,6 +828,7 @@ impl Control {
                 etag,
                 from: p.from,
                 connected: false,
+                video: None,
             },
         );
         // The publisher changed codec while this viewer was built for the old one.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -56,8 +57,16 @@ pub(super) async fn serve<I>(
             let app = app.clone();
             async move {
                 let response = app.oneshot(request).await;
-                drop(in_flight);
-                response
+                // In flight until its body is sent (or dropped): a long response, such as a
+                // WHEP event stream, is not an idle connection.
+                response.map(|r| {
+                    r.map(|body| {
+                        axum::body::Body::new(body.map_frame(move |frame| {
+                            let _held = &in_flight;
+                            frame
+                        }))
+                    })
+                })
             }
         })
     };
