@@ -183,12 +183,18 @@ mod tests {
                 "rtp_forwarded": 102,
                 "relayed": 0,
                 "keyframe_requests": 0,
+                "layer_switches": 0,
+                "gop_replays": 0,
+                "gop_overflows": 0,
+                "gop_cache_bytes": 0,
+                "layer_resolution_changes": 0,
                 "drops": {
                     "unknown_source": 103,
                     "unknown_ufrag": 0,
                     "malformed": 0,
                     "rejected": 0,
                     "replayed": 0,
+                    "unknown_layer": 0,
                     "no_route": 104,
                 },
                 "io": {
@@ -270,6 +276,8 @@ mod tests {
             assert!(names.contains(name), "{name} in {names:?}");
         }
         let refusals = RefusalCounters::COUNTERS.len();
-        assert_eq!(names.len(), 25 + refusals, "{names:?}");
+        // Simulcast and the keyframe cache added six (layer switches and resolution changes,
+        // cache replays, overflows and bytes, RTP on unknown layers).
+        assert_eq!(names.len(), 31 + refusals, "{names:?}");
     }
 }
