@@ -286,6 +286,24 @@ fn a_simulcast_publisher_is_accepted() {
     assert_eq!(s["viewers"]["connected"], 6, "{}", s["errors"]);
     assert!(s["packets_sent"].as_u64().unwrap() > 0);
     assert_eq!(s["corrupt"], 0);
+    // Each viewer gets one layer's video, starting on a complete keyframe: more than the
+    // audio alone (~50 kbit/s) and less than all three layers interleaved.
+    assert_eq!(s["first_frame_ms"]["count"], 6, "{}", s["first_frame_ms"]);
+    let kbps = s["bitrate_per_viewer_kbps"].as_f64().unwrap();
+    assert!(kbps > 150.0, "{kbps} kbit/s per viewer");
+}
+
+#[test]
+fn viewers_asking_for_layers_get_them() {
+    let server = start_ringcast();
+    let s = short_broadcast(
+        &server,
+        "simulcast-mixed.json",
+        &["--layers", "3", "--viewer-layer", "mixed"],
+    );
+    assert_eq!(s["viewers"]["connected"], 6, "{}", s["errors"]);
+    assert_eq!(s["first_frame_ms"]["count"], 6, "{}", s["first_frame_ms"]);
+    assert_eq!(s["corrupt"], 0);
 }
 
 #[test]
