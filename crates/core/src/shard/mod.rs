@@ -55,6 +55,10 @@ pub use routing::Relay;
 use routing::{StreamEntry, SubTrack};
 use timers::Deadline;
 
+/// Most times one poll of a peer feeds it the current time again because its next deadline
+/// has already come (a paced burst); the rest waits for the next timeout.
+const MAX_DUE_AGAIN: u32 = 64;
+
 /// Settings of one shard.
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -343,11 +347,19 @@ impl Shard {
 
     /// Poll one participant's peer until its deadline; route what comes out.
     fn poll_peer(&mut self, key: usize, now: Instant) {
+        let mut due_again = 0;
         loop {
             let Some(p) = self.participants.get_mut(key) else {
                 return;
             };
             match p.peer.poll() {
+                // Already due: str0m's pacer (on with the bandwidth estimator) releases one
+                // packet per timeout. Draining its burst now keeps a frame's packets to this
+                // viewer together (one GSO send) instead of one per pass of the engine.
+                PeerEvent::Timeout(at) if at <= now && due_again < MAX_DUE_AGAIN => {
+                    due_again += 1;
+                    p.peer.handle_timeout(now);
+                }
                 PeerEvent::Timeout(at) => {
                     p.queued = false;
                     self.schedule(key, at, now);
