@@ -15,6 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
+/// Levels that follow the steady stream's media rather than the sessions (the keyframe cache
+/// fills between keyframes and empties at each): not compared, they are bounded by config.
+const FOLLOWS_THE_MEDIA: &[&str] = &["gop_cache_bytes"];
+
 /// Where the server's admin API is and how to be let in.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -106,6 +110,9 @@ impl Declared {
             .split_once('.')
             .map_or(name, |(_, f)| f)
             .replace('.', "_");
+        if FOLLOWS_THE_MEDIA.contains(&field.as_str()) {
+            return false;
+        }
         for metric in [
             format!("ringcast_{field}"),
             format!("ringcast_{field}_total"),
@@ -268,6 +275,7 @@ mod tests {
         assert!(!d.is_gauge("shard 0.relay_drops"));
         assert!(!d.is_gauge("shard 0.drops.malformed"));
         assert!(d.is_gauge("shard 0.io.pending"));
+        assert!(!d.is_gauge("shard 0.gop_cache_bytes"), "follows the media");
         assert!(d.is_gauge("streams"));
         assert!(d.is_gauge("stream x.viewers"));
         assert!(Declared::default().is_gauge("shard 0.participants"));
