@@ -14,6 +14,21 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 use crate::error::ApiError;
 
+/// The request's Bearer token, if it has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+/// Is `given` the token `required`? Compared in constant time.
+pub(crate) fn same_token(given: &str, required: &str) -> bool {
+    bool::from(given.as_bytes().ct_eq(required.as_bytes()))
+}
+
 /// `Ok` when `required` is `None` or the request carries `Authorization: Bearer <required>`;
 /// else 401 (no token) or 403 (another token), the reason naming `what` is protected.
 pub(crate) fn check_bearer(
@@ -24,18 +39,12 @@ pub(crate) fn check_bearer(
     let Some(required) = required else {
         return Ok(());
     };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    match given {
+    match bearer(headers) {
         None => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             format!("{what} needs a Bearer token"),
         )),
-        Some(token) if bool::from(token.as_bytes().ct_eq(required.as_bytes())) => Ok(()),
+        Some(token) if same_token(token, required) => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("wrong token for {what}"),

@@ -12,6 +12,7 @@ mod auth;
 mod client;
 mod error;
 mod events;
+mod jwt;
 mod layers;
 mod pages;
 mod refusals;
@@ -52,6 +53,9 @@ pub struct HttpSettings {
     pub streams: BTreeMap<String, StreamAuth>,
     /// Bearer token required on the admin routes (`/api/*`, `/metrics`); `None` = open.
     pub admin_token: Option<String>,
+    /// The HS256 secret of access tokens (`rooms.jwt_secret`): when set, every WHIP/WHEP
+    /// request needs a Bearer token, the stream's static one or a JWT for the stream.
+    pub jwt_secret: Option<String>,
     /// Limits on new sessions, per client and in total (`[limits]`).
     pub admission: AdmissionLimits,
     /// Reverse proxies whose `X-Forwarded-For` names the client (its rightmost address).
@@ -86,6 +90,8 @@ pub struct AppState {
     refusals: Arc<Refusals>,
     /// The WHEP server-sent event streams and their pollers.
     events: events::Events,
+    /// The key of access tokens, when `jwt_secret` is set.
+    tokens: Option<jwt::TokenKey>,
 }
 
 impl std::fmt::Debug for StreamAuth {
@@ -107,6 +113,10 @@ impl std::fmt::Debug for AppState {
     }
 }
 
+fn settings_key(settings: &HttpSettings) -> Option<jwt::TokenKey> {
+    settings.jwt_secret.as_deref().map(jwt::TokenKey::new)
+}
+
 impl AppState {
     /// State for `shards`, each advertising `candidates[i]`.
     pub fn new(
@@ -123,7 +133,6 @@ impl AppState {
             admission: settings.admission,
         });
         Arc::new(AppState {
-            settings,
             shards,
             candidates,
             cert,
@@ -135,6 +144,8 @@ impl AppState {
             peer_builds: AtomicU64::new(0),
             refusals: Arc::default(),
             events: events::Events::default(),
+            tokens: settings_key(&settings),
+            settings,
         })
     }
 }

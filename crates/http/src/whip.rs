@@ -21,9 +21,10 @@ use ringcast_engine::CallError;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::AppState;
-use crate::auth::check_bearer;
+use crate::auth::{bearer, check_bearer, same_token};
 use crate::client::client_ip;
 use crate::error::ApiError;
+use crate::jwt::looks_like_jwt;
 use crate::{events, layers};
 
 /// Publish (WHIP) or play (WHEP).
@@ -201,14 +202,58 @@ fn stream_token<'a>(state: &'a AppState, kind: Kind, stream: &str) -> Option<&'a
     }
 }
 
+/// The request may act on `stream` as `kind`: with neither a static token for the stream nor
+/// `rooms.jwt_secret`, anyone may; otherwise it needs `Authorization: Bearer` with the stream's
+/// static token, or a JWT signed with the secret for this stream that grants publishing (WHIP)
+/// or playing (WHEP). `fresh` (the POST that makes a session) also needs the JWT unexpired.
+/// `Ok(true)` when a token was needed and given (admission favours token holders).
 fn check_token(
     state: &AppState,
     kind: Kind,
     stream: &str,
     headers: &HeaderMap,
-) -> Result<(), ApiError> {
-    check_bearer(headers, stream_token(state, kind, stream), "this stream")
-        .inspect_err(|e| state.refusals.token(e))
+    fresh: bool,
+) -> Result<bool, ApiError> {
+    let required = stream_token(state, kind, stream);
+    let Some(key) = state.tokens.as_ref() else {
+        return check_bearer(headers, required, "this stream")
+            .map(|()| required.is_some())
+            .inspect_err(|e| state.refusals.token(e));
+    };
+    let given = bearer(headers)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "this stream needs a Bearer token"));
+    let verdict = given.and_then(|token| {
+        if required.is_some_and(|r| same_token(token, r)) {
+            return Ok(true);
+        }
+        if !looks_like_jwt(token) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong token for this stream",
+            ));
+        }
+        let claims = key
+            .verify(token, fresh)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+        let (grant, name) = match kind {
+            Kind::Whip => (claims.publish, "publish"),
+            Kind::Whep => (claims.subscribe, "subscribe"),
+        };
+        if claims.stream.as_deref() != Some(stream) {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "the token is for another stream",
+            ))
+        } else if !grant {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("the token does not grant `{name}`"),
+            ))
+        } else {
+            Ok(true)
+        }
+    });
+    verdict.inspect_err(|e| state.refusals.token(e))
 }
 
 fn valid_stream_name(name: &str) -> Result<(), ApiError> {
@@ -269,10 +314,10 @@ async fn create(
             "the offer must be sent as Content-Type: application/sdp",
         ));
     }
-    check_token(&state, kind, &stream, &headers)?;
+    let authenticated = check_token(&state, kind, &stream, &headers, true)?;
     let from = Requester::new(
         client_ip(peer, &headers, &state.settings.trusted_proxies),
-        stream_token(&state, kind, &stream).is_some(),
+        authenticated,
     );
     let offer = read_body(&state, body).await?;
     if offer.trim().is_empty() {
@@ -536,7 +581,7 @@ pub(crate) fn find_viewer(
     session: &str,
     headers: &HeaderMap,
 ) -> Result<Viewer, ApiError> {
-    check_token(state, Kind::Whep, stream, headers)?;
+    check_token(state, Kind::Whep, stream, headers, false)?;
     lookup_viewer(state, stream, session)
 }
 
@@ -586,7 +631,7 @@ async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    check_token(&state, kind, &stream, &headers)?;
+    check_token(&state, kind, &stream, &headers, false)?;
     let (id, shard, etag) = find_session(&state, kind, &stream, &session)?;
     if media_type(&headers).as_deref() != Some("application/trickle-ice-sdpfrag") {
         return Err(ApiError::new(
@@ -668,7 +713,7 @@ async fn delete(
     session: String,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_token(&state, kind, &stream, &headers)?;
+    check_token(&state, kind, &stream, &headers, false)?;
     let (id, _, _) = find_session(&state, kind, &stream, &session)?;
     let commands = {
         let mut control = state.control.lock();

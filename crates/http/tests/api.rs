@@ -130,6 +130,7 @@ fn server_tuned(
         ice_links: vec!["<stun:stun.example.invalid:3478>; rel=\"ice-server\"".into()],
         streams,
         admin_token: None,
+        jwt_secret: None,
         admission: AdmissionLimits::NONE,
         trusted_proxies: Vec::new(),
     };
@@ -1272,4 +1273,102 @@ async fn refusals_are_counted_in_api_stats_and_metrics() {
             metrics.body
         );
     }
+}
+
+/// A JWT with `claims`, signed with `secret` (HS256).
+fn jwt(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Issue 11 (auth): with `rooms.jwt_secret` set, WHIP/WHEP need a Bearer token, the stream's
+/// static one or a JWT for the stream that grants what the request does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_tokens_open_streams_to_their_holders() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let s = server_tuned(100, 100, false, protected_stream(), |s| {
+        s.jwt_secret = Some(SECRET.into());
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |claims: serde_json::Value| jwt(SECRET, claims);
+    let publish = token(serde_json::json!({"stream": "free", "publish": true, "exp": now + 600}));
+    let whip = |t: Option<&str>| bearer(post("/whip/free", "application/sdp", chromium()), t);
+    // A stream without a static token is closed too once the secret is set.
+    let a = send(&s.app, whip(None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    for (t, status, reason) in [
+        (
+            token(serde_json::json!({"stream": "free", "subscribe": true, "exp": now + 600})),
+            StatusCode::FORBIDDEN,
+            "does not grant `publish`",
+        ),
+        (
+            token(serde_json::json!({"stream": "other", "publish": true, "exp": now + 600})),
+            StatusCode::FORBIDDEN,
+            "another stream",
+        ),
+        (
+            token(serde_json::json!({"stream": "free", "publish": true, "exp": now - 3600})),
+            StatusCode::UNAUTHORIZED,
+            "expired",
+        ),
+        (
+            jwt(
+                "another secret, just as long as the first",
+                serde_json::json!({"stream": "free", "publish": true, "exp": now + 600}),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "bad signature",
+        ),
+        ("key1".to_string(), StatusCode::FORBIDDEN, "wrong token"),
+    ] {
+        let a = send(&s.app, whip(Some(&t))).await;
+        assert_eq!(a.status, status, "{reason}: {}", a.body);
+        assert!(a.body.contains(reason), "{reason}: {}", a.body);
+    }
+    let p = send(&s.app, whip(Some(&publish))).await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    // A viewer with a `subscribe` token plays; the publisher's token does not.
+    let subscribe =
+        token(serde_json::json!({"stream": "free", "subscribe": true, "exp": now + 600}));
+    let whep = |t: &str| {
+        bearer(
+            post("/whep/free", "application/sdp", viewer_offer(false)),
+            Some(t),
+        )
+    };
+    assert_eq!(
+        send(&s.app, whep(&publish)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let v = send(&s.app, whep(&subscribe)).await;
+    assert_eq!(v.status, StatusCode::CREATED, "{}", v.body);
+    // The static token of a protected stream still works beside the tokens.
+    let st = send(
+        &s.app,
+        bearer(
+            post("/whip/secret", "application/sdp", chromium()),
+            Some("key1"),
+        ),
+    )
+    .await;
+    assert_eq!(st.status, StatusCode::CREATED, "{}", st.body);
+    // The session's DELETE needs the token too.
+    let location = p.header("location").unwrap().to_string();
+    let del = |t: Option<&str>| bearer(Request::delete(&location).body(Body::empty()).unwrap(), t);
+    assert_eq!(
+        send(&s.app, del(None)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&s.app, del(Some(&publish))).await.status,
+        StatusCode::OK
+    );
 }

@@ -189,6 +189,7 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
             })
             .collect(),
         admin_token: Some(config.http.admin_token.clone()).filter(|t| !t.is_empty()),
+        jwt_secret: Some(config.rooms.jwt_secret.clone()).filter(|s| !s.is_empty()),
     };
     let state = AppState::new(
         settings,

@@ -31,6 +31,8 @@ pub struct Config {
     /// `[streams."name"]`: per-stream settings (tokens); none by default.
     #[serde(default)]
     pub streams: BTreeMap<String, StreamConfig>,
+    /// `[rooms]`: group calls, and the access tokens WHIP/WHEP share with them.
+    pub rooms: RoomsConfig,
     /// `[log]`: logging.
     pub log: LogConfig,
 }
@@ -213,6 +215,14 @@ pub struct StreamConfig {
     pub view_token: Option<String>,
 }
 
+/// `[rooms]`: group calls, and the access tokens WHIP/WHEP share with them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// HS256 secret of access tokens (JWT); empty = none.
+    pub jwt_secret: String,
+}
+
 /// `[log]`: logging.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -244,6 +254,7 @@ mod tests {
         assert_eq!(config.http.tls_cert, PathBuf::new());
         assert_eq!(config.http.tls_key, PathBuf::new());
         assert_eq!(config.http.admin_token, "");
+        assert_eq!(config.rooms.jwt_secret, "");
         assert_eq!(config.http.admin_listen, None);
         assert_eq!(config.media.shards, 0);
         assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));

@@ -71,6 +71,17 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected a token without spaces (empty = no token)".into(),
         ));
     }
+    let secret = &config.rooms.jwt_secret;
+    if !secret.is_empty()
+        && (secret.chars().count() < 32
+            || secret.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(invalid(
+            KeyPath::of(&["rooms", "jwt_secret"]),
+            "(hidden)".into(),
+            "expected at least 32 characters without spaces (empty = no access tokens)".into(),
+        ));
+    }
     if let Some(admin) = http.admin_listen
         && admin == http.listen
         && admin.port() != 0
@@ -453,5 +464,21 @@ mod tests {
         // Above the shard's capacity it is the capacity: lowering the capacity alone is fine.
         assert!(load(None, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "5000")]).is_ok());
         assert!(load(Some("[media]\nmax_participants_per_shard = 100\n"), &[]).is_ok());
+    }
+
+    #[test]
+    fn the_jwt_secret_is_long_enough_and_never_shown() {
+        let message = error(Some("[rooms]\njwt_secret = \"short\"\n"), &[]);
+        assert!(
+            message.contains("`rooms.jwt_secret`") && message.contains("at least 32"),
+            "{message}"
+        );
+        assert!(!message.contains("short"), "{message}");
+        let config = load(
+            Some("[rooms]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.rooms.jwt_secret.len(), 32);
     }
 }
