@@ -79,15 +79,7 @@ impl Rewriter {
                 // timestamp by the wall time since the last output packet (at least one tick)
                 // so the viewer's jitter buffer sees time move forward.
                 let next_seq = self.last_seq + 1;
-                let advance = match self.last_at {
-                    Some(at) => {
-                        let ms = now.saturating_duration_since(at).as_millis() as u64;
-                        ((ms * u64::from(self.clock_rate)) / 1000).clamp(1, u64::from(u32::MAX / 2))
-                            as u32
-                    }
-                    None => 0,
-                };
-                let next_ts = self.last_ts.wrapping_add(advance);
+                let next_ts = self.ts_after_last(now);
                 let m = Mapping {
                     source,
                     first_in: seq,
@@ -128,20 +120,29 @@ impl Rewriter {
         ts: u32,
         now: Instant,
     ) -> Option<(u64, u32)> {
-        if let Some(m) = self.mapping.as_mut()
-            && m.source == source
-            && ts != m.last_in_ts
-            && seq >= m.first_in
+        if self
+            .mapping
+            .is_some_and(|m| m.source == source && ts != m.last_in_ts && seq >= m.first_in)
         {
-            let ms = self
-                .last_at
-                .map_or(0, |at| now.saturating_duration_since(at).as_millis() as u64);
-            let advance =
-                ((ms * u64::from(self.clock_rate)) / 1000).clamp(1, u64::from(u32::MAX / 2));
-            let out_ts = self.last_ts.wrapping_add(advance as u32);
-            m.ts_offset = out_ts.wrapping_sub(ts);
+            let out_ts = self.ts_after_last(now);
+            if let Some(m) = self.mapping.as_mut() {
+                m.ts_offset = out_ts.wrapping_sub(ts);
+            }
         }
         self.rewrite(source, seq, ts, now)
+    }
+
+    /// The last output timestamp advanced by the wall time since it went out (at least one
+    /// tick, so the viewer's jitter buffer sees time move forward); the last one itself before
+    /// anything went out.
+    fn ts_after_last(&self, now: Instant) -> u32 {
+        let Some(at) = self.last_at else {
+            return self.last_ts;
+        };
+        let ms = now.saturating_duration_since(at).as_millis() as u64;
+        let advance =
+            ((ms * u64::from(self.clock_rate)) / 1000).clamp(1, u64::from(u32::MAX / 2)) as u32;
+        self.last_ts.wrapping_add(advance)
     }
 }
 
