@@ -126,6 +126,13 @@ impl StreamEntry {
         self.publisher.is_none() && self.subscribers.is_empty() && self.relay_to == 0
     }
 
+    /// Does `packet` start a keyframe of the stream's video? (Read once per packet and shard.)
+    fn starts_keyframe(&self, packet: &RtpIn) -> bool {
+        packet.kind == TrackKind::Video
+            && self.codecs[TrackKind::Video.index()]
+                .is_some_and(|c| starts_keyframe(c, &packet.payload))
+    }
+
     /// Take a video subscriber off its layer lists.
     pub(super) fn unlist_video(&mut self, key: usize, track: &SubTrack) {
         unlist(&mut self.video[usize::from(track.layer)].on, key);
@@ -185,6 +192,7 @@ impl Shard {
         let Some(entry) = self.streams.get_mut(&stream) else {
             return;
         };
+        let keyframe = entry.starts_keyframe(&packet);
         let mut mask = entry.relay_to & !(1u64 << self.config.id.0);
         while mask != 0 {
             let shard = mask.trailing_zeros() as u16;
@@ -203,9 +211,7 @@ impl Shard {
         if packet.kind == TrackKind::Video {
             let layer = usize::from(packet.layer);
             // A keyframe going by answers every request merged so far: none is left pending.
-            if entry.codecs[TrackKind::Video.index()]
-                .is_some_and(|c| starts_keyframe(c, &packet.payload))
-            {
+            if keyframe {
                 entry.keyframes[layer].pending = false;
             }
             // A merged keyframe request that waited out the interval goes now.
@@ -219,12 +225,20 @@ impl Shard {
                 self.enqueue(pk);
             }
         }
-        self.fan_out(now, stream, epoch, &packet);
+        self.fan_out(now, stream, epoch, &packet, keyframe);
     }
 
     /// Forward one packet to the local subscribers it is for: written to each one's peer, which
     /// is marked to be polled (never polled here, so the lists cannot change under us).
-    fn fan_out(&mut self, now: Instant, stream: StreamId, epoch: u64, packet: &RtpIn) {
+    /// `keyframe`: it starts a keyframe of the stream's video.
+    fn fan_out(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        epoch: u64,
+        packet: &RtpIn,
+        keyframe: bool,
+    ) {
         let Shard {
             config,
             streams,
@@ -243,8 +257,6 @@ impl Shard {
             stats.drop_no_route += 1;
             return;
         }
-        let keyframe = kind == TrackKind::Video
-            && entry.codecs[kind.index()].is_some_and(|c| starts_keyframe(c, &packet.payload));
         if kind == TrackKind::Video {
             entry.layers.packet(packet.layer, packet.payload.len(), now);
             if config.gop_cache_bytes > 0
@@ -497,14 +509,17 @@ impl Shard {
                 packet,
             } => {
                 self.stats.rtp_in += 1;
-                match self.streams.get_mut(&stream) {
-                    Some(entry) => entry.origin = Some(origin),
+                let keyframe = match self.streams.get_mut(&stream) {
+                    Some(entry) => {
+                        entry.origin = Some(origin);
+                        entry.starts_keyframe(&packet)
+                    }
                     None => {
                         self.stats.drop_no_route += 1;
                         return;
                     }
-                }
-                self.fan_out(now, stream, epoch, &packet);
+                };
+                self.fan_out(now, stream, epoch, &packet, keyframe);
             }
             Relay::KeyframeRequest { stream, layer } => {
                 if self
