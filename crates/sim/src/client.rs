@@ -16,10 +16,11 @@ use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
 };
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{RtpWrite, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
 use crate::media::{self, VideoCodec};
+use crate::member::{Member, MemberConfig};
 use crate::net::Link;
 
 /// Index of a client in its [`crate::Sim`].
@@ -219,6 +220,9 @@ pub struct Publisher {
     next_audio_at: Option<Instant>,
     last_keyframe_at: Option<Instant>,
     keyframe_wanted: bool,
+    /// The RFC 6464 audio level (0 loud .. 127 silence) written on its audio packets; none
+    /// without the header extension.
+    pub(crate) audio_level: Option<u8>,
     rng: StdRng,
     /// Writing media.
     pub sending: bool,
@@ -243,13 +247,15 @@ pub struct Viewer {
     pub unknown: u64,
 }
 
-/// A publisher or a viewer.
+/// A publisher, a viewer or a room member.
 #[derive(Debug)]
 pub enum Role {
     /// Sends.
     Publisher(Box<Publisher>),
     /// Receives.
     Viewer(Box<Viewer>),
+    /// Sends, receives on slots, talks over the room's data channel.
+    Member(Box<Member>),
 }
 
 /// One simulated client: a str0m `Rtc`, its address, its links and what it did.
@@ -309,7 +315,20 @@ pub(crate) struct Built {
     pub rtc: Rtc,
     pub offer: SdpOffer,
     pub pending: SdpPendingOffer,
+    /// The sending (publisher, member) or receiving (viewer) section of each kind.
     pub mids: [Option<Mid>; 2],
+    /// A member's receive-only sections, in offer order.
+    pub slots: Vec<(Mid, TrackKind)>,
+}
+
+/// What a new client is, with what it needs to start.
+pub(crate) enum Spec {
+    /// A viewer.
+    Viewer,
+    /// A publisher: its settings, its generation ([`Publisher::generation`]), its seed.
+    Publisher(PublisherConfig, u32, u64),
+    /// A room member: its settings, its generation, its seed.
+    Member(Box<MemberConfig>, u32, u64),
 }
 
 /// Build a client `Rtc` and its offer: sendonly (publisher, only `codec` for video) or recvonly
@@ -365,11 +384,12 @@ pub(crate) fn build(
         offer,
         pending,
         mids,
+        slots: Vec::new(),
     }
 }
 
 /// The send layers a publisher announces (`None` without simulcast).
-fn simulcast(config: &PublisherConfig) -> Option<Simulcast> {
+pub(crate) fn simulcast(config: &PublisherConfig) -> Option<Simulcast> {
     let mut simulcast = Simulcast::new();
     for layer in config.layers.iter().filter(|l| l.announced) {
         simulcast.add_send_layer(SimulcastLayer::new(&layer.rid));
@@ -391,70 +411,32 @@ impl Client {
         up: Link,
         down: Link,
         now: Instant,
-        publish: Option<(PublisherConfig, u32, u64)>,
+        spec: Spec,
     ) -> Client {
         let Built {
             mut rtc,
             pending,
             mids,
+            slots,
             ..
         } = built;
         let answer = SdpAnswer::from_sdp_string(answer).expect("the shard's answer parses");
         rtc.sdp_api()
             .accept_answer(pending, answer)
             .expect("the shard's answer is accepted");
-        let role = match publish {
-            Some((config, generation, seed)) => {
-                let mut rng = StdRng::seed_from_u64(seed);
-                let mut pts = [None, None];
-                for kind in TrackKind::ALL {
-                    let Some(mid) = mids[kind.index()] else {
-                        continue;
-                    };
-                    let want = match kind {
-                        TrackKind::Audio => Codec::Opus,
-                        TrackKind::Video => match config.codec {
-                            VideoCodec::Vp8 => Codec::Vp8,
-                            VideoCodec::H264 => Codec::H264,
-                        },
-                    };
-                    let remote: Vec<Pt> = rtc
-                        .media(mid)
-                        .map(|m| m.remote_pts().to_vec())
-                        .unwrap_or_default();
-                    pts[kind.index()] = rtc
-                        .codec_config()
-                        .params()
-                        .iter()
-                        .find(|p| p.spec().codec == want && remote.contains(&p.pt()))
-                        .map(|p| p.pt());
-                }
-                // Start sequence numbers and timestamps anywhere, like a real sender.
-                let seq = [rng.random_range(0..30_000), rng.random_range(0..30_000)];
-                let ts = [rng.random(), rng.random()];
-                let layers = send_layers(&mut rtc, mids[1], &config, &mut rng);
-                Role::Publisher(Box::new(Publisher {
-                    generation,
-                    mids,
-                    pts,
-                    seq,
-                    ts,
-                    layers,
-                    frame: 0,
-                    audio_number: 0,
-                    next_frame_at: None,
-                    next_audio_at: None,
-                    last_keyframe_at: None,
-                    keyframe_wanted: false,
-                    rng,
-                    sending: false,
-                    sent: [Vec::new(), Vec::new()],
-                    keyframe_requests: Vec::new(),
-                    keyframes: Vec::new(),
-                    config,
-                }))
+        let role = match spec {
+            Spec::Publisher(config, generation, seed) => Role::Publisher(Box::new(Publisher::new(
+                &mut rtc, mids, config, generation, seed,
+            ))),
+            Spec::Member(config, generation, seed) => {
+                let MemberConfig {
+                    send, audio_level, ..
+                } = *config;
+                let mut send = Publisher::new(&mut rtc, mids, send, generation, seed);
+                send.audio_level = Some(audio_level);
+                Role::Member(Box::new(Member::new(send, &slots)))
             }
-            None => Role::Viewer(Box::new(Viewer {
+            Spec::Viewer => Role::Viewer(Box::new(Viewer {
                 mids,
                 received: [Vec::new(), Vec::new()],
                 unknown: 0,
@@ -495,26 +477,55 @@ impl Client {
         self.connected_at.is_some() && !self.closed
     }
 
-    /// The publisher state; panics for a viewer.
+    /// The publisher state (a member's sending side); panics for a viewer.
     pub fn publisher(&self) -> &Publisher {
-        match &self.role {
-            Role::Publisher(p) => p,
-            Role::Viewer(_) => panic!("client {:?} is a viewer", self.id),
-        }
+        self.sender()
+            .unwrap_or_else(|| panic!("client {:?} is a viewer", self.id))
     }
 
     pub(crate) fn publisher_mut(&mut self) -> &mut Publisher {
-        match &mut self.role {
-            Role::Publisher(p) => p,
-            Role::Viewer(_) => panic!("client {:?} is a viewer", self.id),
+        let id = self.id;
+        self.sender_mut()
+            .unwrap_or_else(|| panic!("client {id:?} is a viewer"))
+    }
+
+    fn sender(&self) -> Option<&Publisher> {
+        match &self.role {
+            Role::Publisher(p) => Some(p),
+            Role::Member(m) => Some(&m.send),
+            Role::Viewer(_) => None,
         }
     }
 
-    /// The viewer state; panics for a publisher.
+    fn sender_mut(&mut self) -> Option<&mut Publisher> {
+        match &mut self.role {
+            Role::Publisher(p) => Some(p),
+            Role::Member(m) => Some(&mut m.send),
+            Role::Viewer(_) => None,
+        }
+    }
+
+    /// The viewer state; panics for a publisher or a member.
     pub fn viewer(&self) -> &Viewer {
         match &self.role {
             Role::Viewer(v) => v,
-            Role::Publisher(_) => panic!("client {:?} is a publisher", self.id),
+            _ => panic!("client {:?} is not a viewer", self.id),
+        }
+    }
+
+    /// The room member state; panics for a publisher or a viewer.
+    pub fn member(&self) -> &Member {
+        match &self.role {
+            Role::Member(m) => m,
+            _ => panic!("client {:?} is not a room member", self.id),
+        }
+    }
+
+    pub(crate) fn member_mut(&mut self) -> &mut Member {
+        let id = self.id;
+        match &mut self.role {
+            Role::Member(m) => m,
+            _ => panic!("client {id:?} is not a room member"),
         }
     }
 
@@ -600,7 +611,7 @@ impl Client {
         match e {
             Event::Connected => {
                 self.connected_at = Some(now);
-                if let Role::Publisher(p) = &mut self.role
+                if let Some(p) = self.sender_mut()
                     && p.config.start_on_connect
                 {
                     p.start(now);
@@ -609,7 +620,7 @@ impl Client {
             Event::IceConnectionStateChange(s) => self.ice_states.push((now, s)),
             Event::Closed => self.remote_closed_at = Some(now),
             Event::KeyframeRequest(request) => {
-                if let Role::Publisher(p) = &mut self.role {
+                if let Some(p) = self.sender_mut() {
                     p.keyframe_requests.push(now);
                     let honor = p.config.honor_keyframe_requests;
                     if honor {
@@ -647,6 +658,23 @@ impl Client {
                         marker: packet.header.marker,
                         payload: packet.payload,
                     });
+                } else if let Role::Member(m) = &mut self.role {
+                    m.receive(now, mid, packet);
+                }
+            }
+            Event::ChannelOpen(id, label) => {
+                if let Role::Member(m) = &mut self.role {
+                    m.channel_opened(now, id, &label);
+                }
+            }
+            Event::ChannelData(data) => {
+                if let Role::Member(m) = &mut self.role {
+                    m.channel_data(now, data);
+                }
+            }
+            Event::ChannelClose(id) => {
+                if let Role::Member(m) = &mut self.role {
+                    m.channel_closed(now, id);
                 }
             }
             _ => {}
@@ -676,8 +704,8 @@ impl Client {
         if self.detached || self.closed {
             return None;
         }
-        match &self.role {
-            Role::Publisher(p) if p.sending => match (p.next_audio_at, p.next_frame_at) {
+        match self.sender() {
+            Some(p) if p.sending => match (p.next_audio_at, p.next_frame_at) {
                 (Some(a), Some(v)) => Some(a.min(v)),
                 (a, v) => a.or(v),
             },
@@ -689,7 +717,7 @@ impl Client {
     /// (as an encoder hands it over), calling `drain` after each packet written.
     pub(crate) fn write_due_media(&mut self, now: Instant, drain: &mut dyn FnMut(&mut Client)) {
         loop {
-            let Role::Publisher(p) = &mut self.role else {
+            let Some(p) = self.sender_mut() else {
                 return;
             };
             let Some(packets) = p.due_packets(now) else {
@@ -697,11 +725,17 @@ impl Client {
             };
             for w in packets {
                 if let Some(tx) = self.rtc.direct_api().stream_tx_by_mid(w.mid, w.rid) {
-                    tx.write_rtp(
-                        RtpWrite::new(w.pt, w.seq.into(), w.ts, now, w.payload.clone())
-                            .marker(w.marker)
-                            .nackable(true),
-                    );
+                    let mut write = RtpWrite::new(w.pt, w.seq.into(), w.ts, now, w.payload.clone())
+                        .marker(w.marker)
+                        .nackable(true);
+                    if let Some(level) = w.audio_level {
+                        write = write.ext_vals(ExtensionValues {
+                            audio_level: Some(-(level.min(127) as i8)),
+                            voice_activity: Some(level < VOICE_BELOW),
+                            ..ExtensionValues::default()
+                        });
+                    }
+                    tx.write_rtp(write);
                 }
                 drain(self);
             }
@@ -723,7 +757,12 @@ pub(crate) struct Write {
     ts: u32,
     marker: bool,
     payload: Arc<[u8]>,
+    /// The audio level extension's value (audio of members only).
+    audio_level: Option<u8>,
 }
+
+/// Audio quieter than this (in -dBov) is written without the voice activity flag.
+const VOICE_BELOW: u8 = 60;
 
 /// The publisher's simulcast layers with their send streams: announced ones got theirs from
 /// the answer, an unannounced one is declared here on an SSRC of its own (no RTX).
@@ -766,6 +805,66 @@ fn send_layers(
 }
 
 impl Publisher {
+    /// The sending side of a client whose answer was accepted: payload types from the
+    /// answer, sequence numbers and timestamps starting anywhere, its simulcast layers.
+    pub(crate) fn new(
+        rtc: &mut Rtc,
+        mids: [Option<Mid>; 2],
+        config: PublisherConfig,
+        generation: u32,
+        seed: u64,
+    ) -> Publisher {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut pts = [None, None];
+        for kind in TrackKind::ALL {
+            let Some(mid) = mids[kind.index()] else {
+                continue;
+            };
+            let want = match kind {
+                TrackKind::Audio => Codec::Opus,
+                TrackKind::Video => match config.codec {
+                    VideoCodec::Vp8 => Codec::Vp8,
+                    VideoCodec::H264 => Codec::H264,
+                },
+            };
+            let remote: Vec<Pt> = rtc
+                .media(mid)
+                .map(|m| m.remote_pts().to_vec())
+                .unwrap_or_default();
+            pts[kind.index()] = rtc
+                .codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == want && remote.contains(&p.pt()))
+                .map(|p| p.pt());
+        }
+        // Start sequence numbers and timestamps anywhere, like a real sender.
+        let seq = [rng.random_range(0..30_000), rng.random_range(0..30_000)];
+        let ts = [rng.random(), rng.random()];
+        let layers = send_layers(rtc, mids[1], &config, &mut rng);
+        Publisher {
+            generation,
+            mids,
+            pts,
+            seq,
+            ts,
+            layers,
+            frame: 0,
+            audio_number: 0,
+            next_frame_at: None,
+            next_audio_at: None,
+            last_keyframe_at: None,
+            keyframe_wanted: false,
+            audio_level: None,
+            rng,
+            sending: false,
+            sent: [Vec::new(), Vec::new()],
+            keyframe_requests: Vec::new(),
+            keyframes: Vec::new(),
+            config,
+        }
+    }
+
     /// Start writing media now (a keyframe first).
     pub(crate) fn start(&mut self, now: Instant) {
         if self.sending {
@@ -946,6 +1045,7 @@ impl Publisher {
             ts,
             marker,
             payload,
+            audio_level: None,
         }
     }
 
@@ -981,6 +1081,7 @@ impl Publisher {
             ts,
             marker,
             payload,
+            audio_level: self.audio_level.filter(|_| kind == TrackKind::Audio),
         }
     }
 }

@@ -51,6 +51,7 @@
 pub mod check;
 pub mod client;
 pub mod media;
+pub mod member;
 pub mod net;
 
 use std::cmp::Reverse;
@@ -70,9 +71,10 @@ use str0m::config::DtlsCert;
 
 pub use client::{Client, ClientId, PublisherConfig, Received, Role, SendLayer, Sent, SimLayer};
 pub use media::{Tag, VideoCodec};
+pub use member::{Member, MemberConfig, Message, SlotRx, SlotState};
 pub use net::{Datagram, Link, LinkConfig, Network, QueueLimit};
 
-use client::Polled;
+use client::{Polled, Spec};
 
 /// Settings of a simulation.
 #[derive(Debug, Clone)]
@@ -148,6 +150,8 @@ pub struct Sim {
     next_session: u64,
     next_token: u64,
     next_generation: u32,
+    /// Which client each publisher generation ([`media::Tag::source`]) belongs to.
+    generations: HashMap<u32, ClientId>,
     events: Vec<SimEvent>,
     replies: Vec<(u64, Result<Reply, CommandError>)>,
     /// Datagrams addressed to nobody the sim knows (dropped).
@@ -226,6 +230,7 @@ impl Sim {
             next_session: 1,
             next_token: 1,
             next_generation: 1,
+            generations: HashMap::new(),
             events: Vec::new(),
             replies: Vec::new(),
             undeliverable: 0,
@@ -284,6 +289,12 @@ impl Sim {
     /// The control plane.
     pub fn control(&self) -> &Control {
         &self.control
+    }
+
+    /// The client that sent this synthetic payload (by its [`media::Tag`]).
+    pub fn source_of(&self, payload: &[u8]) -> Option<ClientId> {
+        let tag = media::Tag::parse(payload)?;
+        self.generations.get(&tag.source).copied()
     }
 
     // ---- control plane ----
@@ -397,13 +408,12 @@ impl Sim {
             .placed(placing, answered, format!("\"{session}\""));
         self.deliver_commands();
         joined?;
-        let publish = publish.map(|config| {
-            let generation = self.next_generation;
-            self.next_generation += 1;
-            (config, generation, self.seed_for(id, 3))
-        });
         let is_publisher = publish.is_some();
-        let client = self.new_client(id, built, &answer, shard, session, stream_id, publish);
+        let spec = match publish {
+            Some(config) => Spec::Publisher(config, self.new_generation(id), self.seed_for(id, 3)),
+            None => Spec::Viewer,
+        };
+        let client = self.new_client(id, built, &answer, shard, session, stream_id, spec);
         self.clients.push(client);
         self.client_addrs.insert(addr, id);
         if is_publisher {
@@ -865,6 +875,14 @@ impl Sim {
         (session, setup)
     }
 
+    /// A new publisher generation ([`media::Tag::source`]), noted as `id`'s.
+    fn new_generation(&mut self, id: ClientId) -> u32 {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        self.generations.insert(generation, id);
+        generation
+    }
+
     fn seed_for(&self, id: ClientId, salt: u64) -> u64 {
         self.config
             .seed
@@ -881,7 +899,7 @@ impl Sim {
         shard: ShardId,
         session: SessionId,
         stream: StreamId,
-        publish: Option<(PublisherConfig, u32, u64)>,
+        spec: Spec,
     ) -> Client {
         let addr = client_addr(id);
         Client::new(
@@ -896,7 +914,7 @@ impl Sim {
             Link::new(self.config.link, self.seed_for(id, 1)),
             Link::new(self.config.link, self.seed_for(id, 2)),
             self.now,
-            publish,
+            spec,
         )
     }
 }
