@@ -38,21 +38,24 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
+use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
 use crate::peer::{Peer, PeerEvent};
 
 mod commands;
 mod demux;
 mod layers;
 mod replay;
+mod rooms;
 mod routing;
 mod timers;
 
 pub use crate::stats::ShardStats;
 pub use commands::{Command, CommandError, Reply};
+pub use rooms::{MemberInfo, RoomInfo, SlotInfo};
 pub use routing::Relay;
 
-use routing::{StreamEntry, SubTrack};
+use rooms::{Member, RoomEntry};
+use routing::{StreamEntry, SubRef, SubTrack};
 use timers::Deadline;
 
 /// Most times one poll of a peer feeds it the current time again because its next deadline
@@ -187,6 +190,10 @@ pub struct Shard {
     /// Participants whose peer is polled before the current input is done (see the module
     /// docs); empty between inputs.
     ready: VecDeque<usize>,
+    /// Room slots that moved to another source during one fan-out, to take off the old
+    /// source's list after it (kept to reuse its allocation).
+    moved: Vec<(SubRef, StreamId, u8)>,
+    rooms: HashMap<RoomId, RoomEntry>,
     stats: ShardStats,
 }
 
@@ -225,6 +232,8 @@ enum Role {
         stream: StreamId,
         tracks: [Option<SubTrack>; 2],
     },
+    /// A room member: publishes `Member::stream`, receives in its slots.
+    Member(Member),
 }
 
 impl Participant {
@@ -262,6 +271,8 @@ impl Shard {
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             ready: VecDeque::new(),
+            moved: Vec::new(),
+            rooms: HashMap::new(),
             stats: ShardStats::default(),
         }
     }
@@ -280,6 +291,7 @@ impl Shard {
             .iter()
             .filter(|(_, p)| matches!(p.role, Role::Publisher { .. }))
             .count() as u64;
+        s.rooms = self.rooms.len() as u64;
         s.streams = self.streams.len() as u64;
         s.gop_cache_bytes = self
             .streams
@@ -371,15 +383,22 @@ impl Shard {
                     contents,
                 } => self.transmit(destination, source, contents),
                 PeerEvent::Rtp(packet) => {
-                    if let Role::Publisher { stream } = p.role {
-                        let epoch = p.session.0;
-                        self.publish(now, stream, epoch, packet);
+                    let stream = match &p.role {
+                        Role::Publisher { stream } => *stream,
+                        Role::Member(m) => m.stream,
+                        Role::Subscriber { .. } => continue,
+                    };
+                    let epoch = p.session.0;
+                    self.publish(now, stream, epoch, packet);
+                }
+                PeerEvent::KeyframeRequest { kind, section } => {
+                    if kind == TrackKind::Video {
+                        self.viewer_wants_keyframe(now, key, Some(section));
                     }
                 }
-                PeerEvent::KeyframeRequest(kind) => {
-                    if kind == TrackKind::Video {
-                        self.viewer_wants_keyframe(now, key);
-                    }
+                PeerEvent::ChannelOpen => self.member_channel_open(now, key),
+                PeerEvent::ChannelMessage { binary, data } => {
+                    self.member_message(now, key, binary, &data);
                 }
                 PeerEvent::Estimate(bps) => {
                     if let Some(track) = routing::video_track(p) {
@@ -399,7 +418,7 @@ impl Shard {
                     if viewer {
                         self.choose_layer(now, key);
                         if !self.start_cached(key, now) {
-                            self.viewer_wants_keyframe(now, key);
+                            self.viewer_wants_keyframe(now, key, None);
                         }
                     }
                 }

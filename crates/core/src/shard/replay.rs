@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::routing::video_track;
+use super::routing::{video_track, viewer_video};
 use super::{Output, Relay, Role, Shard};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::peer::RtpIn;
@@ -92,8 +92,8 @@ impl Shard {
         if track.rewriter.has_started() {
             self.stats.layer_switches += 1;
         }
-        entry.unlist_video(key, track);
-        entry.video[usize::from(layer)].on.push(key);
+        entry.unlist_video(viewer_video(key), track);
+        entry.video[usize::from(layer)].on.push(viewer_video(key));
         track.layer = layer;
         track.target = None;
         track.waiting_keyframe = false;
@@ -174,7 +174,7 @@ impl Shard {
                     continue;
                 };
                 if p.peer.write_rtp(
-                    TrackKind::Video,
+                    track.section,
                     seq,
                     out_ts,
                     packet.marker,
