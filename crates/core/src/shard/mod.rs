@@ -410,6 +410,7 @@ impl Shard {
                     p.connect_by = None;
                     let session = p.session;
                     let viewer = routing::video_track(p).is_some();
+                    let member = matches!(p.role, Role::Member(_));
                     self.out
                         .push_back(Output::Event(ShardEvent::SessionConnected { session }));
                     // A viewer gets media from now on: its layer is chosen with what is known
@@ -420,6 +421,9 @@ impl Shard {
                         if !self.start_cached(key, now) {
                             self.viewer_wants_keyframe(now, key, None);
                         }
+                    }
+                    if member {
+                        self.member_connected(now, key);
                     }
                 }
                 PeerEvent::Disconnected => {

@@ -533,6 +533,11 @@ impl Shard {
                 entry.video[usize::from(layer)].switching.push(sub);
             }
         } else {
+            // Nothing to show yet: the source's cached keyframe at once, else its next one.
+            self.stats.slot_switches += 1;
+            if self.start_replay(sub, stream, layer, now) {
+                return changed;
+            }
             self.unlist(sub);
             self.list_video(sub, Some(stream), layer);
             if let Some(track) = self
@@ -542,7 +547,6 @@ impl Shard {
             {
                 track.waiting_keyframe = true;
             }
-            self.stats.slot_switches += 1;
         }
         if self.participants[key].peer.is_connected() {
             self.request_keyframe(now, stream, layer);
@@ -565,6 +569,28 @@ impl Shard {
         track.target = None;
         if let Some(entry) = stream.and_then(|s| self.streams.get_mut(&s)) {
             entry.video[usize::from(layer)].on.push(sub);
+        }
+    }
+
+    /// Member `key` connected: its video slots start from their sources' cached keyframes, or
+    /// on keyframes asked for now.
+    pub(super) fn member_connected(&mut self, now: Instant, key: usize) {
+        let waiting: Vec<(u8, StreamId, u8)> = match self.participants.get(key).map(|p| &p.role) {
+            Some(Role::Member(m)) => m
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    t.kind == TrackKind::Video && t.replay.is_none() && !t.rewriter.has_started()
+                })
+                .filter_map(|(i, t)| Some((i as u8, t.stream?, t.layer)))
+                .collect(),
+            _ => return,
+        };
+        for (track, stream, layer) in waiting {
+            if !self.start_replay(SubRef { key, track }, stream, layer, now) {
+                self.request_keyframe(now, stream, layer);
+            }
         }
     }
 

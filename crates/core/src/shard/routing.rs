@@ -403,8 +403,8 @@ impl Shard {
                     continue;
                 }
                 // Another publisher, or a viewer that cannot keep up: live from a keyframe.
+                // (The participant's replay timer stays: its next step finds nothing here.)
                 track.replay = None;
-                p.replay_at = None;
                 track.waiting_keyframe = true;
             }
             if !track.rewriter.follows(source) && kind == TrackKind::Video {
@@ -560,7 +560,7 @@ impl Shard {
         // picture back in time and send a burst its estimator reads as congestion.
         if let Some(layer) = ask_keyframe
             && stalled
-            && self.start_replay(key, layer, now)
+            && self.start_replay(sub, stream, layer, now)
         {
             ask_keyframe = None;
         }
