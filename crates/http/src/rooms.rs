@@ -257,21 +257,36 @@ async fn list(State(state): State<Arc<AppState>>) -> Response {
     axum::Json(json!({ "rooms": rooms })).into_response()
 }
 
-/// The room's state as its shard has it.
+/// The room's state as its shards have it: each one's members, and the home shard's
+/// speakers (every shard of a room ranks the same).
 async fn room_info(state: &AppState, room: &str) -> Result<RoomInfo, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such room");
-    let (id, shard) = {
+    let (id, home, shards) = {
         let control = state.control.lock();
         let r = control.room(room).ok_or_else(not_found)?;
-        (r.id, r.shard)
+        (r.id, r.shard, control.room_shards(room))
     };
-    match state.shards[usize::from(shard.0)]
-        .call(Command::RoomInfo { room: id })
-        .await?
-    {
-        Reply::Room(Some(info)) => Ok(*info),
-        _ => Err(not_found()),
+    let mut info = RoomInfo {
+        participants: Vec::new(),
+        speakers: Vec::new(),
+    };
+    let mut found = false;
+    for shard in shards {
+        if let Reply::Room(Some(part)) = state.shards[usize::from(shard.0)]
+            .call(Command::RoomInfo { room: id })
+            .await?
+        {
+            found = true;
+            info.participants.extend(part.participants);
+            if shard == home || info.speakers.is_empty() {
+                info.speakers = part.speakers;
+            }
+        }
     }
+    // Join order: participant ids are handed out in it.
+    info.participants
+        .sort_by_key(|m| m.id.parse::<u64>().unwrap_or(u64::MAX));
+    if found { Ok(info) } else { Err(not_found()) }
 }
 
 /// `GET /api/rooms/{room}`: members, their slots, and who speaks.

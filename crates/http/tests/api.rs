@@ -1580,3 +1580,80 @@ async fn room_tokens_name_the_room_and_grant_publish_and_subscribe() {
     .await;
     assert_eq!(d.status, StatusCode::OK, "{}", d.body);
 }
+
+/// Issue 11: a room bigger than its shard spreads; members on different shards see and hear
+/// each other (each shard knows every member and relays its members' streams to the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_bigger_than_its_shard_spreads_and_its_members_still_see_each_other() {
+    // Two shards of two seats each.
+    let s = server(2, BTreeMap::new());
+    let mut ids = Vec::new();
+    let mut locations = Vec::new();
+    for name in ["a", "b", "c"] {
+        let a = send(
+            &s.app,
+            post(
+                &format!("/rooms/big?name={name}"),
+                "application/sdp",
+                member_offer(false, 3, 2),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        ids.push(a.header("x-ringcast-participant").unwrap().to_string());
+        locations.push(a.header("location").unwrap().to_string());
+    }
+    let stats = json_of(&s.app, "/api/stats").await;
+    let placed: Vec<u64> = stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["participants"].as_u64().unwrap())
+        .collect();
+    assert_eq!(placed, [2, 1], "{stats}");
+    let room = json_of(&s.app, "/api/rooms/big").await;
+    let members = room["participants"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{room}");
+    for m in members {
+        let me = m["id"].as_str().unwrap();
+        let mut video: Vec<&str> = m["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "video")
+            .filter_map(|s| s["participant"].as_str())
+            .collect();
+        video.sort();
+        let mut others: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|i| *i != me)
+            .collect();
+        others.sort();
+        assert_eq!(video, others, "{m}");
+    }
+    // The one on the second shard leaves: the others' slots no longer show it.
+    let gone = &ids[2];
+    let d = send(
+        &s.app,
+        Request::delete(&locations[2]).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let room = json_of(&s.app, "/api/rooms/big").await;
+    let members = room["participants"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{room}");
+    for m in members {
+        assert!(
+            !m.to_string()
+                .contains(&format!("\"participant\":\"{gone}\"")),
+            "{m}"
+        );
+    }
+    for at in &locations[..2] {
+        let d = send(&s.app, Request::delete(at).body(Body::empty()).unwrap()).await;
+        assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    }
+    let rooms = json_of(&s.app, "/api/rooms").await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 0, "{rooms}");
+}

@@ -771,7 +771,7 @@ impl Control {
         self.clients.release(p.from.client, &self.config.admission);
         self.unconnected = self.unconnected.saturating_sub(1);
         if p.role == Role::Member {
-            self.member_gone(&p.stream);
+            self.member_gone(&p.stream, p.member.as_ref().map(|(id, _)| *id));
             return;
         }
         if let Some(stream) = self.streams.get_mut(&p.stream) {
@@ -924,7 +924,7 @@ impl Control {
             self.unconnected = self.unconnected.saturating_sub(1);
         }
         if rec.role == Role::Member {
-            self.member_gone(&rec.stream);
+            self.member_gone(&rec.stream, rec.member);
             return;
         }
         let Some(stream) = self.streams.get_mut(&rec.stream) else {

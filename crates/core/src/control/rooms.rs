@@ -14,17 +14,59 @@ use super::{
 };
 use crate::ids::{RoomId, SessionId, ShardId, StreamId};
 use crate::peer::{Membership, Peer, Published, TrackCodec};
-use crate::shard::Command;
+use crate::shard::{Command, RoomMember};
 
 /// A room as the control plane keeps it.
 #[derive(Debug)]
 pub(super) struct Room {
     id: RoomId,
-    shard: ShardId,
-    /// Members placed or being placed.
-    members: u32,
+    /// The shard its first member went to: the others join it while it has a seat.
+    home: ShardId,
+    /// Members placed or being placed, in join order.
+    seats: Vec<Seat>,
     /// The codec per kind of its members' connections.
     codecs: [Option<TrackCodec>; 2],
+    next_join: u64,
+}
+
+/// One member of a room, placed or being placed.
+#[derive(Debug)]
+struct Seat {
+    info: RoomMember,
+    /// Its command was made ([`Control::place`]): the others may hear of it.
+    session: Option<SessionId>,
+    /// Its shard took it.
+    placed: bool,
+}
+
+impl Room {
+    /// Shards with a placed member (bit per shard).
+    fn placed_mask(&self) -> u64 {
+        self.seats
+            .iter()
+            .filter(|s| s.placed)
+            .fold(0, |m, s| m | 1u64 << s.info.shard.0)
+    }
+
+    /// Members placed or being placed, per shard.
+    fn per_shard(&self, shards: usize) -> Vec<u32> {
+        let mut v = vec![0; shards];
+        for s in &self.seats {
+            if let Some(n) = v.get_mut(usize::from(s.info.shard.0)) {
+                *n += 1;
+            }
+        }
+        v
+    }
+
+    fn view<'a>(&self, name: &'a str) -> RoomView<'a> {
+        RoomView {
+            name,
+            id: self.id,
+            shard: self.home,
+            members: self.seats.len() as u32,
+        }
+    }
 }
 
 /// One room as the control plane knows it.
@@ -34,7 +76,7 @@ pub struct RoomView<'a> {
     pub name: &'a str,
     /// Its id ([`Command::RoomInfo`]).
     pub id: RoomId,
-    /// The shard it lives on.
+    /// The shard it lives on (its first member's; members spill to others when it is full).
     pub shard: ShardId,
     /// Members placed or being placed.
     pub members: u32,
@@ -42,8 +84,9 @@ pub struct RoomView<'a> {
 
 impl Control {
     /// Step 1 of a room join ([`Control::admit`] for rooms): check the admission limits, then
-    /// reserve a seat on the room's shard (the least loaded one for a new room). `name` is the
-    /// member's display name (its participant id when `None`).
+    /// reserve a seat: on the room's shard while it has one, then where the room already is,
+    /// then on the least loaded shard (a new room: the least loaded). `name` is the member's
+    /// display name (its participant id when `None`).
     pub fn admit_member(
         &mut self,
         room: &str,
@@ -67,6 +110,17 @@ impl Control {
         self.rooms.get_key_value(name).map(|(n, r)| r.view(n))
     }
 
+    /// The shards hosting a room's members (placed or being placed).
+    pub fn room_shards(&self, name: &str) -> Vec<ShardId> {
+        let Some(room) = self.rooms.get(name) else {
+            return Vec::new();
+        };
+        let mut v: Vec<ShardId> = room.seats.iter().map(|s| s.info.shard).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// The member sessions of a room.
     pub fn members_of(&self, room: &str) -> Vec<SessionId> {
         let mut v: Vec<SessionId> = self
@@ -87,27 +141,25 @@ impl Control {
     ) -> Result<Admission, Refusal> {
         let max = self.config.max_room_members;
         let limits = self.placement_limits(from);
+        let shards = self.load.len();
         let shard = match self.rooms.get(name) {
-            Some(room) if room.members >= max => {
+            Some(room) if room.seats.len() as u32 >= max => {
                 return Err(Refusal::RoomFull(name.to_string(), max));
             }
-            // The room's shard while it has a seat: rooms do not spread over shards.
             Some(room) => {
-                if self.load[usize::from(room.shard.0)] >= limits.max {
-                    return Err(Refusal::RoomFull(name.to_string(), room.members));
-                }
-                room.shard
+                placement::viewer(&self.load, limits, Some(room.home), &room.per_shard(shards))
+                    .ok_or(Refusal::Full)?
             }
             None => placement::publisher(&self.load, limits, None).ok_or(Refusal::Full)?,
         };
         let next_room = RoomId(self.next_stream);
         let room = self.rooms.entry(name.to_string()).or_insert_with(|| Room {
             id: next_room,
-            shard,
-            members: 0,
+            home: shard,
+            seats: Vec::new(),
             codecs: [None, None],
+            next_join: 1,
         });
-        room.members += 1;
         let codecs = Published {
             tracks: room.codecs.clone(),
             layers: Vec::new(),
@@ -119,6 +171,19 @@ impl Control {
         let member_name = member_name
             .map(str::to_string)
             .unwrap_or_else(|| member.0.to_string());
+        room.seats.push(Seat {
+            info: RoomMember {
+                stream: member,
+                name: member_name.clone(),
+                publishes: [None, None],
+                layers: Vec::new(),
+                joined: room.next_join,
+                shard,
+            },
+            session: None,
+            placed: false,
+        });
+        room.next_join += 1;
         self.load[usize::from(shard.0)] += 1;
         let ticket = self.next_ticket;
         self.next_ticket += 1;
@@ -145,7 +210,8 @@ impl Control {
     }
 
     /// Step 2 of a room join: the room's codecs are fixed by the first member that has them;
-    /// a member built for others (two first members at once) is refused.
+    /// a member built for others (two first members at once) is refused. Its command names
+    /// the room's members on other shards and the shards hosting the room.
     pub(super) fn place_member(
         &mut self,
         ticket: u64,
@@ -157,7 +223,7 @@ impl Control {
             return Err(Refusal::UnknownSession);
         };
         let (shard, name) = (p.shard, p.stream.clone());
-        let Some((member, member_name)) = p.member.clone() else {
+        let Some((member, _)) = p.member.clone() else {
             return Err(Refusal::UnknownSession);
         };
         let Some(room) = self.rooms.get_mut(&name) else {
@@ -180,14 +246,32 @@ impl Control {
                 have.clone_from(offered);
             }
         }
+        let shards = room.placed_mask() | 1u64 << shard.0;
+        let others: Vec<RoomMember> = room
+            .seats
+            .iter()
+            .filter(|s| s.session.is_some() && s.info.shard != shard)
+            .map(|s| s.info.clone())
+            .collect();
+        let Some(seat) = room.seats.iter_mut().find(|s| s.info.stream == member) else {
+            return Err(Refusal::UnknownSession);
+        };
+        seat.session = Some(session);
+        seat.info.publishes = membership
+            .published
+            .tracks
+            .each_ref()
+            .map(|t| t.as_ref().map(|t| t.name));
+        seat.info.layers.clone_from(&membership.published.layers);
         let command = Command::AddMember {
             session,
             room: room.id,
             room_name: name,
-            member,
-            name: member_name,
+            member: seat.info.clone(),
             peer,
             membership,
+            others,
+            shards,
         };
         Ok((
             Placing {
@@ -199,12 +283,15 @@ impl Control {
         ))
     }
 
+    /// Step 3 of a room join: recorded; the room's other shards hear of the member, and its
+    /// shard of the members elsewhere.
     pub(super) fn member_placed(
         &mut self,
         p: Pending,
         session: SessionId,
         etag: String,
     ) -> super::Joined {
+        let member = p.member.as_ref().map(|(id, _)| *id);
         self.sessions.insert(
             session,
             Session {
@@ -215,9 +302,46 @@ impl Control {
                 from: p.from,
                 connected: false,
                 video: None,
-                member: p.member.map(|(id, _)| id),
+                member,
             },
         );
+        if let Some(room) = self.rooms.get_mut(&p.stream)
+            && let Some(seat) = room
+                .seats
+                .iter_mut()
+                .find(|s| Some(s.info.stream) == member)
+        {
+            seat.placed = true;
+            let me = seat.info.clone();
+            let shards = room.placed_mask();
+            let mut commands = Vec::new();
+            let told = shards & !(1u64 << me.shard.0);
+            for s in 0..64u16 {
+                if told & (1u64 << s) != 0 {
+                    commands.push(room_member(
+                        room.id,
+                        &p.stream,
+                        &me,
+                        true,
+                        shards,
+                        ShardId(s),
+                    ));
+                }
+            }
+            for other in room.seats.iter().filter(|s| s.session.is_some()) {
+                if other.info.shard != me.shard {
+                    commands.push(room_member(
+                        room.id,
+                        &p.stream,
+                        &other.info,
+                        true,
+                        shards,
+                        me.shard,
+                    ));
+                }
+            }
+            self.commands.extend(commands);
+        }
         super::Joined {
             session,
             shard: p.shard,
@@ -225,24 +349,58 @@ impl Control {
         }
     }
 
-    /// A member of `room` left, or its join was undone.
-    pub(super) fn member_gone(&mut self, room: &str) {
-        if let Some(r) = self.rooms.get_mut(room) {
-            r.members = r.members.saturating_sub(1);
-            if r.members == 0 {
-                self.rooms.remove(room);
+    /// Member `member` of `room` left, or its join was undone: the room's other shards hear
+    /// of it; an empty room goes.
+    pub(super) fn member_gone(&mut self, room: &str, member: Option<StreamId>) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let Some(i) = r.seats.iter().position(|s| Some(s.info.stream) == member) else {
+            return;
+        };
+        let seat = r.seats.remove(i);
+        if r.seats.is_empty() {
+            self.rooms.remove(room);
+            return;
+        }
+        if seat.session.is_none() {
+            // Nobody heard of it.
+            return;
+        }
+        let shards = r.placed_mask();
+        let told = shards & !(1u64 << seat.info.shard.0);
+        for s in 0..64u16 {
+            if told & (1u64 << s) != 0 {
+                self.commands.push_back(room_member(
+                    r.id,
+                    room,
+                    &seat.info,
+                    false,
+                    shards,
+                    ShardId(s),
+                ));
             }
         }
     }
 }
 
-impl Room {
-    fn view<'a>(&self, name: &'a str) -> RoomView<'a> {
-        RoomView {
-            name,
-            id: self.id,
-            shard: self.shard,
-            members: self.members,
-        }
+/// A [`Command::RoomMember`] for `to`.
+fn room_member(
+    room: RoomId,
+    name: &str,
+    member: &RoomMember,
+    present: bool,
+    shards: u64,
+    to: ShardId,
+) -> ShardCommand {
+    ShardCommand {
+        shard: to,
+        command: Command::RoomMember {
+            room,
+            room_name: name.to_string(),
+            member: member.clone(),
+            present,
+            shards,
+        },
     }
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use str0m::IceCreds;
 
-use super::rooms::{NewMember, RoomInfo};
+use super::rooms::{NewMember, RoomInfo, RoomMember};
 use super::routing::{SubRef, SubTrack};
 use super::{Output, Participant, Role, Shard, ShardEvent, ShardStats};
 use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
@@ -45,7 +45,7 @@ pub enum Command {
         /// Where the publisher is (for keyframe requests).
         publisher_shard: Option<ShardId>,
     },
-    /// Place a room member: it publishes `member` and receives in its slots.
+    /// Place a room member: it publishes its stream and receives in its slots.
     AddMember {
         /// Its session.
         session: SessionId,
@@ -53,14 +53,30 @@ pub enum Command {
         room: RoomId,
         /// The room's name (for its messages).
         room_name: String,
-        /// The stream it publishes (its participant id is this stream's number).
-        member: StreamId,
-        /// Its display name.
-        name: String,
+        /// The member as the room knows it.
+        member: RoomMember,
         /// The connection, built from its offer.
         peer: Box<Peer>,
         /// What its offer publishes and receives.
         membership: Box<Membership>,
+        /// The room's members on other shards.
+        others: Vec<RoomMember>,
+        /// The shards hosting the room, this one included (bit per shard).
+        shards: u64,
+    },
+    /// A member of a room on another shard joined (`present`) or left; `shards` hosts the room
+    /// now. A shard hosting none of the room's members ignores a member it does not know.
+    RoomMember {
+        /// The room.
+        room: RoomId,
+        /// The room's name.
+        room_name: String,
+        /// The member.
+        member: RoomMember,
+        /// In the room, or gone.
+        present: bool,
+        /// The shards hosting the room (bit per shard).
+        shards: u64,
     },
     /// Report a room's members and their slots. Answered by [`Reply::Room`].
     RoomInfo {
@@ -245,20 +261,32 @@ impl Shard {
                 room,
                 room_name,
                 member,
-                name,
                 peer,
                 membership,
+                others,
+                shards,
             } => {
                 let new = NewMember {
                     session,
                     room,
                     room_name,
-                    stream: member,
-                    name,
+                    me: member,
                     membership: *membership,
+                    others,
+                    shards,
                 };
                 let key = self.add_member(now, new, *peer)?;
                 self.enqueue(key);
+                Ok(Reply::Done)
+            }
+            Command::RoomMember {
+                room,
+                room_name,
+                member,
+                present,
+                shards,
+            } => {
+                self.room_member(now, room, room_name, member, present, shards);
                 Ok(Reply::Done)
             }
             Command::RoomInfo { room } => Ok(Reply::Room(self.room_info(room).map(Box::new))),

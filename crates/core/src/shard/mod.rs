@@ -51,7 +51,7 @@ mod timers;
 
 pub use crate::stats::ShardStats;
 pub use commands::{Command, CommandError, Reply};
-pub use rooms::{MemberInfo, RoomInfo, SlotInfo};
+pub use rooms::{MemberInfo, RoomInfo, RoomMember, SlotInfo};
 pub use routing::Relay;
 
 use rooms::{Member, RoomEntry};

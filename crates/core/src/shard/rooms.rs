@@ -2,23 +2,38 @@
 //!
 //! A member publishes like a WHIP publisher (its own stream, relayed and cached the same way)
 //! and receives in slots, each listed on the stream it shows like a WHEP viewer's track. What a
-//! slot shows is decided here, for every member of the room at once, whenever it can change:
-//! a join, a leave, a `subscribe`, a `layer`, and each speaker ranking ([`RANK_INTERVAL`], run
-//! as a member's audio packet arrives after the interval; a room where nobody sends audio
-//! keeps its slots). An audio slot moves at once (its rewriter keeps sequence numbers and
-//! timestamps continuous); a video slot that shows someone keeps showing them until the new
-//! source's next keyframe (asked for with a PLI), then moves with the keyframe.
+//! slot shows is decided here, for every local member of the room at once, whenever it can
+//! change: a join, a leave, a `subscribe`, a `layer`, and each speaker ranking
+//! ([`RANK_INTERVAL`], run as a member's audio packet arrives after the interval; a room where
+//! nobody sends audio keeps its slots). An audio slot moves at once (its rewriter keeps
+//! sequence numbers and timestamps continuous); a video slot that shows someone keeps showing
+//! them until the new source's next keyframe (asked for with a PLI), then moves with the
+//! keyframe; a slot with nothing to show starts from the source's keyframe cache.
+//!
+//! # A room over several shards
+//!
+//! A room lives on one shard while it fits; past that, its members spread. Every shard hosting
+//! members knows every member ([`RoomMember`], from the control plane: the others with
+//! [`crate::Command::AddMember`], later ones with [`crate::Command::RoomMember`]) and the set
+//! of shards hosting the room. Each member's stream is relayed once to each other shard of the
+//! room, so every shard sees every member's audio levels and ranks the same speakers, and a
+//! slot shows a member of another shard like a local one (a keyframe request goes to the
+//! member's shard as for any relayed stream). App messages for members elsewhere go as
+//! [`Relay::RoomMessage`].
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::routing::{SubRef, SubTrack, sub_track};
-use super::{Role, Shard};
-use crate::ids::{RoomId, StreamId, TrackKind};
+use super::{Output, Relay, Role, Shard};
+use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
 use crate::peer::Membership;
 use crate::room::{
     ClientMessage, LayerPref, Loudness, MAX_LAYER_PREFS, MAX_SUBSCRIBE, MemberView, MessageRate,
     RANK_INTERVAL, ServerMessage, SlotView, kind_name, loudest, place_stable,
 };
+use crate::sdp::CodecName;
 
 /// A member's data channel may hold this many bytes unsent; messages past it are dropped (a
 /// member that does not read them).
@@ -28,49 +43,105 @@ const MAX_CHANNEL_BUFFER: usize = 256 * 1024;
 /// tall (a grid tile).
 const DEFAULT_SLOT_HEIGHT: u32 = 360;
 
-/// A room member's state on its shard.
+/// A member of a room, as every shard hosting the room knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMember {
+    /// The stream it publishes; its participant id is this stream's number.
+    pub stream: StreamId,
+    /// Its display name.
+    pub name: String,
+    /// The codec of each kind it publishes.
+    pub publishes: [Option<CodecName>; 2],
+    /// Its video's simulcast rids (empty: one layer).
+    pub layers: Vec<String>,
+    /// Its place in the room's join order.
+    pub joined: u64,
+    /// The shard it is on.
+    pub shard: ShardId,
+}
+
+impl RoomMember {
+    /// Its participant id.
+    pub fn id(&self) -> String {
+        self.stream.0.to_string()
+    }
+
+    fn view(&self) -> MemberView {
+        MemberView {
+            id: self.id(),
+            name: self.name.clone(),
+            audio: self.publishes[TrackKind::Audio.index()].is_some(),
+            video: self.publishes[TrackKind::Video.index()].is_some(),
+        }
+    }
+}
+
+/// A room member's connection state on its shard (the rest is its [`RoomMember`]).
 pub(super) struct Member {
     /// The stream it publishes.
     pub(super) stream: StreamId,
     pub(super) room: RoomId,
-    /// Its participant id (public; not its session).
-    pub(super) id: String,
-    pub(super) name: String,
-    pub(super) publishes: [bool; 2],
     /// Its slots, in offer order.
     pub(super) slots: Vec<SubTrack>,
     /// Each slot's `a=mid`.
     pub(super) mids: Vec<String>,
-    /// Each slot's source, the member key it shows (or moves to).
-    pub(super) sources: Vec<Option<usize>>,
-    pub(super) loudness: Loudness,
-    /// When it last spoke (for filling video slots with recent speakers).
-    pub(super) last_spoke: Option<Instant>,
-    /// Its place in the join order.
-    pub(super) joined: u64,
-    /// Participant ids it asked to see, most wanted first (`subscribe`).
-    pub(super) subscribed: Option<Vec<String>>,
-    /// Layer choices per participant id (`layer`).
-    pub(super) layer_prefs: Vec<(String, LayerPref)>,
+    /// Each slot's source (the member stream it shows, or moves to).
+    pub(super) sources: Vec<Option<StreamId>>,
+    /// Participants it asked to see, most wanted first (`subscribe`).
+    pub(super) subscribed: Option<Vec<StreamId>>,
+    /// Layer choices per participant (`layer`).
+    pub(super) layer_prefs: Vec<(StreamId, LayerPref)>,
     pub(super) rate: MessageRate,
     pub(super) channel_open: bool,
 }
 
-/// A room's state on its shard.
+/// A member as this shard knows it.
+struct Known {
+    info: RoomMember,
+    loudness: Loudness,
+    /// When it last spoke (for filling video slots with recent speakers).
+    last_spoke: Option<Instant>,
+    /// Its participant key when it is on this shard.
+    key: Option<usize>,
+}
+
+/// A room's state on one shard.
 pub(super) struct RoomEntry {
     name: String,
-    /// Member keys in join order.
-    members: Vec<usize>,
-    /// Speaking member keys, loudest first, as last told.
-    speakers: Vec<usize>,
+    members: HashMap<StreamId, Known>,
+    /// Local member keys, in join order.
+    local: Vec<usize>,
+    /// Speaking members, loudest first, as last told.
+    speakers: Vec<StreamId>,
     next_rank: Option<Instant>,
-    joins: u64,
+    /// Shards hosting the room (bit per shard).
+    shards: u64,
+}
+
+impl RoomEntry {
+    fn new(name: String) -> Self {
+        RoomEntry {
+            name,
+            members: HashMap::new(),
+            local: Vec::new(),
+            speakers: Vec::new(),
+            next_rank: None,
+            shards: 0,
+        }
+    }
+
+    /// Members in join order.
+    fn in_order(&self) -> Vec<&Known> {
+        let mut v: Vec<&Known> = self.members.values().collect();
+        v.sort_by_key(|k| k.info.joined);
+        v
+    }
 }
 
 /// A room as [`crate::Command::RoomInfo`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomInfo {
-    /// Members in join order.
+    /// Members on this shard, in join order.
     pub participants: Vec<MemberInfo>,
     /// Speaking participant ids, loudest first.
     pub speakers: Vec<String>,
@@ -84,7 +155,7 @@ pub struct MemberInfo {
     /// Display name.
     pub name: String,
     /// Its session.
-    pub session: crate::ids::SessionId,
+    pub session: SessionId,
     /// Publishes audio.
     pub audio: bool,
     /// Publishes video.
@@ -106,12 +177,18 @@ pub struct SlotInfo {
 
 /// What [`Shard::add_member`] needs besides the peer.
 pub(super) struct NewMember {
-    pub(super) session: crate::ids::SessionId,
+    pub(super) session: SessionId,
     pub(super) room: RoomId,
     pub(super) room_name: String,
-    pub(super) stream: StreamId,
-    pub(super) name: String,
+    pub(super) me: RoomMember,
     pub(super) membership: Membership,
+    pub(super) others: Vec<RoomMember>,
+    pub(super) shards: u64,
+}
+
+/// A participant id as members write it: a member stream's number.
+fn parse_id(id: &str) -> Option<StreamId> {
+    id.parse().ok().map(StreamId)
 }
 
 impl Shard {
@@ -126,21 +203,11 @@ impl Shard {
             session,
             room,
             room_name,
-            stream,
-            name,
+            me,
             membership,
+            others,
+            shards,
         } = new;
-        let joined = {
-            let entry = self.rooms.entry(room).or_insert_with(|| RoomEntry {
-                name: room_name,
-                members: Vec::new(),
-                speakers: Vec::new(),
-                next_rank: None,
-                joins: 0,
-            });
-            entry.joins += 1;
-            entry.joins
-        };
         let mut slots = Vec::with_capacity(membership.slots.len());
         let mut mids = Vec::with_capacity(membership.slots.len());
         for (i, spec) in membership.slots.iter().enumerate() {
@@ -151,36 +218,31 @@ impl Shard {
             slots.push(SubTrack::new(spec.kind, spec.section, None, rewriter));
             mids.push(spec.mid.clone());
         }
-        let publishes = membership.published.tracks.each_ref().map(Option::is_some);
+        let stream = me.stream;
         let member = Member {
             stream,
             room,
-            id: stream.0.to_string(),
-            name,
-            publishes,
             sources: vec![None; slots.len()],
             slots,
             mids,
-            loudness: Loudness::default(),
-            last_spoke: None,
-            joined,
             subscribed: None,
             layer_prefs: Vec::new(),
             rate: MessageRate::default(),
             channel_open: false,
         };
-        let key = match self.insert(now, session, peer, Role::Member(member)) {
-            Ok(key) => key,
-            Err(e) => {
-                self.drop_room_if_empty(room);
-                return Err(e);
-            }
-        };
+        let key = self.insert(now, session, peer, Role::Member(member))?;
+        self.rooms
+            .entry(room)
+            .or_insert_with(|| RoomEntry::new(room_name));
+        self.set_room_shards(room, shards);
+        for other in others {
+            self.learn_member(room, other);
+        }
         let entry = self.streams.entry(stream).or_default();
         entry.publisher = Some(key);
         entry.epoch = session.0;
         entry.origin = Some(self.config.id);
-        entry.room = true;
+        entry.room = Some(room);
         entry.keyframes = Default::default();
         entry.codecs = membership
             .published
@@ -190,90 +252,219 @@ impl Shard {
         entry.layers.reset(&membership.published.layers);
         entry.gops = Default::default();
         entry.gop_epoch = session.0;
+        entry.relay_to = shards & !(1u64 << self.config.id.0);
+        let json = ServerMessage::Join {
+            participant: &me.id(),
+            name: &me.name,
+            audio: me.publishes[TrackKind::Audio.index()].is_some(),
+            video: me.publishes[TrackKind::Video.index()].is_some(),
+        }
+        .to_json();
         let Some(entry) = self.rooms.get_mut(&room) else {
             return Ok(key);
         };
-        entry.members.push(key);
-        let others = entry.members.clone();
-        if let Role::Member(m) = &self.participants[key].role {
-            let json = ServerMessage::Join {
-                participant: &m.id,
-                name: &m.name,
-                audio: publishes[TrackKind::Audio.index()],
-                video: publishes[TrackKind::Video.index()],
-            }
-            .to_json();
-            for &other in others.iter().filter(|&&o| o != key) {
-                self.send_json(other, &json);
-            }
+        entry.members.insert(
+            stream,
+            Known {
+                info: me,
+                loudness: Loudness::default(),
+                last_spoke: None,
+                key: Some(key),
+            },
+        );
+        let locals = entry.local.clone();
+        entry.local.push(key);
+        for other in locals {
+            self.send_json(other, &json);
         }
         self.assign_room(now, room);
         Ok(key)
     }
 
-    /// Take member `key` out of its room (before its lists are emptied): the others hear of
-    /// it, and slots that showed it get another source.
-    pub(super) fn leave_room(&mut self, now: Instant, key: usize) {
-        let Some(Role::Member(m)) = self.participants.get(key).map(|p| &p.role) else {
+    /// The control plane's word on a member elsewhere: it is in the room (`present`) or gone;
+    /// `shards` hosts the room now.
+    pub(super) fn room_member(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        room_name: String,
+        member: RoomMember,
+        present: bool,
+        shards: u64,
+    ) {
+        if member.shard == self.config.id {
+            // Its own shard places and removes it.
             return;
-        };
-        let room = m.room;
-        let json = ServerMessage::Leave { participant: &m.id }.to_json();
+        }
+        if present {
+            self.rooms
+                .entry(room)
+                .or_insert_with(|| RoomEntry::new(room_name));
+            self.set_room_shards(room, shards);
+            if self.learn_member(room, member) {
+                self.assign_room(now, room);
+            }
+            return;
+        }
+        if !self.rooms.contains_key(&room) {
+            return;
+        }
+        self.set_room_shards(room, shards);
+        self.forget_member(now, room, member.stream);
+        self.drop_room_if_idle(room);
+    }
+
+    /// The shards hosting `room` are `shards`: local members' streams are relayed to the others.
+    fn set_room_shards(&mut self, room: RoomId, shards: u64) {
         let Some(entry) = self.rooms.get_mut(&room) else {
             return;
         };
-        entry.members.retain(|&k| k != key);
-        entry.speakers.retain(|&k| k != key);
-        let others = entry.members.clone();
-        for &other in &others {
+        entry.shards = shards;
+        let others = shards & !(1u64 << self.config.id.0);
+        let streams: Vec<StreamId> = entry
+            .members
+            .values()
+            .filter(|k| k.key.is_some())
+            .map(|k| k.info.stream)
+            .collect();
+        for s in streams {
+            if let Some(e) = self.streams.get_mut(&s) {
+                e.relay_to = others;
+            }
+        }
+    }
+
+    /// Note a member of another shard, with a stream entry its relayed packets arrive on; the
+    /// local members hear of it. False when it was known already.
+    fn learn_member(&mut self, room: RoomId, info: RoomMember) -> bool {
+        let Some(entry) = self.rooms.get_mut(&room) else {
+            return false;
+        };
+        if entry.members.contains_key(&info.stream) || info.shard == self.config.id {
+            return false;
+        }
+        let json = ServerMessage::Join {
+            participant: &info.id(),
+            name: &info.name,
+            audio: info.publishes[TrackKind::Audio.index()].is_some(),
+            video: info.publishes[TrackKind::Video.index()].is_some(),
+        }
+        .to_json();
+        let stream = self.streams.entry(info.stream).or_default();
+        stream.room = Some(room);
+        stream.origin = Some(info.shard);
+        stream.codecs = info.publishes;
+        stream.layers.reset(&info.layers);
+        let stream_id = info.stream;
+        entry.members.insert(
+            stream_id,
+            Known {
+                info,
+                loudness: Loudness::default(),
+                last_spoke: None,
+                key: None,
+            },
+        );
+        let locals = entry.local.clone();
+        for k in locals {
+            self.send_json(k, &json);
+        }
+        true
+    }
+
+    /// A member left `room` (a local one before its lists are emptied): the local members hear
+    /// of it, and slots that showed it get another source.
+    fn forget_member(&mut self, now: Instant, room: RoomId, stream: StreamId) {
+        let Some(entry) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let Some(known) = entry.members.remove(&stream) else {
+            return;
+        };
+        if let Some(key) = known.key {
+            entry.local.retain(|&k| k != key);
+        }
+        entry.speakers.retain(|&s| s != stream);
+        let locals = entry.local.clone();
+        let json = ServerMessage::Leave {
+            participant: &known.info.id(),
+        }
+        .to_json();
+        for &other in &locals {
             self.send_json(other, &json);
-            // Slots showing the member that leaves show nothing until assigned again.
-            let count = match self.participants.get(other).map(|p| &p.role) {
-                Some(Role::Member(o)) => o.sources.len(),
-                _ => 0,
+            let showing: Vec<usize> = match self.participants.get(other).map(|p| &p.role) {
+                Some(Role::Member(o)) => (0..o.sources.len())
+                    .filter(|&i| o.sources[i] == Some(stream))
+                    .collect(),
+                _ => Vec::new(),
             };
-            for slot in 0..count {
-                let shows = matches!(
-                    self.participants.get(other).map(|p| &p.role),
-                    Some(Role::Member(o)) if o.sources[slot] == Some(key)
-                );
-                if shows {
-                    self.unlist(SubRef {
-                        key: other,
-                        track: slot as u8,
-                    });
-                    if let Some(Role::Member(o)) =
-                        self.participants.get_mut(other).map(|p| &mut p.role)
-                    {
-                        o.sources[slot] = None;
-                    }
+            for slot in showing {
+                self.unlist(SubRef {
+                    key: other,
+                    track: slot as u8,
+                });
+                if let Some(Role::Member(o)) = self.participants.get_mut(other).map(|p| &mut p.role)
+                {
+                    o.sources[slot] = None;
                 }
             }
         }
-        if others.is_empty() {
-            self.rooms.remove(&room);
-        } else {
+        // Its stream here: a local member's goes with it (see remove_from_stream); another
+        // shard's relay copy goes now.
+        if let Some(e) = self.streams.get_mut(&stream) {
+            e.room = None;
+            if known.key.is_none() && e.is_unused() {
+                self.streams.remove(&stream);
+            }
+        }
+        if !locals.is_empty() {
             self.assign_room(now, room);
         }
     }
 
-    fn drop_room_if_empty(&mut self, room: RoomId) {
-        if self.rooms.get(&room).is_some_and(|r| r.members.is_empty()) {
-            self.rooms.remove(&room);
+    /// Take local member `key` out of its room (before its lists are emptied).
+    pub(super) fn leave_room(&mut self, now: Instant, key: usize) {
+        let Some(Role::Member(m)) = self.participants.get(key).map(|p| &p.role) else {
+            return;
+        };
+        let (room, stream) = (m.room, m.stream);
+        self.forget_member(now, room, stream);
+        self.drop_room_if_idle(room);
+    }
+
+    /// A room with no member here any more goes, with the relay copies of the others' streams.
+    fn drop_room_if_idle(&mut self, room: RoomId) {
+        if !self.rooms.get(&room).is_some_and(|r| r.local.is_empty()) {
+            return;
+        }
+        let Some(entry) = self.rooms.remove(&room) else {
+            return;
+        };
+        for stream in entry.members.keys() {
+            if let Some(e) = self.streams.get_mut(stream) {
+                e.room = None;
+                if e.is_unused() {
+                    self.streams.remove(stream);
+                }
+            }
         }
     }
 
-    /// An audio packet of member `key` carried `level` (RFC 6464): count it; rank the room's
-    /// speakers when it is time.
-    pub(super) fn member_audio_level(&mut self, now: Instant, key: usize, level: i8) {
-        let Some(Role::Member(m)) = self.participants.get_mut(key).map(|p| &mut p.role) else {
-            return;
-        };
-        m.loudness.packet(level);
-        let room = m.room;
+    /// An audio packet of member stream `stream` (local or relayed) carried `level` (RFC
+    /// 6464): count it; rank the room's speakers when it is time.
+    pub(super) fn member_audio_level(
+        &mut self,
+        now: Instant,
+        room: RoomId,
+        stream: StreamId,
+        level: i8,
+    ) {
         let Some(entry) = self.rooms.get_mut(&room) else {
             return;
         };
+        if let Some(k) = entry.members.get_mut(&stream) {
+            k.loudness.packet(level);
+        }
         match entry.next_rank {
             Some(at) if now < at => {}
             _ => {
@@ -283,76 +474,61 @@ impl Shard {
         }
     }
 
-    /// Rank the room's speakers; tell the members when the ranking changed; give the slots
-    /// their sources.
+    /// Rank the room's speakers; tell the local members when the ranking changed; give the
+    /// slots their sources.
     fn rank_speakers(&mut self, now: Instant, room: RoomId) {
-        let Some(entry) = self.rooms.get(&room) else {
+        let Some(entry) = self.rooms.get_mut(&room) else {
             return;
         };
-        let members = entry.members.clone();
-        let mut speaking: Vec<(usize, f32)> = Vec::new();
-        for &k in &members {
-            if let Some(Role::Member(m)) = self.participants.get_mut(k).map(|p| &mut p.role) {
-                let (level, speaks) = m.loudness.rank();
-                if speaks {
-                    m.last_spoke = Some(now);
-                    speaking.push((k, level));
-                }
+        let mut speaking: Vec<(StreamId, f32)> = Vec::new();
+        for (stream, k) in &mut entry.members {
+            let (level, speaks) = k.loudness.rank();
+            if speaks {
+                k.last_spoke = Some(now);
+                speaking.push((*stream, level));
             }
         }
-        speaking.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let speakers: Vec<usize> = speaking.iter().map(|s| s.0).collect();
-        let changed = self
-            .rooms
-            .get_mut(&room)
-            .is_some_and(|e| std::mem::replace(&mut e.speakers, speakers.clone()) != speakers);
-        if changed {
-            let ids: Vec<String> = speakers.iter().filter_map(|&k| self.member_id(k)).collect();
+        speaking.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let speakers: Vec<StreamId> = speaking.iter().map(|s| s.0).collect();
+        if entry.speakers != speakers {
+            entry.speakers.clone_from(&speakers);
+            let ids: Vec<String> = speakers.iter().map(|s| s.0.to_string()).collect();
             let json = ServerMessage::Speakers {
                 participants: ids.iter().map(String::as_str).collect(),
             }
             .to_json();
-            for &k in &members {
+            for k in entry.local.clone() {
                 self.send_json(k, &json);
             }
         }
         self.assign_room(now, room);
     }
 
-    /// Decide every slot of every member of `room`, and move those that change.
+    /// Decide every slot of every local member of `room`, and move those that change.
     fn assign_room(&mut self, now: Instant, room: RoomId) {
         let Some(entry) = self.rooms.get(&room) else {
             return;
         };
-        let members = entry.members.clone();
-        // Everyone's standing, once: (key, id, publishes, loudness, speaking, last spoke, joined).
-        let standing: Vec<Standing> = members
+        let standing: Vec<Standing> = entry
+            .in_order()
             .iter()
-            .filter_map(|&k| match self.participants.get(k).map(|p| &p.role) {
-                Some(Role::Member(m)) => Some(Standing {
-                    key: k,
-                    id: m.id.clone(),
-                    publishes: m.publishes,
-                    level: m.loudness.level(),
-                    speaking: m.loudness.speaking(),
-                    last_spoke: m.last_spoke,
-                    joined: m.joined,
-                }),
-                _ => None,
+            .map(|k| Standing {
+                stream: k.info.stream,
+                publishes: k.info.publishes.map(|c| c.is_some()),
+                level: k.loudness.level(),
+                speaking: k.loudness.speaking(),
+                last_spoke: k.last_spoke,
             })
             .collect();
-        // Video by recent speech, then join order.
+        // Video by recent speech, then join order (`standing` is in join order; the sort keeps it).
         let mut recent: Vec<&Standing> = standing
             .iter()
             .filter(|s| s.publishes[TrackKind::Video.index()])
             .collect();
-        recent.sort_by(|a, b| {
-            b.last_spoke
-                .cmp(&a.last_spoke)
-                .then(a.joined.cmp(&b.joined))
-        });
-        for &k in &members {
-            self.assign_member(now, k, &standing, &recent);
+        recent.sort_by_key(|s| std::cmp::Reverse(s.last_spoke));
+        let recent: Vec<StreamId> = recent.iter().map(|s| s.stream).collect();
+        for key in entry.local.clone() {
+            self.assign_member(now, key, &standing, &recent);
         }
     }
 
@@ -362,12 +538,13 @@ impl Shard {
         now: Instant,
         key: usize,
         standing: &[Standing],
-        recent: &[&Standing],
+        recent: &[StreamId],
     ) {
         let Some(Role::Member(m)) = self.participants.get(key).map(|p| &p.role) else {
             return;
         };
-        let mut plan: Vec<(usize, Option<usize>)> = Vec::new();
+        let me = m.stream;
+        let mut plan: Vec<(usize, Option<StreamId>)> = Vec::new();
         for kind in TrackKind::ALL {
             let idx: Vec<usize> = (0..m.slots.len())
                 .filter(|&i| m.slots[i].kind == kind)
@@ -375,30 +552,22 @@ impl Shard {
             if idx.is_empty() {
                 continue;
             }
-            let current: Vec<Option<usize>> = idx.iter().map(|&i| m.sources[i]).collect();
-            let wanted: Vec<usize> = match kind {
+            let current: Vec<Option<StreamId>> = idx.iter().map(|&i| m.sources[i]).collect();
+            let wanted: Vec<StreamId> = match kind {
                 TrackKind::Audio => {
-                    let candidates: Vec<(usize, f32, bool)> = standing
+                    let candidates: Vec<(StreamId, f32, bool)> = standing
                         .iter()
-                        .filter(|s| s.key != key && s.publishes[TrackKind::Audio.index()])
-                        .map(|s| (s.key, s.level, s.speaking))
+                        .filter(|s| s.stream != me && s.publishes[TrackKind::Audio.index()])
+                        .map(|s| (s.stream, s.level, s.speaking))
                         .collect();
                     loudest(&candidates, &current, idx.len())
                 }
                 TrackKind::Video => {
-                    let mut order: Vec<usize> = Vec::new();
-                    if let Some(ids) = &m.subscribed {
-                        for id in ids {
-                            if let Some(s) = recent.iter().find(|s| &s.id == id && s.key != key)
-                                && !order.contains(&s.key)
-                            {
-                                order.push(s.key);
-                            }
-                        }
-                    }
-                    for s in recent {
-                        if s.key != key && !order.contains(&s.key) {
-                            order.push(s.key);
+                    let mut order: Vec<StreamId> = Vec::new();
+                    let asked = m.subscribed.iter().flatten();
+                    for &s in asked.chain(recent) {
+                        if s != me && recent.contains(&s) && !order.contains(&s) {
+                            order.push(s);
                         }
                     }
                     order
@@ -416,63 +585,46 @@ impl Shard {
         }
     }
 
-    /// Give slot `slot` of member `key` the source `source` (a member key), in the layer its
-    /// member wants; true when the source changed.
+    /// Give slot `slot` of member `key` the source `source` (a member's stream), in the layer
+    /// its member wants; true when the source changed.
     fn set_slot_source(
         &mut self,
         now: Instant,
         key: usize,
         slot: usize,
-        source: Option<usize>,
+        source: Option<StreamId>,
     ) -> bool {
         let sub = SubRef {
             key,
             track: slot as u8,
         };
-        let (stream, source_id) = match source.and_then(|s| self.participants.get(s)) {
-            Some(p) => match &p.role {
-                Role::Member(m) => (Some(m.stream), Some(m.id.clone())),
-                _ => (None, None),
-            },
-            None => (None, None),
-        };
-        let Some(p) = self.participants.get_mut(key) else {
-            return false;
-        };
-        let Role::Member(m) = &mut p.role else {
+        let Some(Role::Member(m)) = self.participants.get_mut(key).map(|p| &mut p.role) else {
             return false;
         };
         let changed = m.sources[slot] != source;
         m.sources[slot] = source;
         let kind = m.slots[slot].kind;
-        let pref = source_id.and_then(|id| {
+        let pref = source.and_then(|s| {
             m.layer_prefs
                 .iter()
-                .find(|(p, _)| *p == id)
+                .find(|(p, _)| *p == s)
                 .map(|(_, pref)| pref.clone())
         });
-        let Some(stream) = stream else {
+        let Some(stream) = source else {
             if changed {
                 self.unlist(sub);
             }
             return changed;
         };
         let layer = match (kind, self.streams.get(&stream)) {
-            (TrackKind::Video, Some(entry)) => {
-                let max_height = match &pref {
-                    Some(LayerPref::Rid(rid)) => match entry.layers.index_of(rid) {
-                        Some(i) => Some(Err(i)),
-                        None => Some(Ok(DEFAULT_SLOT_HEIGHT)),
-                    },
-                    Some(LayerPref::MaxHeight(h)) => Some(Ok(*h)),
-                    None => Some(Ok(DEFAULT_SLOT_HEIGHT)),
-                };
-                match max_height {
-                    Some(Err(index)) => index,
-                    Some(Ok(h)) => entry.layers.best_within(h, now),
-                    None => 0,
-                }
-            }
+            (TrackKind::Video, Some(entry)) => match &pref {
+                Some(LayerPref::Rid(rid)) => entry
+                    .layers
+                    .index_of(rid)
+                    .unwrap_or_else(|| entry.layers.best_within(DEFAULT_SLOT_HEIGHT, now)),
+                Some(LayerPref::MaxHeight(h)) => entry.layers.best_within(*h, now),
+                None => entry.layers.best_within(DEFAULT_SLOT_HEIGHT, now),
+            },
             _ => 0,
         };
         let Some(track) = self
@@ -499,14 +651,12 @@ impl Shard {
             }
             return changed;
         }
-        // Video.
         let showing = track.stream == Some(stream) && track.layer == layer;
         let heading = track.next == Some(stream) && track.target == Some(layer);
         if showing {
             // Back before a move happened: cancel it.
             if track.next.is_some() {
-                let current = track.stream;
-                let layer = track.layer;
+                let (current, layer) = (track.stream, track.layer);
                 self.unlist(sub);
                 self.list_video(sub, current, layer);
             }
@@ -600,27 +750,23 @@ impl Shard {
             return;
         };
         m.channel_open = true;
-        let (room, id) = (m.room, m.id.clone());
+        let (room, me) = (m.room, m.stream);
         let Some(entry) = self.rooms.get(&room) else {
             return;
         };
         let participants: Vec<MemberView> = entry
-            .members
+            .in_order()
             .iter()
-            .filter(|&&k| k != key)
-            .filter_map(|&k| self.member_view(k))
+            .filter(|k| k.info.stream != me)
+            .map(|k| k.info.view())
             .collect();
         let json = ServerMessage::Welcome {
-            participant: &id,
+            participant: &me.0.to_string(),
             room: &entry.name,
             participants,
         }
         .to_json();
-        let speakers: Vec<String> = entry
-            .speakers
-            .iter()
-            .filter_map(|&k| self.member_id(k))
-            .collect();
+        let speakers: Vec<String> = entry.speakers.iter().map(|s| s.0.to_string()).collect();
         self.send_json(key, &json);
         self.send_slots(key);
         if !speakers.is_empty() {
@@ -637,7 +783,7 @@ impl Shard {
         let Some(Role::Member(m)) = self.participants.get(key).map(|p| &p.role) else {
             return;
         };
-        let room = m.room;
+        let (room, me) = (m.room, m.stream);
         self.stats.room_messages_in += 1;
         let message = match ClientMessage::parse(binary, data) {
             Ok(m) => m,
@@ -645,28 +791,26 @@ impl Shard {
         };
         match message {
             ClientMessage::Subscribe { video } => {
-                let mut error = None;
-                let mut ids = video;
-                if ids.len() > MAX_SUBSCRIBE {
-                    ids.truncate(MAX_SUBSCRIBE);
-                    error = Some(format!("subscribe: at most {MAX_SUBSCRIBE} participants"));
+                let mut errors = Vec::new();
+                if video.len() > MAX_SUBSCRIBE {
+                    errors.push(format!("at most {MAX_SUBSCRIBE} participants"));
                 }
-                let unknown: Vec<&str> = ids
-                    .iter()
-                    .filter(|id| self.member_in_room(room, id).is_none())
-                    .map(String::as_str)
-                    .collect();
+                let mut wanted = Vec::new();
+                let mut unknown = Vec::new();
+                for id in video.iter().take(MAX_SUBSCRIBE) {
+                    match self.member_in_room(room, id) {
+                        Some(s) => wanted.push(s),
+                        None => unknown.push(id.as_str()),
+                    }
+                }
                 if !unknown.is_empty() {
-                    error = Some(format!(
-                        "subscribe: no participant {} in the room",
-                        unknown.join(", ")
-                    ));
+                    errors.push(format!("no participant {} in the room", unknown.join(", ")));
                 }
                 if let Some(Role::Member(m)) = self.participants.get_mut(key).map(|p| &mut p.role) {
-                    m.subscribed = Some(ids);
+                    m.subscribed = Some(wanted);
                 }
-                if let Some(error) = error {
-                    self.refuse_message(key, &error);
+                if !errors.is_empty() {
+                    self.refuse_message(key, &format!("subscribe: {}", errors.join("; ")));
                 }
                 self.assign_room(now, room);
             }
@@ -682,18 +826,18 @@ impl Shard {
                         return self.refuse_message(key, "layer: give either rid or maxHeight");
                     }
                 };
-                if self.member_in_room(room, &participant).is_none() {
+                let Some(source) = self.member_in_room(room, &participant) else {
                     return self.refuse_message(
                         key,
                         &format!("layer: no participant {participant} in the room"),
                     );
-                }
+                };
                 if let Some(Role::Member(m)) = self.participants.get_mut(key).map(|p| &mut p.role) {
-                    m.layer_prefs.retain(|(p, _)| *p != participant);
+                    m.layer_prefs.retain(|(p, _)| *p != source);
                     if m.layer_prefs.len() >= MAX_LAYER_PREFS {
                         m.layer_prefs.remove(0);
                     }
-                    m.layer_prefs.push((participant, pref));
+                    m.layer_prefs.push((source, pref));
                 }
                 self.assign_room(now, room);
             }
@@ -705,35 +849,88 @@ impl Shard {
                 if !m.rate.take(now) {
                     return self.refuse_message(key, "message: over the rate of messages");
                 }
-                let from = m.id.clone();
-                let json = ServerMessage::Message {
-                    from: &from,
-                    data: &data,
-                }
-                .to_json();
-                match to {
-                    Some(id) => match self.member_in_room(room, &id) {
-                        Some(k) if k != key => self.send_json(k, &json),
-                        _ => {
-                            self.refuse_message(
+                let to = match to {
+                    None => None,
+                    Some(id) => match self.member_in_room(room, &id).filter(|&s| s != me) {
+                        Some(s) => Some(s),
+                        None => {
+                            return self.refuse_message(
                                 key,
                                 &format!("message: no participant {id} in the room"),
                             );
                         }
                     },
-                    None => {
-                        let members = self
-                            .rooms
-                            .get(&room)
-                            .map(|r| r.members.clone())
-                            .unwrap_or_default();
-                        for k in members.into_iter().filter(|&k| k != key) {
-                            self.send_json(k, &json);
-                        }
-                    }
+                };
+                let json: Arc<str> = ServerMessage::Message {
+                    from: &me.0.to_string(),
+                    data: &data,
                 }
+                .to_json()
+                .into();
+                self.deliver_room_message(room, Some(me), to, &json, true);
             }
         }
+    }
+
+    /// Deliver an app message in `room` to `to` (`None`: every member but `from`), here and, when
+    /// `relay`, on the room's other shards.
+    fn deliver_room_message(
+        &mut self,
+        room: RoomId,
+        from: Option<StreamId>,
+        to: Option<StreamId>,
+        json: &Arc<str>,
+        relay: bool,
+    ) {
+        let Some(entry) = self.rooms.get(&room) else {
+            return;
+        };
+        let targets: Vec<usize> = entry
+            .members
+            .values()
+            .filter(|k| Some(k.info.stream) != from && to.is_none_or(|t| t == k.info.stream))
+            .filter_map(|k| k.key)
+            .collect();
+        let shards = match to {
+            Some(t) => entry
+                .members
+                .get(&t)
+                .filter(|k| k.key.is_none())
+                .map_or(0, |k| 1u64 << k.info.shard.0),
+            None => entry.shards & !(1u64 << self.config.id.0),
+        };
+        for k in targets {
+            self.send_json(k, json);
+        }
+        if !relay {
+            return;
+        }
+        let mut mask = shards;
+        while mask != 0 {
+            let shard = mask.trailing_zeros() as u16;
+            mask &= mask - 1;
+            self.stats.relayed += 1;
+            self.out.push_back(Output::Relay {
+                to: ShardId(shard),
+                message: Relay::RoomMessage {
+                    room,
+                    from,
+                    to,
+                    json: json.clone(),
+                },
+            });
+        }
+    }
+
+    /// An app message relayed from another shard of the room.
+    pub(super) fn relayed_room_message(
+        &mut self,
+        room: RoomId,
+        from: Option<StreamId>,
+        to: Option<StreamId>,
+        json: &Arc<str>,
+    ) {
+        self.deliver_room_message(room, from, to, json, false);
     }
 
     /// Tell member `key` why its message was dropped, and count it.
@@ -759,7 +956,7 @@ impl Shard {
             .map(|((t, mid), source)| SlotView {
                 mid: mid.clone(),
                 kind: kind_name(t.kind),
-                participant: source.and_then(|s| self.member_id(s)),
+                participant: source.map(|s| s.0.to_string()),
             })
             .collect();
         let json = ServerMessage::Slots { slots }.to_json();
@@ -781,49 +978,34 @@ impl Shard {
         }
     }
 
-    fn member_id(&self, key: usize) -> Option<String> {
-        match self.participants.get(key).map(|p| &p.role) {
-            Some(Role::Member(m)) => Some(m.id.clone()),
-            _ => None,
-        }
-    }
-
-    fn member_view(&self, key: usize) -> Option<MemberView> {
-        match self.participants.get(key).map(|p| &p.role) {
-            Some(Role::Member(m)) => Some(MemberView {
-                id: m.id.clone(),
-                name: m.name.clone(),
-                audio: m.publishes[TrackKind::Audio.index()],
-                video: m.publishes[TrackKind::Video.index()],
-            }),
-            _ => None,
-        }
-    }
-
     /// The member of `room` whose participant id is `id`.
-    fn member_in_room(&self, room: RoomId, id: &str) -> Option<usize> {
-        self.rooms.get(&room)?.members.iter().copied().find(|&k| {
-            matches!(self.participants.get(k).map(|p| &p.role), Some(Role::Member(m)) if m.id == id)
-        })
+    fn member_in_room(&self, room: RoomId, id: &str) -> Option<StreamId> {
+        let stream = parse_id(id)?;
+        self.rooms
+            .get(&room)?
+            .members
+            .contains_key(&stream)
+            .then_some(stream)
     }
 
-    /// The room as the admin API shows it.
+    /// The room's members on this shard, as the admin API shows them.
     pub(super) fn room_info(&self, room: RoomId) -> Option<RoomInfo> {
         let entry = self.rooms.get(&room)?;
         let participants = entry
-            .members
+            .in_order()
             .iter()
-            .filter_map(|&k| {
-                let p = self.participants.get(k)?;
+            .filter_map(|k| {
+                let p = self.participants.get(k.key?)?;
                 let Role::Member(m) = &p.role else {
                     return None;
                 };
+                let view = k.info.view();
                 Some(MemberInfo {
-                    id: m.id.clone(),
-                    name: m.name.clone(),
+                    id: view.id,
+                    name: view.name,
                     session: p.session,
-                    audio: m.publishes[TrackKind::Audio.index()],
-                    video: m.publishes[TrackKind::Video.index()],
+                    audio: view.audio,
+                    video: view.video,
                     slots: m
                         .slots
                         .iter()
@@ -832,7 +1014,7 @@ impl Shard {
                         .map(|((t, mid), s)| SlotInfo {
                             mid: mid.clone(),
                             kind: t.kind,
-                            participant: s.and_then(|s| self.member_id(s)),
+                            participant: s.map(|s| s.0.to_string()),
                         })
                         .collect(),
                 })
@@ -840,22 +1022,16 @@ impl Shard {
             .collect();
         Some(RoomInfo {
             participants,
-            speakers: entry
-                .speakers
-                .iter()
-                .filter_map(|&k| self.member_id(k))
-                .collect(),
+            speakers: entry.speakers.iter().map(|s| s.0.to_string()).collect(),
         })
     }
 }
 
 /// One member's standing when slots are decided.
 struct Standing {
-    key: usize,
-    id: String,
+    stream: StreamId,
     publishes: [bool; 2],
     level: f32,
     speaking: bool,
     last_spoke: Option<Instant>,
-    joined: u64,
 }

@@ -11,13 +11,14 @@
 //! change restarts, on a keyframe; keyframe requests to one publisher layer are merged into at
 //! most one per interval, and one asked for inside the interval goes when it ends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::layers::StreamLayers;
 use super::replay::Replay;
 use super::{Output, Participant, Role, Shard};
 use crate::gop::{GopCache, GopLimits};
-use crate::ids::{ShardId, StreamId, TrackKind};
+use crate::ids::{RoomId, ShardId, StreamId, TrackKind};
 use crate::keyframe::{resolution, starts_keyframe};
 use crate::layers::{LayerChoice, MAX_LAYERS};
 use crate::peer::RtpIn;
@@ -47,6 +48,17 @@ pub enum Relay {
         stream: StreamId,
         /// Which simulcast layer (0 without simulcast).
         layer: u8,
+    },
+    /// A room member's app message for members on the receiving shard.
+    RoomMessage {
+        /// The room.
+        room: RoomId,
+        /// The sender (not sent to).
+        from: Option<StreamId>,
+        /// The one member it is for (`None`: all but the sender).
+        to: Option<StreamId>,
+        /// The `message` as the members get it.
+        json: Arc<str>,
     },
 }
 
@@ -146,19 +158,29 @@ pub(super) struct StreamEntry {
     pub(super) gops: [Option<GopCache>; MAX_LAYERS],
     /// The publisher session the cached packets are from.
     pub(super) gop_epoch: u64,
-    /// The publisher is a room member (its audio levels rank the room's speakers).
-    pub(super) room: bool,
+    /// The room whose member publishes it (its audio levels rank the room's speakers; the
+    /// entry stays while the member is in the room).
+    pub(super) room: Option<RoomId>,
 }
 
 impl StreamEntry {
     pub(super) fn is_unused(&self) -> bool {
         self.publisher.is_none()
+            && self.room.is_none()
             && self.relay_to == 0
             && self.audio.is_empty()
             && self
                 .video
                 .iter()
                 .all(|l| l.on.is_empty() && l.switching.is_empty())
+    }
+
+    /// The room and RFC 6464 level of a room member's audio packet.
+    fn speaker_level(&self, packet: &RtpIn) -> Option<(RoomId, i8)> {
+        match (self.room, packet.kind) {
+            (Some(room), TrackKind::Audio) => packet.ext.audio_level.map(|l| (room, l)),
+            _ => None,
+        }
     }
 
     /// Does `packet` start a keyframe of the stream's video? (Read once per packet and shard.)
@@ -246,10 +268,7 @@ impl Shard {
             return;
         };
         let keyframe = entry.starts_keyframe(&packet);
-        let speaker = match (entry.room, packet.kind, entry.publisher) {
-            (true, TrackKind::Audio, Some(key)) => packet.ext.audio_level.map(|l| (key, l)),
-            _ => None,
-        };
+        let speaker = entry.speaker_level(&packet);
         let mut mask = entry.relay_to & !(1u64 << self.config.id.0);
         while mask != 0 {
             let shard = mask.trailing_zeros() as u16;
@@ -283,8 +302,8 @@ impl Shard {
             }
         }
         self.fan_out(now, stream, epoch, &packet, keyframe);
-        if let Some((key, level)) = speaker {
-            self.member_audio_level(now, key, level);
+        if let Some((room, level)) = speaker {
+            self.member_audio_level(now, room, stream, level);
         }
     }
 
@@ -596,10 +615,10 @@ impl Shard {
                 packet,
             } => {
                 self.stats.rtp_in += 1;
-                let keyframe = match self.streams.get_mut(&stream) {
+                let (keyframe, speaker) = match self.streams.get_mut(&stream) {
                     Some(entry) => {
                         entry.origin = Some(origin);
-                        entry.starts_keyframe(&packet)
+                        (entry.starts_keyframe(&packet), entry.speaker_level(&packet))
                     }
                     None => {
                         self.stats.drop_no_route += 1;
@@ -607,7 +626,16 @@ impl Shard {
                     }
                 };
                 self.fan_out(now, stream, epoch, &packet, keyframe);
+                if let Some((room, level)) = speaker {
+                    self.member_audio_level(now, room, stream, level);
+                }
             }
+            Relay::RoomMessage {
+                room,
+                from,
+                to,
+                json,
+            } => self.relayed_room_message(room, from, to, &json),
             Relay::KeyframeRequest { stream, layer } => {
                 if self
                     .streams
