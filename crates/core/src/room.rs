@@ -21,7 +21,7 @@ use crate::ids::TrackKind;
 /// Largest message a member may send on the data channel, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
 
-/// App messages (`message`) a member may send per second, sustained ...
+/// Messages a member may send per second, sustained ...
 pub const MESSAGE_RATE: f64 = 20.0;
 /// ... and in a burst.
 pub const MESSAGE_BURST: f64 = 40.0;

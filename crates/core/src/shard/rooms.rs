@@ -785,6 +785,14 @@ impl Shard {
         };
         let (room, me) = (m.room, m.stream);
         self.stats.room_messages_in += 1;
+        // Every message costs a token: a flood of any kind is refused before it is read.
+        let allowed = match self.participants.get_mut(key).map(|p| &mut p.role) {
+            Some(Role::Member(m)) => m.rate.take(now),
+            _ => false,
+        };
+        if !allowed {
+            return self.refuse_message(key, "over the rate of messages (20 a second)");
+        }
         let message = match ClientMessage::parse(binary, data) {
             Ok(m) => m,
             Err(error) => return self.refuse_message(key, &error),
@@ -842,13 +850,6 @@ impl Shard {
                 self.assign_room(now, room);
             }
             ClientMessage::Message { to, data } => {
-                let Some(Role::Member(m)) = self.participants.get_mut(key).map(|p| &mut p.role)
-                else {
-                    return;
-                };
-                if !m.rate.take(now) {
-                    return self.refuse_message(key, "message: over the rate of messages");
-                }
                 let to = match to {
                     None => None,
                     Some(id) => match self.member_in_room(room, &id).filter(|&s| s != me) {
