@@ -303,8 +303,8 @@ impl Shard {
     }
 
     /// Sizes of every map the shard keeps (participants, sessions, addresses, ufrags, streams,
-    /// timers): all zero once everyone has left and the timers ran.
-    pub fn map_sizes(&self) -> [usize; 6] {
+    /// timers, rooms): all zero once everyone has left and the timers ran.
+    pub fn map_sizes(&self) -> [usize; 7] {
         [
             self.participants.len(),
             self.sessions.len(),
@@ -312,6 +312,7 @@ impl Shard {
             self.by_ufrag.len(),
             self.streams.len(),
             self.timers.len(),
+            self.rooms.len(),
         ]
     }
 
@@ -533,7 +534,7 @@ mod tests {
         // The new peer was polled within the command's input: its deadline is in the heap.
         let deadline = deadline.expect("the placed peer's deadline");
         assert!(deadline <= start + connect_timeout);
-        assert_eq!(shard.map_sizes(), [1, 1, 0, 1, 1, 1]);
+        assert_eq!(shard.map_sizes(), [1, 1, 0, 1, 1, 1, 0]);
 
         // Timeouts poll it again each time; once its connect deadline passed it is given up.
         let mut next = Some(deadline);
@@ -549,6 +550,6 @@ mod tests {
             next = deadline;
         }
         assert_eq!(closed, [(SessionId(1), start + connect_timeout)]);
-        assert_eq!(shard.map_sizes(), [0; 6], "everything freed, no timer left");
+        assert_eq!(shard.map_sizes(), [0; 7], "everything freed, no timer left");
     }
 }
