@@ -61,6 +61,9 @@ pub struct HttpSettings {
     pub admission: AdmissionLimits,
     /// Reverse proxies whose `X-Forwarded-For` names the client (its rightmost address).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Rooms with their own HS256 secret (`rooms.secrets`), used instead of `jwt_secret` for
+    /// them: such a room needs a token even without `jwt_secret`.
+    pub room_secrets: BTreeMap<String, String>,
     /// Most slots (`recvonly` sections) of each kind in a room member's offer.
     pub max_slots: usize,
     /// Most members of one room.
@@ -97,6 +100,8 @@ pub struct AppState {
     events: events::Events,
     /// The key of access tokens, when `jwt_secret` is set.
     tokens: Option<jwt::TokenKey>,
+    /// The keys of rooms with their own secret.
+    room_tokens: BTreeMap<String, jwt::TokenKey>,
 }
 
 impl std::fmt::Debug for StreamAuth {
@@ -151,6 +156,11 @@ impl AppState {
             refusals: Arc::default(),
             events: events::Events::default(),
             tokens: settings_key(&settings),
+            room_tokens: settings
+                .room_secrets
+                .iter()
+                .map(|(room, secret)| (room.clone(), jwt::TokenKey::new(secret)))
+                .collect(),
             settings,
         })
     }

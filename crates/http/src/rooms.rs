@@ -70,13 +70,28 @@ async fn endpoint(
     }
 }
 
-/// The claims of `token` when it is a JWT for `room` (`fresh`: unexpired too).
-pub(crate) fn room_claims(
-    key: &TokenKey,
+/// The request may act on `room`: with no secret for it (its own in `rooms.secrets`, else
+/// `rooms.jwt_secret`) anyone may (`None`); otherwise it needs a Bearer JWT for the room, signed
+/// with that secret (`fresh`: and unexpired), whose claims are returned.
+pub(crate) fn check_room_token(
+    state: &AppState,
     room: &str,
-    token: &str,
+    headers: &HeaderMap,
     fresh: bool,
-) -> Result<Claims, ApiError> {
+) -> Result<Option<Claims>, ApiError> {
+    let Some(key) = state.room_tokens.get(room).or(state.tokens.as_ref()) else {
+        return Ok(None);
+    };
+    let token = bearer(headers)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "this room needs a Bearer token"));
+    token
+        .and_then(|t| room_claims(key, room, t, fresh))
+        .map(Some)
+        .inspect_err(|e| state.refusals.token(e))
+}
+
+/// The claims of `token` when it is a JWT for `room` (`fresh`: unexpired too).
+fn room_claims(key: &TokenKey, room: &str, token: &str, fresh: bool) -> Result<Claims, ApiError> {
     let claims = key
         .verify(token, fresh)
         .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
@@ -116,16 +131,7 @@ async fn create(
             "the offer must be sent as Content-Type: application/sdp",
         ));
     }
-    let claims = match &state.tokens {
-        None => None,
-        Some(key) => {
-            let token = bearer(&headers).ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "this room needs a Bearer token")
-            });
-            let claims = token.and_then(|t| room_claims(key, &room, t, true));
-            Some(claims.inspect_err(|e| state.refusals.token(e))?)
-        }
-    };
+    let claims = check_room_token(&state, &room, &headers, true)?;
     let from = Requester::new(
         client_ip(peer, &headers, &state.settings.trusted_proxies),
         claims.is_some(),

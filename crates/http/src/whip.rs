@@ -223,6 +223,10 @@ pub(crate) fn check_token(
     headers: &HeaderMap,
     fresh: bool,
 ) -> Result<bool, ApiError> {
+    if kind == Kind::Room {
+        return crate::rooms::check_room_token(state, stream, headers, fresh)
+            .map(|claims| claims.is_some());
+    }
     let required = stream_token(state, kind, stream);
     let Some(key) = state.tokens.as_ref() else {
         return check_bearer(headers, required, "this stream")
@@ -231,12 +235,6 @@ pub(crate) fn check_token(
     };
     let given = bearer(headers)
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "this stream needs a Bearer token"));
-    if kind == Kind::Room {
-        return given
-            .and_then(|token| crate::rooms::room_claims(key, stream, token, fresh))
-            .map(|_| true)
-            .inspect_err(|e| state.refusals.token(e));
-    }
     let verdict = given.and_then(|token| {
         if required.is_some_and(|r| same_token(token, r)) {
             return Ok(true);

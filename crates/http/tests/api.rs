@@ -133,6 +133,7 @@ fn server_tuned(
         jwt_secret: None,
         admission: AdmissionLimits::NONE,
         trusted_proxies: Vec::new(),
+        room_secrets: BTreeMap::new(),
         max_slots: 16,
         max_room_members: 100,
     };
@@ -1656,4 +1657,39 @@ async fn a_room_bigger_than_its_shard_spreads_and_its_members_still_see_each_oth
     }
     let rooms = json_of(&s.app, "/api/rooms").await;
     assert_eq!(rooms["rooms"].as_array().unwrap().len(), 0, "{rooms}");
+}
+
+/// Issue 11 (auth, per room): a room with its own secret needs a JWT signed with it, even when
+/// `jwt_secret` is empty; other rooms stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_its_own_secret_needs_its_token() {
+    const VIP: &str = "vip-secret-vip-secret-vip-secret-0";
+    let s = server_tuned(100, 100, false, BTreeMap::new(), |s| {
+        s.room_secrets = BTreeMap::from([("vip".to_string(), VIP.to_string())]);
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims =
+        serde_json::json!({"room": "vip", "publish": true, "subscribe": true, "exp": now + 600});
+    let join = |room: &str, t: Option<&str>| {
+        bearer(
+            post(
+                &format!("/rooms/{room}"),
+                "application/sdp",
+                member_offer(false, 1, 1),
+            ),
+            t,
+        )
+    };
+    let a = send(&s.app, join("vip", None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    let other_key = jwt("some-other-secret-some-other-secret", claims.clone());
+    let a = send(&s.app, join("vip", Some(&other_key))).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    let a = send(&s.app, join("vip", Some(&jwt(VIP, claims)))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let a = send(&s.app, join("lobby", None)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
 }
