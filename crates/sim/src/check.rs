@@ -202,6 +202,32 @@ impl LayerTrace {
 /// packets, as [`crate::Client::sent_layers`]; several publishers' layers may be given
 /// together) it came from, list where it started and switched, and note every problem.
 pub fn layer_trace(layers: &[&[Sent]], received: &[Received]) -> LayerTrace {
+    trace(layers, received, true)
+}
+
+/// [`layer_trace`] for a room member's slot: `sources` are what each member that may show in
+/// it sent of the slot's kind (or each of their layers), and a switch from one to another
+/// must start a keyframe when `keyframes` (video slots), and may start at any packet when not
+/// (audio slots switch at packet boundaries). Everything else is checked as for layers: one
+/// SSRC, sequence numbers +1 each across switches, byte-exact payloads, no gap within a
+/// source, timestamps as the sender's within a source and forward across a switch.
+pub fn slot_trace(sources: &[&[Sent]], received: &[Received], keyframes: bool) -> LayerTrace {
+    trace(sources, received, keyframes)
+}
+
+/// [`slot_trace`], as a result: the trace, or its problems.
+pub fn slot(
+    sources: &[&[Sent]],
+    received: &[Received],
+    keyframes: bool,
+) -> Result<LayerTrace, String> {
+    if received.is_empty() {
+        return Err("nothing received".into());
+    }
+    result(slot_trace(sources, received, keyframes))
+}
+
+fn trace(layers: &[&[Sent]], received: &[Received], keyframes: bool) -> LayerTrace {
     let by_tag: HashMap<Tag, (usize, usize)> = layers
         .iter()
         .enumerate()
@@ -261,7 +287,7 @@ pub fn layer_trace(layers: &[&[Sent]], received: &[Received]) -> LayerTrace {
                     from,
                     to: l,
                 });
-                if !s.keyframe {
+                if keyframes && !s.keyframe {
                     t.problems.push(format!(
                         "packet {k}: {} layer {l} on #{i}, which does not start a keyframe",
                         if from.is_some() {
@@ -294,7 +320,10 @@ pub fn layered(layers: &[&[Sent]], received: &[Received]) -> Result<LayerTrace, 
     if received.is_empty() {
         return Err("nothing received".into());
     }
-    let t = layer_trace(layers, received);
+    result(layer_trace(layers, received))
+}
+
+fn result(t: LayerTrace) -> Result<LayerTrace, String> {
     if t.problems.is_empty() {
         Ok(t)
     } else {

@@ -270,8 +270,10 @@ pub struct Client {
     pub shard_addr: SocketAddr,
     /// Its session.
     pub session: SessionId,
-    /// The stream it publishes or plays.
+    /// The stream it publishes or plays (a member: its own).
     pub stream: StreamId,
+    /// A room member's participant id.
+    pub participant: Option<String>,
     pub(crate) rtc: Rtc,
     /// Client → shard.
     pub up: Link,
@@ -449,6 +451,7 @@ impl Client {
             shard_addr,
             session,
             stream,
+            participant: None,
             rtc,
             up,
             down,

@@ -53,6 +53,7 @@ pub mod client;
 pub mod media;
 pub mod member;
 pub mod net;
+mod room;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -73,6 +74,7 @@ pub use client::{Client, ClientId, PublisherConfig, Received, Role, SendLayer, S
 pub use media::{Tag, VideoCodec};
 pub use member::{Member, MemberConfig, Message, SlotRx, SlotState};
 pub use net::{Datagram, Link, LinkConfig, Network, QueueLimit};
+pub use room::JoinError;
 
 use client::{Polled, Spec};
 
@@ -93,6 +95,10 @@ pub struct SimConfig {
     pub replace_publisher: bool,
     /// The control plane's admission limits; none by default.
     pub admission: AdmissionLimits,
+    /// Most slots per kind of a room member (`rooms.max_slots`).
+    pub max_slots: usize,
+    /// Most members of one room (`rooms.max_members`).
+    pub max_room_members: u32,
 }
 
 impl Default for SimConfig {
@@ -105,6 +111,8 @@ impl Default for SimConfig {
             limits: ControlConfig::default().limits,
             replace_publisher: false,
             admission: AdmissionLimits::NONE,
+            max_slots: 16,
+            max_room_members: ControlConfig::default().max_room_members,
         }
     }
 }
@@ -211,7 +219,7 @@ impl Sim {
             limits: config.limits,
             replace_publisher: config.replace_publisher,
             admission: config.admission,
-            ..ControlConfig::default()
+            max_room_members: config.max_room_members,
         });
         Sim {
             config,
