@@ -420,7 +420,7 @@ fn audio_slots_follow_the_loudest_speaker_without_flapping() {
                 now, was,
                 "member {id:?}: slots or speakers changed with steady levels"
             );
-            assert_eq!(m.speakers(), [who.clone()]);
+            assert_eq!(m.speakers(), std::slice::from_ref(&who));
         }
     }
     let moves = slots_clean(&sim, &ids, &ids);
