@@ -141,6 +141,20 @@ fn slots_clean(sim: &Sim, ids: &[ClientId], sources: &[ClientId]) -> usize {
             for s in &trace.switches {
                 let from = sources[s.to];
                 assert_ne!(from, id, "member {id:?} got its own {} back", slot.kind);
+                if s.from.is_none() {
+                    continue;
+                }
+                // No jump across a switch: the timestamp moves about as much as time did (a
+                // click in audio, a stall in video otherwise).
+                let (p, r) = (&slot.received[s.index - 1], &slot.received[s.index]);
+                let rate: u64 = if video { 90 } else { 48 };
+                let step_ms = u64::from(r.ts.wrapping_sub(p.ts)) / rate;
+                let elapsed_ms = (r.at - p.at).as_millis() as u64;
+                assert!(
+                    step_ms <= elapsed_ms + 200,
+                    "member {id:?} slot {}: timestamp +{step_ms} ms across a switch {elapsed_ms} ms apart",
+                    slot.mid
+                );
             }
             if video {
                 moves += trace.moves().count();
@@ -428,6 +442,117 @@ fn audio_slots_follow_the_loudest_speaker_without_flapping() {
     for c in sim.clients() {
         assert!(c.errors.is_empty(), "{:?}: {:?}", c.id, c.errors);
     }
+}
+
+#[test]
+fn two_close_speakers_do_not_flap_a_single_audio_slot() {
+    let mut sim = new_sim(39);
+    let ids = join_all(&mut sim, 4, &MemberConfig::slots(1, 1));
+    let (a, b) = (ids[0], ids[1]);
+    for &id in &ids {
+        sim.set_audio_level(id, 90);
+    }
+    sim.set_audio_level(a, 20);
+    sim.run_for(Duration::from_secs(2));
+    let listeners = [ids[2], ids[3]];
+    for &l in &listeners {
+        assert_eq!(told(&sim, l, "audio"), [Some(pid(&sim, a))]);
+    }
+    let slots_before: Vec<usize> = listeners
+        .iter()
+        .map(|&l| sim.client(l).member().messages_of("slots").count())
+        .collect();
+    // Both speak, a little louder in turn (3 dB, under the slot's margin), for five seconds.
+    for turn in 0..12 {
+        let (up, down) = if turn % 2 == 0 { (b, a) } else { (a, b) };
+        sim.set_audio_level(up, 20);
+        sim.set_audio_level(down, 23);
+        sim.run_for(Duration::from_millis(400));
+    }
+    for (&l, before) in listeners.iter().zip(slots_before) {
+        let m = sim.client(l).member();
+        assert_eq!(
+            m.messages_of("slots").count(),
+            before,
+            "member {l:?}: the audio slot moved"
+        );
+        assert_eq!(told(&sim, l, "audio"), [Some(pid(&sim, a))]);
+        let sources: BTreeSet<_> = sim
+            .slot_sources(l, &sim.slot_mids(l, TrackKind::Audio)[0])
+            .into_iter()
+            .collect();
+        assert_eq!(sources, BTreeSet::from([Some(a)]));
+    }
+    // Both speak: both are listed.
+    let speakers: BTreeSet<String> = sim.client(ids[3]).member().speakers().into_iter().collect();
+    assert_eq!(speakers, BTreeSet::from([pid(&sim, a), pid(&sim, b)]));
+    // Much louder wins the slot.
+    sim.set_audio_level(b, 5);
+    sim.set_audio_level(a, 40);
+    let moved = sim.run_until_true(Duration::from_secs(3), |s| {
+        listeners.iter().all(|&l| showing(s, l)[1] == Some(b))
+    });
+    assert!(moved);
+    slots_clean(&sim, &ids, &ids);
+}
+
+#[test]
+fn a_layer_message_picks_the_simulcast_layer_a_slot_shows() {
+    let mut sim = new_sim(40);
+    let config = MemberConfig {
+        send: PublisherConfig::simulcast_3(),
+        ..MemberConfig::slots(2, 1)
+    };
+    let ids = join_all(&mut sim, 3, &config);
+    sim.run_for(Duration::from_secs(2));
+    // Each member's layers are separate sources: index 3 * member + layer.
+    let x = ids[0];
+    let mid = |sim: &Sim, who: ClientId| {
+        let p = pid(sim, who);
+        let states = sim.client(x).member().slot_states();
+        states
+            .into_iter()
+            .find(|s| s.participant.as_deref() == Some(&p))
+            .expect("shown")
+            .mid
+    };
+    let layer_now = |sim: &Sim, who: ClientId| {
+        let layers: Vec<&[Sent]> = ids
+            .iter()
+            .flat_map(|&i| sim.client(i).sent_layers())
+            .collect();
+        let slot = sim.client(x).member().slot(&mid(sim, who)).unwrap();
+        let t = check::slot(&layers, &slot.received, true).unwrap();
+        t.last_layer().map(|l| (ids[l / 3], l % 3))
+    };
+    // By default a slot shows the best layer at most 360 high: h (640x360).
+    assert_eq!(layer_now(&sim, ids[1]), Some((ids[1], 1)));
+    let p1 = pid(&sim, ids[1]);
+    assert!(sim.send_message(x, &json!({"type": "layer", "participant": p1, "rid": "f"})));
+    let up = sim.run_until_true(Duration::from_secs(2), |s| {
+        layer_now(s, ids[1]) == Some((ids[1], 2))
+    });
+    assert!(up, "{:?}", layer_now(&sim, ids[1]));
+    assert!(sim.send_message(
+        x,
+        &json!({"type": "layer", "participant": p1, "maxHeight": 180})
+    ));
+    let down = sim.run_until_true(Duration::from_secs(2), |s| {
+        layer_now(s, ids[1]) == Some((ids[1], 0))
+    });
+    assert!(down, "{:?}", layer_now(&sim, ids[1]));
+    // The other slot stayed on h; every move was on a keyframe with continuous numbering.
+    assert_eq!(layer_now(&sim, ids[2]), Some((ids[2], 1)));
+    sim.run_for(Duration::from_millis(300));
+    let layers: Vec<&[Sent]> = ids
+        .iter()
+        .flat_map(|&i| sim.client(i).sent_layers())
+        .collect();
+    for slot in sim.client(x).member().slots_of(TrackKind::Video) {
+        check::slot(&layers, &slot.received, true)
+            .unwrap_or_else(|e| panic!("slot {}: {e}", slot.mid));
+    }
+    assert!(sim.client(x).member().messages_of("error").next().is_none());
 }
 
 #[test]
