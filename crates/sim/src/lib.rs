@@ -25,6 +25,17 @@
 //! once, in order. Relay messages between shards are handed over synchronously, in the same
 //! step.
 //!
+//! # Rooms
+//!
+//! [`Sim::join_room`] runs the room join (`POST /rooms/{room}`): the control plane admits the
+//! member, its peer is built with `Peer::member` from a [`member`] client's offer (sendonly
+//! audio with the RFC 6464 audio level, sendonly video, receive slots, the `ringcast` data
+//! channel) and placed. A member records what arrives on each slot and every message on the
+//! channel; tests send messages ([`Sim::send_message`]), set loudness
+//! ([`Sim::set_audio_level`]), read the room as the admin API does ([`Sim::room_info`]) and
+//! check slots with [`check::slot`]. Every payload's [`Tag`] names its sender
+//! ([`Sim::source_of`]).
+//!
 //! # Links and publishers
 //!
 //! Each client's up and down [`net::Link`] has a delay, jitter, random loss and, optionally, a
