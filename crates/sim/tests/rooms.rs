@@ -15,7 +15,8 @@ use rand::seq::SliceRandom;
 use ringcast_core::control::Limits;
 use ringcast_core::{ShardId, TrackKind};
 use ringcast_sim::{
-    ClientId, Member, MemberConfig, PublisherConfig, Sent, Sim, SimConfig, VideoCodec, check,
+    ClientId, JoinError, Member, MemberConfig, PublisherConfig, Sent, Sim, SimConfig, VideoCodec,
+    check,
 };
 use serde_json::json;
 
@@ -204,6 +205,17 @@ fn members_join_and_leave_in_any_order_and_everyone_knows_who_is_there() {
             roster_log(m).unwrap_or_else(|e| panic!("member {id:?}: {e}"));
             assert_eq!(m.roster(), others(sim, present, id), "member {id:?}");
             assert!(m.unreadable.is_empty());
+            // Its slots name only members still there.
+            let shown: BTreeSet<String> = m
+                .slot_states()
+                .into_iter()
+                .filter_map(|s| s.participant)
+                .collect();
+            let there: BTreeSet<String> = others(sim, present, id).into_iter().collect();
+            assert!(
+                shown.is_subset(&there),
+                "member {id:?} shows {shown:?} of {there:?}"
+            );
         }
     };
     check_all(&sim, &present);
@@ -361,6 +373,29 @@ fn slots_show_the_others_never_oneself_and_carry_what_they_say() {
         assert!(p.audio && p.video);
     }
     assert_eq!(slots_clean(&sim, &ids, &ids), 0);
+}
+
+#[test]
+fn a_slot_whose_member_left_is_announced_empty() {
+    let mut sim = new_sim(42);
+    // Three video slots, two others: one slot empty from the start.
+    let ids = join_all(&mut sim, 3, &MemberConfig::slots(3, 3));
+    sim.run_for(Duration::from_secs(1));
+    let gone = pid(&sim, ids[2]);
+    for &id in &ids[..2] {
+        assert!(told(&sim, id, "video").contains(&Some(gone.clone())));
+    }
+    sim.remove(ids[2]).unwrap();
+    sim.run_for(Duration::from_millis(500));
+    // Nobody is left to show in its slots: they empty, and a `slots` message says so.
+    for &id in &ids[..2] {
+        let other = pid(&sim, ids[1 - id.0]);
+        assert_eq!(sim.client(id).member().messages_of("leave").count(), 1);
+        for kind in ["video", "audio"] {
+            let shown: Vec<String> = told(&sim, id, kind).into_iter().flatten().collect();
+            assert_eq!(shown, [other.clone()], "member {id:?} {kind} slots");
+        }
+    }
 }
 
 #[test]
@@ -769,6 +804,14 @@ fn bad_messages_get_errors_and_do_not_disturb_the_others() {
         sim.client(c).member().messages_of("message").count(),
         passed
     );
+    // Nobody gets its own messages back.
+    assert!(
+        sim.client(a)
+            .member()
+            .messages_of("message")
+            .next()
+            .is_none()
+    );
 
     // The others' media went on untouched: no gap, nothing corrupt, still flowing.
     for (&i, before) in [b, c].iter().zip(received_before) {
@@ -789,6 +832,43 @@ fn bad_messages_get_errors_and_do_not_disturb_the_others() {
     for c in sim.clients() {
         assert!(c.errors.is_empty(), "{:?}: {:?}", c.id, c.errors);
     }
+}
+
+#[test]
+fn refused_offers_leave_nothing_behind() {
+    let mut sim = new_sim(41);
+    let too_many = MemberConfig::slots(17, 1);
+    match sim.try_join_room(ROOM, Some("greedy"), too_many) {
+        Err(JoinError::Offer(e)) => assert!(e.contains("at most 16"), "{e}"),
+        other => panic!("17 video slots: {other:?}"),
+    }
+    assert_eq!(sim.control().rooms().count(), 0);
+    assert!(sim.control().load().iter().all(|&l| l == 0));
+    // The room's video codec is VP8 once its first member has joined: H264 alone is refused.
+    let first = join_all(&mut sim, 1, &MemberConfig::default());
+    let h264 = MemberConfig {
+        send: PublisherConfig {
+            codec: VideoCodec::H264,
+            ..PublisherConfig::default()
+        },
+        ..MemberConfig::default()
+    };
+    match sim.try_join_room(ROOM, Some("h264"), h264) {
+        Err(JoinError::Offer(e)) => assert!(e.contains("VP8"), "{e}"),
+        other => panic!("an H264 member in a VP8 room: {other:?}"),
+    }
+    assert_eq!(sim.control().room(ROOM).map(|r| r.members), Some(1));
+    sim.run_for(Duration::from_millis(500));
+    // The one who is there never heard of it.
+    assert!(
+        sim.client(first[0])
+            .member()
+            .messages_of("join")
+            .next()
+            .is_none()
+    );
+    sim.remove(first[0]).unwrap();
+    assert_empty(&mut sim, 1);
 }
 
 #[test]
