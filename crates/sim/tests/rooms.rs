@@ -393,7 +393,11 @@ fn a_slot_whose_member_left_is_announced_empty() {
         assert_eq!(sim.client(id).member().messages_of("leave").count(), 1);
         for kind in ["video", "audio"] {
             let shown: Vec<String> = told(&sim, id, kind).into_iter().flatten().collect();
-            assert_eq!(shown, [other.clone()], "member {id:?} {kind} slots");
+            assert_eq!(
+                shown,
+                std::slice::from_ref(&other),
+                "member {id:?} {kind} slots"
+            );
         }
     }
 }
