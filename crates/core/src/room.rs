@@ -202,9 +202,10 @@ pub struct Loudness {
 }
 
 impl Loudness {
-    /// A packet's RFC 6464 level (−dBov, 0 loudest, 127 silence).
+    /// A packet's RFC 6464 level (0 loudest, 127 silence). str0m reads the extension as
+    /// negative dBov (−level, its `ExtensionValues::audio_level`): either sign is the level.
     pub fn packet(&mut self, level: i8) {
-        self.sum += 127 - u32::from(level.clamp(0, 127) as u8);
+        self.sum += 127 - u32::from(level.unsigned_abs().min(127));
         self.packets += 1;
     }
 
