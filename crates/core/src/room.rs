@@ -427,6 +427,22 @@ mod tests {
     }
 
     #[test]
+    fn str0m_s_negative_levels_read_as_rfc_6464_levels() {
+        // str0m hands the extension over as -level: -30 is as loud as 30, -127 is silence.
+        let (mut neg, mut pos, mut quiet) =
+            (Loudness::default(), Loudness::default(), Loudness::default());
+        for _ in 0..10 {
+            neg.packet(-30);
+            pos.packet(30);
+            quiet.packet(-127);
+            assert_eq!(neg.rank(), pos.rank());
+            quiet.rank();
+        }
+        assert!(neg.speaking());
+        assert!(!quiet.speaking() && quiet.level() < 1.0);
+    }
+
+    #[test]
     fn a_slot_holder_keeps_its_slot_unless_clearly_outspoken() {
         let current = [Some(1), Some(2)];
         // 3 speaks a little louder than 2: 2 keeps its slot.
