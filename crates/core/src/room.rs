@@ -429,8 +429,11 @@ mod tests {
     #[test]
     fn str0m_s_negative_levels_read_as_rfc_6464_levels() {
         // str0m hands the extension over as -level: -30 is as loud as 30, -127 is silence.
-        let (mut neg, mut pos, mut quiet) =
-            (Loudness::default(), Loudness::default(), Loudness::default());
+        let (mut neg, mut pos, mut quiet) = (
+            Loudness::default(),
+            Loudness::default(),
+            Loudness::default(),
+        );
         for _ in 0..10 {
             neg.packet(-30);
             pos.packet(30);

@@ -165,6 +165,39 @@ fn slots_clean(sim: &Sim, ids: &[ClientId], sources: &[ClientId]) -> usize {
     moves
 }
 
+/// Each slot of each member in `ids` carries whom the last `slots` message names: its last
+/// packet came from that member, and an empty slot got nothing since it was announced
+/// (allowing for what was in flight).
+fn slots_match(sim: &Sim, ids: &[ClientId]) {
+    for &id in ids {
+        let m = sim.client(id).member();
+        let Some(told_at) = m.last_of("slots").map(|msg| msg.at) else {
+            panic!("member {id:?} got no slots message");
+        };
+        let states = m.slot_states();
+        let last = showing(sim, id);
+        for ((slot, state), last) in m.slots.iter().zip(&states).zip(last) {
+            match &state.participant {
+                Some(p) => assert_eq!(
+                    last.and_then(|c| sim.participant(c)),
+                    Some(p.as_str()),
+                    "member {id:?} slot {} ({})",
+                    slot.mid,
+                    slot.kind
+                ),
+                None => {
+                    let late = slot
+                        .received
+                        .iter()
+                        .filter(|r| r.at > told_at + Duration::from_millis(200))
+                        .count();
+                    assert_eq!(late, 0, "member {id:?} empty slot {} got media", slot.mid);
+                }
+            }
+        }
+    }
+}
+
 /// Everyone left: once timers ran, the shards hold nothing and the control plane forgot the
 /// room.
 fn assert_empty(sim: &mut Sim, shards: u16) {
@@ -268,6 +301,21 @@ fn members_join_and_leave_in_any_order_and_everyone_knows_who_is_there() {
             order.insert(1, newcomer);
             sim.run_for(Duration::from_millis(400));
             check_all(&sim, &present);
+            // Its video slots each show a picture within a second of its join (the
+            // keyframe cache, or a keyframe asked for).
+            let joined_at = sim.client(newcomer).added_at;
+            for slot in sim.client(newcomer).member().slots_of(TrackKind::Video) {
+                if slot.received.is_empty() {
+                    continue;
+                }
+                let frame = check::first_frame(&slot.received, VideoCodec::Vp8)
+                    .unwrap_or_else(|| panic!("newcomer slot {}: no whole keyframe", slot.mid));
+                assert!(
+                    frame - joined_at <= Duration::from_secs(1),
+                    "slot {}",
+                    slot.mid
+                );
+            }
             let welcome = sim
                 .client(newcomer)
                 .member()
@@ -283,6 +331,7 @@ fn members_join_and_leave_in_any_order_and_everyone_knows_who_is_there() {
         if let Some(info) = sim.room_info(ROOM) {
             assert_eq!(info.participants.len(), present.len());
         }
+        slots_match(&sim, &present);
     }
     for c in sim.clients() {
         assert!(c.errors.is_empty(), "{:?}: {:?}", c.id, c.errors);
@@ -475,6 +524,7 @@ fn audio_slots_follow_the_loudest_speaker_without_flapping() {
             );
             assert_eq!(m.speakers(), std::slice::from_ref(&who));
         }
+        slots_match(&sim, &ids);
     }
     let moves = slots_clean(&sim, &ids, &ids);
     assert!(moves >= 4, "only {moves} video slot switches");
@@ -642,6 +692,7 @@ fn subscribe_fills_the_video_slots_in_order_switching_on_keyframes() {
     // continuous (+1, timestamps forward), for x and everyone else.
     let moves = slots_clean(&sim, &ids, &ids);
     assert!(moves >= 2, "{moves}");
+    slots_match(&sim, &ids);
     // The keyframes came on request (the interval is a minute).
     for &i in &wanted {
         assert!(!sim.client(i).publisher().keyframe_requests.is_empty());
@@ -954,6 +1005,7 @@ fn a_room_spread_over_two_shards_works_as_one() {
         assert_eq!(shown.len(), 4, "member {id:?} gets media from {shown:?}");
     }
     slots_clean(&sim, &ids, &ids);
+    slots_match(&sim, &ids);
     // App messages cross shards too.
     let from_other_shard = *ids
         .iter()
