@@ -15,8 +15,8 @@ use rand::seq::SliceRandom;
 use ringcast_core::control::Limits;
 use ringcast_core::{ShardId, TrackKind};
 use ringcast_sim::{
-    ClientId, JoinError, Member, MemberConfig, PublisherConfig, Sent, Sim, SimConfig, VideoCodec,
-    check,
+    ClientId, JoinError, LinkConfig, Member, MemberConfig, PublisherConfig, Sent, Sim, SimConfig,
+    VideoCodec, check,
 };
 use serde_json::json;
 
@@ -739,6 +739,68 @@ fn a_video_slot_keeps_its_source_until_the_new_ones_keyframe() {
     assert!(switch.ts.wrapping_sub(prev.ts) as i32 > 0);
     assert!(sources[first_new..].iter().all(|s| *s == Some(new)));
     slots_clean(&sim, &ids, &ids);
+}
+
+#[test]
+fn nack_repairs_video_slots_over_lossy_links() {
+    let mut sim = new_sim(43);
+    let config = MemberConfig {
+        send: PublisherConfig {
+            // 2-3 packets per frame: more packets to measure residual loss on.
+            delta_size: (1200, 3000),
+            ..PublisherConfig::default()
+        },
+        ..MemberConfig::slots(3, 3)
+    };
+    let ids = join_all(&mut sim, 4, &config);
+    // 5% loss on every member's down link, 20 ms each way.
+    for &id in &ids {
+        sim.set_down_link(id, LinkConfig::lossy(0.05, Duration::from_millis(20)));
+    }
+    let start = sim.now();
+    sim.run_for(Duration::from_secs(6));
+    let end = sim.now() - Duration::from_secs(1);
+    for &id in &ids {
+        let m = sim.client(id).member();
+        assert!(
+            sim.client(id).down.lost > 0,
+            "member {id:?}: the link lost nothing"
+        );
+        for slot in &m.slots {
+            let source = sim.slot_sources(id, &slot.mid).into_iter().flatten().next();
+            let source =
+                source.unwrap_or_else(|| panic!("member {id:?} slot {}: nothing", slot.mid));
+            let sent = sim.client(source).sent(slot.kind);
+            let cov = check::coverage(sent, &slot.received);
+            assert_eq!(
+                (cov.corrupt, cov.misnumbered),
+                (0, 0),
+                "member {id:?} slot {}: {cov:?}",
+                slot.mid
+            );
+            if slot.kind == TrackKind::Audio {
+                // Opus goes without RTX: what arrives is intact and numbered right.
+                assert!(
+                    cov.loss() < 0.15,
+                    "member {id:?} slot {}: {cov:?}",
+                    slot.mid
+                );
+                continue;
+            }
+            let from = sent
+                .iter()
+                .position(|s| s.at >= start + Duration::from_millis(500))
+                .unwrap();
+            let to = sent.iter().position(|s| s.at >= end).unwrap();
+            let missing = check::missing_in(sent, &slot.received, from..to);
+            assert!(
+                missing * 200 < to - from,
+                "member {id:?} slot {}: {missing} of {} video packets missing",
+                slot.mid,
+                to - from
+            );
+        }
+    }
 }
 
 #[test]
