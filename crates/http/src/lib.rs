@@ -16,6 +16,7 @@ mod jwt;
 mod layers;
 mod pages;
 mod refusals;
+mod rooms;
 mod whip;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,10 @@ pub struct HttpSettings {
     pub admission: AdmissionLimits,
     /// Reverse proxies whose `X-Forwarded-For` names the client (its rightmost address).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Most slots (`recvonly` sections) of each kind in a room member's offer.
+    pub max_slots: usize,
+    /// Most members of one room.
+    pub max_room_members: u32,
 }
 
 /// Tokens of one stream.
@@ -131,6 +136,7 @@ impl AppState {
             limits: settings.limits,
             replace_publisher: settings.replace_publisher,
             admission: settings.admission,
+            max_room_members: settings.max_room_members,
         });
         Arc::new(AppState {
             shards,
@@ -177,6 +183,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// origins), the demo pages (same-origin, no CORS) and `/healthz`.
 pub fn public_app(state: Arc<AppState>) -> Router {
     let whip = whip::routes()
+        .merge(rooms::routes())
         .merge(layers::routes())
         .merge(events::routes())
         .layer(whip::cors(&state.settings.cors_origin))
@@ -192,6 +199,7 @@ pub fn public_app(state: Arc<AppState>) -> Router {
 /// so no other origin's page can read it.
 pub fn admin_app(state: Arc<AppState>) -> Router {
     pages::admin_routes()
+        .merge(rooms::admin_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_token,

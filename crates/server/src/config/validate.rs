@@ -82,6 +82,19 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 32 characters without spaces (empty = no access tokens)".into(),
         ));
     }
+    let rooms = &config.rooms;
+    for (key, value, max) in [
+        ("max_slots", rooms.max_slots as u64, 64),
+        ("max_members", u64::from(rooms.max_members), 10_000),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err(invalid(
+                KeyPath::of(&["rooms", key]),
+                value.to_string(),
+                format!("expected 1 to {max}"),
+            ));
+        }
+    }
     if let Some(admin) = http.admin_listen
         && admin == http.listen
         && admin.port() != 0
