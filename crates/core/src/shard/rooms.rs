@@ -398,15 +398,13 @@ impl Shard {
                     .collect(),
                 _ => Vec::new(),
             };
+            // The slot stops now; its source stays noted so that the assignment below sees the
+            // change and tells the member (a `slots` message even when the slot stays empty).
             for slot in showing {
                 self.unlist(SubRef {
                     key: other,
                     track: slot as u8,
                 });
-                if let Some(Role::Member(o)) = self.participants.get_mut(other).map(|p| &mut p.role)
-                {
-                    o.sources[slot] = None;
-                }
             }
         }
         // Its stream here: a local member's goes with it (see remove_from_stream); another
