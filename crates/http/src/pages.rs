@@ -1,5 +1,5 @@
-//! Demo pages (`/`, `/publish/{stream}`, `/watch/{stream}`) and the admin API (`/api/*`,
-//! `/metrics`), routed apart so the admin API can have its own token and listener.
+//! Demo pages (`/`, `/publish/{stream}`, `/watch/{stream}`, `/room/{room}`) and the admin API
+//! (`/api/*`, `/metrics`), routed apart so the admin API can have its own token and listener.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use counters::ShardCounters;
 const INDEX: &str = include_str!("../assets/index.html");
 const PUBLISH: &str = include_str!("../assets/publish.html");
 const WATCH: &str = include_str!("../assets/watch.html");
+const ROOM: &str = include_str!("../assets/room.html");
 
 /// The demo pages.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -27,6 +28,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/", get(|| async { Html(INDEX) }))
         .route("/publish/{stream}", get(|| async { Html(PUBLISH) }))
         .route("/watch/{stream}", get(|| async { Html(WATCH) }))
+        .route("/room/{room}", get(|| async { Html(ROOM) }))
 }
 
 /// The admin API and the metrics.

@@ -384,7 +384,15 @@ impl Shard {
         if let Some(key) = known.key {
             entry.local.retain(|&k| k != key);
         }
+        let was_speaking = entry.speakers.contains(&stream);
         entry.speakers.retain(|&s| s != stream);
+        let speakers = was_speaking.then(|| {
+            let ids: Vec<String> = entry.speakers.iter().map(|s| s.0.to_string()).collect();
+            ServerMessage::Speakers {
+                participants: ids.iter().map(String::as_str).collect(),
+            }
+            .to_json()
+        });
         let locals = entry.local.clone();
         let json = ServerMessage::Leave {
             participant: &known.info.id(),
@@ -392,6 +400,9 @@ impl Shard {
         .to_json();
         for &other in &locals {
             self.send_json(other, &json);
+            if let Some(speakers) = &speakers {
+                self.send_json(other, speakers);
+            }
             let showing: Vec<usize> = match self.participants.get(other).map(|p| &p.role) {
                 Some(Role::Member(o)) => (0..o.sources.len())
                     .filter(|&i| o.sources[i] == Some(stream))
