@@ -5,6 +5,7 @@
 //! - [`datagram`]: datagrams into a shard with a live publisher and viewers;
 //! - [`offer`]: WHIP/WHEP offers through what the HTTP handler runs on them;
 //! - [`sdpfrag`]: trickle-ICE / ICE-restart fragments of a PATCH;
+//! - [`room_message`]: what a room member sends on its data channel;
 //! - [`config`]: the configuration loader with a file's text and `RINGCAST_*` variables.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,15 +13,17 @@
 pub mod config;
 pub mod datagram;
 pub mod offer;
+pub mod room_message;
 pub mod sdpfrag;
 
 /// A target's body: one input, no panic.
 pub type Target = fn(&[u8]);
 
 /// The targets by name, as the corpus folders are named.
-pub const TARGETS: [(&str, Target); 4] = [
+pub const TARGETS: [(&str, Target); 5] = [
     ("datagram", datagram::run),
     ("offer", offer::run),
     ("sdpfrag", sdpfrag::run),
+    ("room_message", room_message::run),
     ("config", config::run),
 ];

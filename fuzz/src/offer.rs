@@ -1,14 +1,17 @@
-//! The `offer` target: a WHIP or WHEP offer through what the HTTP handler (`whip.rs`, `join`)
-//! runs on it: the body must be UTF-8 and not blank, then [`Built::from_offer`] (the SDP scan,
-//! str0m's parse, the codec choice and the `Rtc` build with its answer), for a publisher or for
-//! a viewer of a stream that publishes what Chromium's offer sends.
+//! The `offer` target: a WHIP, WHEP or room offer through what the HTTP handler (`whip.rs` and
+//! `rooms.rs`, `join`) runs on it: the body must be UTF-8 and not blank, then
+//! [`Built::from_offer`] (the SDP scan, str0m's parse, the codec choice and the `Rtc` build with
+//! its answer), for a publisher or for a viewer of a stream that publishes what Chromium's offer
+//! sends; or [`Peer::member`] for a room member, in a new room or in one whose codecs are
+//! Chromium's.
 //!
 //! Not the axum router itself: that needs shard threads and sockets per process, and spends
 //! most of each input in tokio, tower and the shard's mailbox rather than on the offer. What
 //! the router adds before this point (method, content type, stream name, token, body size) is
 //! covered by `crates/http/tests/api.rs`.
 //!
-//! An input is one byte (bit 0: 0 publisher, 1 viewer), then the offer.
+//! An input is one byte (bits 0-1: 0 publisher, 1 viewer, 2 member of a new room, 3 member of
+//! a room with Chromium's codecs), then the offer.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -16,7 +19,7 @@ use std::time::Instant;
 
 use ringcast_core::control::Built;
 use ringcast_core::peer::Published;
-use ringcast_core::{IceCreds, PeerSetup, generate_certificate};
+use ringcast_core::{IceCreds, Peer, PeerSetup, generate_certificate};
 use str0m::change::SdpAnswer;
 
 /// Chromium's WHIP offer (the publisher a viewer input watches).
@@ -36,12 +39,30 @@ pub fn run(data: &[u8]) {
         // The handler answers 400 "empty SDP offer".
         return;
     }
-    let receives = (role & 1 == 1).then(published);
-    if let Ok((built, answer)) = Built::from_offer(setup(), offer, receives, Instant::now()) {
-        drop(built);
-        if let Err(e) = SdpAnswer::from_sdp_string(&answer) {
-            panic!("the answer does not parse back ({e}):\n{answer}");
+    let answer = match role & 3 {
+        0 | 1 => {
+            let receives = (role & 1 == 1).then(published);
+            Built::from_offer(setup(), offer, receives, Instant::now())
+                .ok()
+                .map(|(_, answer)| answer)
         }
+        kind => {
+            let room = match kind {
+                3 => published().tracks.clone(),
+                _ => [None, None],
+            };
+            Peer::member(setup(), offer, &room, 16, Instant::now())
+                .ok()
+                .map(|(_, answer, membership)| {
+                    assert!(membership.slots.len() <= 32, "{membership:?}");
+                    answer
+                })
+        }
+    };
+    if let Some(answer) = answer
+        && let Err(e) = SdpAnswer::from_sdp_string(&answer)
+    {
+        panic!("the answer does not parse back ({e}):\n{answer}");
     }
 }
 

@@ -51,6 +51,38 @@ fn sdpfrag_corpus() {
 }
 
 #[test]
+fn room_message_corpus() {
+    replay("room_message");
+}
+
+#[test]
 fn config_corpus() {
     replay("config");
+}
+
+/// The room seed is a Chromium-shaped member offer (Chromium's WHIP sections, then two video
+/// and one audio receive-only copies and a data channel): it must build a member with those
+/// slots, or the `offer` target would only ever see refusals for rooms.
+#[test]
+fn the_room_member_seed_builds_a_member() {
+    let seed = corpus("offer")
+        .into_iter()
+        .find(|(p, _)| p.ends_with("chromium-shaped-room-member"))
+        .expect("the room member seed");
+    let offer = std::str::from_utf8(&seed.1[1..]).unwrap();
+    let setup = ringcast_core::PeerSetup {
+        cert: ringcast_core::generate_certificate().unwrap(),
+        candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+        ice: ringcast_core::IceCreds {
+            ufrag: "s0seedseed".into(),
+            pass: "seedseedseedseedseedseed".into(),
+        },
+    };
+    #[allow(clippy::disallowed_methods, reason = "a test builds its own peer")]
+    let now = std::time::Instant::now();
+    let (_, _, m) = ringcast_core::Peer::member(&setup, offer, &[None, None], 16, now)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mids: Vec<&str> = m.slots.iter().map(|s| s.mid.as_str()).collect();
+    assert_eq!(mids, ["2", "3", "4"]);
+    assert!(m.data_channel);
 }

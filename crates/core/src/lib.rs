@@ -39,17 +39,19 @@ pub mod keyframe;
 pub mod layers;
 pub mod peer;
 pub mod rewrite;
+pub mod room;
 pub mod sdp;
 pub mod shard;
 pub mod stats;
 pub mod stun;
 
 pub use control::{Control, ControlConfig};
-pub use ids::{SessionId, ShardId, ShortSessionId, StreamId, TrackKind};
+pub use ids::{RoomId, SessionId, ShardId, ShortSessionId, StreamId, TrackKind};
 pub use layers::LayerInfo;
 pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
 pub use shard::{
-    Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, Transmit,
+    Command, CommandError, Input, MemberInfo, Output, Relay, Reply, RoomInfo, Shard, ShardConfig,
+    ShardEvent, SlotInfo, Transmit,
 };
 pub use stats::ShardStats;
 pub use str0m::IceCreds;

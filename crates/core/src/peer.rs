@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::SdpOffer;
+use str0m::channel::ChannelId;
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
@@ -21,7 +22,7 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 
 use crate::ids::TrackKind;
 use crate::layers::MAX_LAYERS;
-use crate::sdp::{CodecName, OfferSummary, OfferedCodec};
+use crate::sdp::{CodecName, Direction, OfferSummary, OfferedCodec};
 
 /// How long a viewer's sent packets stay available for retransmission (NACK → RTX). str0m's
 /// default, 3 s and up to 1024 packets, holds ~0.9 MiB per 2.5 Mbit/s viewer; libwebrtc keeps
@@ -100,7 +101,7 @@ impl Published {
                 self.tracks[kind.index()].as_ref()?,
                 before.tracks[kind.index()].as_ref()?,
             );
-            (now.name != was.name || !compatible(was, &now.offered))
+            (now.name != was.name || !compatible(&was.offered, &now.offered))
                 .then(|| format!("{kind}: {} -> {}", was.offered, now.offered))
         })
     }
@@ -123,6 +124,38 @@ pub enum SetupError {
         /// The publisher's codec.
         codec: String,
     },
+    /// A room member's offer is laid out in a way rooms do not take (422): more than one
+    /// sending section of a kind, more slots than allowed.
+    #[error("{0}")]
+    Layout(String),
+}
+
+/// The label of the data channel a room member opens for the room's messages.
+pub const ROOM_CHANNEL: &str = "ringcast";
+
+/// What a room member's offer holds, as answered.
+#[derive(Debug, Clone, Default)]
+pub struct Membership {
+    /// What it publishes (its sending sections).
+    pub published: Published,
+    /// The codec of each kind its connection was built with: the room's, or, for a kind the
+    /// room has none of yet, the one it offered first (which becomes the room's).
+    pub codecs: [Option<TrackCodec>; 2],
+    /// Its slots (`recvonly` sections), in offer order.
+    pub slots: Vec<SlotSpec>,
+    /// The offer has a data channel section (`m=application`).
+    pub data_channel: bool,
+}
+
+/// One slot of a room member: a receive-only section the server fills with someone's media.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSpec {
+    /// Its `a=mid`.
+    pub mid: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Its index among the peer's answered sections ([`Peer::write_rtp`]).
+    pub section: usize,
 }
 
 /// What became of a datagram fed to a peer.
@@ -156,8 +189,23 @@ pub enum PeerEvent {
     },
     /// A media packet from the remote (publishers only).
     Rtp(RtpIn),
-    /// The remote wants a keyframe on its `kind` track (subscribers only).
-    KeyframeRequest(TrackKind),
+    /// The remote wants a keyframe on what it receives in section `section` (subscribers and
+    /// room members).
+    KeyframeRequest {
+        /// The kind of that section.
+        kind: TrackKind,
+        /// The section's index ([`Peer::write_rtp`]).
+        section: usize,
+    },
+    /// The remote opened the room's data channel ([`ROOM_CHANNEL`]).
+    ChannelOpen,
+    /// A message on the room's data channel.
+    ChannelMessage {
+        /// Sent as binary (the room's messages are text).
+        binary: bool,
+        /// The bytes.
+        data: Vec<u8>,
+    },
     /// How many bits per second the path to this viewer carries, from str0m's estimator (TWCC
     /// feedback) or the viewer's REMB (subscribers of simulcast streams only).
     Estimate(u64),
@@ -208,6 +256,8 @@ pub struct ForwardedExt {
 struct Slot {
     mid: Mid,
     kind: TrackKind,
+    /// The remote sends on this section (a publisher's or member's track).
+    remote_sends: bool,
     /// For subscribers: the outgoing stream and the viewer's PT for the publisher's codec.
     tx: Option<(Ssrc, Pt)>,
 }
@@ -223,6 +273,8 @@ pub struct Peer {
     rx: RxSsrcs,
     connected: bool,
     replays: ReplayWindows,
+    /// A room member's data channel, once open.
+    channel: Option<ChannelId>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -310,7 +362,7 @@ impl Peer {
             let accepts = sections.any(|m| {
                 m.codecs
                     .iter()
-                    .any(|c| c.name == track.name && compatible(track, c))
+                    .any(|c| c.name == track.name && compatible(&track.offered, c))
             });
             if !accepts {
                 return Err(SetupError::CodecMismatch {
@@ -338,6 +390,139 @@ impl Peer {
             ));
         }
         Ok((peer, answer))
+    }
+
+    /// Build a room member from its offer: its sending sections publish (at most one per kind,
+    /// the video possibly simulcast), its `recvonly` sections are slots (at most `max_slots`
+    /// per kind), its `m=application` carries the room's data channel. `room` holds the room's
+    /// codec per kind so far: the offer must accept it on every section of that kind; a kind
+    /// the room has none of yet takes the offer's first forwardable codec.
+    pub fn member(
+        setup: &PeerSetup,
+        offer: &str,
+        room: &[Option<TrackCodec>; 2],
+        max_slots: usize,
+        now: Instant,
+    ) -> Result<(Peer, String, Membership), SetupError> {
+        let summary = OfferSummary::scan(offer).map_err(|e| SetupError::BadSdp(e.to_string()))?;
+        let sdp = SdpOffer::from_sdp_string(offer)
+            .map_err(|e| SetupError::BadSdp(one_line(&e.to_string())))?;
+        let mut membership = Membership {
+            data_channel: summary
+                .media
+                .iter()
+                .any(|m| m.kind.is_none() && !m.disabled),
+            ..Membership::default()
+        };
+        let mut config = base_config(setup);
+        for kind in TrackKind::ALL {
+            let sections: Vec<_> = summary
+                .media
+                .iter()
+                .filter(|m| m.kind == Some(kind) && !m.disabled)
+                .collect();
+            let sending = sections.iter().filter(|m| m.direction.sends()).count();
+            if sending > 1 {
+                return Err(SetupError::Layout(format!(
+                    "{sending} {kind} sections send: a member publishes at most one {kind} track"
+                )));
+            }
+            let slots = sections
+                .iter()
+                .filter(|m| m.direction == Direction::RecvOnly)
+                .count();
+            if slots > max_slots {
+                return Err(SetupError::Layout(format!(
+                    "{slots} {kind} slots (recvonly sections): at most {max_slots}"
+                )));
+            }
+            if sections.is_empty() {
+                continue;
+            }
+            // The codec: the room's, which every section of the kind must accept; else the
+            // offer's first forwardable one (its sending section's preference first).
+            let wanted = match &room[kind.index()] {
+                Some(track) => track.offered.clone(),
+                None => sections
+                    .iter()
+                    .find(|m| m.direction.sends())
+                    .into_iter()
+                    .chain(sections.iter())
+                    .find_map(|m| m.codecs.first())
+                    .cloned()
+                    .ok_or_else(|| {
+                        SetupError::NothingToForward(format!(
+                            "no {kind} codec of the offer is forwarded \
+                             (opus, H264 packetization-mode=1, VP8, VP9, AV1 are)"
+                        ))
+                    })?,
+            };
+            let mut ours = None;
+            for m in &sections {
+                let found = m
+                    .codecs
+                    .iter()
+                    .find(|c| c.name == wanted.name && compatible(&wanted, c));
+                match found {
+                    Some(c) => {
+                        if ours.is_none() {
+                            ours = Some(c.clone());
+                        }
+                    }
+                    None => {
+                        return Err(SetupError::CodecMismatch {
+                            kind,
+                            codec: wanted.to_string(),
+                        });
+                    }
+                }
+            }
+            let Some(offered) = ours else { continue };
+            let params = add_codec(&mut config, &offered);
+            let track = TrackCodec {
+                name: offered.name,
+                params,
+                offered,
+            };
+            if sending == 1 {
+                membership.published.tracks[kind.index()] = Some(track.clone());
+            }
+            membership.codecs[kind.index()] = Some(track);
+        }
+        if membership.published.tracks[TrackKind::Video.index()].is_some() {
+            membership.published.layers = summary
+                .media
+                .iter()
+                .find(|m| m.kind == Some(TrackKind::Video) && !m.disabled && m.direction.sends())
+                .map(|m| m.send_rids.iter().take(MAX_LAYERS).cloned().collect())
+                .unwrap_or_default();
+        }
+        if membership.codecs.iter().all(Option::is_none) && !membership.data_channel {
+            return Err(SetupError::NothingToForward(
+                "the offer has no audio, video or data channel section".into(),
+            ));
+        }
+        let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
+        let receives = Published {
+            tracks: membership.codecs.clone(),
+            layers: Vec::new(),
+        };
+        peer.resolve_slots(&summary, Some(&receives));
+        peer.layers = membership.published.layers.clone();
+        for (section, slot) in peer.slots.iter().enumerate() {
+            let offered = summary
+                .media
+                .iter()
+                .find(|m| m.mid.as_deref() == Some(&*slot.mid));
+            if offered.is_some_and(|m| m.direction == Direction::RecvOnly) && slot.tx.is_some() {
+                membership.slots.push(SlotSpec {
+                    mid: slot.mid.to_string(),
+                    kind: slot.kind,
+                    section,
+                });
+            }
+        }
+        Ok((peer, answer, membership))
     }
 
     fn answer(
@@ -368,6 +553,7 @@ impl Peer {
             rx: RxSsrcs::default(),
             connected: false,
             replays: ReplayWindows::default(),
+            channel: None,
         };
         Ok((peer, answer))
     }
@@ -400,7 +586,13 @@ impl Peer {
                 stream.set_rtx_cache(RTX_HISTORY_PACKETS, RTX_HISTORY, Some(RTX_RATIO_CAP));
                 Some((stream.ssrc(), pt))
             });
-            self.slots.push(Slot { mid, kind, tx });
+            let remote_sends = section.direction.sends();
+            self.slots.push(Slot {
+                mid,
+                kind,
+                remote_sends,
+                tx,
+            });
         }
     }
 
@@ -412,6 +604,13 @@ impl Peer {
     /// Kinds this subscriber receives.
     pub fn receives(&self, kind: TrackKind) -> bool {
         self.slots.iter().any(|s| s.kind == kind && s.tx.is_some())
+    }
+
+    /// The first section this subscriber receives `kind` on ([`Peer::write_rtp`]).
+    pub fn section_for(&self, kind: TrackKind) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.kind == kind && s.tx.is_some())
     }
 
     /// Has ICE + DTLS completed?
@@ -543,8 +742,28 @@ impl Peer {
                 }))
             }
             Event::KeyframeRequest(r) => {
-                let slot = self.slots.iter().find(|s| s.mid == r.mid)?;
-                Some(PeerEvent::KeyframeRequest(slot.kind))
+                let section = self.slots.iter().position(|s| s.mid == r.mid)?;
+                Some(PeerEvent::KeyframeRequest {
+                    kind: self.slots[section].kind,
+                    section,
+                })
+            }
+            Event::ChannelOpen(id, label) => {
+                if label != ROOM_CHANNEL || self.channel.is_some() {
+                    return None;
+                }
+                self.channel = Some(id);
+                Some(PeerEvent::ChannelOpen)
+            }
+            Event::ChannelData(d) if Some(d.id) == self.channel => {
+                Some(PeerEvent::ChannelMessage {
+                    binary: d.binary,
+                    data: d.data,
+                })
+            }
+            Event::ChannelClose(id) if Some(id) == self.channel => {
+                self.channel = None;
+                None
             }
             Event::EgressBitrateEstimate(
                 BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
@@ -571,11 +790,12 @@ impl Peer {
         Some((kind, layer))
     }
 
-    /// Queue one forwarded packet on this subscriber's `kind` stream. `false` if it has none.
+    /// Queue one forwarded packet on the stream of section `section` ([`Peer::section_for`],
+    /// [`SlotSpec::section`]). `false` if it sends none.
     #[allow(clippy::too_many_arguments)]
     pub fn write_rtp(
         &mut self,
-        kind: TrackKind,
+        section: usize,
         seq: u64,
         ts: u32,
         marker: bool,
@@ -583,12 +803,7 @@ impl Peer {
         ext: ForwardedExt,
         wallclock: Instant,
     ) -> bool {
-        let Some((ssrc, pt)) = self
-            .slots
-            .iter()
-            .find(|s| s.kind == kind)
-            .and_then(|s| s.tx)
-        else {
+        let Some((ssrc, pt)) = self.slots.get(section).and_then(|s| s.tx) else {
             return false;
         };
         let mut api = self.rtc.direct_api();
@@ -612,7 +827,12 @@ impl Peer {
 
     /// Ask this publisher for a keyframe on its `kind` track, simulcast layer `layer` (PLI).
     pub fn request_keyframe(&mut self, kind: TrackKind, layer: u8) {
-        let Some(mid) = self.slots.iter().find(|s| s.kind == kind).map(|s| s.mid) else {
+        let Some(mid) = self
+            .slots
+            .iter()
+            .find(|s| s.kind == kind && s.remote_sends)
+            .map(|s| s.mid)
+        else {
             return;
         };
         let rid = match kind {
@@ -625,6 +845,21 @@ impl Peer {
         if let Some(rx) = self.rtc.direct_api().stream_rx_by_mid(mid, rid) {
             rx.request_keyframe(KeyframeRequestKind::Pli);
         }
+    }
+
+    /// Send a text message on the room's data channel. False when it is not open, or its
+    /// buffer is over `max_buffered` bytes (a member that does not read its messages).
+    pub fn send_message(&mut self, text: &str, max_buffered: usize) -> bool {
+        let Some(id) = self.channel else {
+            return false;
+        };
+        let Some(mut channel) = self.rtc.channel(id) else {
+            return false;
+        };
+        if channel.buffered_amount() > max_buffered {
+            return false;
+        }
+        channel.write(false, text.as_bytes()).unwrap_or(false)
     }
 
     /// Tell this viewer's bandwidth estimator what to sustain (`minimum`, filled with padding
@@ -724,7 +959,7 @@ fn add_params(config: &mut RtcConfig, p: PayloadParams) {
 }
 
 /// Can a viewer that offers `offered` decode what the publisher sends as `track`?
-fn compatible(track: &TrackCodec, offered: &OfferedCodec) -> bool {
+fn compatible(track: &OfferedCodec, offered: &OfferedCodec) -> bool {
     use crate::sdp::fmtp_value;
     match track.name {
         CodecName::H264 => {
@@ -737,12 +972,12 @@ fn compatible(track: &TrackCodec, offered: &OfferedCodec) -> bool {
                     .map(|p| p >> 16)
                     .unwrap_or(0x42)
             };
-            let (a, b) = (profile(&track.offered.fmtp), profile(&offered.fmtp));
+            let (a, b) = (profile(&track.fmtp), profile(&offered.fmtp));
             a == b || (a == 0x42 && b == 0x42)
         }
         CodecName::Vp9 => {
             let id = |f: &str| fmtp_value(f, "profile-id").unwrap_or("0").to_string();
-            id(&track.offered.fmtp) == id(&offered.fmtp)
+            id(&track.fmtp) == id(&offered.fmtp)
         }
         _ => true,
     }
@@ -901,6 +1136,83 @@ mod tests {
         let prime256v1 = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
         let has = |needle: &[u8]| cert.certificate.windows(needle.len()).any(|w| w == needle);
         assert!(has(&ec_public_key) && has(&prime256v1));
+    }
+
+    fn test_setup() -> PeerSetup {
+        PeerSetup {
+            cert: generate_certificate().expect("a certificate"),
+            candidates: vec!["192.0.2.1:5000".parse().unwrap()],
+            ice: IceCreds {
+                ufrag: "h0s1".into(),
+                pass: "testpasswordtestpassword".into(),
+            },
+        }
+    }
+
+    /// A browser-shaped member offer (str0m as the browser): audio and video sent, `video`
+    /// and `audio` receive-only slots, a data channel.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test picks its own base instant"
+    )]
+    fn member_offer(h264: bool, video: usize, audio: usize) -> String {
+        use str0m::media::Direction as Dir;
+        let mut config = RtcConfig::new().clear_codecs().enable_opus(true, false);
+        config = if h264 {
+            config.enable_h264(true)
+        } else {
+            config.enable_vp8(true)
+        };
+        let mut client = config.build(Instant::now());
+        let mut api = client.sdp_api();
+        api.add_media(MediaKind::Audio, Dir::SendOnly, None, None, None);
+        api.add_media(MediaKind::Video, Dir::SendOnly, None, None, None);
+        for _ in 0..video {
+            api.add_media(MediaKind::Video, Dir::RecvOnly, None, None, None);
+        }
+        for _ in 0..audio {
+            api.add_media(MediaKind::Audio, Dir::RecvOnly, None, None, None);
+        }
+        api.add_channel(ROOM_CHANNEL.into());
+        let (offer, _) = api.apply().expect("an offer");
+        offer.to_sdp_string()
+    }
+
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test picks its own base instant"
+    )]
+    fn a_member_offer_publishes_its_sending_sections_and_takes_its_recvonly_ones_as_slots() {
+        let offer = member_offer(false, 3, 2);
+        let (_peer, answer, m) =
+            Peer::member(&test_setup(), &offer, &[None, None], 16, Instant::now())
+                .expect("answered");
+        assert!(m.data_channel);
+        assert!(answer.contains("m=application"), "{answer}");
+        assert!(m.published.tracks.iter().all(Option::is_some));
+        let kinds: Vec<TrackKind> = m.slots.iter().map(|s| s.kind).collect();
+        use TrackKind::{Audio, Video};
+        assert_eq!(kinds, [Video, Video, Video, Audio, Audio]);
+        // Slots are sections 2.. (after the two sending ones), each with its own mid.
+        assert_eq!(m.slots[0].section, 2);
+        let room = m.codecs.clone();
+        assert_eq!(room[1].as_ref().map(|c| c.name), Some(CodecName::Vp8));
+
+        // A later member must take the room's codec: one offering only H264 is refused.
+        let h264 = member_offer(true, 1, 1);
+        let e = Peer::member(&test_setup(), &h264, &room, 16, Instant::now()).unwrap_err();
+        assert!(
+            matches!(e, SetupError::CodecMismatch { kind: Video, .. }),
+            "{e}"
+        );
+        // Too many slots.
+        let many = member_offer(false, 5, 1);
+        let e = Peer::member(&test_setup(), &many, &room, 4, Instant::now()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "5 video slots (recvonly sections): at most 4"
+        );
     }
 
     #[test]

@@ -36,6 +36,21 @@ ringcast_counters::counters! {
         gop_cache_bytes: Gauge("Bytes held by the shard's keyframe caches"),
         /// Keyframes of a layer whose resolution differs from the layer's previous one.
         layer_resolution_changes: Counter("Simulcast layers whose resolution changed mid-stream"),
+        /// Rooms with members on the shard.
+        rooms: Gauge("Rooms with members on the shard"),
+        /// Room slots given another source (on a keyframe of the new one, for video).
+        slot_switches: Counter("Room slots given another source"),
+        /// Messages members sent on the room data channel.
+        room_messages_in: Counter("Room data channel messages received from members"),
+        /// Messages sent to members on the room data channel.
+        room_messages_out: Counter("Room data channel messages sent to members"),
+        /// Dropped: a member's room message that was malformed, oversized, of an unknown type or
+        /// over the rate (the member is told why).
+        drop_room_message: Counter("Room messages dropped: malformed, oversized, unknown or over the rate")
+            in drops.room_message,
+        /// Dropped: a message for a member whose data channel is not open or not read.
+        drop_room_unsent: Counter("Room messages dropped: the member's channel is not open or full")
+            in drops.room_unsent,
         /// Dropped: not STUN and from no known address.
         drop_unknown_source: Counter("Datagrams dropped: unknown source address")
             in drops.unknown_source,

@@ -57,9 +57,9 @@ impl From<SetupError> for ApiError {
     fn from(e: SetupError) -> Self {
         let status = match e {
             SetupError::BadSdp(_) => StatusCode::BAD_REQUEST,
-            SetupError::NothingToForward(_) | SetupError::CodecMismatch { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            SetupError::NothingToForward(_)
+            | SetupError::CodecMismatch { .. }
+            | SetupError::Layout(_) => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.to_string())
     }

@@ -16,6 +16,7 @@ mod jwt;
 mod layers;
 mod pages;
 mod refusals;
+mod rooms;
 mod whip;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,13 @@ pub struct HttpSettings {
     pub admission: AdmissionLimits,
     /// Reverse proxies whose `X-Forwarded-For` names the client (its rightmost address).
     pub trusted_proxies: Vec<IpAddr>,
+    /// Rooms with their own HS256 secret (`rooms.secrets`), used instead of `jwt_secret` for
+    /// them: such a room needs a token even without `jwt_secret`.
+    pub room_secrets: BTreeMap<String, String>,
+    /// Most slots (`recvonly` sections) of each kind in a room member's offer.
+    pub max_slots: usize,
+    /// Most members of one room.
+    pub max_room_members: u32,
 }
 
 /// Tokens of one stream.
@@ -92,6 +100,8 @@ pub struct AppState {
     events: events::Events,
     /// The key of access tokens, when `jwt_secret` is set.
     tokens: Option<jwt::TokenKey>,
+    /// The keys of rooms with their own secret.
+    room_tokens: BTreeMap<String, jwt::TokenKey>,
 }
 
 impl std::fmt::Debug for StreamAuth {
@@ -131,6 +141,7 @@ impl AppState {
             limits: settings.limits,
             replace_publisher: settings.replace_publisher,
             admission: settings.admission,
+            max_room_members: settings.max_room_members,
         });
         Arc::new(AppState {
             shards,
@@ -145,6 +156,11 @@ impl AppState {
             refusals: Arc::default(),
             events: events::Events::default(),
             tokens: settings_key(&settings),
+            room_tokens: settings
+                .room_secrets
+                .iter()
+                .map(|(room, secret)| (room.clone(), jwt::TokenKey::new(secret)))
+                .collect(),
             settings,
         })
     }
@@ -177,6 +193,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// origins), the demo pages (same-origin, no CORS) and `/healthz`.
 pub fn public_app(state: Arc<AppState>) -> Router {
     let whip = whip::routes()
+        .merge(rooms::routes())
         .merge(layers::routes())
         .merge(events::routes())
         .layer(whip::cors(&state.settings.cors_origin))
@@ -192,6 +209,7 @@ pub fn public_app(state: Arc<AppState>) -> Router {
 /// so no other origin's page can read it.
 pub fn admin_app(state: Arc<AppState>) -> Router {
     pages::admin_routes()
+        .merge(rooms::admin_routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin_token,

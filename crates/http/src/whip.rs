@@ -27,11 +27,13 @@ use crate::error::ApiError;
 use crate::jwt::looks_like_jwt;
 use crate::{events, layers};
 
-/// Publish (WHIP) or play (WHEP).
+/// Publish (WHIP), play (WHEP), or take part in a room: the kinds of session resources,
+/// which share PATCH and DELETE.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Whip,
     Whep,
+    Room,
 }
 
 impl Kind {
@@ -39,6 +41,7 @@ impl Kind {
         match self {
             Kind::Whip => Role::Publisher,
             Kind::Whep => Role::Viewer,
+            Kind::Room => Role::Member,
         }
     }
 
@@ -46,6 +49,7 @@ impl Kind {
         match self {
             Kind::Whip => "whip",
             Kind::Whep => "whep",
+            Kind::Room => "rooms",
         }
     }
 }
@@ -84,6 +88,7 @@ pub(crate) fn cors(origin: &str) -> CorsLayer {
             header::ETAG,
             header::LINK,
             header::HeaderName::from_static("accept-patch"),
+            header::HeaderName::from_static(crate::rooms::PARTICIPANT_HEADER),
         ])
 }
 
@@ -96,7 +101,9 @@ pub(crate) async fn options_headers(
 ) -> Response {
     let is_options = req.method() == Method::OPTIONS;
     let segments = req.uri().path().trim_matches('/').split('/').count();
-    let whip = req.uri().path().starts_with("/whip/") || req.uri().path().starts_with("/whep/");
+    let whip = ["/whip/", "/whep/", "/rooms/"]
+        .iter()
+        .any(|p| req.uri().path().starts_with(p));
     let mut res = next.run(req).await;
     if is_options && whip {
         let h = res.headers_mut();
@@ -132,7 +139,7 @@ fn endpoint(kind: Kind) -> MethodRouter<Arc<AppState>> {
     )
 }
 
-fn resource(kind: Kind) -> MethodRouter<Arc<AppState>> {
+pub(crate) fn resource(kind: Kind) -> MethodRouter<Arc<AppState>> {
     any(
         move |State(state): State<Arc<AppState>>,
               method: Method,
@@ -159,7 +166,7 @@ pub(crate) fn method_not_allowed(allow: &'static str) -> Response {
     res
 }
 
-fn options(endpoint: bool) -> Response {
+pub(crate) fn options(endpoint: bool) -> Response {
     let mut res = StatusCode::NO_CONTENT.into_response();
     let h = res.headers_mut();
     if endpoint {
@@ -199,6 +206,7 @@ fn stream_token<'a>(state: &'a AppState, kind: Kind, stream: &str) -> Option<&'a
     match kind {
         Kind::Whip => auth.publish_token.as_deref(),
         Kind::Whep => auth.view_token.as_deref(),
+        Kind::Room => None,
     }
 }
 
@@ -206,14 +214,19 @@ fn stream_token<'a>(state: &'a AppState, kind: Kind, stream: &str) -> Option<&'a
 /// `rooms.jwt_secret`, anyone may; otherwise it needs `Authorization: Bearer` with the stream's
 /// static token, or a JWT signed with the secret for this stream that grants publishing (WHIP)
 /// or playing (WHEP). `fresh` (the POST that makes a session) also needs the JWT unexpired.
-/// `Ok(true)` when a token was needed and given (admission favours token holders).
-fn check_token(
+/// `Ok(true)` when a token was needed and given (admission favours token holders). A room's
+/// session takes a JWT for the room (see [`crate::rooms`]).
+pub(crate) fn check_token(
     state: &AppState,
     kind: Kind,
     stream: &str,
     headers: &HeaderMap,
     fresh: bool,
 ) -> Result<bool, ApiError> {
+    if kind == Kind::Room {
+        return crate::rooms::check_room_token(state, stream, headers, fresh)
+            .map(|claims| claims.is_some());
+    }
     let required = stream_token(state, kind, stream);
     let Some(key) = state.tokens.as_ref() else {
         return check_bearer(headers, required, "this stream")
@@ -237,7 +250,7 @@ fn check_token(
             .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
         let (grant, name) = match kind {
             Kind::Whip => (claims.publish, "publish"),
-            Kind::Whep => (claims.subscribe, "subscribe"),
+            Kind::Whep | Kind::Room => (claims.subscribe, "subscribe"),
         };
         if claims.stream.as_deref() != Some(stream) {
             Err(ApiError::new(
@@ -257,6 +270,11 @@ fn check_token(
 }
 
 fn valid_stream_name(name: &str) -> Result<(), ApiError> {
+    valid_name(name, "stream")
+}
+
+/// A stream's or a room's name (`what`) is 1-128 URL-safe characters.
+pub(crate) fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -267,7 +285,7 @@ fn valid_stream_name(name: &str) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            "stream names are 1-128 characters of A-Z a-z 0-9 - _ . ~",
+            format!("{what} names are 1-128 characters of A-Z a-z 0-9 - _ . ~"),
         ))
     }
 }
@@ -280,7 +298,7 @@ pub(crate) fn random_string(n: usize) -> String {
         .collect()
 }
 
-fn new_etag() -> String {
+pub(crate) fn new_etag() -> String {
     format!("\"{}\"", random_string(16))
 }
 
@@ -290,6 +308,11 @@ fn mint_ice(shard: ShardId) -> IceCreds {
         ufrag: format!("s{}{}", shard.0, random_string(8)),
         pass: random_string(24),
     }
+}
+
+/// A new session id: random, with its top bit set so it prints as 16 hex digits.
+pub(crate) fn new_session_id() -> SessionId {
+    SessionId(rand::rng().random::<u64>() | 1 << 63)
 }
 
 fn parse_session(s: &str) -> Option<SessionId> {
@@ -337,7 +360,7 @@ async fn create(
 
 /// Run an `Rtc` build (about 1 ms of CPU) on the blocking pool, at most a few at a time so a
 /// burst of offers cannot take every thread.
-async fn build<T: Send + 'static>(
+pub(crate) async fn build<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce() -> Result<T, ringcast_core::SetupError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -353,7 +376,7 @@ async fn build<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
+pub(crate) fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
     PeerSetup {
         cert: state.cert.clone(),
         candidates: state.candidates[usize::from(shard.0)].clone(),
@@ -383,7 +406,7 @@ async fn join(
     let setup = setup_for(&state, admission.shard);
     let video = match role {
         Role::Viewer => video_section(&offer),
-        Role::Publisher => None,
+        Role::Publisher | Role::Member => None,
     };
     let receives = admission.published.clone();
     let built = build(&state, move || {
@@ -397,7 +420,7 @@ async fn join(
             return Err(e);
         }
     };
-    let session = SessionId(rand::rng().random::<u64>() | 1 << 63);
+    let session = new_session_id();
     let (placing, command) = state
         .control
         .lock()
@@ -438,13 +461,15 @@ async fn join(
         Role::Publisher => {
             tracing::info!(session = %session.short(), stream, shard, "publisher joined")
         }
-        Role::Viewer => tracing::info!(session = %session.short(), stream, shard, "viewer joined"),
+        Role::Viewer | Role::Member => {
+            tracing::info!(session = %session.short(), stream, shard, "viewer joined")
+        }
     }
     Ok(created(&state, kind, &stream, session, &etag, answer))
 }
 
 /// The answer to a refusal of the control plane.
-fn refused(state: &AppState, refusal: Refusal) -> ApiError {
+pub(crate) fn refused(state: &AppState, refusal: Refusal) -> ApiError {
     state.refusals.admission(&refusal);
     match refusal {
         Refusal::NoPublisher(_) => ApiError::new(StatusCode::CONFLICT, refusal.to_string())
@@ -467,7 +492,7 @@ fn refused(state: &AppState, refusal: Refusal) -> ApiError {
         Refusal::Pending => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(2)
         }
-        Refusal::TooManyClients | Refusal::StreamFull(..) => {
+        Refusal::TooManyClients | Refusal::StreamFull(..) | Refusal::RoomFull(..) => {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, refusal.to_string()).retry_after(5)
         }
         Refusal::UnknownSession | Refusal::Shard(CommandError::UnknownSession) => {
@@ -500,7 +525,7 @@ pub(crate) async fn deliver(state: &AppState, commands: Vec<ShardCommand>) {
 /// How long a busy shard's mailbox is retried for one command.
 const DELIVERY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-fn created(
+pub(crate) fn created(
     state: &AppState,
     kind: Kind,
     stream: &str,
@@ -539,7 +564,7 @@ fn created(
                 events::NAMES.join(",")
             ),
         ],
-        Kind::Whip => Vec::new(),
+        Kind::Whip | Kind::Room => Vec::new(),
     };
     for link in state.settings.ice_links.iter().chain(&extensions) {
         if let Ok(v) = HeaderValue::from_str(link) {

@@ -133,6 +133,9 @@ fn server_tuned(
         jwt_secret: None,
         admission: AdmissionLimits::NONE,
         trusted_proxies: Vec::new(),
+        room_secrets: BTreeMap::new(),
+        max_slots: 16,
+        max_room_members: 100,
     };
     tune(&mut settings);
     let state = AppState::new(
@@ -955,7 +958,7 @@ async fn offers_and_fragments_over_a_limit_are_refused() {
     assert!(big.len() > 60_000 && big.len() < 65_536, "{}", big.len());
     let a = send(&s.app, post("/whip/big", "application/sdp", big)).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
-    assert!(a.body.contains("more than 16 media sections"), "{}", a.body);
+    assert!(a.body.contains("more than 40 media sections"), "{}", a.body);
     let pwd = chromium().replace("a=ice-pwd:KdyA3BSWPORo2Z58uviIWq9T", "a=ice-pwd:short");
     let a = send(&s.app, post("/whip/pwd", "application/sdp", pwd)).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
@@ -1371,4 +1374,322 @@ async fn access_tokens_open_streams_to_their_holders() {
         send(&s.app, del(Some(&publish))).await.status,
         StatusCode::OK
     );
+}
+
+/// A room member's offer (str0m as the browser): audio and video sent, `video` and `audio`
+/// receive-only slots, the `ringcast` data channel.
+fn member_offer(h264: bool, video: usize, audio: usize) -> String {
+    let mut cfg = str0m::RtcConfig::new()
+        .clear_codecs()
+        .enable_opus(true, false);
+    cfg = if h264 {
+        cfg.enable_h264(true)
+    } else {
+        cfg.enable_vp8(true)
+    };
+    let mut rtc = cfg.build(Instant::now());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    for _ in 0..video {
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    }
+    for _ in 0..audio {
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    }
+    api.add_channel("ringcast".into());
+    let (offer, _) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+async fn json_of(app: &Router, path: &str) -> serde_json::Value {
+    let a = send(app, get(path)).await;
+    assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.body);
+    serde_json::from_str(&a.body).unwrap()
+}
+
+/// Issue 11: members join a room with one offer, get a session resource and a participant id,
+/// and the admin API shows them with what each slot carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_take_members_and_show_their_slots() {
+    let s = server(100, BTreeMap::new());
+    let join = |name: &str| {
+        post(
+            &format!("/rooms/demo?name={name}"),
+            "application/sdp",
+            member_offer(false, 3, 2),
+        )
+    };
+    let ada = send(&s.app, join("Ada")).await;
+    assert_eq!(ada.status, StatusCode::CREATED, "{}", ada.body);
+    let ada_at = ada.header("location").unwrap().to_string();
+    assert!(ada_at.starts_with("/rooms/demo/"), "{ada_at}");
+    assert!(ada.body.contains("m=application"), "{}", ada.body);
+    let ada_id = ada.header("x-ringcast-participant").unwrap().to_string();
+    let bob = send(&s.app, join("Bob")).await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{}", bob.body);
+    let bob_id = bob.header("x-ringcast-participant").unwrap().to_string();
+    assert_ne!(ada_id, bob_id);
+
+    let rooms = json_of(&s.app, "/api/rooms").await;
+    assert_eq!(rooms["rooms"][0]["room"], "demo");
+    assert_eq!(rooms["rooms"][0]["participants"], 2);
+    let room = json_of(&s.app, "/api/rooms/demo").await;
+    let members = room["participants"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    assert_eq!(members[0]["name"], "Ada");
+    assert_eq!(members[0]["id"], ada_id.as_str());
+    // Each member's first video and first audio slot carry the other; nobody gets itself.
+    for (m, other) in [(&members[0], &bob_id), (&members[1], &ada_id)] {
+        let slots = m["slots"].as_array().unwrap();
+        assert_eq!(slots.len(), 5);
+        let shown: Vec<&str> = slots
+            .iter()
+            .filter_map(|s| s["participant"].as_str())
+            .collect();
+        assert_eq!(shown, [other.as_str(), other.as_str()], "{m}");
+    }
+    let unknown = send(&s.app, get("/api/rooms/nowhere")).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+    // Bad offers: too many slots, a codec that is not the room's.
+    let many = send(
+        &s.app,
+        post("/rooms/demo", "application/sdp", member_offer(false, 17, 1)),
+    )
+    .await;
+    assert_eq!(
+        many.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        many.body
+    );
+    assert!(many.body.contains("at most 16"), "{}", many.body);
+    let h264 = send(
+        &s.app,
+        post("/rooms/demo", "application/sdp", member_offer(true, 1, 1)),
+    )
+    .await;
+    assert_eq!(
+        h264.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        h264.body
+    );
+    let bad_name = send(
+        &s.app,
+        post("/rooms/a%20b", "application/sdp", member_offer(false, 1, 1)),
+    )
+    .await;
+    assert_eq!(
+        bad_name.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        bad_name.body
+    );
+
+    // The admin removes Bob; Ada leaves with DELETE on her Location; the room is gone.
+    let removed = send(
+        &s.app,
+        Request::delete(format!("/api/rooms/demo/{bob_id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.body);
+    let room = json_of(&s.app, "/api/rooms/demo").await;
+    assert_eq!(room["participants"].as_array().unwrap().len(), 1);
+    let left = send(
+        &s.app,
+        Request::delete(&ada_at).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(left.status, StatusCode::OK, "{}", left.body);
+    let rooms = json_of(&s.app, "/api/rooms").await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 0, "{rooms}");
+}
+
+/// Issue 11 (auth): with `rooms.jwt_secret` set, joining a room needs a JWT for the room that
+/// grants what the offer does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_tokens_name_the_room_and_grant_publish_and_subscribe() {
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+    let s = server_tuned(100, 100, false, BTreeMap::new(), |s| {
+        s.jwt_secret = Some(SECRET.into());
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |claims: serde_json::Value| jwt(SECRET, claims);
+    let join = |t: Option<&str>| {
+        bearer(
+            post("/rooms/call", "application/sdp", member_offer(false, 2, 1)),
+            t,
+        )
+    };
+    let a = send(&s.app, join(None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    for (t, status, reason) in [
+        (
+            token(
+                serde_json::json!({"room": "other", "publish": true, "subscribe": true, "exp": now + 600}),
+            ),
+            StatusCode::FORBIDDEN,
+            "another room",
+        ),
+        (
+            token(serde_json::json!({"room": "call", "subscribe": true, "exp": now + 600})),
+            StatusCode::FORBIDDEN,
+            "does not grant `publish`",
+        ),
+        (
+            token(serde_json::json!({"room": "call", "publish": true, "exp": now + 600})),
+            StatusCode::FORBIDDEN,
+            "does not grant `subscribe`",
+        ),
+        (
+            token(
+                serde_json::json!({"room": "call", "publish": true, "subscribe": true, "exp": now - 3600}),
+            ),
+            StatusCode::UNAUTHORIZED,
+            "expired",
+        ),
+    ] {
+        let a = send(&s.app, join(Some(&t))).await;
+        assert_eq!(a.status, status, "{reason}: {}", a.body);
+        assert!(a.body.contains(reason), "{reason}: {}", a.body);
+    }
+    let good = token(serde_json::json!({
+        "room": "call", "sub": "u-17", "name": "Grace", "publish": true, "subscribe": true, "exp": now + 600
+    }));
+    let a = send(&s.app, join(Some(&good))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let room = json_of(&s.app, "/api/rooms/call").await;
+    assert_eq!(room["participants"][0]["name"], "Grace");
+    // The session's DELETE needs the token too.
+    let at = a.header("location").unwrap().to_string();
+    let d = send(&s.app, Request::delete(&at).body(Body::empty()).unwrap()).await;
+    assert_eq!(d.status, StatusCode::UNAUTHORIZED, "{}", d.body);
+    let d = send(
+        &s.app,
+        bearer(
+            Request::delete(&at).body(Body::empty()).unwrap(),
+            Some(&good),
+        ),
+    )
+    .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+}
+
+/// Issue 11: a room bigger than its shard spreads; members on different shards see and hear
+/// each other (each shard knows every member and relays its members' streams to the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_bigger_than_its_shard_spreads_and_its_members_still_see_each_other() {
+    // Two shards of two seats each.
+    let s = server(2, BTreeMap::new());
+    let mut ids = Vec::new();
+    let mut locations = Vec::new();
+    for name in ["a", "b", "c"] {
+        let a = send(
+            &s.app,
+            post(
+                &format!("/rooms/big?name={name}"),
+                "application/sdp",
+                member_offer(false, 3, 2),
+            ),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        ids.push(a.header("x-ringcast-participant").unwrap().to_string());
+        locations.push(a.header("location").unwrap().to_string());
+    }
+    let stats = json_of(&s.app, "/api/stats").await;
+    let placed: Vec<u64> = stats["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["participants"].as_u64().unwrap())
+        .collect();
+    assert_eq!(placed, [2, 1], "{stats}");
+    let room = json_of(&s.app, "/api/rooms/big").await;
+    let members = room["participants"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{room}");
+    for m in members {
+        let me = m["id"].as_str().unwrap();
+        let mut video: Vec<&str> = m["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "video")
+            .filter_map(|s| s["participant"].as_str())
+            .collect();
+        video.sort();
+        let mut others: Vec<&str> = ids
+            .iter()
+            .map(String::as_str)
+            .filter(|i| *i != me)
+            .collect();
+        others.sort();
+        assert_eq!(video, others, "{m}");
+    }
+    // The one on the second shard leaves: the others' slots no longer show it.
+    let gone = &ids[2];
+    let d = send(
+        &s.app,
+        Request::delete(&locations[2]).body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let room = json_of(&s.app, "/api/rooms/big").await;
+    let members = room["participants"].as_array().unwrap();
+    assert_eq!(members.len(), 2, "{room}");
+    for m in members {
+        assert!(
+            !m.to_string()
+                .contains(&format!("\"participant\":\"{gone}\"")),
+            "{m}"
+        );
+    }
+    for at in &locations[..2] {
+        let d = send(&s.app, Request::delete(at).body(Body::empty()).unwrap()).await;
+        assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    }
+    let rooms = json_of(&s.app, "/api/rooms").await;
+    assert_eq!(rooms["rooms"].as_array().unwrap().len(), 0, "{rooms}");
+}
+
+/// Issue 11 (auth, per room): a room with its own secret needs a JWT signed with it, even when
+/// `jwt_secret` is empty; other rooms stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_its_own_secret_needs_its_token() {
+    const VIP: &str = "vip-secret-vip-secret-vip-secret-0";
+    let s = server_tuned(100, 100, false, BTreeMap::new(), |s| {
+        s.room_secrets = BTreeMap::from([("vip".to_string(), VIP.to_string())]);
+    });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims =
+        serde_json::json!({"room": "vip", "publish": true, "subscribe": true, "exp": now + 600});
+    let join = |room: &str, t: Option<&str>| {
+        bearer(
+            post(
+                &format!("/rooms/{room}"),
+                "application/sdp",
+                member_offer(false, 1, 1),
+            ),
+            t,
+        )
+    };
+    let a = send(&s.app, join("vip", None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    let other_key = jwt("some-other-secret-some-other-secret", claims.clone());
+    let a = send(&s.app, join("vip", Some(&other_key))).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    let a = send(&s.app, join("vip", Some(&jwt(VIP, claims)))).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let a = send(&s.app, join("lobby", None)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
 }

@@ -190,6 +190,9 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
             .collect(),
         admin_token: Some(config.http.admin_token.clone()).filter(|t| !t.is_empty()),
         jwt_secret: Some(config.rooms.jwt_secret.clone()).filter(|s| !s.is_empty()),
+        room_secrets: config.rooms.secrets.clone(),
+        max_slots: config.rooms.max_slots,
+        max_room_members: config.rooms.max_members,
     };
     let state = AppState::new(
         settings,

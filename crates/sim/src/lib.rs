@@ -207,6 +207,7 @@ impl Sim {
             limits: config.limits,
             replace_publisher: config.replace_publisher,
             admission: config.admission,
+            ..ControlConfig::default()
         });
         Sim {
             config,

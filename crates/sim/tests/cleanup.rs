@@ -52,8 +52,8 @@ fn assert_empty(sim: &mut Sim) {
     for shard in [ShardId(0), ShardId(1)] {
         assert_eq!(
             sim.shard(shard).map_sizes(),
-            [0; 6],
-            "shard {shard:?}: [participants, sessions, addrs, ufrags, streams, timers]"
+            [0; 7],
+            "shard {shard:?}: [participants, sessions, addrs, ufrags, streams, timers, rooms]"
         );
         let stats = sim.shard(shard).stats();
         assert_eq!(

@@ -55,7 +55,7 @@ fn sessions_that_never_connect_end_at_the_connect_timeout_with_or_without_candid
             "client {c:?}"
         );
     }
-    assert_eq!(sim.shard(ShardId(0)).map_sizes(), [0; 6]);
+    assert_eq!(sim.shard(ShardId(0)).map_sizes(), [0; 7]);
     assert_eq!(sim.control().load(), &[0]);
 }
 
@@ -153,8 +153,8 @@ fn a_farewell_tells_every_live_peer_and_empties_the_shards() {
     for s in [ShardId(0), ShardId(1)] {
         assert_eq!(
             sim.shard(s).map_sizes(),
-            [0; 6],
-            "shard {s:?}: [participants, sessions, addrs, ufrags, streams, timers]"
+            [0; 7],
+            "shard {s:?}: [participants, sessions, addrs, ufrags, streams, timers, rooms]"
         );
     }
     // Each session was reported closed, so the control plane let go of them too.

@@ -65,6 +65,7 @@
 
 pub mod admission;
 pub mod placement;
+mod rooms;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -77,6 +78,7 @@ use crate::shard::{Command, CommandError};
 
 pub use admission::{AdmissionLimits, ClientKey, Rate, Requester};
 pub use placement::Limits;
+pub use rooms::RoomView;
 
 use admission::Clients;
 
@@ -91,6 +93,8 @@ pub struct ControlConfig {
     pub replace_publisher: bool,
     /// Per-client and total limits on new sessions.
     pub admission: AdmissionLimits,
+    /// Most members of one room ([`Refusal::RoomFull`]).
+    pub max_room_members: u32,
 }
 
 impl Default for ControlConfig {
@@ -103,17 +107,20 @@ impl Default for ControlConfig {
             },
             replace_publisher: false,
             admission: AdmissionLimits::NONE,
+            max_room_members: 100,
         }
     }
 }
 
-/// Publisher (WHIP) or viewer (WHEP).
+/// Publisher (WHIP), viewer (WHEP) or room member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// Sends a stream.
     Publisher,
     /// Plays a stream.
     Viewer,
+    /// In a room: publishes its own media, receives others' in its slots.
+    Member,
 }
 
 /// Why a flow was refused. Each maps to one HTTP status.
@@ -146,6 +153,9 @@ pub enum Refusal {
     /// The stream has [`AdmissionLimits::viewers_per_stream`] viewers (503).
     #[error("stream {0} has its limit of {1} viewers")]
     StreamFull(String, u32),
+    /// The room has [`ControlConfig::max_room_members`] members, or its shard is full (503).
+    #[error("room {0} has its limit of {1} members")]
+    RoomFull(String, u32),
     /// No such session (404).
     #[error("no such session")]
     UnknownSession,
@@ -183,7 +193,8 @@ pub struct Admission {
     pub stream: StreamId,
     /// The shard it will live on: its candidates go in the answer.
     pub shard: ShardId,
-    /// For a viewer: what the publisher sends, which its peer must be built to receive.
+    /// For a viewer: what the publisher sends, which its peer must be built to receive. For a
+    /// room member: the room's codecs so far (`tracks`), which its peer must be built with.
     pub published: Option<Published>,
 }
 
@@ -198,6 +209,8 @@ pub enum Built {
     Publisher(Box<Peer>, Published),
     /// A viewer.
     Viewer(Box<Peer>),
+    /// A room member and what its offer holds.
+    Member(Box<Peer>, Box<crate::peer::Membership>),
 }
 
 impl Built {
@@ -257,6 +270,8 @@ pub struct SessionView<'a> {
     pub etag: &'a str,
     /// A viewer's video section, once its driver recorded it ([`Control::set_video`]).
     pub video: Option<&'a VideoSection>,
+    /// A room member's participant id.
+    pub member: Option<StreamId>,
 }
 
 /// Where a viewer's video is in its offer, for the WHEP layer extension, which names it by mid
@@ -302,6 +317,7 @@ pub struct Control {
     next_stream: u64,
     next_ticket: u64,
     commands: VecDeque<ShardCommand>,
+    rooms: HashMap<String, rooms::Room>,
 }
 
 #[derive(Debug)]
@@ -332,6 +348,8 @@ struct Session {
     /// ICE and DTLS done: no longer counted as unconnected.
     connected: bool,
     video: Option<VideoSection>,
+    /// A room member's own stream (its participant id).
+    member: Option<StreamId>,
 }
 
 #[derive(Debug)]
@@ -345,6 +363,8 @@ struct Pending {
     relay_to: u64,
     session: Option<SessionId>,
     from: Requester,
+    /// A room member: its own stream and its display name.
+    member: Option<(StreamId, String)>,
 }
 
 impl Control {
@@ -363,6 +383,7 @@ impl Control {
             next_stream: 1,
             next_ticket: 1,
             commands: VecDeque::new(),
+            rooms: HashMap::new(),
         }
     }
 
@@ -401,6 +422,7 @@ impl Control {
             shard: s.shard,
             etag: &s.etag,
             video: s.video.as_ref(),
+            member: s.member,
         })
     }
 
@@ -442,6 +464,18 @@ impl Control {
         from: Requester,
         now: Instant,
     ) -> Result<Admission, Refusal> {
+        self.check_admission(from, now)?;
+        let admission = match role {
+            Role::Publisher => self.admit_publisher(stream, from),
+            Role::Viewer => self.admit_viewer(stream, from),
+            Role::Member => self.admit_to_room(stream, None, from),
+        }?;
+        self.admitted(from, now);
+        Ok(admission)
+    }
+
+    /// The limits every join is checked against first ([`Control::admit`]).
+    fn check_admission(&mut self, from: Requester, now: Instant) -> Result<(), Refusal> {
         let limits = self.config.admission;
         self.clients.check(from.client, &limits, now)?;
         let open = if from.token {
@@ -452,13 +486,13 @@ impl Control {
         if self.unconnected >= open {
             return Err(Refusal::Pending);
         }
-        let admission = match role {
-            Role::Publisher => self.admit_publisher(stream, from),
-            Role::Viewer => self.admit_viewer(stream, from),
-        }?;
-        self.clients.take(from.client, &limits, now);
+        Ok(())
+    }
+
+    /// A join was admitted: it counts against its client and as unconnected.
+    fn admitted(&mut self, from: Requester, now: Instant) {
+        self.clients.take(from.client, &self.config.admission, now);
         self.unconnected += 1;
-        Ok(admission)
     }
 
     /// Step 2 of a join: the peer is built; here is the command that adds it to its shard.
@@ -480,6 +514,15 @@ impl Control {
         };
         p.session = Some(session);
         let shard = p.shard;
+        let built = match built {
+            Built::Member(peer, membership) => {
+                return self.place_member(ticket, session, peer, membership);
+            }
+            other => other,
+        };
+        let Some(p) = self.pending.get_mut(&ticket) else {
+            return Err(Refusal::UnknownSession);
+        };
         let stream = self
             .streams
             .get(&p.stream)
@@ -504,6 +547,7 @@ impl Control {
                 published: Box::new(p.published.clone().unwrap_or_default()),
                 publisher_shard: stream.publisher.map(|(_, s)| s),
             },
+            Built::Member(..) => unreachable!("members are placed by place_member"),
         };
         Ok((
             Placing {
@@ -534,6 +578,7 @@ impl Control {
         match p.role {
             Role::Publisher => Ok(self.publisher_placed(p, session, etag)),
             Role::Viewer => self.viewer_placed(p, session, etag),
+            Role::Member => Ok(self.member_placed(p, session, etag)),
         }
     }
 
@@ -702,6 +747,7 @@ impl Control {
                 relay_to: 0,
                 session: None,
                 from,
+                member: None,
             },
         );
         Admission {
@@ -724,6 +770,10 @@ impl Control {
         self.unload(p.shard);
         self.clients.release(p.from.client, &self.config.admission);
         self.unconnected = self.unconnected.saturating_sub(1);
+        if p.role == Role::Member {
+            self.member_gone(&p.stream, p.member.as_ref().map(|(id, _)| *id));
+            return;
+        }
         if let Some(stream) = self.streams.get_mut(&p.stream) {
             match p.role {
                 Role::Publisher => stream.publisher_pending = false,
@@ -731,6 +781,7 @@ impl Control {
                     let s = &mut stream.shards[usize::from(p.shard.0)];
                     s.pending = s.pending.saturating_sub(1);
                 }
+                Role::Member => {}
             }
         }
         self.drop_if_unused(&p.stream);
@@ -774,6 +825,7 @@ impl Control {
                 from: p.from,
                 connected: false,
                 video: None,
+                member: None,
             },
         );
         // A replaced publisher on its own shard was swapped out by that shard (which reports
@@ -829,6 +881,7 @@ impl Control {
                 from: p.from,
                 connected: false,
                 video: None,
+                member: None,
             },
         );
         // The publisher changed codec while this viewer was built for the old one.
@@ -870,6 +923,10 @@ impl Control {
         if !rec.connected {
             self.unconnected = self.unconnected.saturating_sub(1);
         }
+        if rec.role == Role::Member {
+            self.member_gone(&rec.stream, rec.member);
+            return;
+        }
         let Some(stream) = self.streams.get_mut(&rec.stream) else {
             return;
         };
@@ -900,6 +957,7 @@ impl Control {
                     }
                 }
             }
+            Role::Member => {}
         }
         self.drop_if_unused(&rec.stream);
     }

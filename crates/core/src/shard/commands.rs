@@ -8,11 +8,12 @@ use std::time::Instant;
 
 use str0m::IceCreds;
 
-use super::routing::SubTrack;
+use super::rooms::{NewMember, RoomInfo, RoomMember};
+use super::routing::{SubRef, SubTrack};
 use super::{Output, Participant, Role, Shard, ShardEvent, ShardStats};
-use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
+use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
 use crate::layers::LayerInfo;
-use crate::peer::{Peer, PeerEvent, Published};
+use crate::peer::{Membership, Peer, PeerEvent, Published};
 use crate::rewrite::Rewriter;
 
 /// Control-plane commands.
@@ -43,6 +44,44 @@ pub enum Command {
         published: Box<Published>,
         /// Where the publisher is (for keyframe requests).
         publisher_shard: Option<ShardId>,
+    },
+    /// Place a room member: it publishes its stream and receives in its slots.
+    AddMember {
+        /// Its session.
+        session: SessionId,
+        /// The room.
+        room: RoomId,
+        /// The room's name (for its messages).
+        room_name: String,
+        /// The member as the room knows it.
+        member: RoomMember,
+        /// The connection, built from its offer.
+        peer: Box<Peer>,
+        /// What its offer publishes and receives.
+        membership: Box<Membership>,
+        /// The room's members on other shards.
+        others: Vec<RoomMember>,
+        /// The shards hosting the room, this one included (bit per shard).
+        shards: u64,
+    },
+    /// A member of a room on another shard joined (`present`) or left; `shards` hosts the room
+    /// now. A shard hosting none of the room's members ignores a member it does not know.
+    RoomMember {
+        /// The room.
+        room: RoomId,
+        /// The room's name.
+        room_name: String,
+        /// The member.
+        member: RoomMember,
+        /// In the room, or gone.
+        present: bool,
+        /// The shards hosting the room (bit per shard).
+        shards: u64,
+    },
+    /// Report a room's members and their slots. Answered by [`Reply::Room`].
+    RoomInfo {
+        /// The room.
+        room: RoomId,
     },
     /// Remove a session and free everything it holds.
     Remove {
@@ -99,6 +138,8 @@ pub enum Reply {
     Stats(Box<ShardStats>),
     /// A stream's video layers, best first (empty: no video publisher here).
     Layers(Vec<LayerInfo>),
+    /// A room (`None`: no member of it here).
+    Room(Option<Box<RoomInfo>>),
     /// Every participant was told goodbye and removed.
     Farewell {
         /// How many there were.
@@ -140,7 +181,7 @@ impl Shard {
                     // The control plane allows one publisher per stream; a replaced one goes,
                     // and the control plane hears of it like of any other end.
                     let session = self.participants[old].session;
-                    self.remove_from_stream(old);
+                    self.remove_from_stream(old, now);
                     self.remove(old, now);
                     self.out
                         .push_back(Output::Event(ShardEvent::SessionClosed { session }));
@@ -171,24 +212,28 @@ impl Shard {
                 let mut tracks: [Option<SubTrack>; 2] = [None, None];
                 for kind in TrackKind::ALL {
                     if let Some(t) = &published.tracks[kind.index()]
-                        && peer.receives(kind)
+                        && let Some(section) = peer.section_for(kind)
                     {
-                        let seed =
-                            session.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (kind.index() * 16);
-                        let rewriter = Rewriter::new(
-                            t.params.spec().clock_rate.get(),
-                            (seed as u16) & 0x7fff,
-                            (seed >> 32) as u32,
-                        );
-                        tracks[kind.index()] = Some(SubTrack::new(kind, rewriter));
+                        let rewriter = seeded_rewriter(session, kind.index(), t);
+                        tracks[kind.index()] =
+                            Some(SubTrack::new(kind, section, Some(stream), rewriter));
                     }
                 }
-                let video = tracks[TrackKind::Video.index()].is_some();
+                let kinds = tracks.each_ref().map(Option::is_some);
                 let key = self.insert(now, session, *peer, Role::Subscriber { stream, tracks })?;
                 let entry = self.streams.entry(stream).or_default();
-                entry.subscribers.push(key);
-                if video {
-                    entry.video[0].on.push(key);
+                for kind in TrackKind::ALL {
+                    if !kinds[kind.index()] {
+                        continue;
+                    }
+                    let sub = SubRef {
+                        key,
+                        track: kind.index() as u8,
+                    };
+                    match kind {
+                        TrackKind::Audio => entry.audio.push(sub),
+                        TrackKind::Video => entry.video[0].on.push(sub),
+                    }
                 }
                 if entry.origin.is_none() {
                     entry.origin = publisher_shard;
@@ -211,6 +256,40 @@ impl Shard {
                 self.enqueue(key);
                 Ok(Reply::Done)
             }
+            Command::AddMember {
+                session,
+                room,
+                room_name,
+                member,
+                peer,
+                membership,
+                others,
+                shards,
+            } => {
+                let new = NewMember {
+                    session,
+                    room,
+                    room_name,
+                    me: member,
+                    membership: *membership,
+                    others,
+                    shards,
+                };
+                let key = self.add_member(now, new, *peer)?;
+                self.enqueue(key);
+                Ok(Reply::Done)
+            }
+            Command::RoomMember {
+                room,
+                room_name,
+                member,
+                present,
+                shards,
+            } => {
+                self.room_member(now, room, room_name, member, present, shards);
+                Ok(Reply::Done)
+            }
+            Command::RoomInfo { room } => Ok(Reply::Room(self.room_info(room).map(Box::new))),
             Command::Remove { session } => {
                 let key = *self
                     .sessions
@@ -332,7 +411,7 @@ impl Shard {
     }
 
     /// Place a participant: indexed by session and ufrag, its connect deadline set.
-    fn insert(
+    pub(super) fn insert(
         &mut self,
         now: Instant,
         session: SessionId,
@@ -361,34 +440,86 @@ impl Shard {
         Ok(key)
     }
 
-    /// Take a participant out of its stream's lists.
-    pub(super) fn remove_from_stream(&mut self, key: usize) {
+    /// Take a participant out of its stream's lists (a room member out of its room first).
+    pub(super) fn remove_from_stream(&mut self, key: usize, now: Instant) {
         let Some(p) = self.participants.get(key) else {
             return;
         };
-        let (stream, publisher) = match p.role {
-            Role::Publisher { stream } => (stream, true),
-            Role::Subscriber { stream, .. } => (stream, false),
+        let stream = match &p.role {
+            Role::Publisher { stream } => *stream,
+            Role::Subscriber { .. } => {
+                self.unlist_all(key);
+                return;
+            }
+            Role::Member(m) => {
+                let stream = m.stream;
+                self.leave_room(now, key);
+                self.unlist_all(key);
+                stream
+            }
         };
         let Some(entry) = self.streams.get_mut(&stream) else {
             return;
         };
-        if let Role::Subscriber { tracks, .. } = &p.role
-            && let Some(track) = &tracks[TrackKind::Video.index()]
-        {
-            entry.unlist_video(key, track);
-        }
-        if publisher {
-            if entry.publisher == Some(key) {
-                entry.publisher = None;
-                // The next publisher, wherever it lands, is told where viewers are.
-                entry.relay_to = 0;
-            }
-        } else if let Some(i) = entry.subscribers.iter().position(|&k| k == key) {
-            entry.subscribers.swap_remove(i);
+        if entry.publisher == Some(key) {
+            entry.publisher = None;
+            // The next publisher, wherever it lands, is told where viewers are.
+            entry.relay_to = 0;
         }
         if entry.is_unused() {
             self.streams.remove(&stream);
+        }
+    }
+
+    /// Take every subscribing track of participant `key` off the lists it is on.
+    pub(super) fn unlist_all(&mut self, key: usize) {
+        let count = match self.participants.get(key).map(|p| &p.role) {
+            Some(Role::Subscriber { tracks, .. }) => tracks.len(),
+            Some(Role::Member(m)) => m.slots.len(),
+            _ => 0,
+        };
+        for track in 0..count {
+            self.unlist(SubRef {
+                key,
+                track: track as u8,
+            });
+        }
+    }
+
+    /// Take one subscribing track off the lists of the stream it shows and of the one it moves
+    /// to; a stream left unused goes.
+    pub(super) fn unlist(&mut self, sub: SubRef) {
+        let Some(track) = self
+            .participants
+            .get_mut(sub.key)
+            .and_then(|p| super::routing::sub_track(&mut p.role, sub.track))
+        else {
+            return;
+        };
+        let (stream, next) = (track.stream.take(), track.next.take());
+        let (layer, target) = (track.layer, track.target.take());
+        track.replay = None;
+        for (s, current) in [(stream, true), (next, false)] {
+            let Some(s) = s else { continue };
+            let Some(entry) = self.streams.get_mut(&s) else {
+                continue;
+            };
+            match track.kind {
+                TrackKind::Audio => super::routing::unlist(&mut entry.audio, sub),
+                TrackKind::Video => {
+                    if current {
+                        super::routing::unlist(&mut entry.video[usize::from(layer)].on, sub);
+                    }
+                    // Switching within its stream (a viewer's layer) or to another (a slot's
+                    // source): listed as switching on the target layer of one of them.
+                    if let Some(t) = target {
+                        super::routing::unlist(&mut entry.video[usize::from(t)].switching, sub);
+                    }
+                }
+            }
+            if entry.is_unused() {
+                self.streams.remove(&s);
+            }
         }
     }
 
@@ -397,7 +528,7 @@ impl Shard {
         if !self.participants.contains(key) {
             return;
         }
-        self.remove_from_stream(key);
+        self.remove_from_stream(key, now);
         let mut p = self.participants.remove(key);
         p.peer.close();
         // Flush the close_notify; nothing else of it matters now.
@@ -412,7 +543,6 @@ impl Shard {
                 _ => {}
             }
         }
-        let _ = now;
         self.sessions.remove(&p.session);
         self.by_ufrag.remove(p.peer.ufrag());
         for a in &p.addrs {
@@ -425,4 +555,19 @@ impl Shard {
             self.unschedule(key, p.session);
         }
     }
+}
+
+/// A subscriber track's rewriter, its first sequence number and timestamp drawn from its
+/// session and track index (RFC 3550 wants them random; a session id is).
+pub(super) fn seeded_rewriter(
+    session: SessionId,
+    track: usize,
+    codec: &crate::peer::TrackCodec,
+) -> Rewriter {
+    let seed = session.0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> ((track % 4) * 16);
+    Rewriter::new(
+        codec.params.spec().clock_rate.get(),
+        (seed as u16) & 0x7fff,
+        (seed >> 32) as u32,
+    )
 }

@@ -136,6 +136,24 @@ impl StreamLayers {
         out
     }
 
+    /// The best usable layer at most `max_height` tall; else the smallest usable one; else the
+    /// smallest announced (0 without simulcast).
+    pub(super) fn best_within(&self, max_height: u32, now: Instant) -> u8 {
+        let usable = |i: u8| {
+            let l = &self.layers[usize::from(i)];
+            l.keyframes && self.is_active(i, now)
+        };
+        let fits = self.order.iter().copied().find(|&i| {
+            usable(i)
+                && self.layers[usize::from(i)]
+                    .resolution
+                    .is_some_and(|(_, h)| h <= max_height)
+        });
+        fits.or_else(|| self.order.iter().rev().copied().find(|&i| usable(i)))
+            .or_else(|| self.order.last().copied())
+            .unwrap_or(0)
+    }
+
     /// Layer indexes, best first.
     #[cfg(test)]
     pub(super) fn order(&self) -> &[u8] {

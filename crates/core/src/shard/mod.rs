@@ -38,21 +38,24 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::ids::{SessionId, ShardId, StreamId, TrackKind};
+use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
 use crate::peer::{Peer, PeerEvent};
 
 mod commands;
 mod demux;
 mod layers;
 mod replay;
+mod rooms;
 mod routing;
 mod timers;
 
 pub use crate::stats::ShardStats;
 pub use commands::{Command, CommandError, Reply};
+pub use rooms::{MemberInfo, RoomInfo, RoomMember, SlotInfo};
 pub use routing::Relay;
 
-use routing::{StreamEntry, SubTrack};
+use rooms::{Member, RoomEntry};
+use routing::{StreamEntry, SubRef, SubTrack};
 use timers::Deadline;
 
 /// Most times one poll of a peer feeds it the current time again because its next deadline
@@ -187,6 +190,10 @@ pub struct Shard {
     /// Participants whose peer is polled before the current input is done (see the module
     /// docs); empty between inputs.
     ready: VecDeque<usize>,
+    /// Room slots that moved to another source during one fan-out, to take off the old
+    /// source's list after it (kept to reuse its allocation).
+    moved: Vec<(SubRef, StreamId, u8)>,
+    rooms: HashMap<RoomId, RoomEntry>,
     stats: ShardStats,
 }
 
@@ -225,6 +232,8 @@ enum Role {
         stream: StreamId,
         tracks: [Option<SubTrack>; 2],
     },
+    /// A room member: publishes `Member::stream`, receives in its slots.
+    Member(Member),
 }
 
 impl Participant {
@@ -262,6 +271,8 @@ impl Shard {
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             ready: VecDeque::new(),
+            moved: Vec::new(),
+            rooms: HashMap::new(),
             stats: ShardStats::default(),
         }
     }
@@ -280,6 +291,7 @@ impl Shard {
             .iter()
             .filter(|(_, p)| matches!(p.role, Role::Publisher { .. }))
             .count() as u64;
+        s.rooms = self.rooms.len() as u64;
         s.streams = self.streams.len() as u64;
         s.gop_cache_bytes = self
             .streams
@@ -291,8 +303,8 @@ impl Shard {
     }
 
     /// Sizes of every map the shard keeps (participants, sessions, addresses, ufrags, streams,
-    /// timers): all zero once everyone has left and the timers ran.
-    pub fn map_sizes(&self) -> [usize; 6] {
+    /// timers, rooms): all zero once everyone has left and the timers ran.
+    pub fn map_sizes(&self) -> [usize; 7] {
         [
             self.participants.len(),
             self.sessions.len(),
@@ -300,6 +312,7 @@ impl Shard {
             self.by_ufrag.len(),
             self.streams.len(),
             self.timers.len(),
+            self.rooms.len(),
         ]
     }
 
@@ -371,15 +384,22 @@ impl Shard {
                     contents,
                 } => self.transmit(destination, source, contents),
                 PeerEvent::Rtp(packet) => {
-                    if let Role::Publisher { stream } = p.role {
-                        let epoch = p.session.0;
-                        self.publish(now, stream, epoch, packet);
+                    let stream = match &p.role {
+                        Role::Publisher { stream } => *stream,
+                        Role::Member(m) => m.stream,
+                        Role::Subscriber { .. } => continue,
+                    };
+                    let epoch = p.session.0;
+                    self.publish(now, stream, epoch, packet);
+                }
+                PeerEvent::KeyframeRequest { kind, section } => {
+                    if kind == TrackKind::Video {
+                        self.viewer_wants_keyframe(now, key, Some(section));
                     }
                 }
-                PeerEvent::KeyframeRequest(kind) => {
-                    if kind == TrackKind::Video {
-                        self.viewer_wants_keyframe(now, key);
-                    }
+                PeerEvent::ChannelOpen => self.member_channel_open(now, key),
+                PeerEvent::ChannelMessage { binary, data } => {
+                    self.member_message(now, key, binary, &data);
                 }
                 PeerEvent::Estimate(bps) => {
                     if let Some(track) = routing::video_track(p) {
@@ -391,6 +411,7 @@ impl Shard {
                     p.connect_by = None;
                     let session = p.session;
                     let viewer = routing::video_track(p).is_some();
+                    let member = matches!(p.role, Role::Member(_));
                     self.out
                         .push_back(Output::Event(ShardEvent::SessionConnected { session }));
                     // A viewer gets media from now on: its layer is chosen with what is known
@@ -399,8 +420,11 @@ impl Shard {
                     if viewer {
                         self.choose_layer(now, key);
                         if !self.start_cached(key, now) {
-                            self.viewer_wants_keyframe(now, key);
+                            self.viewer_wants_keyframe(now, key, None);
                         }
+                    }
+                    if member {
+                        self.member_connected(now, key);
                     }
                 }
                 PeerEvent::Disconnected => {
@@ -510,7 +534,7 @@ mod tests {
         // The new peer was polled within the command's input: its deadline is in the heap.
         let deadline = deadline.expect("the placed peer's deadline");
         assert!(deadline <= start + connect_timeout);
-        assert_eq!(shard.map_sizes(), [1, 1, 0, 1, 1, 1]);
+        assert_eq!(shard.map_sizes(), [1, 1, 0, 1, 1, 1, 0]);
 
         // Timeouts poll it again each time; once its connect deadline passed it is given up.
         let mut next = Some(deadline);
@@ -526,6 +550,6 @@ mod tests {
             next = deadline;
         }
         assert_eq!(closed, [(SessionId(1), start + connect_timeout)]);
-        assert_eq!(shard.map_sizes(), [0; 6], "everything freed, no timer left");
+        assert_eq!(shard.map_sizes(), [0; 7], "everything freed, no timer left");
     }
 }

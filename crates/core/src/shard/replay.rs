@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::routing::video_track;
+use super::routing::{SubRef, SubTrack, sub_track, video_track, viewer_video};
 use super::{Output, Relay, Role, Shard};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::peer::RtpIn;
@@ -51,29 +51,40 @@ impl Shard {
     /// Start viewer `key` (just connected, waiting for its first keyframe) from its layer's
     /// cache. False when there is nothing cached to start from.
     pub(super) fn start_cached(&mut self, key: usize, now: Instant) -> bool {
-        let Some(track) = self.participants.get_mut(key).and_then(video_track) else {
+        let Some(p) = self.participants.get_mut(key) else {
+            return false;
+        };
+        let Role::Subscriber { stream, .. } = p.role else {
+            return false;
+        };
+        let Some(track) = video_track(p) else {
             return false;
         };
         if track.replay.is_some() || track.rewriter.has_started() {
             return false;
         }
         let layer = track.layer;
-        self.start_replay(key, layer, now)
+        self.start_replay(viewer_video(key), stream, layer, now)
     }
 
-    /// Start viewer `key` on video layer `layer` from that layer's cache. False (and nothing
-    /// changed) when the cache holds nothing a decoder can start from.
-    pub(super) fn start_replay(&mut self, key: usize, layer: u8, now: Instant) -> bool {
-        let Some(p) = self.participants.get_mut(key) else {
-            return false;
-        };
-        if !p.peer.is_connected() {
+    /// Start a subscribing video track (a viewer's, a room slot) on `stream`'s layer `layer`
+    /// from that layer's cache. False (and nothing changed) when the cache holds nothing a
+    /// decoder can start from.
+    pub(super) fn start_replay(
+        &mut self,
+        sub: SubRef,
+        stream: StreamId,
+        layer: u8,
+        now: Instant,
+    ) -> bool {
+        if !self
+            .participants
+            .get(sub.key)
+            .is_some_and(|p| p.peer.is_connected())
+        {
             return false;
         }
-        let Role::Subscriber { stream, .. } = p.role else {
-            return false;
-        };
-        let Some(entry) = self.streams.get_mut(&stream) else {
+        let Some(entry) = self.streams.get(&stream) else {
             return false;
         };
         let Some(gop) = entry.gops.get(usize::from(layer)).and_then(Option::as_ref) else {
@@ -86,16 +97,24 @@ impl Shard {
         let bytes = queue.iter().map(|p| p.payload.len()).sum();
         let max_bytes = 2 * self.config.gop_cache_bytes;
         let epoch = entry.gop_epoch;
-        let Some(track) = video_track(p) else {
-            return false;
-        };
-        if track.rewriter.has_started() {
+        let started = self
+            .participants
+            .get_mut(sub.key)
+            .and_then(|p| sub_track(&mut p.role, sub.track))
+            .is_some_and(|t| t.rewriter.has_started());
+        if started {
             self.stats.layer_switches += 1;
         }
-        entry.unlist_video(key, track);
-        entry.video[usize::from(layer)].on.push(key);
+        self.unlist(sub);
+        let Some(track) = self
+            .participants
+            .get_mut(sub.key)
+            .and_then(|p| sub_track(&mut p.role, sub.track))
+        else {
+            return false;
+        };
+        track.stream = Some(stream);
         track.layer = layer;
-        track.target = None;
         track.waiting_keyframe = false;
         track.replay = Some(Box::new(Replay {
             queue,
@@ -104,8 +123,11 @@ impl Shard {
             max_bytes,
             next_at: now,
         }));
+        if let Some(entry) = self.streams.get_mut(&stream) {
+            entry.video[usize::from(layer)].on.push(sub);
+        }
         self.stats.gop_replays += 1;
-        self.replay_step(key, now);
+        self.replay_step(sub.key, now);
         true
     }
 
@@ -131,8 +153,8 @@ impl Shard {
         }
     }
 
-    /// Send the frames of viewer `key`'s replay that are due; when its queue is empty it is
-    /// fed live from now on.
+    /// Send the frames of participant `key`'s replays that are due (a viewer has one at most,
+    /// a room member one per slot); a track whose queue is empty is fed live from now on.
     pub(super) fn replay_step(&mut self, key: usize, now: Instant) {
         let Shard {
             participants,
@@ -143,66 +165,81 @@ impl Shard {
         let Some(p) = participants.get_mut(key) else {
             return;
         };
-        let Role::Subscriber { tracks, .. } = &mut p.role else {
-            return;
+        let tracks: &mut [SubTrack] = match &mut p.role {
+            Role::Subscriber { tracks, .. } => match tracks[TrackKind::Video.index()].as_mut() {
+                Some(t) => std::slice::from_mut(t),
+                None => &mut [],
+            },
+            Role::Member(m) => &mut m.slots,
+            Role::Publisher { .. } => &mut [],
         };
-        let Some(track) = tracks[TrackKind::Video.index()].as_mut() else {
-            return;
-        };
-        let Some(replay) = track.replay.as_mut() else {
-            p.replay_at = None;
-            return;
-        };
-        let clock = track.rewriter.clock_rate().max(1);
-        while replay.next_at <= now {
-            let Some(ts) = replay.queue.front().map(|f| f.ts) else {
-                break;
-            };
-            while replay.queue.front().is_some_and(|f| f.ts == ts) {
-                let Some(packet) = replay.queue.pop_front() else {
-                    break;
-                };
-                replay.bytes -= packet.payload.len();
-                let source = Source {
-                    epoch: replay.epoch,
-                    ssrc: packet.ssrc,
-                };
-                let Some((seq, out_ts)) = track
-                    .rewriter
-                    .rewrite_retimed(source, packet.seq, packet.ts, now)
-                else {
-                    continue;
-                };
-                if p.peer.write_rtp(
-                    TrackKind::Video,
-                    seq,
-                    out_ts,
-                    packet.marker,
-                    packet.payload,
-                    packet.ext,
-                    now,
-                ) {
-                    stats.rtp_forwarded += 1;
-                }
+        let mut next = None;
+        for track in tracks {
+            if let Some(at) = replay_track(track, &mut p.peer, stats, now) {
+                next = Some(next.map_or(at, |n: Instant| n.min(at)));
             }
-            let Some(next) = replay.queue.front() else {
+        }
+        p.replay_at = next;
+        p.mark_ready(key, ready);
+    }
+}
+
+/// Send what is due of one track's replay; when its next frame is due, if any is left.
+fn replay_track(
+    track: &mut SubTrack,
+    peer: &mut crate::peer::Peer,
+    stats: &mut crate::stats::ShardStats,
+    now: Instant,
+) -> Option<Instant> {
+    let replay = track.replay.as_mut()?;
+    let clock = track.rewriter.clock_rate().max(1);
+    while replay.next_at <= now {
+        let Some(ts) = replay.queue.front().map(|f| f.ts) else {
+            break;
+        };
+        while replay.queue.front().is_some_and(|f| f.ts == ts) {
+            let Some(packet) = replay.queue.pop_front() else {
                 break;
             };
-            let ticks = u64::from(next.ts.wrapping_sub(ts));
-            let gap = Duration::from_micros(ticks * 1_000_000 / u64::from(clock));
-            let gap = if ticks > u64::from(u32::MAX / 2) {
-                Duration::ZERO
-            } else {
-                (gap / SPEEDUP).min(MAX_FRAME_GAP)
+            replay.bytes -= packet.payload.len();
+            let source = Source {
+                epoch: replay.epoch,
+                ssrc: packet.ssrc,
             };
-            replay.next_at = now + gap;
+            let Some((seq, out_ts)) = track
+                .rewriter
+                .rewrite_retimed(source, packet.seq, packet.ts, now)
+            else {
+                continue;
+            };
+            if peer.write_rtp(
+                track.section,
+                seq,
+                out_ts,
+                packet.marker,
+                packet.payload,
+                packet.ext,
+                now,
+            ) {
+                stats.rtp_forwarded += 1;
+            }
         }
-        if replay.queue.is_empty() {
-            track.replay = None;
-            p.replay_at = None;
+        let Some(next) = replay.queue.front() else {
+            break;
+        };
+        let ticks = u64::from(next.ts.wrapping_sub(ts));
+        let gap = Duration::from_micros(ticks * 1_000_000 / u64::from(clock));
+        let gap = if ticks > u64::from(u32::MAX / 2) {
+            Duration::ZERO
         } else {
-            p.replay_at = Some(replay.next_at);
-        }
-        p.mark_ready(key, ready);
+            (gap / SPEEDUP).min(MAX_FRAME_GAP)
+        };
+        replay.next_at = now + gap;
+    }
+    if replay.queue.is_empty() {
+        track.replay = None;
+        None
+    } else {
+        Some(replay.next_at)
     }
 }

@@ -11,13 +11,14 @@
 //! change restarts, on a keyframe; keyframe requests to one publisher layer are merged into at
 //! most one per interval, and one asked for inside the interval goes when it ends.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::layers::StreamLayers;
 use super::replay::Replay;
 use super::{Output, Participant, Role, Shard};
 use crate::gop::{GopCache, GopLimits};
-use crate::ids::{ShardId, StreamId, TrackKind};
+use crate::ids::{RoomId, ShardId, StreamId, TrackKind};
 use crate::keyframe::{resolution, starts_keyframe};
 use crate::layers::{LayerChoice, MAX_LAYERS};
 use crate::peer::RtpIn;
@@ -48,10 +49,38 @@ pub enum Relay {
         /// Which simulcast layer (0 without simulcast).
         layer: u8,
     },
+    /// A room member's app message for members on the receiving shard.
+    RoomMessage {
+        /// The room.
+        room: RoomId,
+        /// The sender (not sent to).
+        from: Option<StreamId>,
+        /// The one member it is for (`None`: all but the sender).
+        to: Option<StreamId>,
+        /// The `message` as the members get it.
+        json: Arc<str>,
+    },
+}
+
+/// One subscribing track of a participant, as the stream lists name it: a WHEP viewer's track
+/// (`track` is its kind's index) or a room member's slot (`track` is the slot's index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SubRef {
+    pub(super) key: usize,
+    pub(super) track: u8,
 }
 
 /// A subscriber's track: what it is sent, renumbered into its own stream.
 pub(super) struct SubTrack {
+    /// Audio or video.
+    pub(super) kind: TrackKind,
+    /// The peer's section it is sent on.
+    pub(super) section: usize,
+    /// The stream it shows (a viewer's one stream; a room slot's current source, if any).
+    pub(super) stream: Option<StreamId>,
+    /// A room slot's next source, which it moves to on that stream's next keyframe (listed as
+    /// switching there meanwhile).
+    pub(super) next: Option<StreamId>,
     pub(super) rewriter: Rewriter,
     pub(super) waiting_keyframe: bool,
     /// Video: the layer it is sent now.
@@ -73,8 +102,17 @@ pub(super) struct SubTrack {
 }
 
 impl SubTrack {
-    pub(super) fn new(kind: TrackKind, rewriter: Rewriter) -> Self {
+    pub(super) fn new(
+        kind: TrackKind,
+        section: usize,
+        stream: Option<StreamId>,
+        rewriter: Rewriter,
+    ) -> Self {
         SubTrack {
+            kind,
+            section,
+            stream,
+            next: None,
             rewriter,
             waiting_keyframe: kind == TrackKind::Video,
             layer: 0,
@@ -92,9 +130,10 @@ impl SubTrack {
 #[derive(Default)]
 pub(super) struct LayerViewers {
     /// Viewers sent this layer now.
-    pub(super) on: Vec<usize>,
-    /// Viewers moving to this layer on its next keyframe (listed in `on` of another meanwhile).
-    pub(super) switching: Vec<usize>,
+    pub(super) on: Vec<SubRef>,
+    /// Viewers moving to this layer on its next keyframe (listed in `on` of another layer, or
+    /// of another stream, meanwhile).
+    pub(super) switching: Vec<SubRef>,
 }
 
 /// A stream's routing state on this shard.
@@ -104,8 +143,8 @@ pub(super) struct StreamEntry {
     /// The current publisher's session id; relayed packets carry it.
     pub(super) epoch: u64,
     pub(super) origin: Option<ShardId>,
-    /// Every local subscriber (audio goes to all of them).
-    pub(super) subscribers: Vec<usize>,
+    /// Local audio subscribers.
+    pub(super) audio: Vec<SubRef>,
     /// Local video subscribers by layer.
     pub(super) video: [LayerViewers; MAX_LAYERS],
     pub(super) relay_to: u64,
@@ -119,11 +158,29 @@ pub(super) struct StreamEntry {
     pub(super) gops: [Option<GopCache>; MAX_LAYERS],
     /// The publisher session the cached packets are from.
     pub(super) gop_epoch: u64,
+    /// The room whose member publishes it (its audio levels rank the room's speakers; the
+    /// entry stays while the member is in the room).
+    pub(super) room: Option<RoomId>,
 }
 
 impl StreamEntry {
     pub(super) fn is_unused(&self) -> bool {
-        self.publisher.is_none() && self.subscribers.is_empty() && self.relay_to == 0
+        self.publisher.is_none()
+            && self.room.is_none()
+            && self.relay_to == 0
+            && self.audio.is_empty()
+            && self
+                .video
+                .iter()
+                .all(|l| l.on.is_empty() && l.switching.is_empty())
+    }
+
+    /// The room and RFC 6464 level of a room member's audio packet.
+    fn speaker_level(&self, packet: &RtpIn) -> Option<(RoomId, i8)> {
+        match (self.room, packet.kind) {
+            (Some(room), TrackKind::Audio) => packet.ext.audio_level.map(|l| (room, l)),
+            _ => None,
+        }
     }
 
     /// Does `packet` start a keyframe of the stream's video? (Read once per packet and shard.)
@@ -133,17 +190,18 @@ impl StreamEntry {
                 .is_some_and(|c| starts_keyframe(c, &packet.payload))
     }
 
-    /// Take a video subscriber off its layer lists.
-    pub(super) fn unlist_video(&mut self, key: usize, track: &SubTrack) {
-        unlist(&mut self.video[usize::from(track.layer)].on, key);
+    /// Take a viewer's video track off this stream's layer lists (a room slot is listed as
+    /// switching on the stream it moves to; see [`Shard::unlist`]).
+    pub(super) fn unlist_video(&mut self, sub: SubRef, track: &SubTrack) {
+        unlist(&mut self.video[usize::from(track.layer)].on, sub);
         if let Some(t) = track.target {
-            unlist(&mut self.video[usize::from(t)].switching, key);
+            unlist(&mut self.video[usize::from(t)].switching, sub);
         }
     }
 }
 
-fn unlist(list: &mut Vec<usize>, key: usize) {
-    if let Some(i) = list.iter().position(|&k| k == key) {
+pub(super) fn unlist(list: &mut Vec<SubRef>, sub: SubRef) {
+    if let Some(i) = list.iter().position(|&k| k == sub) {
         list.swap_remove(i);
     }
 }
@@ -176,11 +234,28 @@ impl KeyframeThrottle {
     }
 }
 
-/// The video track of a subscriber participant.
+/// The video track of a viewer (WHEP) participant.
 pub(super) fn video_track(p: &mut Participant) -> Option<&mut SubTrack> {
     match &mut p.role {
         Role::Subscriber { tracks, .. } => tracks[TrackKind::Video.index()].as_mut(),
+        Role::Publisher { .. } | Role::Member(_) => None,
+    }
+}
+
+/// A viewer's track or a member's slot, by its index.
+pub(super) fn sub_track(role: &mut Role, track: u8) -> Option<&mut SubTrack> {
+    match role {
+        Role::Subscriber { tracks, .. } => tracks.get_mut(usize::from(track))?.as_mut(),
+        Role::Member(m) => m.slots.get_mut(usize::from(track)),
         Role::Publisher { .. } => None,
+    }
+}
+
+/// The list entry of a viewer's video track.
+pub(super) fn viewer_video(key: usize) -> SubRef {
+    SubRef {
+        key,
+        track: TrackKind::Video.index() as u8,
     }
 }
 
@@ -193,6 +268,7 @@ impl Shard {
             return;
         };
         let keyframe = entry.starts_keyframe(&packet);
+        let speaker = entry.speaker_level(&packet);
         let mut mask = entry.relay_to & !(1u64 << self.config.id.0);
         while mask != 0 {
             let shard = mask.trailing_zeros() as u16;
@@ -226,6 +302,9 @@ impl Shard {
             }
         }
         self.fan_out(now, stream, epoch, &packet, keyframe);
+        if let Some((room, level)) = speaker {
+            self.member_audio_level(now, room, stream, level);
+        }
     }
 
     /// Forward one packet to the local subscribers it is for: written to each one's peer, which
@@ -245,6 +324,7 @@ impl Shard {
             participants,
             ready,
             stats,
+            moved,
             ..
         } = self;
         let Some(entry) = streams.get_mut(&stream) else {
@@ -287,15 +367,25 @@ impl Shard {
                 {
                     stats.layer_resolution_changes += 1;
                 }
-                // Viewers waiting for this layer's keyframe move onto it now.
+                // Viewers waiting for this layer's keyframe move onto it now; a room slot
+                // coming from another stream leaves that one's list after this packet.
                 if !entry.video[layer].switching.is_empty() {
                     let switching = std::mem::take(&mut entry.video[layer].switching);
-                    for &key in &switching {
-                        let Some(track) = participants.get_mut(key).and_then(video_track) else {
+                    for &sub in &switching {
+                        let Some(track) = participants
+                            .get_mut(sub.key)
+                            .and_then(|p| sub_track(&mut p.role, sub.track))
+                        else {
                             continue;
                         };
-                        unlist(&mut entry.video[usize::from(track.layer)].on, key);
-                        entry.video[layer].on.push(key);
+                        if track.stream == Some(stream) {
+                            unlist(&mut entry.video[usize::from(track.layer)].on, sub);
+                        } else if let Some(from) = track.stream {
+                            moved.push((sub, from, track.layer));
+                        }
+                        entry.video[layer].on.push(sub);
+                        track.stream = Some(stream);
+                        track.next = None;
                         track.layer = packet.layer;
                         track.target = None;
                         stats.layer_switches += 1;
@@ -310,12 +400,12 @@ impl Shard {
             ssrc: packet.ssrc,
         };
         let list = match kind {
-            TrackKind::Audio => &entry.subscribers,
+            TrackKind::Audio => &entry.audio,
             TrackKind::Video => &entry.video[layer].on,
         };
         let mut want_keyframe = false;
-        for &key in list {
-            let Some(p) = participants.get_mut(key) else {
+        for &sub in list {
+            let Some(p) = participants.get_mut(sub.key) else {
                 continue;
             };
             // Not before ICE and DTLS are up: str0m would queue it and flush it, stale, at
@@ -323,10 +413,7 @@ impl Shard {
             if !p.peer.is_connected() {
                 continue;
             }
-            let Role::Subscriber { tracks, .. } = &mut p.role else {
-                continue;
-            };
-            let Some(track) = tracks[kind.index()].as_mut() else {
+            let Some(track) = sub_track(&mut p.role, sub.track) else {
                 continue;
             };
             if let Some(replay) = track.replay.as_mut() {
@@ -335,8 +422,8 @@ impl Shard {
                     continue;
                 }
                 // Another publisher, or a viewer that cannot keep up: live from a keyframe.
+                // (The participant's replay timer stays: its next step finds nothing here.)
                 track.replay = None;
-                p.replay_at = None;
                 track.waiting_keyframe = true;
             }
             if !track.rewriter.follows(source) && kind == TrackKind::Video {
@@ -353,7 +440,7 @@ impl Shard {
                 continue;
             };
             if p.peer.write_rtp(
-                kind,
+                track.section,
                 seq,
                 ts,
                 packet.marker,
@@ -362,7 +449,15 @@ impl Shard {
                 now,
             ) {
                 stats.rtp_forwarded += 1;
-                p.mark_ready(key, ready);
+                p.mark_ready(sub.key, ready);
+            }
+        }
+        for (sub, from, layer) in moved.drain(..) {
+            if let Some(old) = streams.get_mut(&from) {
+                unlist(&mut old.video[usize::from(layer)].on, sub);
+                if old.is_unused() {
+                    streams.remove(&from);
+                }
             }
         }
         if want_keyframe {
@@ -398,16 +493,26 @@ impl Shard {
         }
     }
 
-    /// The viewer `key` asked for a keyframe (PLI/FIR) on its video: ask for one of the layer
-    /// it is sent.
-    pub(super) fn viewer_wants_keyframe(&mut self, now: Instant, key: usize) {
+    /// Participant `key` asked for a keyframe (PLI/FIR) of what it receives in peer section
+    /// `section` (`None`: a viewer's video): ask for one of the layer it is sent.
+    pub(super) fn viewer_wants_keyframe(
+        &mut self,
+        now: Instant,
+        key: usize,
+        section: Option<usize>,
+    ) {
         let Some(p) = self.participants.get_mut(key) else {
             return;
         };
-        let Role::Subscriber { stream, .. } = p.role else {
-            return;
+        let track = match (&mut p.role, section) {
+            (Role::Member(m), Some(section)) => m.slots.iter().find(|t| t.section == section),
+            (Role::Subscriber { tracks, .. }, _) => tracks[TrackKind::Video.index()].as_ref(),
+            _ => None,
         };
-        if let Some(track) = video_track(p) {
+        if let Some(track) = track
+            && track.kind == TrackKind::Video
+            && let Some(stream) = track.stream
+        {
             let layer = track.layer;
             self.request_keyframe(now, stream, layer);
         }
@@ -428,6 +533,7 @@ impl Shard {
         let Some(track) = video_track(p) else {
             return;
         };
+        let sub = viewer_video(key);
         let candidates = entry.layers.candidates(now);
         let candidates = candidates.as_slice();
         let count = entry.layers.count() as u8;
@@ -450,21 +556,21 @@ impl Shard {
             if wanted == track.layer {
                 // Staying (or back before the switch happened).
                 if let Some(t) = track.target.take() {
-                    unlist(&mut entry.video[usize::from(t)].switching, key);
+                    unlist(&mut entry.video[usize::from(t)].switching, sub);
                 }
             } else if !started {
                 // Nothing sent yet: it waits for a keyframe anyway, of the new layer now.
-                entry.unlist_video(key, track);
+                entry.unlist_video(sub, track);
                 track.layer = wanted;
                 track.target = None;
-                entry.video[usize::from(wanted)].on.push(key);
+                entry.video[usize::from(wanted)].on.push(sub);
                 ask_keyframe = Some(wanted);
             } else if track.target != Some(wanted) {
                 if let Some(t) = track.target {
-                    unlist(&mut entry.video[usize::from(t)].switching, key);
+                    unlist(&mut entry.video[usize::from(t)].switching, sub);
                 }
                 track.target = Some(wanted);
-                entry.video[usize::from(wanted)].switching.push(key);
+                entry.video[usize::from(wanted)].switching.push(sub);
                 ask_keyframe = Some(wanted);
             }
         }
@@ -473,7 +579,7 @@ impl Shard {
         // picture back in time and send a burst its estimator reads as congestion.
         if let Some(layer) = ask_keyframe
             && stalled
-            && self.start_replay(key, layer, now)
+            && self.start_replay(sub, stream, layer, now)
         {
             ask_keyframe = None;
         }
@@ -509,10 +615,10 @@ impl Shard {
                 packet,
             } => {
                 self.stats.rtp_in += 1;
-                let keyframe = match self.streams.get_mut(&stream) {
+                let (keyframe, speaker) = match self.streams.get_mut(&stream) {
                     Some(entry) => {
                         entry.origin = Some(origin);
-                        entry.starts_keyframe(&packet)
+                        (entry.starts_keyframe(&packet), entry.speaker_level(&packet))
                     }
                     None => {
                         self.stats.drop_no_route += 1;
@@ -520,7 +626,16 @@ impl Shard {
                     }
                 };
                 self.fan_out(now, stream, epoch, &packet, keyframe);
+                if let Some((room, level)) = speaker {
+                    self.member_audio_level(now, room, stream, level);
+                }
             }
+            Relay::RoomMessage {
+                room,
+                from,
+                to,
+                json,
+            } => self.relayed_room_message(room, from, to, &json),
             Relay::KeyframeRequest { stream, layer } => {
                 if self
                     .streams

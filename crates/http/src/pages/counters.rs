@@ -188,12 +188,18 @@ mod tests {
                 "gop_overflows": 0,
                 "gop_cache_bytes": 0,
                 "layer_resolution_changes": 0,
+                "rooms": 0,
+                "slot_switches": 0,
+                "room_messages_in": 0,
+                "room_messages_out": 0,
                 "drops": {
                     "unknown_source": 103,
                     "unknown_ufrag": 0,
                     "malformed": 0,
                     "rejected": 0,
                     "replayed": 0,
+                    "room_message": 0,
+                    "room_unsent": 0,
                     "unknown_layer": 0,
                     "no_route": 104,
                 },
@@ -277,7 +283,8 @@ mod tests {
         }
         let refusals = RefusalCounters::COUNTERS.len();
         // Simulcast and the keyframe cache added six (layer switches and resolution changes,
-        // cache replays, overflows and bytes, RTP on unknown layers).
-        assert_eq!(names.len(), 31 + refusals, "{names:?}");
+        // cache replays, overflows and bytes, RTP on unknown layers); rooms six (rooms, slot
+        // switches, messages in and out, and two drops).
+        assert_eq!(names.len(), 37 + refusals, "{names:?}");
     }
 }

@@ -221,6 +221,13 @@ pub struct StreamConfig {
 pub struct RoomsConfig {
     /// HS256 secret of access tokens (JWT); empty = none.
     pub jwt_secret: String,
+    /// Rooms with their own HS256 secret, by room name.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, String>,
+    /// Most slots of each kind in a member's offer.
+    pub max_slots: usize,
+    /// Most members of one room.
+    pub max_members: u32,
 }
 
 /// `[log]`: logging.
@@ -255,6 +262,9 @@ mod tests {
         assert_eq!(config.http.tls_key, PathBuf::new());
         assert_eq!(config.http.admin_token, "");
         assert_eq!(config.rooms.jwt_secret, "");
+        assert_eq!(config.rooms.max_slots, 16);
+        assert_eq!(config.rooms.max_members, 100);
+        assert!(config.rooms.secrets.is_empty());
         assert_eq!(config.http.admin_listen, None);
         assert_eq!(config.media.shards, 0);
         assert_eq!(config.media.bind, IpAddr::V4(Ipv4Addr::UNSPECIFIED));

@@ -82,6 +82,42 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 32 characters without spaces (empty = no access tokens)".into(),
         ));
     }
+    for (room, secret) in &config.rooms.secrets {
+        let name_ok = !room.is_empty()
+            && room.len() <= 128
+            && room
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c));
+        if !name_ok {
+            return Err(invalid(
+                KeyPath::of(&["rooms", "secrets"]),
+                room.clone(),
+                "expected room names of 1-128 characters of A-Z a-z 0-9 - _ . ~".into(),
+            ));
+        }
+        if secret.chars().count() < 32
+            || secret.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                KeyPath::of(&["rooms", "secrets", room]),
+                "(hidden)".into(),
+                "expected at least 32 characters without spaces".into(),
+            ));
+        }
+    }
+    let rooms = &config.rooms;
+    for (key, value, max) in [
+        ("max_slots", rooms.max_slots as u64, 64),
+        ("max_members", u64::from(rooms.max_members), 10_000),
+    ] {
+        if !(1..=max).contains(&value) {
+            return Err(invalid(
+                KeyPath::of(&["rooms", key]),
+                value.to_string(),
+                format!("expected 1 to {max}"),
+            ));
+        }
+    }
     if let Some(admin) = http.admin_listen
         && admin == http.listen
         && admin.port() != 0
@@ -464,6 +500,21 @@ mod tests {
         // Above the shard's capacity it is the capacity: lowering the capacity alone is fine.
         assert!(load(None, &[("RINGCAST_MEDIA_AFFINITY_LIMIT", "5000")]).is_ok());
         assert!(load(Some("[media]\nmax_participants_per_shard = 100\n"), &[]).is_ok());
+    }
+
+    #[test]
+    fn room_secrets_are_long_enough_never_shown_and_rooms_limits_bounded() {
+        let message = error(Some("[rooms.secrets]\nstandup = \"short\"\n"), &[]);
+        assert!(
+            message.contains("`rooms.secrets.standup`") && message.contains("at least 32"),
+            "{message}"
+        );
+        assert!(!message.contains("short"), "{message}");
+        let message = error(Some("[rooms]\nmax_slots = 0\n"), &[]);
+        assert!(
+            message.contains("`rooms.max_slots`") && message.contains("1 to 64"),
+            "{message}"
+        );
     }
 
     #[test]
