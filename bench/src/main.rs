@@ -133,6 +133,11 @@ struct Cli {
     /// Media threads of the load generator.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     loadtest_threads: u32,
+    /// Leave the priority of the servers and loadtests alone (they inherit this program's,
+    /// e.g. under `nice -n 19` on a machine shared with others) instead of raising their
+    /// autogroups to nice -20.
+    #[arg(long)]
+    keep_priority: bool,
     /// Where `ringcast` and `ringcast-loadtest` are (default: beside this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -443,7 +448,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             format!("median of {} runs", cli.repeat)
         },
     );
-    settings.push_str(if ctx.priority_refused {
+    settings.push_str(if cli.keep_priority {
+        ", server and loadtest at the runner's own priority (--keep-priority)"
+    } else if ctx.priority_refused {
         ", normal priority (autogroup refused)"
     } else {
         ", server and loadtest at autogroup nice -20"
@@ -567,7 +574,7 @@ fn one_run(
         &scenario.server_env(),
         &server_log,
     )?;
-    if !servers::raise_priority(server.pid) {
+    if !ctx.cli.keep_priority && !servers::raise_priority(server.pid) {
         ctx.priority_refused = true;
     }
     let drops_before = server.stats_url.as_deref().and_then(servers::drops);
@@ -633,7 +640,7 @@ fn run_loadtest(
         .stderr(open(&stderr)?)
         .spawn()
         .map_err(|e| format!("loadtest: cannot start: {e}"))?;
-    if !servers::raise_priority(child.id()) {
+    if !cli.keep_priority && !servers::raise_priority(child.id()) {
         ctx.priority_refused = true;
     }
     let joins = Duration::from_secs_f64(
@@ -810,8 +817,8 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["x", "--simulcast-figures"]).unwrap();
         assert!(cli.simulcast_figures);
-        let cli = Cli::try_parse_from(["x", "--rooms-figures"]).unwrap();
-        assert!(cli.rooms_figures);
+        let cli = Cli::try_parse_from(["x", "--rooms-figures", "--keep-priority"]).unwrap();
+        assert!(cli.rooms_figures && cli.keep_priority);
     }
 
     #[test]
