@@ -43,8 +43,17 @@ const SCENARIOS: [&str; 5] = [
     "video-1x200",
     "video-1x500",
     "audio-1x200",
-    "rooms-10x20",
+    "streams-10x20",
 ];
+
+/// The scenarios of `--rooms-figures`: group calls at the issue's target size beside the
+/// broadcast their CPU per forwarded packet is held against.
+const ROOMS_FIGURES: [&str; 2] = ["video-1x200", "rooms-50x6"];
+
+/// Receive slots of a participant in the rooms scenarios (ringcast's default page asks for
+/// as many; Janus subscribers subscribe to as many feeds).
+const ROOM_VIDEO_SLOTS: u32 = 5;
+const ROOM_AUDIO_SLOTS: u32 = 3;
 
 /// The scenarios of `--simulcast-figures`.
 const SIMULCAST_FIGURES: [&str; 6] = [
@@ -66,8 +75,10 @@ const TTFF_KEYFRAME_INTERVAL: Duration = Duration::from_secs(4);
 #[derive(Debug, Parser)]
 #[command(name = "ringcast-bench", version, about, long_about = None)]
 struct Cli {
-    /// Scenarios, comma-separated: video-1xN, audio-1xN (audio only), rooms-SxV (S streams of
-    /// V viewers, video), simulcast-1xN (3 simulcast layers, viewers spread over them),
+    /// Scenarios, comma-separated: video-1xN, audio-1xN (audio only), streams-SxV (S streams
+    /// of V viewers, video), rooms-RxP (group calls: R rooms of P participants, each publishing
+    /// audio and video and receiving on 5 video and 3 audio slots; on Janus each subscribes to
+    /// the feeds it would see), simulcast-1xN (3 simulcast layers, viewers spread over them),
     /// ttff-1xN and ttff-nocache-1xN (a publisher that ignores PLI, keyframes every 4 s,
     /// viewers joining over one keyframe interval; the server's keyframe cache on, or off with
     /// RINGCAST_MEDIA_GOP_CACHE_BYTES=0).
@@ -78,6 +89,11 @@ struct Cli {
     /// and off (scenarios SIMULCAST_FIGURES).
     #[arg(long)]
     simulcast_figures: bool,
+    /// The group call figures instead of --scenarios: rooms-50x6 (50 rooms × 6 participants,
+    /// 5 video + 3 audio slots) beside video-1x200, the broadcast figure CPU per forwarded
+    /// packet in rooms is held against (scenarios ROOMS_FIGURES).
+    #[arg(long)]
+    rooms_figures: bool,
     /// Server variants, comma-separated: ringcast-{epoll,uring}-{gso,nogso}, janus, or
     /// `ringcast` (the build's default engine and GSO).
     #[arg(long, value_delimiter = ',', default_values_t = VARIANTS.map(String::from))]
@@ -94,8 +110,8 @@ struct Cli {
     /// Output directory (default target/bench/<date>).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// CI: 1 stream x 10 viewers of video for 3 s against every variant asked for; exit 1 on
-    /// any error (a server that does not start, failed sessions, counted errors).
+    /// CI: 1 stream x 10 viewers of video, then 2 rooms x 3 participants, for 3 s each against
+    /// every variant asked for; exit 1 on any error (a server that does not start, failed sessions, counted errors).
     #[arg(long)]
     smoke: bool,
     /// Spray random datagrams at the server's UDP ports during an extra, flooded run of each
@@ -117,6 +133,11 @@ struct Cli {
     /// Media threads of the load generator.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
     loadtest_threads: u32,
+    /// Leave the priority of the servers and loadtests alone (they inherit this program's,
+    /// e.g. under `nice -n 19` on a machine shared with others) instead of raising their
+    /// autogroups to nice -20.
+    #[arg(long)]
+    keep_priority: bool,
     /// Where `ringcast` and `ringcast-loadtest` are (default: beside this program).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -134,6 +155,8 @@ struct Scenario {
     /// Time to first frame: a PLI-ignoring publisher; `Some(false)`: the server's keyframe
     /// cache off.
     ttff: Option<bool>,
+    /// Group calls: `streams` rooms of `viewers` participants (`ringcast-loadtest rooms`).
+    rooms: bool,
 }
 
 impl Scenario {
@@ -146,14 +169,16 @@ impl Scenario {
         let (streams, viewers) = shape.split_once('x')?;
         let (streams, viewers): (u32, u32) = (streams.parse().ok()?, viewers.parse().ok()?);
         let (audio_only, simulcast, ttff) = match kind {
-            "video" | "rooms" => (false, false, None),
+            "video" | "streams" | "rooms" => (false, false, None),
             "audio" => (true, false, None),
             "simulcast" => (false, true, None),
             "ttff" => (false, false, Some(true)),
             "ttff-nocache" => (false, false, Some(false)),
             _ => return None,
         };
-        if streams == 0 || viewers == 0 || (kind != "rooms" && streams != 1) {
+        let rooms = kind == "rooms";
+        let many = kind == "streams" || rooms;
+        if streams == 0 || viewers == 0 || (!many && streams != 1) || (rooms && viewers < 2) {
             return None;
         }
         Some(Scenario {
@@ -163,7 +188,43 @@ impl Scenario {
             audio_only,
             simulcast,
             ttff,
+            rooms,
         })
+    }
+
+    /// The loadtest's subcommand and the options that shape this scenario's load.
+    fn loadtest_shape(&self) -> Vec<String> {
+        if self.rooms {
+            return [
+                "rooms".to_string(),
+                "--rooms".into(),
+                self.streams.to_string(),
+                "--participants".into(),
+                self.viewers.to_string(),
+                "--video-slots".into(),
+                ROOM_VIDEO_SLOTS.to_string(),
+                "--audio-slots".into(),
+                ROOM_AUDIO_SLOTS.to_string(),
+            ]
+            .to_vec();
+        }
+        [
+            "broadcast".to_string(),
+            "--streams".into(),
+            self.streams.to_string(),
+            "--viewers".into(),
+            self.viewers.to_string(),
+        ]
+        .to_vec()
+    }
+
+    /// Sessions the loadtest opens: Janus's participants need two (publish, subscribe).
+    fn sessions(&self, janus: bool) -> u32 {
+        if self.rooms && janus {
+            2 * self.streams * self.viewers
+        } else {
+            self.streams * self.viewers
+        }
     }
 
     /// The loadtest's options for what sets this scenario apart.
@@ -204,6 +265,18 @@ impl Scenario {
     }
 
     fn description(&self) -> String {
+        if self.rooms {
+            return format!(
+                "{} room{} × {} participants, each publishing VP8 500 kbit/s + Opus (RFC 6464 \
+                 levels, one loud speaker per room in turn) and receiving {ROOM_VIDEO_SLOTS} video \
+                 + {ROOM_AUDIO_SLOTS} audio slots; Janus: each publishes, then subscribes to the \
+                 same feeds (the others' video up to {ROOM_VIDEO_SLOTS}, audio up to \
+                 {ROOM_AUDIO_SLOTS}); \"viewers\" are the participants receiving",
+                self.streams,
+                if self.streams == 1 { "" } else { "s" },
+                self.viewers
+            );
+        }
         let media = if self.audio_only {
             "Opus-size audio only (~50 packets/s)".to_string()
         } else if self.simulcast {
@@ -245,8 +318,11 @@ fn main() -> ExitCode {
     if cli.simulcast_figures {
         cli.scenarios = SIMULCAST_FIGURES.map(String::from).to_vec();
     }
+    if cli.rooms_figures {
+        cli.scenarios = ROOMS_FIGURES.map(String::from).to_vec();
+    }
     if cli.smoke {
-        cli.scenarios = vec!["video-1x10".into()];
+        cli.scenarios = vec!["video-1x10".into(), "rooms-2x3".into()];
         cli.duration = Duration::from_secs(3);
         cli.warmup = Duration::from_secs(1);
         cli.repeat = 1;
@@ -267,8 +343,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         .map(|s| {
             Scenario::parse(s).ok_or_else(|| {
                 format!(
-                    "--scenarios: `{s}` is not video-1xN, audio-1xN, rooms-SxV, simulcast-1xN, \
-                     ttff-1xN or ttff-nocache-1xN"
+                    "--scenarios: `{s}` is not video-1xN, audio-1xN, streams-SxV, rooms-RxP \
+                     (P at least 2), simulcast-1xN, ttff-1xN or ttff-nocache-1xN"
                 )
             })
         })
@@ -372,7 +448,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             format!("median of {} runs", cli.repeat)
         },
     );
-    settings.push_str(if ctx.priority_refused {
+    settings.push_str(if cli.keep_priority {
+        ", server and loadtest at the runner's own priority (--keep-priority)"
+    } else if ctx.priority_refused {
         ", normal priority (autogroup refused)"
     } else {
         ", server and loadtest at autogroup nice -20"
@@ -496,7 +574,7 @@ fn one_run(
         &scenario.server_env(),
         &server_log,
     )?;
-    if !servers::raise_priority(server.pid) {
+    if !ctx.cli.keep_priority && !servers::raise_priority(server.pid) {
         ctx.priority_refused = true;
     }
     let drops_before = server.stats_url.as_deref().and_then(servers::drops);
@@ -527,7 +605,7 @@ fn one_run(
     Ok((summary?, sent, drops))
 }
 
-/// One `ringcast-loadtest broadcast` run against `server`.
+/// One `ringcast-loadtest broadcast` (or `rooms`) run against `server`.
 fn run_loadtest(
     ctx: &mut Context,
     scenario: &Scenario,
@@ -542,9 +620,8 @@ fn run_loadtest(
     let mut command = std::process::Command::new("setsid");
     command
         .arg(&ctx.binaries.loadtest)
-        .args(["broadcast", "--url", &server.url, "--target", server.target])
-        .args(["--streams", &scenario.streams.to_string()])
-        .args(["--viewers", &scenario.viewers.to_string()])
+        .args(scenario.loadtest_shape())
+        .args(["--url", &server.url, "--target", server.target])
         .args([
             "--join-rate",
             &format!("{}/s", scenario.join_rate(cli.join_rate)),
@@ -563,11 +640,11 @@ fn run_loadtest(
         .stderr(open(&stderr)?)
         .spawn()
         .map_err(|e| format!("loadtest: cannot start: {e}"))?;
-    if !servers::raise_priority(child.id()) {
+    if !cli.keep_priority && !servers::raise_priority(child.id()) {
         ctx.priority_refused = true;
     }
     let joins = Duration::from_secs_f64(
-        f64::from(scenario.streams * scenario.viewers) / scenario.join_rate(cli.join_rate),
+        f64::from(scenario.sessions(server.target == "janus")) / scenario.join_rate(cli.join_rate),
     );
     let deadline = Instant::now() + joins + cli.warmup + cli.duration + Duration::from_secs(60);
     let status = loop {
@@ -636,20 +713,54 @@ mod tests {
         let s = Scenario::parse("video-1x200").unwrap();
         assert_eq!((s.streams, s.viewers, s.audio_only), (1, 200, false));
         assert!(Scenario::parse("audio-1x200").unwrap().audio_only);
-        let rooms = Scenario::parse("rooms-10x20").unwrap();
-        assert_eq!((rooms.streams, rooms.viewers), (10, 20));
-        assert!(rooms.description().starts_with("10 streams × 20 viewers"));
+        let streams = Scenario::parse("streams-10x20").unwrap();
+        assert_eq!(
+            (streams.streams, streams.viewers, streams.rooms),
+            (10, 20, false)
+        );
+        assert!(streams.description().starts_with("10 streams × 20 viewers"));
+        assert_eq!(
+            streams.loadtest_shape(),
+            ["broadcast", "--streams", "10", "--viewers", "20"]
+        );
+        assert_eq!(streams.sessions(true), 200);
+        let rooms = Scenario::parse("rooms-50x6").unwrap();
+        assert!(rooms.rooms && !rooms.audio_only);
+        assert_eq!(
+            rooms.loadtest_shape(),
+            [
+                "rooms",
+                "--rooms",
+                "50",
+                "--participants",
+                "6",
+                "--video-slots",
+                "5",
+                "--audio-slots",
+                "3"
+            ]
+        );
+        assert!(rooms.loadtest_args().is_empty());
+        // Janus: a publisher and a subscriber per participant.
+        assert_eq!((rooms.sessions(false), rooms.sessions(true)), (300, 600));
+        assert!(rooms.description().starts_with("50 rooms × 6 participants"));
         for bad in [
             "video-2x5",
             "video-1x0",
             "rooms-0x5",
+            "rooms-3x1",
+            "streams-0x5",
             "x-1x1",
             "video",
             "video-1x",
         ] {
             assert_eq!(Scenario::parse(bad), None, "{bad}");
         }
-        for name in SCENARIOS.iter().chain(&SIMULCAST_FIGURES) {
+        for name in SCENARIOS
+            .iter()
+            .chain(&SIMULCAST_FIGURES)
+            .chain(&ROOMS_FIGURES)
+        {
             assert!(Scenario::parse(name).is_some(), "{name}");
         }
         // The plain scenarios pass the loadtest nothing new.
@@ -706,6 +817,8 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["x", "--simulcast-figures"]).unwrap();
         assert!(cli.simulcast_figures);
+        let cli = Cli::try_parse_from(["x", "--rooms-figures", "--keep-priority"]).unwrap();
+        assert!(cli.rooms_figures && cli.keep_priority);
     }
 
     #[test]

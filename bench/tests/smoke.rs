@@ -1,5 +1,6 @@
 //! `ringcast-bench --smoke` against ringcast only (the build's defaults), so `cargo test` stays
-//! quick: the whole path — network namespace, server start, loadtest, JSON, tables — in ~10 s.
+//! quick: the whole path — network namespace, server start, loadtest, JSON, tables — for a
+//! broadcast and a group call, in ~20 s.
 //!
 //! Needs root and iproute2 (scripts/test installs it), and the workspace's binaries built
 //! beside this one (`cargo build --workspace --bins`, as scripts/test does).
@@ -35,6 +36,12 @@ fn smoke_run_against_ringcast() {
     assert!(cell["failed"].is_null());
     let median = &cell["median"];
     assert_eq!(median["viewers_connected"], 10.0);
+    // The group call: 2 rooms of 3, every participant receiving, nothing lost on loopback.
+    let rooms = &results["cells"][1];
+    assert_eq!(rooms["scenario"], "rooms-2x3");
+    assert!(rooms["failed"].is_null(), "{rooms}");
+    assert_eq!(rooms["median"]["viewers_connected"], 6.0);
+    assert!(rooms["median"]["cpu_us_per_packet"].as_f64().unwrap() > 0.0);
     assert!(median["cpu_us_per_packet"].as_f64().unwrap() > 0.0);
     assert!(median["forwarded_pps"].as_f64().unwrap() > 0.0);
     assert!(results["machine"]["cores"].as_u64().unwrap() >= 1);

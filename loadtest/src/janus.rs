@@ -25,7 +25,7 @@
 //! `janus videoroom <code>: <reason>` for the plugin's (numbers in reasons become `N`, so one
 //! cause is one row), `http …`/`timeout` for transport failures.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, Mid};
+use str0m::media::{Direction, MediaKind, Mid};
 
 use crate::http;
 use crate::media::VideoCodec;
 use crate::negotiation::{self, Negotiation};
-use crate::session::{Job, Joined, Role};
+use crate::session::{Job, Joined, Member, Part, Role, Slot};
 
 /// Publisher bitrate cap of the rooms we create (REMB Janus sends), bits/s: well above the
 /// loadtest's 2.5 Mbit/s default, so Janus never asks our publishers to slow down.
@@ -68,12 +68,22 @@ struct State {
     stop: AtomicBool,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Room {
     /// This run created it (and destroys it at the end).
     created: bool,
     /// The publisher's feed id, once it joined.
     feed: Option<u64>,
+    /// Group call rooms: each participant's feed by its place in the room.
+    members: BTreeMap<usize, Feed>,
+}
+
+/// A group call participant's published feed: its id and the mids of its streams.
+#[derive(Debug, Clone)]
+struct Feed {
+    id: u64,
+    audio: String,
+    video: String,
 }
 
 /// One Janus session with one videoroom handle.
@@ -118,6 +128,17 @@ impl Janus {
                 let stream = stream.clone();
                 self.subscribe(agent, handle, &stream, job, posted)
             }
+            Role::Member(member) => match member.part {
+                Part::Publish => {
+                    let member = member.clone();
+                    self.publish_member(agent, handle, &member, job, posted)
+                }
+                Part::Subscribe => {
+                    let member = member.clone();
+                    self.subscribe_member(agent, handle, &member, job, posted)
+                }
+                Part::Both => Err("janus: a participant publishes and subscribes apart".into()),
+            },
         };
         if result.is_err() {
             self.close(agent, handle.session);
@@ -181,7 +202,7 @@ impl Janus {
         posted: Instant,
     ) -> Result<Joined, String> {
         let room = room_id(stream);
-        self.ensure_room(agent, handle, room, stream)?;
+        self.ensure_room(agent, handle, room, stream, ROOM_PUBLISHERS)?;
         let (joined, _) = self.plugin_async(
             agent,
             handle,
@@ -223,6 +244,8 @@ impl Janus {
             pts: Some(pts),
             posted,
             location: format!("{}/{}", self.base, handle.session),
+            slots: Vec::new(),
+            participant: None,
         })
     }
 
@@ -240,30 +263,7 @@ impl Janus {
             Some(feed) => feed,
             None => self.lookup_feed(agent, handle, room)?,
         };
-        // Janus answers 428 "No such feed" until the publisher's PeerConnection is up, which
-        // can come after its publish request was answered: a subscriber waits for it, a while.
-        let mut tries = 0;
-        let (_, jsep) = loop {
-            let joined = self.plugin_async(
-                agent,
-                handle,
-                json!({
-                    "request": "join",
-                    "ptype": "subscriber",
-                    "room": room,
-                    "streams": [{ "feed": feed }],
-                }),
-                None,
-            );
-            match joined {
-                Err(cause) if cause.starts_with("janus videoroom 428") && tries < FEED_TRIES => {
-                    tries += 1;
-                    std::thread::sleep(FEED_PAUSE);
-                }
-                other => break other?,
-            }
-        };
-        let sdp = jsep_sdp(jsep.as_ref(), "offer")?;
+        let sdp = self.join_subscriber(agent, handle, room, json!([{ "feed": feed }]))?;
         let sdp = negotiation::reachable_candidates_only(&sdp, &self.base);
         let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
         let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
@@ -285,16 +285,187 @@ impl Janus {
             pts: None,
             posted,
             location: format!("{}/{}", self.base, handle.session),
+            slots: Vec::new(),
+            participant: None,
         })
     }
 
-    /// Create the room unless it exists; remember whether we did.
+    /// Join `room` as a subscriber of `streams` (`[{"feed", "mid"?}]`): Janus's offer SDP, its
+    /// candidates trimmed to the reachable ones.
+    fn join_subscriber(
+        &self,
+        agent: &ureq::Agent,
+        handle: Handle,
+        room: u64,
+        streams: Value,
+    ) -> Result<String, String> {
+        // Janus answers 428 "No such feed" until the publisher's PeerConnection is up, which
+        // can come after its publish request was answered: a subscriber waits for it, a while.
+        let mut tries = 0;
+        let (_, jsep) = loop {
+            let joined = self.plugin_async(
+                agent,
+                handle,
+                json!({
+                    "request": "join",
+                    "ptype": "subscriber",
+                    "room": room,
+                    "streams": streams,
+                }),
+                None,
+            );
+            match joined {
+                Err(cause) if cause.starts_with("janus videoroom 428") && tries < FEED_TRIES => {
+                    tries += 1;
+                    std::thread::sleep(FEED_PAUSE);
+                }
+                other => break other?,
+            }
+        };
+        let sdp = jsep_sdp(jsep.as_ref(), "offer")?;
+        Ok(negotiation::reachable_candidates_only(&sdp, &self.base))
+    }
+
+    /// A group call participant publishes into its room (created with room for everyone).
+    fn publish_member(
+        &self,
+        agent: &ureq::Agent,
+        handle: Handle,
+        member: &Member,
+        job: Job,
+        posted: Instant,
+    ) -> Result<Joined, String> {
+        let room = room_id(&member.room);
+        let seats = u32::try_from(member.of + 1).unwrap_or(u32::MAX);
+        self.ensure_room(agent, handle, room, &member.room, seats)?;
+        let (joined, _) = self.plugin_async(
+            agent,
+            handle,
+            json!({
+                "request": "join",
+                "ptype": "publisher",
+                "room": room,
+                "display": format!("p{}", member.position),
+            }),
+            None,
+        )?;
+        let feed = joined
+            .get("id")
+            .and_then(Value::as_u64)
+            .ok_or("janus videoroom: joined without a feed id")?;
+        let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
+        let (audio, video, offer, pending) =
+            negotiation::offer(&mut rtc, Direction::SendOnly, true, &[])?;
+        let (_, jsep) = self.plugin_async(
+            agent,
+            handle,
+            json!({ "request": "publish" }),
+            Some(jsep_of("offer", &offer.to_sdp_string())),
+        )?;
+        let sdp = jsep_sdp(jsep.as_ref(), "answer")?;
+        let sdp = negotiation::reachable_candidates_only(&sdp, &self.base);
+        let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
+        rtc.sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|_| "sdp".to_string())?;
+        let pts = negotiation::publisher_pts(&rtc, audio, video, &self.negotiation)?;
+        if let Ok(mut rooms) = self.state.rooms.lock() {
+            let feed = Feed {
+                id: feed,
+                audio: audio.to_string(),
+                video: video.to_string(),
+            };
+            rooms
+                .entry(room)
+                .or_default()
+                .members
+                .insert(member.position, feed);
+        }
+        Ok(Joined {
+            job,
+            rtc,
+            mids: [audio, video],
+            pts: Some(pts),
+            posted,
+            location: format!("{}/{}", self.base, handle.session),
+            slots: Vec::new(),
+            participant: Some(feed.to_string()),
+        })
+    }
+
+    /// A group call participant subscribes to what it would see in a ringcast room: the video
+    /// of the others up to its video slots, their audio up to its audio slots (the others in
+    /// turn from the one after it), in one subscriber peer connection whose m-lines are its
+    /// slots.
+    fn subscribe_member(
+        &self,
+        agent: &ureq::Agent,
+        handle: Handle,
+        member: &Member,
+        job: Job,
+        posted: Instant,
+    ) -> Result<Joined, String> {
+        let room = room_id(&member.room);
+        let feeds = self
+            .state
+            .rooms
+            .lock()
+            .map(|rooms| rooms.get(&room).map(|r| r.members.clone()))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let others: Vec<&Feed> = (1..member.of)
+            .filter_map(|step| feeds.get(&((member.position + step) % member.of)))
+            .collect();
+        let slots = self.negotiation.slots;
+        let streams: Vec<Value> = others
+            .iter()
+            .take(slots.video)
+            .map(|f| json!({ "feed": f.id, "mid": f.video }))
+            .chain(
+                others
+                    .iter()
+                    .take(slots.audio)
+                    .map(|f| json!({ "feed": f.id, "mid": f.audio })),
+            )
+            .collect();
+        if streams.is_empty() {
+            return Err("janus: nobody else in the room published".into());
+        }
+        let sdp = self.join_subscriber(agent, handle, room, Value::Array(streams))?;
+        let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
+        let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("sdp: {}", first_words(&e.to_string())))?;
+        self.plugin_async(
+            agent,
+            handle,
+            json!({ "request": "start" }),
+            Some(jsep_of("answer", &answer.to_sdp_string())),
+        )?;
+        let mids = offered_mids(&sdp);
+        Ok(Joined {
+            job,
+            rtc,
+            mids,
+            pts: None,
+            posted,
+            location: format!("{}/{}", self.base, handle.session),
+            slots: offered_slots(&sdp),
+            participant: None,
+        })
+    }
+
+    /// Create the room unless it exists, with room for `publishers`; remember whether we did.
     fn ensure_room(
         &self,
         agent: &ureq::Agent,
         handle: Handle,
         room: u64,
         stream: &str,
+        publishers: u32,
     ) -> Result<(), String> {
         let exists =
             self.plugin_sync(agent, handle, json!({ "request": "exists", "room": room }))?;
@@ -313,7 +484,7 @@ impl Janus {
                 "room": room,
                 "description": stream,
                 "permanent": false,
-                "publishers": ROOM_PUBLISHERS,
+                "publishers": publishers,
                 "bitrate": ROOM_BITRATE,
                 "audiocodec": "opus",
                 "videocodec": videocodec,
@@ -597,6 +768,27 @@ fn offered_mids(sdp: &str) -> [Mid; 2] {
     }
     let audio = audio.or(video).unwrap_or_else(|| Mid::from("0"));
     [audio, video.unwrap_or(audio)]
+}
+
+/// The audio and video m-lines of an SDP offer, in order: a subscriber's slots.
+fn offered_slots(sdp: &str) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    let mut kind = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = match m.split_whitespace().next() {
+                Some("audio") => Some(MediaKind::Audio),
+                Some("video") => Some(MediaKind::Video),
+                _ => None,
+            };
+        } else if let (Some(mid), Some(k)) = (line.strip_prefix("a=mid:"), kind) {
+            slots.push(Slot {
+                mid: Mid::from(mid.trim()),
+                kind: k,
+            });
+        }
+    }
+    slots
 }
 
 /// How often a subscriber asks again for a feed Janus does not offer yet, and how long it

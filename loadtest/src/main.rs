@@ -12,9 +12,12 @@ mod first_frame;
 mod http;
 mod janus;
 mod media;
+mod members;
 mod negotiation;
 mod procfs;
 mod report;
+mod room_join;
+mod rooms;
 mod session;
 mod signal;
 mod soak;
@@ -77,6 +80,9 @@ enum Scenario {
         #[command(flatten)]
         common: Common,
     },
+    /// R rooms × P participants in group calls: each publishes audio and video and receives
+    /// on S video and A audio slots (ringcast rooms, or Janus VideoRoom with --target janus).
+    Rooms(rooms::RoomsArgs),
     /// A long-running stream with steady viewers while --cycles WHIP/WHEP sessions join and
     /// leave; checks that the server's memory and gauges come back (see the README).
     Soak(soak::SoakArgs),
@@ -187,6 +193,10 @@ fn main() -> ExitCode {
         watch_ctrl_c(interrupted.clone());
         return soak::main(args, &interrupted);
     }
+    if let Scenario::Rooms(args) = &cli.scenario {
+        watch_ctrl_c(interrupted.clone());
+        return rooms::main(args, &interrupted);
+    }
     let (plan, common) = match plan_of(cli.scenario) {
         Ok(p) => p,
         Err(message) => {
@@ -266,6 +276,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             common,
         } => (1, up_to, rate, common, format!("ramp {up_to} at {rate}/s")),
         Scenario::Soak(_) => return Err("soak has no swarm plan".into()),
+        Scenario::Rooms(_) => return Err("rooms has its own plan".into()),
     };
     if !common.url.starts_with("http://") {
         return Err(format!(
@@ -375,6 +386,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             simulate_loss: common.simulate_loss / 100.0,
             connect_timeout: common.connect_timeout,
             stall_after: Duration::from_secs(3),
+            speaker_turn: Duration::from_secs(3),
         },
         viewer_layer: common.viewer_layer.clone(),
     };

@@ -12,6 +12,8 @@ use str0m::{Candidate, Rtc, RtcConfig};
 
 use crate::http::{host_of, loopback_url};
 use crate::media::VideoCodec;
+use crate::members::CHANNEL_LABEL;
+use crate::session::Slot;
 
 /// What every session of a run is negotiated with.
 #[derive(Debug, Clone)]
@@ -22,6 +24,41 @@ pub struct Negotiation {
     pub video: bool,
     /// The rids of the simulcast layers publishers send, best first (empty: no simulcast).
     pub layers: Vec<String>,
+    /// Group call participants: recvonly video and audio m-lines (slots) in their offers.
+    pub slots: SlotCounts,
+}
+
+/// How many receive slots of each kind a group call participant asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotCounts {
+    /// Video slots.
+    pub video: usize,
+    /// Audio slots.
+    pub audio: usize,
+}
+
+/// A group call participant's offer (ringcast rooms): a sendonly audio and video m-line that
+/// publish, `slots.video` recvonly video and `slots.audio` recvonly audio m-lines (its slots, in
+/// that order) and the `ringcast` data channel. Returns the audio and video mids, the slots,
+/// the offer and its pending state.
+pub(crate) fn member_offer(
+    rtc: &mut Rtc,
+    slots: SlotCounts,
+) -> Result<(Mid, Mid, Vec<Slot>, SdpOffer, SdpPendingOffer), String> {
+    let mut api = rtc.sdp_api();
+    let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let kinds = std::iter::repeat_n(MediaKind::Video, slots.video)
+        .chain(std::iter::repeat_n(MediaKind::Audio, slots.audio));
+    let slots = kinds
+        .map(|kind| Slot {
+            mid: api.add_media(kind, Direction::RecvOnly, None, None, None),
+            kind,
+        })
+        .collect();
+    api.add_channel(CHANNEL_LABEL.into());
+    let (offer, pending) = api.apply().ok_or("sdp: no offer")?;
+    Ok((audio, video, slots, offer, pending))
 }
 
 /// A str0m peer in RTP mode with Opus and `codec`, and one host candidate at `local`.

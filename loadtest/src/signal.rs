@@ -13,6 +13,7 @@ use str0m::media::Direction;
 use crate::http;
 use crate::janus::Janus;
 use crate::negotiation::{Negotiation, new_rtc, offer, publisher_pts, reachable_candidates_only};
+use crate::room_join;
 use crate::session::{Job, Joined, Role};
 use crate::whep_layer;
 
@@ -54,6 +55,9 @@ impl Signaller {
     /// Open one session; on failure, the cause as it goes into the errors table.
     pub fn join(&self, agent: &ureq::Agent, job: Job) -> Result<Joined, String> {
         match self {
+            Signaller::Whip { base, negotiation } if matches!(job.role, Role::Member(_)) => {
+                room_join::join(agent, base, negotiation, job)
+            }
             Signaller::Whip { base, negotiation } => join(agent, base, negotiation, job),
             Signaller::Janus(janus) => janus.join(agent, job),
         }
@@ -96,6 +100,7 @@ fn join(
             &negotiation.layers[..],
         ),
         Role::Viewer { stream, .. } => (Direction::RecvOnly, format!("/whep/{stream}"), &[][..]),
+        Role::Member(_) => return Err("a participant joins a room".into()),
     };
     let (audio, video, offer, pending) = offer(&mut rtc, direction, negotiation.video, simulcast)?;
 
@@ -166,7 +171,7 @@ fn join(
 
     let pts = match job.role {
         Role::Publisher { .. } => Some(publisher_pts(&rtc, audio, video, negotiation)?),
-        Role::Viewer { .. } => None,
+        Role::Viewer { .. } | Role::Member(_) => None,
     };
     Ok(Joined {
         job,
@@ -175,6 +180,8 @@ fn join(
         pts,
         posted,
         location,
+        slots: Vec::new(),
+        participant: None,
     })
 }
 

@@ -244,6 +244,7 @@ impl Rig {
             simulate_loss: 0.0,
             connect_timeout: args.connect_timeout,
             stall_after: Duration::from_secs(3),
+            speaker_turn: Duration::from_secs(3),
         });
         let steady_tally = Arc::new(Tally::new(1));
         let cycle_tally = Arc::new(Tally::new(args.threads as usize));
@@ -266,6 +267,7 @@ impl Rig {
                     codec: args.codec,
                     video: true,
                     layers: Vec::new(),
+                    slots: Default::default(),
                 },
                 args.http_timeout,
             ),
@@ -301,6 +303,7 @@ impl Rig {
         let what = match &role {
             Role::Publisher { stream, .. } => format!("the publisher of {stream}"),
             Role::Viewer { stream, .. } => format!("a steady viewer of {stream}"),
+            Role::Member(m) => format!("participant {} of {}", m.position, m.room),
         };
         let job = Job {
             role,

@@ -1,7 +1,7 @@
 //! What a run measured: the figures of the final table, the JSON file and the HTML report.
 //! Everything here is plain data (serde); the swarm fills it, the outputs read it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,9 @@ pub struct Summary {
     pub join_cdf: Vec<(f64, f64)>,
     /// Why the run failed its thresholds, if it did.
     pub threshold_failures: Vec<String>,
+    /// The `rooms` scenario's figures (group calls); None for the other scenarios.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rooms: Option<RoomsFigures>,
 }
 
 /// Requested, connected, failed.
@@ -155,4 +158,115 @@ pub struct Tick {
     pub loss_pct: f64,
     /// p99 latency in this second, ms.
     pub p99_ms: f64,
+}
+
+/// What one participant received (its receiving session; on Janus the subscriber's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantReport {
+    /// Its room.
+    pub room: String,
+    /// Its place in the room (joining order).
+    pub position: usize,
+    /// Its probe id in this run.
+    pub id: u32,
+    /// The server's id for it (ringcast: `X-Ringcast-Participant`).
+    pub participant: Option<String>,
+    /// Checked every payload.
+    pub full: bool,
+    /// Signalling start → first media packet on any slot, ms.
+    pub join_ms: Option<f64>,
+    /// Signalling start → first complete keyframe on any video slot, ms.
+    pub first_frame_ms: Option<f64>,
+    /// Loss over all its slots in the measured window, percent.
+    pub loss_pct: f64,
+    /// Its one-way latency median in the window, ms (checked payloads only).
+    pub latency_p50_ms: Option<f64>,
+    /// Its largest one-way latency in the window, ms.
+    pub latency_max_ms: Option<f64>,
+    /// Its video slots.
+    pub video: KindReport,
+    /// Its audio slots.
+    pub audio: KindReport,
+    /// Data channel messages by type.
+    pub messages: BTreeMap<String, u64>,
+    /// The `ringcast` data channel opened.
+    pub channel_open: bool,
+}
+
+/// What the slots of one kind received in the measured window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KindReport {
+    /// Slots of this kind.
+    pub slots: usize,
+    /// Slots that received anything during the run.
+    pub filled: usize,
+    /// Packets received.
+    pub packets: u64,
+    /// Bytes received (payload + RTP header).
+    pub bytes: u64,
+    /// Packets expected from the slots' sequence numbers.
+    pub expected: u64,
+    /// Packets received twice.
+    pub duplicates: u64,
+    /// Loss, percent of expected.
+    pub loss_pct: f64,
+    /// Packets of its own media it got back (whole run; never, unless the server errs).
+    pub own_packets: u64,
+    /// Payloads that failed the check (whole run).
+    pub corrupt: u64,
+    /// Probe ids of the publishers seen on these slots (checked payloads only).
+    pub sources: BTreeSet<u32>,
+}
+
+/// What the participants of a `rooms` run received: per kind of slot, per participant (their
+/// distributions) and on the data channel. The generic fields of [`Summary`] hold the rest:
+/// publishers and viewers are the participants' publishing and receiving sessions, join and
+/// first frame times count only participants who found someone in their room.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoomsFigures {
+    /// Rooms.
+    pub rooms: usize,
+    /// Participants per room.
+    pub participants_per_room: usize,
+    /// Video slots per participant.
+    pub video_slots: usize,
+    /// Audio slots per participant.
+    pub audio_slots: usize,
+    /// The video slots, all participants together (measured window).
+    pub video: SlotFigures,
+    /// The audio slots.
+    pub audio: SlotFigures,
+    /// Loss per participant, percent (its distribution over the participants).
+    pub loss_per_participant_pct: Percentiles,
+    /// Latency median per participant, ms (participants that checked payloads).
+    pub latency_p50_per_participant_ms: Percentiles,
+    /// Data channel messages by type, all participants together.
+    pub messages: BTreeMap<String, u64>,
+    /// Participants whose `ringcast` data channel opened.
+    pub channel_open: usize,
+    /// Participants that got a `welcome`.
+    pub with_welcome: usize,
+    /// Participants that got a `slots`.
+    pub with_slots: usize,
+    /// Packets of their own media participants got back (must be 0).
+    pub own_packets: u64,
+    /// Every participant's report.
+    pub participants: Vec<ParticipantReport>,
+}
+
+/// One kind of slot over all participants, in the measured window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SlotFigures {
+    /// Packets received.
+    pub packets: u64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Loss, percent of expected.
+    pub loss_pct: f64,
+    /// Slots that received anything, per participant (distribution).
+    pub filled_per_participant: Percentiles,
+    /// Packets per second per participant (distribution).
+    pub pps_per_participant: Percentiles,
+    /// kbit/s per participant (distribution).
+    pub kbps_per_participant: Percentiles,
 }

@@ -13,7 +13,7 @@ use hdrhistogram::Histogram;
 use ringcast_net::{EngineOptions, Notifier};
 
 use crate::http;
-use crate::negotiation::Negotiation;
+use crate::negotiation::{Negotiation, SlotCounts};
 use crate::procfs::Process;
 use crate::session::{Job, Role};
 use crate::signal::{Signaller, Target};
@@ -200,6 +200,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
             codec: plan.media.codec,
             video: plan.media.video,
             layers: rids.clone(),
+            slots: SlotCounts::default(),
         },
         plan.http_timeout,
     ));
@@ -448,11 +449,12 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         latency_histogram: stats::buckets_ms(&measured_latency, 50),
         join_cdf: stats::cdf(&joins_ms, 100),
         threshold_failures: Vec::new(),
+        rooms: None,
     })
 }
 
 /// A signalling thread: open sessions until the job queue closes.
-fn signal_loop(
+pub fn signal_loop(
     queue: &Mutex<mpsc::Receiver<Job>>,
     tally: &Tally,
     routes: &[(Sender<Command>, Notifier)],
@@ -468,7 +470,11 @@ fn signal_loop(
             },
             Err(_) => return,
         };
-        let publisher = matches!(job.role, Role::Publisher { .. });
+        let (publisher, viewer) = match &job.role {
+            Role::Publisher { .. } => (true, false),
+            Role::Viewer { .. } => (false, true),
+            Role::Member(m) => (m.part.publishes(), m.part.receives()),
+        };
         let worker = job.worker;
         match signaller.join(&agent, job) {
             Ok(joined) => {
@@ -481,7 +487,13 @@ fn signal_loop(
                 }
                 notifier.notify();
             }
-            Err(cause) => tally.fail(publisher, &cause),
+            Err(cause) => {
+                tally.fail(publisher, &cause);
+                if publisher && viewer {
+                    // A participant refused neither publishes nor receives.
+                    tally.viewers_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

@@ -54,6 +54,9 @@ pub struct Tally {
     pub viewers_failed: AtomicUsize,
     /// Sessions with media flowing now (connected minus stalled or gone).
     pub active: AtomicUsize,
+    /// What each group call participant received (`rooms`), left by the workers as the
+    /// sessions end.
+    pub members: Mutex<Vec<ringcast_loadtest::summary::ParticipantReport>>,
 }
 
 impl Tally {
@@ -71,6 +74,7 @@ impl Tally {
             viewers_connected: AtomicUsize::new(0),
             viewers_failed: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
+            members: Mutex::default(),
         }
     }
 

@@ -24,7 +24,8 @@ use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 
 use crate::first_frame::FirstFrame;
 use crate::media::{self, Layer, Packetizer, VideoCodec};
-use crate::session::{Joined, Role};
+use crate::members::{self, Received, SlotReceiver, Speaking};
+use crate::session::{Joined, Member, Role};
 use crate::stats::{self, SeqTracker};
 use crate::tally::Tally;
 
@@ -38,6 +39,8 @@ pub enum Command {
     Watch(Box<Joined>, Sender<Outcome>),
     /// Drop the session at this local address without counting a failure (it is leaving).
     Remove(IpAddr),
+    /// The measured window opens: group call participants count from here on.
+    OpenWindow,
     /// Leave the loop.
     Stop,
 }
@@ -69,6 +72,8 @@ pub struct MediaPlan {
     pub connect_timeout: Duration,
     /// A connected viewer with no media this long is counted as stalled.
     pub stall_after: Duration,
+    /// Group call participants: how long each one's turn as the loud speaker lasts.
+    pub speaker_turn: Duration,
 }
 
 /// How often the worker publishes its counters.
@@ -104,6 +109,17 @@ struct Counters {
     corrupt: u64,
 }
 
+impl Counters {
+    /// Count what a participant's packet did (its bytes are in its own report).
+    fn add(&mut self, effect: &members::PacketEffect) {
+        self.expected += effect.seq.expected;
+        self.received += effect.seq.received;
+        self.reorders += effect.seq.reordered;
+        self.duplicates += effect.seq.duplicate;
+        self.corrupt += u64::from(effect.corrupt);
+    }
+}
+
 struct Peer {
     rtc: Rtc,
     local: SocketAddr,
@@ -124,6 +140,16 @@ struct Peer {
 enum Kind {
     Publisher(Box<Publisher>),
     Viewer(Box<Viewer>),
+    Member(Box<MemberPeer>),
+}
+
+/// A group call participant's session: it publishes, receives on slots, or both.
+struct MemberPeer {
+    member: Member,
+    /// The server's id of the participant.
+    participant: Option<String>,
+    publisher: Option<Publisher>,
+    receiver: Option<SlotReceiver>,
 }
 
 struct Publisher {
@@ -139,6 +165,8 @@ struct Publisher {
     audio_packets: u64,
     next_audio: Instant,
     next_video: Instant,
+    /// Group call participants: the RFC 6464 audio level on every audio packet.
+    speaking: Option<Speaking>,
 }
 
 /// One video stream a publisher sends: a simulcast layer, or its only video.
@@ -199,20 +227,36 @@ impl Worker {
             pts,
             posted,
             location: _,
+            slots,
+            participant,
         } = joined;
         let kind = match (&job.role, pts) {
-            (Role::Publisher { id, .. }, Some(pts)) => Kind::Publisher(Box::new(Publisher {
-                with_video: self.plan.video,
-                mids,
-                pts,
-                audio: Packetizer::new(*id),
-                audio_seq: 1000,
-                video: VideoLayer::of_plan(&self.plan, *id),
-                frames: 0,
-                audio_packets: 0,
-                next_audio: now,
-                next_video: now,
-            })),
+            (Role::Member(member), pts) => {
+                let publisher = match (member.part.publishes(), pts) {
+                    (true, Some(pts)) => Some(Publisher {
+                        speaking: Some(Speaking {
+                            position: member.position,
+                            of: member.of,
+                            turn: self.plan.speaker_turn,
+                        }),
+                        ..Publisher::new(&self.plan, member.id, mids, pts, now)
+                    }),
+                    _ => None,
+                };
+                let receiver = member
+                    .part
+                    .receives()
+                    .then(|| SlotReceiver::new(&slots, member, self.plan.codec));
+                Kind::Member(Box::new(MemberPeer {
+                    member: member.clone(),
+                    participant,
+                    publisher,
+                    receiver,
+                }))
+            }
+            (Role::Publisher { id, .. }, Some(pts)) => {
+                Kind::Publisher(Box::new(Publisher::new(&self.plan, *id, mids, pts, now)))
+            }
             (_, _) => Kind::Viewer(Box::new(Viewer {
                 full: matches!(job.role, Role::Viewer { full: true, .. }),
                 streams: Vec::with_capacity(2),
@@ -253,12 +297,20 @@ impl Worker {
         if let Some(peer) = self.peers[slot].take() {
             self.by_ip.remove(&peer.local.ip());
             self.free.push(slot);
-            let publisher = matches!(peer.kind, Kind::Publisher(_));
+            let publisher = peer.publishes();
             if peer.connected && !peer.stalled {
                 self.tally.lost_active(publisher);
             }
+            self.report_member(&peer);
             if !peer.connected {
                 self.tally.fail(publisher, cause);
+                if let Kind::Member(m) = &peer.kind
+                    && m.publisher.is_some()
+                    && m.receiver.is_some()
+                {
+                    // A participant that never connected neither published nor received.
+                    self.tally.viewers_failed.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(watcher) = peer.watcher {
                     let _ = watcher.send(Err(cause));
                 }
@@ -276,8 +328,31 @@ impl Worker {
         if let Some(peer) = self.peers[slot].take() {
             self.free.push(slot);
             if peer.connected && !peer.stalled {
-                self.tally
-                    .lost_active(matches!(peer.kind, Kind::Publisher(_)));
+                self.tally.lost_active(peer.publishes());
+            }
+            self.report_member(&peer);
+        }
+    }
+
+    /// A group call participant's receiving session leaves its report in the tally.
+    fn report_member(&self, peer: &Peer) {
+        if let Kind::Member(m) = &peer.kind
+            && let Some(receiver) = &m.receiver
+        {
+            let report = receiver.report(&m.member, peer.posted, m.participant.clone());
+            if let Ok(mut reports) = self.tally.members.lock() {
+                reports.push(report);
+            }
+        }
+    }
+
+    /// Every participant's counts start again at the measured window.
+    fn open_window(&mut self) {
+        for peer in self.peers.iter_mut().flatten() {
+            if let Kind::Member(m) = &mut peer.kind
+                && let Some(receiver) = &mut m.receiver
+            {
+                receiver.open_window();
             }
         }
     }
@@ -324,7 +399,7 @@ impl Worker {
             return;
         }
         if peer.dtls_ok
-            && let Kind::Publisher(publisher) = &mut peer.kind
+            && let Some(publisher) = peer.kind.publisher()
         {
             let sent = publisher.send_due(&mut peer.rtc, &self.plan, now);
             self.counters.sent += sent;
@@ -351,8 +426,13 @@ impl Worker {
                 }
                 continue;
             }
-            if let Kind::Viewer(viewer) = &peer.kind {
-                let last = viewer.last_media.unwrap_or(now);
+            let last_media = match &peer.kind {
+                Kind::Viewer(viewer) => Some(viewer.last_media),
+                Kind::Member(m) => m.receiver.as_ref().map(|r| r.last_media),
+                Kind::Publisher(_) => None,
+            };
+            if let Some(last_media) = last_media {
+                let last = last_media.unwrap_or(now);
                 let silent = now.saturating_duration_since(last) > self.plan.stall_after;
                 if silent && !peer.stalled {
                     peer.stalled = true;
@@ -433,6 +513,28 @@ impl Driver for Worker {
             peer.media_packet(&mut ctx, now, now, Ssrc::from(ssrc), seq, payload, None);
             return;
         }
+        // A light participant likewise, on the slots whose SSRC str0m has told it.
+        if peer.dtls_ok
+            && is_rtp(data)
+            && let Kind::Member(m) = &mut peer.kind
+            && let Some(receiver) = &mut m.receiver
+            && receiver.counts_headers_only()
+        {
+            let ssrc = Ssrc::from(u32::from_be_bytes([data[8], data[9], data[10], data[11]]));
+            if let Some(index) = receiver.slot_of(ssrc) {
+                let received = Received {
+                    arrived: now,
+                    seq: u16::from_be_bytes([data[2], data[3]]),
+                    timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+                    marker: data[1] & 0x80 != 0,
+                    payload_len: data.len().saturating_sub(12 + SRTP_TAG),
+                    payload: None,
+                };
+                let effect = receiver.on_packet(index, received);
+                self.counters.add(&effect);
+                return;
+            }
+        }
         let Ok(contents) = data.try_into() else {
             return;
         };
@@ -471,7 +573,11 @@ impl Driver for Worker {
                     }
                 }
                 Ok(Command::Remove(ip)) => self.remove_leaving(ip),
+                Ok(Command::OpenWindow) => self.open_window(),
                 Ok(Command::Stop) | Err(TryRecvError::Disconnected) => {
+                    for peer in self.peers.iter().flatten() {
+                        self.report_member(peer);
+                    }
                     self.flush();
                     return Turn::Stop;
                 }
@@ -584,6 +690,65 @@ impl Peer {
         }
     }
 
+    /// A participant received a media packet (decrypted by str0m): account it on its slot.
+    fn member_packet(&mut self, ctx: &mut Ctx<'_>, packet: &str0m::rtp::RtpPacket) {
+        let Kind::Member(m) = &mut self.kind else {
+            return;
+        };
+        let Some(receiver) = &mut m.receiver else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let index = match receiver.slot_of(ssrc) {
+            Some(index) => Some(index),
+            None => self
+                .rtc
+                .direct_api()
+                .stream_rx(&ssrc)
+                .map(|s| s.mid())
+                .and_then(|mid| receiver.learn(ssrc, mid)),
+        };
+        let Some(index) = index else {
+            ctx.tally.error("rtp outside the slots");
+            return;
+        };
+        let first = receiver.last_media.is_none();
+        let effect = receiver.on_packet(
+            index,
+            Received {
+                arrived: packet.timestamp,
+                seq: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                marker: packet.header.marker,
+                payload_len: packet.payload.len(),
+                payload: Some(&packet.payload),
+            },
+        );
+        ctx.counters.add(&effect);
+        if let Some(us) = effect.latency_us {
+            let _ = ctx.latency.record(us);
+        }
+        if first {
+            // Media flows to it: a receiving session counts as a connected viewer.
+            ctx.tally.connected(false);
+            if m.publisher.is_none() {
+                self.connected = true;
+                if let Some(watcher) = self.watcher.take() {
+                    let _ = watcher.send(Ok(()));
+                }
+            }
+        }
+    }
+
+    /// Whether this session counts as a publisher (it sends media).
+    fn publishes(&self) -> bool {
+        match &self.kind {
+            Kind::Publisher(_) => true,
+            Kind::Viewer(_) => false,
+            Kind::Member(m) => m.publisher.is_some(),
+        }
+    }
+
     /// A viewer awaiting its first complete keyframe: account one RTP packet of its video.
     fn first_frame_packet(&mut self, ctx: &mut Ctx<'_>, packet: &str0m::rtp::RtpPacket) {
         let Kind::Viewer(viewer) = &mut self.kind else {
@@ -613,14 +778,11 @@ impl Peer {
     /// When this peer next needs attention.
     fn wake(&self) -> Instant {
         match &self.kind {
-            Kind::Publisher(p) if self.dtls_ok => {
-                let media = if p.with_video {
-                    p.next_audio.min(p.next_video)
-                } else {
-                    p.next_audio
-                };
-                self.rtc_deadline.min(media)
-            }
+            Kind::Publisher(p) if self.dtls_ok => p.wake(self.rtc_deadline),
+            Kind::Member(m) if self.dtls_ok && m.publisher.is_some() => m
+                .publisher
+                .as_ref()
+                .map_or(self.rtc_deadline, |p| p.wake(self.rtc_deadline)),
             _ => self.rtc_deadline,
         }
     }
@@ -678,18 +840,18 @@ impl Peer {
             },
             Event::Connected => {
                 self.dtls_ok = true;
-                if let Kind::Publisher(p) = &mut self.kind {
+                if let Some(p) = self.kind.publisher() {
+                    p.next_audio = now;
+                    p.next_video = now;
                     self.connected = true;
                     ctx.tally.connected(true);
                     if let Some(watcher) = self.watcher.take() {
                         let _ = watcher.send(Ok(()));
                     }
-                    p.next_audio = now;
-                    p.next_video = now;
                 }
             }
             Event::KeyframeRequest(request) => {
-                if let Kind::Publisher(p) = &mut self.kind
+                if let Some(p) = self.kind.publisher()
                     && !ctx.plan.ignore_pli
                 {
                     for layer in &mut p.video {
@@ -697,6 +859,25 @@ impl Peer {
                             layer.force_key = true;
                         }
                     }
+                }
+            }
+            Event::RtpPacket(packet)
+                if matches!(self.kind, Kind::Member(_)) && !packet.payload.is_empty() =>
+            {
+                self.member_packet(ctx, &packet);
+            }
+            Event::ChannelOpen(id, label) => {
+                if let Kind::Member(m) = &mut self.kind
+                    && let Some(receiver) = &mut m.receiver
+                {
+                    receiver.on_channel_open(id, &label);
+                }
+            }
+            Event::ChannelData(data) => {
+                if let Kind::Member(m) = &mut self.kind
+                    && let Some(receiver) = &mut m.receiver
+                {
+                    receiver.on_channel_data(data.id, &data.data);
                 }
             }
             Event::RtpPacket(packet) => {
@@ -720,7 +901,45 @@ impl Peer {
     }
 }
 
+impl Kind {
+    /// The publishing side of this session, if it sends media.
+    fn publisher(&mut self) -> Option<&mut Publisher> {
+        match self {
+            Kind::Publisher(p) => Some(p),
+            Kind::Member(m) => m.publisher.as_mut(),
+            Kind::Viewer(_) => None,
+        }
+    }
+}
+
 impl Publisher {
+    /// A publisher of `plan`'s media with probe id `id`, sending on `mids` with `pts`.
+    fn new(plan: &MediaPlan, id: u32, mids: [Mid; 2], pts: [Pt; 2], now: Instant) -> Self {
+        Publisher {
+            with_video: plan.video,
+            mids,
+            pts,
+            audio: Packetizer::new(id),
+            audio_seq: 1000,
+            video: VideoLayer::of_plan(plan, id),
+            frames: 0,
+            audio_packets: 0,
+            next_audio: now,
+            next_video: now,
+            speaking: None,
+        }
+    }
+
+    /// When it next has media due, or `rtc_deadline` if that comes first.
+    fn wake(&self, rtc_deadline: Instant) -> Instant {
+        let media = if self.with_video {
+            self.next_audio.min(self.next_video)
+        } else {
+            self.next_audio
+        };
+        rtc_deadline.min(media)
+    }
+
     /// Write the audio packets and video frames that are due; returns packets written.
     fn send_due(&mut self, rtc: &mut Rtc, plan: &MediaPlan, now: Instant) -> u64 {
         const AUDIO_EVERY: Duration = Duration::from_millis(20);
@@ -741,12 +960,16 @@ impl Publisher {
             let seq = self.audio_seq;
             self.audio_seq += 1;
             let (mid, pt) = (self.mids[0], self.pts[0]);
-            sent += write(
-                rtc,
-                mid,
-                None,
-                RtpWrite::new(pt, seq.into(), ts, now, payload),
-            );
+            let mut rtp = RtpWrite::new(pt, seq.into(), ts, now, payload);
+            if let Some(speaking) = &self.speaking {
+                let (level, voice) = speaking.level(now);
+                rtp = rtp.ext_vals(ExtensionValues {
+                    audio_level: Some(level),
+                    voice_activity: Some(voice),
+                    ..ExtensionValues::default()
+                });
+            }
+            sent += write(rtc, mid, None, rtp);
             self.audio_packets += 1;
             self.next_audio += AUDIO_EVERY;
         }
