@@ -41,8 +41,11 @@ const MAX_FROZEN_S = 2;
 const MAX_KEYFRAME_SHARE = 0.1;
 // Viewer B's layer on its 400 kbit/s link, every second of the window.
 const MAX_SHAPED_WIDTH = 640;
-// Viewer A on the top layer for at least this share of the window's seconds (a brief dip passes).
-const MIN_TOP_SHARE = 0.8;
+// Viewer A on the top layer for at least this share of the window's seconds. One dip must pass:
+// the layer choice goes down at once on a falling estimate and comes back up only after 4 s
+// down plus 1 s of a held estimate, so a single loss burst on this shared VM (a Chromium that
+// misses its socket for a moment: NACKs, RTX, an estimate drop) costs 5-6 s of the 20 s window.
+const MIN_TOP_SHARE = 0.7;
 const STREAM = 'simulcast';
 
 test('simulcast: chromium publishes 3 layers; a viewer on a 400 kbit/s link gets a small one, a viewer on the host the top one', { timeout: 240_000 }, async (t) => {
