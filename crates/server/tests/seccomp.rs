@@ -97,6 +97,12 @@ fn every_system_call_of_a_session_is_in_the_profile() {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with("syscall") && !l.starts_with('-'))
         .filter(|l| *l != "total")
+        // A system call's name; not the notice strace writes into the same file when the
+        // server it traces is killed inside a call ("17306 ???( <detached ...>").
+        .filter(|l| {
+            l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
         .map(str::to_owned)
         .collect();
     assert!(
