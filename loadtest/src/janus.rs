@@ -249,6 +249,42 @@ impl Janus {
         })
     }
 
+    /// Answer Janus's subscriber offer `sdp` with a new str0m peer and `start` the
+    /// subscription; the peer receives on `slots` (a group call participant) or on its one
+    /// audio and video (a viewer: none).
+    fn answer_and_start(
+        &self,
+        agent: &ureq::Agent,
+        handle: Handle,
+        sdp: &str,
+        job: Job,
+        posted: Instant,
+        slots: Vec<Slot>,
+    ) -> Result<Joined, String> {
+        let offer = SdpOffer::from_sdp_string(sdp).map_err(|_| "sdp".to_string())?;
+        let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| format!("sdp: {}", first_words(&e.to_string())))?;
+        self.plugin_async(
+            agent,
+            handle,
+            json!({ "request": "start" }),
+            Some(jsep_of("answer", &answer.to_sdp_string())),
+        )?;
+        Ok(Joined {
+            job,
+            rtc,
+            mids: offered_mids(sdp),
+            pts: None,
+            posted,
+            location: format!("{}/{}", self.base, handle.session),
+            slots,
+            participant: None,
+        })
+    }
+
     /// Subscribe to `stream`'s publisher: Janus offers, str0m answers, `start`.
     fn subscribe(
         &self,
@@ -265,29 +301,7 @@ impl Janus {
         };
         let sdp = self.join_subscriber(agent, handle, room, json!([{ "feed": feed }]))?;
         let sdp = negotiation::reachable_candidates_only(&sdp, &self.base);
-        let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
-        let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| format!("sdp: {}", first_words(&e.to_string())))?;
-        self.plugin_async(
-            agent,
-            handle,
-            json!({ "request": "start" }),
-            Some(jsep_of("answer", &answer.to_sdp_string())),
-        )?;
-        let mids = offered_mids(&sdp);
-        Ok(Joined {
-            job,
-            rtc,
-            mids,
-            pts: None,
-            posted,
-            location: format!("{}/{}", self.base, handle.session),
-            slots: Vec::new(),
-            participant: None,
-        })
+        self.answer_and_start(agent, handle, &sdp, job, posted, Vec::new())
     }
 
     /// Join `room` as a subscriber of `streams` (`[{"feed", "mid"?}]`): Janus's offer SDP, its
@@ -433,29 +447,8 @@ impl Janus {
             return Err("janus: nobody else in the room published".into());
         }
         let sdp = self.join_subscriber(agent, handle, room, Value::Array(streams))?;
-        let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "sdp".to_string())?;
-        let mut rtc = negotiation::new_rtc(self.negotiation.codec, job.local)?;
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| format!("sdp: {}", first_words(&e.to_string())))?;
-        self.plugin_async(
-            agent,
-            handle,
-            json!({ "request": "start" }),
-            Some(jsep_of("answer", &answer.to_sdp_string())),
-        )?;
-        let mids = offered_mids(&sdp);
-        Ok(Joined {
-            job,
-            rtc,
-            mids,
-            pts: None,
-            posted,
-            location: format!("{}/{}", self.base, handle.session),
-            slots: offered_slots(&sdp),
-            participant: None,
-        })
+        let slots = offered_slots(&sdp);
+        self.answer_and_start(agent, handle, &sdp, job, posted, slots)
     }
 
     /// Create the room unless it exists, with room for `publishers`; remember whether we did.

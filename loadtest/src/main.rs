@@ -524,15 +524,7 @@ fn table(s: &Summary) -> String {
             sv.rss_kib_per_participant
         );
     }
-    if s.errors.is_empty() {
-        let _ = writeln!(t, "errors        none");
-    } else {
-        let list: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(t, "errors        {}", list.join(", "));
-    }
-    for f in &s.threshold_failures {
-        let _ = writeln!(t, "FAILED        {f}");
-    }
+    s.write_errors(&mut t);
     t
 }
 

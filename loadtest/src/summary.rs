@@ -141,6 +141,81 @@ pub struct ServerFigures {
     pub rss_kib_per_participant: f64,
 }
 
+impl Summary {
+    /// The last lines of a text report: the errors counted, and the thresholds that failed.
+    pub fn write_errors(&self, t: &mut String) {
+        use std::fmt::Write as _;
+        if self.errors.is_empty() {
+            let _ = writeln!(t, "errors        none");
+        } else {
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            let _ = writeln!(t, "errors        {}", list.join(", "));
+        }
+        for f in &self.threshold_failures {
+            let _ = writeln!(t, "FAILED        {f}");
+        }
+    }
+}
+
+impl ServerFigures {
+    /// The server's figures over a measured window of `measured_s` seconds, in which it used
+    /// `cpu` and its clients received `forwarded` packets; `viewers` were connected and
+    /// `participants` placed; its RSS was `rss_before` before the first join and `rss_after` at
+    /// the end.
+    #[allow(clippy::too_many_arguments)]
+    pub fn over_window(
+        pid: u32,
+        cpu: std::time::Duration,
+        measured_s: f64,
+        forwarded: u64,
+        viewers: usize,
+        participants: usize,
+        rss_before: Option<u64>,
+        rss_after: Option<u64>,
+    ) -> Self {
+        let cpu_s = cpu.as_secs_f64();
+        let rss_kib = rss_after.unwrap_or(0);
+        ServerFigures {
+            pid,
+            cpu_s,
+            cpu_pct: cpu_s / measured_s.max(1e-9) * 100.0,
+            forwarded_packets: forwarded,
+            cpu_us_per_packet: if forwarded > 0 {
+                cpu_s * 1e6 / forwarded as f64
+            } else {
+                0.0
+            },
+            cpu_ms_per_viewer_s: cpu_s * 1e3 / measured_s.max(1e-9) / viewers.max(1) as f64,
+            rss_kib,
+            rss_kib_per_participant: rss_kib.saturating_sub(rss_before.unwrap_or(0)) as f64
+                / participants.max(1) as f64,
+        }
+    }
+}
+
+/// The load generator's own CPU over the measured window, percent of one core, and a warning
+/// when it used most of the `threads` cores it runs on (then it, not the server, may be the
+/// bottleneck).
+pub fn generator_load(
+    cpu: std::time::Duration,
+    measured_s: f64,
+    threads: usize,
+) -> (f64, Option<String>) {
+    let pct = cpu.as_secs_f64() / measured_s.max(1e-9) * 100.0;
+    let cores = threads.min(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let warning = (pct > 85.0 * cores as f64).then(|| {
+        format!(
+            "the load generator used {pct:.0}% CPU of its {cores} core(s): it, not the \
+             server, may be the bottleneck; its figures are suspect (add --threads or machines)"
+        )
+    });
+    (pct, warning)
+}
+
 /// One second of the run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Tick {

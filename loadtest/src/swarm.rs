@@ -18,7 +18,7 @@ use crate::procfs::Process;
 use crate::session::{Job, Role};
 use crate::signal::{Signaller, Target};
 use crate::stats;
-use crate::summary::{Counts, ServerFigures, Summary, Tick};
+use crate::summary::{Counts, ServerFigures, Summary, Tick, generator_load};
 use crate::tally::{Tally, Totals};
 use crate::whep_layer::ViewerLayer;
 use crate::worker::{Command, MediaPlan, Worker};
@@ -367,40 +367,22 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         failed: tally.publishers_failed.load(Ordering::Relaxed),
     };
     // Over the measured window (joins and warm-up excluded), like the server's figures.
-    let self_cpu = self_cpu1.saturating_sub(mark.self_cpu).as_secs_f64();
-    let loadtest_cpu_pct = self_cpu / measured_s.max(1e-9) * 100.0;
-    let cores = plan
-        .threads
-        .min(std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let bottleneck_warning = (loadtest_cpu_pct > 85.0 * cores as f64).then(|| {
-        format!(
-            "the load generator used {loadtest_cpu_pct:.0}% CPU of its {cores} core(s): it, not the \
-             server, may be the bottleneck; its figures are suspect (add --threads or machines)"
-        )
-    });
+    let (loadtest_cpu_pct, bottleneck_warning) = generator_load(
+        self_cpu1.saturating_sub(mark.self_cpu),
+        measured_s,
+        plan.threads,
+    );
     let server = match (plan.server_pid, mark.server_cpu, server_cpu1) {
-        (Some(pid), Some(c0), Some(c1)) => {
-            let cpu_s = c1.saturating_sub(c0).as_secs_f64();
-            let participants = (viewers.connected + publishers.connected).max(1);
-            let rss_kib = server_rss1.unwrap_or(0);
-            Some(ServerFigures {
-                pid,
-                cpu_s,
-                cpu_pct: cpu_s / measured_s.max(1e-9) * 100.0,
-                forwarded_packets: window.received,
-                cpu_us_per_packet: if window.received > 0 {
-                    cpu_s * 1e6 / window.received as f64
-                } else {
-                    0.0
-                },
-                cpu_ms_per_viewer_s: cpu_s * 1e3
-                    / measured_s.max(1e-9)
-                    / viewers.connected.max(1) as f64,
-                rss_kib,
-                rss_kib_per_participant: rss_kib.saturating_sub(server_rss0.unwrap_or(0)) as f64
-                    / participants as f64,
-            })
-        }
+        (Some(pid), Some(c0), Some(c1)) => Some(ServerFigures::over_window(
+            pid,
+            c1.saturating_sub(c0),
+            measured_s,
+            window.received,
+            viewers.connected,
+            viewers.connected + publishers.connected,
+            server_rss0,
+            server_rss1,
+        )),
         (Some(pid), _, _) => {
             tally.error("server gone");
             Some(ServerFigures {
