@@ -315,18 +315,8 @@ impl Control {
             let me = seat.info.clone();
             let shards = room.placed_mask();
             let mut commands = Vec::new();
-            let told = shards & !(1u64 << me.shard.0);
-            for s in 0..64u16 {
-                if told & (1u64 << s) != 0 {
-                    commands.push(room_member(
-                        room.id,
-                        &p.stream,
-                        &me,
-                        true,
-                        shards,
-                        ShardId(s),
-                    ));
-                }
+            for to in shards_in(shards & !(1u64 << me.shard.0)) {
+                commands.push(room_member(room.id, &p.stream, &me, true, shards, to));
             }
             for other in room.seats.iter().filter(|s| s.session.is_some()) {
                 if other.info.shard != me.shard {
@@ -368,20 +358,22 @@ impl Control {
             return;
         }
         let shards = r.placed_mask();
-        let told = shards & !(1u64 << seat.info.shard.0);
-        for s in 0..64u16 {
-            if told & (1u64 << s) != 0 {
-                self.commands.push_back(room_member(
-                    r.id,
-                    room,
-                    &seat.info,
-                    false,
-                    shards,
-                    ShardId(s),
-                ));
-            }
+        for to in shards_in(shards & !(1u64 << seat.info.shard.0)) {
+            self.commands
+                .push_back(room_member(r.id, room, &seat.info, false, shards, to));
         }
     }
+}
+
+/// The shards of a mask (bit per shard), lowest first.
+fn shards_in(mut mask: u64) -> impl Iterator<Item = ShardId> {
+    std::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let shard = mask.trailing_zeros() as u16;
+            mask &= mask - 1;
+            ShardId(shard)
+        })
+    })
 }
 
 /// A [`Command::RoomMember`] for `to`.
