@@ -66,6 +66,26 @@ fn viewers_on_both_shards_get_everything() {
     // Nothing was asked for in the last second, so nothing holds it back: two 1 ms hops.
     assert!(took <= Duration::from_millis(10), "{took:?}");
 
+    // A second PLI within the keyframe interval is merged on shard 1 and goes once the interval
+    // is over: shard 1 sees the stream only as relayed packets, and those must release it too.
+    sim.run_for(Duration::from_millis(300));
+    let before = sim.client(publisher).publisher().keyframe_requests.len();
+    assert!(sim.viewer_request_keyframe(remote));
+    let reached = sim.run_until_true(Duration::from_millis(1200), |s| {
+        s.client(publisher).publisher().keyframe_requests.len() > before
+    });
+    assert!(
+        reached,
+        "a keyframe request merged on shard 1 never reached the publisher"
+    );
+    let went = sim.client(publisher).publisher().keyframe_requests[before] - asked;
+    eprintln!("merged keyframe request from shard 1 reached the publisher after {went:?}");
+    let interval = ShardConfig::default().keyframe_interval;
+    assert!(
+        went >= interval && went <= interval + Duration::from_millis(100),
+        "{went:?}"
+    );
+
     // A late viewer on shard 1 starts on a keyframe requested through shard 0.
     sim.run_for(Duration::from_millis(1500));
     let joined = sim.now();

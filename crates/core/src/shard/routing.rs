@@ -285,21 +285,7 @@ impl Shard {
             });
         }
         if packet.kind == TrackKind::Video {
-            let layer = usize::from(packet.layer);
-            // A keyframe going by answers every request merged so far: none is left pending.
-            if keyframe {
-                entry.keyframes[layer].pending = false;
-            }
-            // A merged keyframe request that waited out the interval goes now.
-            if entry.keyframes[layer].due(now, self.config.keyframe_interval)
-                && let Some(pk) = entry.publisher
-            {
-                self.stats.keyframe_requests += 1;
-                self.participants[pk]
-                    .peer
-                    .request_keyframe(TrackKind::Video, packet.layer);
-                self.enqueue(pk);
-            }
+            self.keyframe_requests_on_packet(now, stream, packet.layer, keyframe);
         }
         self.fan_out(now, stream, epoch, &packet, keyframe);
         if let Some((room, level)) = speaker {
@@ -475,9 +461,44 @@ impl Shard {
         let Some(throttle) = entry.keyframes.get_mut(usize::from(layer)) else {
             return;
         };
-        if !throttle.ask(now, interval) {
-            return;
+        if throttle.ask(now, interval) {
+            self.send_keyframe_request(stream, layer);
         }
+    }
+
+    /// A video packet of `stream`'s layer `layer` went by (from the local publisher or relayed):
+    /// a keyframe answers every request merged so far; a merged request that has waited out the
+    /// interval goes now. Every shard with viewers runs this, so a request merged on a shard
+    /// that only relays the stream is not lost.
+    fn keyframe_requests_on_packet(
+        &mut self,
+        now: Instant,
+        stream: StreamId,
+        layer: u8,
+        keyframe: bool,
+    ) {
+        let interval = self.config.keyframe_interval;
+        let Some(throttle) = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|e| e.keyframes.get_mut(usize::from(layer)))
+        else {
+            return;
+        };
+        if keyframe {
+            throttle.pending = false;
+        }
+        if throttle.due(now, interval) {
+            self.send_keyframe_request(stream, layer);
+        }
+    }
+
+    /// Ask for a keyframe of `stream`'s layer `layer` now: the local publisher, or the shard it
+    /// is on.
+    fn send_keyframe_request(&mut self, stream: StreamId, layer: u8) {
+        let Some(entry) = self.streams.get(&stream) else {
+            return;
+        };
         if let Some(pk) = entry.publisher {
             self.stats.keyframe_requests += 1;
             self.participants[pk]
@@ -625,6 +646,9 @@ impl Shard {
                         return;
                     }
                 };
+                if packet.kind == TrackKind::Video {
+                    self.keyframe_requests_on_packet(now, stream, packet.layer, keyframe);
+                }
                 self.fan_out(now, stream, epoch, &packet, keyframe);
                 if let Some((room, level)) = speaker {
                     self.member_audio_level(now, room, stream, level);
