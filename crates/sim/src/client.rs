@@ -40,6 +40,9 @@ pub struct PublisherConfig {
     pub keyframe_interval: Duration,
     /// Answer keyframe requests (PLI/FIR) with a keyframe at the next frame (OBS does not).
     pub honor_keyframe_requests: bool,
+    /// A keyframe request that comes within this long of the last one honored, for any layer,
+    /// is ignored, as Chromium's encoder does within 300 ms (zero: every one is honored).
+    pub keyframe_request_gap: Duration,
     /// Start writing media as soon as it is connected (otherwise [`crate::Sim::set_media`]).
     pub start_on_connect: bool,
     /// Time between video frames.
@@ -93,6 +96,7 @@ impl Default for PublisherConfig {
             video: true,
             keyframe_interval: Duration::from_secs(2),
             honor_keyframe_requests: true,
+            keyframe_request_gap: Duration::ZERO,
             start_on_connect: true,
             frame_interval: Duration::from_millis(33),
             keyframe_size: 5000,
@@ -220,6 +224,8 @@ pub struct Publisher {
     next_audio_at: Option<Instant>,
     last_keyframe_at: Option<Instant>,
     keyframe_wanted: bool,
+    /// When the last keyframe request that was honored arrived.
+    last_honored_request: Option<Instant>,
     /// The RFC 6464 audio level (0 loud .. 127 silence) written on its audio packets; none
     /// without the header extension.
     pub(crate) audio_level: Option<u8>,
@@ -625,8 +631,12 @@ impl Client {
             Event::KeyframeRequest(request) => {
                 if let Some(p) = self.sender_mut() {
                     p.keyframe_requests.push(now);
-                    let honor = p.config.honor_keyframe_requests;
+                    let honor = p.config.honor_keyframe_requests
+                        && p.last_honored_request.is_none_or(|at| {
+                            now.saturating_duration_since(at) >= p.config.keyframe_request_gap
+                        });
                     if honor {
+                        p.last_honored_request = Some(now);
                         p.keyframe_wanted = true;
                     }
                     // A request names its layer by rid; one without asks all of them.
@@ -857,6 +867,7 @@ impl Publisher {
             next_frame_at: None,
             next_audio_at: None,
             last_keyframe_at: None,
+            last_honored_request: None,
             keyframe_wanted: false,
             audio_level: None,
             rng,

@@ -324,6 +324,47 @@ fn a_playing_viewer_keeps_its_layer_until_the_new_ones_keyframe() {
 }
 
 #[test]
+fn a_move_whose_keyframe_request_the_publisher_ignored_is_asked_for_again() {
+    // Like Chromium, the publisher ignores a keyframe request within 300 ms of the last one it
+    // honored, for any layer; its own keyframes come only every 30 s. Viewer 1 moves to h; 200
+    // ms later viewer 2 asks for f, and that request is dropped. Viewer 2 must still move: the
+    // shard asks again while a viewer waits, once the keyframe interval allows.
+    let mut sim = sim(38, ShardConfig::default());
+    let publisher = sim.add_publisher(
+        STREAM,
+        PublisherConfig {
+            keyframe_interval: Duration::from_secs(30),
+            keyframe_request_gap: Duration::from_millis(300),
+            ..PublisherConfig::simulcast_3()
+        },
+    );
+    let viewers = [sim.add_viewer(STREAM), sim.add_viewer(STREAM)];
+    for v in viewers {
+        sim.set_layer(v, Some("q")).expect("pinned");
+    }
+    let mut all = viewers.to_vec();
+    all.push(publisher);
+    sim.connect(&all, Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(3));
+    sim.set_layer(viewers[0], Some("h")).expect("pinned");
+    sim.run_for(Duration::from_millis(200));
+    let asked = sim.now();
+    sim.set_layer(viewers[1], Some("f")).expect("pinned");
+    sim.run_for(Duration::from_secs(2));
+    let requests = &sim.client(publisher).publisher().layers[layer("f")].keyframe_requests;
+    assert!(requests.len() >= 2, "f was asked for once: {requests:?}");
+    let t = trace(&sim, publisher, viewers[1]);
+    let moved = t.moves().last().expect("viewer 2 moved");
+    assert_eq!((moved.from, moved.to), (Some(layer("q")), layer("f")));
+    let took = moved.at - asked;
+    eprintln!("viewer 2 moved to f {took:?} after asking");
+    // Asked again one keyframe interval (1 s) after the first request, answered a frame later.
+    assert!(took <= Duration::from_millis(1200), "{took:?}");
+    let t = trace(&sim, publisher, viewers[0]);
+    assert_eq!(t.last_layer(), Some(layer("h")));
+}
+
+#[test]
 fn an_obs_shaped_h264_publisher_that_ignores_pli_starts_viewers_from_the_cache() {
     // OBS 32.1: rids 0, 1, 2 (0 the full size, then 2/3 and 1/3 of it), H264, keyframes every
     // 2 s, every keyframe request ignored.

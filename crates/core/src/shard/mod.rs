@@ -402,6 +402,7 @@ impl Shard {
                     self.member_message(now, key, binary, &data);
                 }
                 PeerEvent::Estimate(bps) => {
+                    tracing::debug!(viewer = key, bps, "estimate");
                     if let Some(track) = routing::video_track(p) {
                         track.choice.estimate(bps);
                         self.choose_layer(now, key);

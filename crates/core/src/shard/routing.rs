@@ -346,6 +346,7 @@ impl Shard {
                 stats.gop_overflows += gop.overflows() - overflows;
             }
             if keyframe {
+                tracing::debug!(?stream, layer, "keyframe");
                 entry.layers.keyframe(packet.layer, now);
                 if let Some(codec) = entry.codecs[kind.index()]
                     && let Some((width, height)) = resolution(codec, &packet.payload)
@@ -375,6 +376,7 @@ impl Shard {
                         track.layer = packet.layer;
                         track.target = None;
                         stats.layer_switches += 1;
+                        tracing::debug!(viewer = sub.key, layer, "layer switch done");
                     }
                     entry.video[layer].switching = switching;
                     entry.video[layer].switching.clear();
@@ -389,7 +391,12 @@ impl Shard {
             TrackKind::Audio => &entry.audio,
             TrackKind::Video => &entry.video[layer].on,
         };
-        let mut want_keyframe = false;
+        // Viewers waiting to move onto this layer need its keyframe: ask again (throttled) until
+        // it comes. A publisher may ignore a request: Chromium drops a PLI that comes within
+        // 300 ms of the one before on any of its layers, and a viewer moving down would stay on
+        // a layer its path cannot carry, its packets queueing in the pacer.
+        let mut want_keyframe =
+            kind == TrackKind::Video && !keyframe && !entry.video[layer].switching.is_empty();
         for &sub in list {
             let Some(p) = participants.get_mut(sub.key) else {
                 continue;
@@ -463,6 +470,8 @@ impl Shard {
         };
         if throttle.ask(now, interval) {
             self.send_keyframe_request(stream, layer);
+        } else {
+            tracing::debug!(?stream, layer, "keyframe request merged");
         }
     }
 
@@ -489,6 +498,7 @@ impl Shard {
             throttle.pending = false;
         }
         if throttle.due(now, interval) {
+            tracing::debug!(?stream, layer, "merged keyframe request due");
             self.send_keyframe_request(stream, layer);
         }
     }
@@ -499,6 +509,7 @@ impl Shard {
         let Some(entry) = self.streams.get(&stream) else {
             return;
         };
+        tracing::debug!(?stream, layer, "keyframe request sent");
         if let Some(pk) = entry.publisher {
             self.stats.keyframe_requests += 1;
             self.participants[pk]
@@ -535,6 +546,7 @@ impl Shard {
             && let Some(stream) = track.stream
         {
             let layer = track.layer;
+            tracing::debug!(viewer = key, layer, "viewer asks for a keyframe");
             self.request_keyframe(now, stream, layer);
         }
     }
@@ -591,6 +603,12 @@ impl Shard {
                     unlist(&mut entry.video[usize::from(t)].switching, sub);
                 }
                 track.target = Some(wanted);
+                tracing::debug!(
+                    viewer = key,
+                    from = track.layer,
+                    to = wanted,
+                    "layer switch wanted"
+                );
                 entry.video[usize::from(wanted)].switching.push(sub);
                 ask_keyframe = Some(wanted);
             }
