@@ -33,7 +33,13 @@ const VIDEO_SHARE_PERCENT: u64 = 90;
 /// Going up needs this much more (percent) than the layer's bitrate, ...
 const UP_MARGIN_PERCENT: u64 = 115;
 /// ... held this long, ...
-const UP_AFTER: Duration = Duration::from_secs(1);
+///
+/// str0m reports the mean of its distinct estimates over the last 3 s. One probe on a path with
+/// a token-bucket shaper can measure several times the path's rate, and that outlier lifts the
+/// reported mean for 3 s while the path carries no more than before (seen in the Chromium
+/// simulcast test: 423 kbit/s, then 1.67 Mbit/s for a 400 kbit/s link). Only an estimate that
+/// holds for longer than that window moves a viewer up.
+const UP_AFTER: Duration = Duration::from_millis(3500);
 /// ... and not this soon after going down.
 const UP_HOLD_AFTER_DOWN: Duration = Duration::from_secs(4);
 
@@ -111,17 +117,18 @@ impl LayerChoice {
         let held_down = self
             .last_down
             .is_some_and(|d| now.saturating_duration_since(d) < UP_HOLD_AFTER_DOWN);
-        match up {
-            Some(i) if !held_down => {
-                let since = *self.up_since.get_or_insert(now);
-                if now.saturating_duration_since(since) >= UP_AFTER {
-                    self.up_since = None;
-                    return Some(usable[i].index);
-                }
-            }
-            _ => self.up_since = None,
+        // The estimate's hold counts from when it first fits, also while going up is held back
+        // after a move down: the two waits overlap.
+        let Some(i) = up else {
+            self.up_since = None;
+            return current;
+        };
+        let since = *self.up_since.get_or_insert(now);
+        if held_down || now.saturating_duration_since(since) < UP_AFTER {
+            return current;
         }
-        current
+        self.up_since = None;
+        Some(usable[i].index)
     }
 
     /// What the viewer's estimator should sustain and probe towards, bits per second. It probes
@@ -181,28 +188,38 @@ mod tests {
         // Before any estimate: the assumed 1 Mbit/s fits the middle layer.
         assert_eq!(c.choose(&layers, None, t0), Some(1));
         c.estimate(5_000_000);
-        // Up only after the estimate held for a second.
+        // Up only after the estimate held for 3.5 s (longer than str0m's averaging window).
         assert_eq!(c.choose(&layers, Some(1), at(0)), Some(1));
-        assert_eq!(c.choose(&layers, Some(1), at(500)), Some(1));
-        assert_eq!(c.choose(&layers, Some(1), at(1000)), Some(2));
+        assert_eq!(c.choose(&layers, Some(1), at(3000)), Some(1));
+        assert_eq!(c.choose(&layers, Some(1), at(3500)), Some(2));
         // Congestion: down at once, to what fits.
         c.estimate(400_000);
-        assert_eq!(c.choose(&layers, Some(2), at(1100)), Some(0));
-        // Recovers at once, but goes up only 4 s after going down.
+        assert_eq!(c.choose(&layers, Some(2), at(3600)), Some(0));
+        // Recovers at once: the hold counts from now, but going up waits 4 s after going down.
         c.estimate(5_000_000);
-        assert_eq!(c.choose(&layers, Some(0), at(2200)), Some(0));
+        assert_eq!(c.choose(&layers, Some(0), at(3700)), Some(0));
         assert_eq!(
-            c.choose(&layers, Some(0), at(5000)),
+            c.choose(&layers, Some(0), at(7200)),
             Some(0),
-            "4 s after going down"
+            "held 3.5 s, but less than 4 s after going down"
         );
-        assert_eq!(c.choose(&layers, Some(0), at(5100)), Some(0));
+        assert_eq!(c.choose(&layers, Some(0), at(7600)), Some(2));
+        // A high estimate that does not hold (a probe's outlier in str0m's mean) moves nothing.
+        c.estimate(400_000);
+        assert_eq!(c.choose(&layers, Some(2), at(7700)), Some(0));
+        c.estimate(1_700_000);
+        assert_eq!(c.choose(&layers, Some(0), at(12_000)), Some(0));
+        assert_eq!(c.choose(&layers, Some(0), at(14_000)), Some(0));
+        c.estimate(400_000);
+        assert_eq!(c.choose(&layers, Some(0), at(15_000)), Some(0));
+        c.estimate(1_700_000);
+        assert_eq!(c.choose(&layers, Some(0), at(16_000)), Some(0));
         assert_eq!(
-            c.choose(&layers, Some(0), at(6000)),
+            c.choose(&layers, Some(0), at(19_000)),
             Some(0),
-            "held since 5.1 s"
+            "held 3 s since it came back"
         );
-        assert_eq!(c.choose(&layers, Some(0), at(6100)), Some(2));
+        assert_eq!(c.choose(&layers, Some(0), at(19_500)), Some(1));
         // An estimate just above a layer's bitrate is not enough to go up to it.
         let mut c = LayerChoice::default();
         c.estimate(64_000 + 600_000 * 100 / 90 + 10_000);
