@@ -17,7 +17,7 @@ use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
 use crate::ids::TrackKind;
@@ -239,6 +239,23 @@ pub struct RtpIn {
     pub payload: Arc<[u8]>,
     /// Header extensions worth forwarding.
     pub ext: ForwardedExt,
+}
+
+/// One packet as it goes out to a subscriber: numbered for its output stream.
+#[derive(Debug, Clone)]
+pub struct OutRtp {
+    /// Extended sequence number on the output stream.
+    pub seq: u64,
+    /// RTP timestamp on the output stream.
+    pub ts: u32,
+    /// Marker bit.
+    pub marker: bool,
+    /// The payload (shared with every other subscriber).
+    pub payload: Arc<[u8]>,
+    /// Header extensions worth forwarding.
+    pub ext: ForwardedExt,
+    /// VP8 descriptor numbers to rewrite as str0m serialises it ([`crate::rewrite::Vp8Ids`]).
+    pub vp8: Option<Vp8Patch>,
 }
 
 /// The header extension values that travel with a forwarded packet.
@@ -792,17 +809,7 @@ impl Peer {
 
     /// Queue one forwarded packet on the stream of section `section` ([`Peer::section_for`],
     /// [`SlotSpec::section`]). `false` if it sends none.
-    #[allow(clippy::too_many_arguments)]
-    pub fn write_rtp(
-        &mut self,
-        section: usize,
-        seq: u64,
-        ts: u32,
-        marker: bool,
-        payload: Arc<[u8]>,
-        ext: ForwardedExt,
-        wallclock: Instant,
-    ) -> bool {
+    pub fn write_rtp(&mut self, section: usize, packet: OutRtp, wallclock: Instant) -> bool {
         let Some((ssrc, pt)) = self.slots.get(section).and_then(|s| s.tx) else {
             return false;
         };
@@ -811,17 +818,25 @@ impl Peer {
             return false;
         };
         let ext_vals = ExtensionValues {
-            audio_level: ext.audio_level,
-            voice_activity: ext.voice_activity,
-            video_orientation: ext.video_orientation.map(Into::into),
+            audio_level: packet.ext.audio_level,
+            voice_activity: packet.ext.voice_activity,
+            video_orientation: packet.ext.video_orientation.map(Into::into),
             ..Default::default()
         };
-        stream.write_rtp(
-            RtpWrite::new(pt, SeqNo::from(seq), ts, wallclock, payload)
-                .marker(marker)
-                .ext_vals(ext_vals)
-                .nackable(true),
-        );
+        let mut write = RtpWrite::new(
+            pt,
+            SeqNo::from(packet.seq),
+            packet.ts,
+            wallclock,
+            packet.payload,
+        )
+        .marker(packet.marker)
+        .ext_vals(ext_vals)
+        .nackable(true);
+        if let Some(patch) = packet.vp8 {
+            write = write.vp8_patch(patch);
+        }
+        stream.write_rtp(write);
         true
     }
 

@@ -1,8 +1,12 @@
 //! Sequence number and timestamp rewriting: each subscription presents one continuous RTP
 //! stream to its viewer, whatever the source does (a first packet mid-stream, a publisher that
-//! leaves and comes back with new SSRC, sequence numbers and timestamps).
+//! leaves and comes back with new SSRC, sequence numbers and timestamps, a simulcast layer
+//! move). For VP8 the payload descriptor's own picture numbering is kept continuous too
+//! ([`Vp8Ids`]).
 
 use std::time::Instant;
+
+use str0m::rtp::{Vp8Descriptor, Vp8Patch, Vp8PatchError};
 
 /// Where a forwarded packet came from: a publisher session (its epoch) and its SSRC. A change of
 /// source re-bases the rewriter.
@@ -146,6 +150,111 @@ impl Rewriter {
     }
 }
 
+/// VP8 payload descriptor numbers (PictureID, TL0PICIDX, KEYIDX) kept continuous on one output
+/// stream. Each simulcast layer, and each publisher session, numbers its own pictures; a viewer
+/// moved from one to another would see them jump, and Chromium's VP8 reference finder then
+/// holds back the new source's frames: in the simulcast browser test a viewer moved up a layer
+/// decoded a few frames after the move's keyframe and then none for seconds, every packet
+/// received. When the source changes (on its keyframe, as [`Rewriter`] re-bases) the new
+/// numbers continue one past the last ones sent; the offsets go out as a str0m [`Vp8Patch`],
+/// which str0m applies while it serialises the packet (no copy of the shared payload). A
+/// viewer that never changed source gets no patch at all.
+#[derive(Debug, Clone, Default)]
+pub struct Vp8Ids {
+    mapping: Option<Vp8Mapping>,
+    /// The latest numbers sent: 15-bit PictureID, TL0PICIDX, KEYIDX.
+    last: Option<(u16, u8, u8)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Vp8Mapping {
+    source: Source,
+    picture_id: u16,
+    tl0_pic_idx: u8,
+    key_idx: u8,
+}
+
+const PICTURE_ID_MASK: u16 = 0x7fff;
+const SHORT_PICTURE_ID_MASK: u16 = 0x7f;
+const KEY_IDX_MASK: u8 = 0x1f;
+
+impl Vp8Ids {
+    /// The patch that keeps `payload`'s numbers continuous (a VP8 payload from `source`), or
+    /// `None` when it needs none (no change of source yet, or no descriptor to patch).
+    pub fn patch(&mut self, source: Source, payload: &[u8]) -> Option<Vp8Patch> {
+        let d = Vp8Descriptor::parse(payload).ok()?;
+        let (picture_id, tl0, key_idx) = (d.picture_id(), d.tl0_pic_idx(), d.key_idx());
+        let m = match self.mapping {
+            Some(m) if m.source == source => m,
+            _ => {
+                let m = match self.last {
+                    None => Vp8Mapping {
+                        source,
+                        picture_id: 0,
+                        tl0_pic_idx: 0,
+                        key_idx: 0,
+                    },
+                    Some((last_pid, last_tl0, last_key)) => Vp8Mapping {
+                        source,
+                        picture_id: picture_id.map_or(0, |p| {
+                            last_pid.wrapping_add(1).wrapping_sub(p) & PICTURE_ID_MASK
+                        }),
+                        tl0_pic_idx: tl0.map_or(0, |t| last_tl0.wrapping_add(1).wrapping_sub(t)),
+                        key_idx: key_idx.map_or(0, |k| {
+                            last_key.wrapping_add(1).wrapping_sub(k) & KEY_IDX_MASK
+                        }),
+                    },
+                };
+                self.mapping = Some(m);
+                m
+            }
+        };
+        let out_pid = picture_id.map(|p| p.wrapping_add(m.picture_id) & PICTURE_ID_MASK);
+        let out_tl0 = tl0.map(|t| t.wrapping_add(m.tl0_pic_idx));
+        let out_key = key_idx.map(|k| k.wrapping_add(m.key_idx) & KEY_IDX_MASK);
+        // Only a newer picture moves the numbers on (a retransmission or a late packet of an
+        // older one does not).
+        let (last_pid, last_tl0, last_key) = self.last.unwrap_or_default();
+        let newer = match (self.last, out_pid) {
+            (None, _) | (_, None) => true,
+            (Some(_), Some(p)) => {
+                let ahead = p.wrapping_sub(last_pid) & PICTURE_ID_MASK;
+                ahead != 0 && ahead < 0x4000
+            }
+        };
+        if newer {
+            self.last = Some((
+                out_pid.unwrap_or(last_pid),
+                out_tl0.unwrap_or(last_tl0),
+                out_key.unwrap_or(last_key),
+            ));
+        }
+        if m.picture_id == 0 && m.tl0_pic_idx == 0 && m.key_idx == 0 {
+            return None;
+        }
+        let build = |pid: Option<u16>| {
+            let mut b = d.patch();
+            if let Some(p) = pid {
+                b = b.picture_id(p);
+            }
+            if let Some(t) = out_tl0 {
+                b = b.tl0_pic_idx(t);
+            }
+            if let Some(k) = out_key {
+                b = b.key_idx(k);
+            }
+            b.build()
+        };
+        match build(out_pid) {
+            // A 7-bit PictureID keeps its width: the numbers continue modulo 128.
+            Err(Vp8PatchError::PictureIdTooLarge) => {
+                build(out_pid.map(|p| p & SHORT_PICTURE_ID_MASK)).ok()
+            }
+            built => built.ok(),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::disallowed_methods,
@@ -208,5 +317,68 @@ mod tests {
         let a = Source { epoch: 1, ssrc: 1 };
         assert_eq!(r.rewrite(a, 1, 0, t0), Some((1, u32::MAX - 10)));
         assert_eq!(r.rewrite(a, 2, 20, t0), Some((2, 9)));
+    }
+
+    /// A VP8 payload with a 15-bit PictureID, TL0PICIDX and KEYIDX (RFC 7741), then a
+    /// one-byte stand-in for the VP8 frame.
+    fn vp8(picture_id: u16, tl0: u8, key_idx: u8) -> Vec<u8> {
+        vec![
+            0x90,
+            0xf0,
+            0x80 | (picture_id >> 8) as u8,
+            picture_id as u8,
+            tl0,
+            key_idx & 0x1f,
+            0x00,
+        ]
+    }
+
+    fn expected(payload: &[u8], picture_id: u16, tl0: u8, key_idx: u8) -> Option<Vp8Patch> {
+        Vp8Descriptor::parse(payload)
+            .unwrap()
+            .patch()
+            .picture_id(picture_id)
+            .tl0_pic_idx(tl0)
+            .key_idx(key_idx)
+            .build()
+            .ok()
+    }
+
+    #[test]
+    fn vp8_numbers_continue_across_a_change_of_source() {
+        let mut ids = Vp8Ids::default();
+        let a = Source { epoch: 1, ssrc: 1 };
+        let b = Source { epoch: 1, ssrc: 2 };
+        // The first source goes out as it is.
+        assert_eq!(ids.patch(a, &vp8(30_000, 200, 3)), None);
+        assert_eq!(ids.patch(a, &vp8(30_001, 200, 3)), None);
+        // A late packet of an older picture does not move the numbers on.
+        assert_eq!(ids.patch(a, &vp8(29_999, 199, 3)), None);
+        // Another layer numbers its pictures far behind (and wrapping): its keyframe continues
+        // one past the last picture sent, and so do the pictures after it.
+        let p = vp8(12, 7, 30);
+        assert_eq!(ids.patch(b, &p), expected(&p, 30_002, 201, 4));
+        let p = vp8(13, 7, 30);
+        assert_eq!(ids.patch(b, &p), expected(&p, 30_003, 201, 4));
+        let p = vp8(14, 8, 30);
+        assert_eq!(ids.patch(b, &p), expected(&p, 30_004, 202, 4));
+        // Back to the first source: again one past the last sent, and 15-bit wrapping.
+        let mut ids = Vp8Ids::default();
+        assert_eq!(ids.patch(a, &vp8(0x7fff, 255, 31)), None);
+        let p = vp8(500, 40, 2);
+        assert_eq!(ids.patch(b, &p), expected(&p, 0, 0, 0));
+    }
+
+    #[test]
+    fn vp8_payloads_without_numbers_or_descriptor_get_no_patch() {
+        let mut ids = Vp8Ids::default();
+        let a = Source { epoch: 1, ssrc: 1 };
+        let b = Source { epoch: 2, ssrc: 1 };
+        // A one-byte descriptor (no extensions) has nothing to renumber.
+        assert_eq!(ids.patch(a, &[0x10, 0x00]), None);
+        assert_eq!(ids.patch(b, &[0x10, 0x00]), None);
+        // Not a VP8 descriptor at all.
+        assert_eq!(ids.patch(b, &[]), None);
+        assert_eq!(ids.patch(b, &[0x80]), None);
     }
 }

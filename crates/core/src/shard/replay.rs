@@ -16,6 +16,7 @@ use super::{Output, Relay, Role, Shard};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::peer::RtpIn;
 use crate::rewrite::Source;
+use crate::sdp::CodecName;
 
 /// Replayed frames go out this many times faster than they were recorded ...
 const SPEEDUP: u32 = 4;
@@ -32,6 +33,8 @@ pub(super) struct Replay {
     /// whose str0m queue is full); past this it is given up.
     max_bytes: usize,
     next_at: Instant,
+    /// The payloads are VP8 (their descriptor numbers are kept continuous).
+    vp8: bool,
 }
 
 impl Replay {
@@ -97,6 +100,7 @@ impl Shard {
         let bytes = queue.iter().map(|p| p.payload.len()).sum();
         let max_bytes = 2 * self.config.gop_cache_bytes;
         let epoch = entry.gop_epoch;
+        let vp8 = entry.codecs[TrackKind::Video.index()] == Some(CodecName::Vp8);
         let started = self
             .participants
             .get_mut(sub.key)
@@ -122,6 +126,7 @@ impl Shard {
             bytes,
             max_bytes,
             next_at: now,
+            vp8,
         }));
         if let Some(entry) = self.streams.get_mut(&stream) {
             entry.video[usize::from(layer)].on.push(sub);
@@ -191,7 +196,8 @@ fn replay_track(
     stats: &mut crate::stats::ShardStats,
     now: Instant,
 ) -> Option<Instant> {
-    let replay = track.replay.as_mut()?;
+    // Out of the track while it sends (forwarding rewrites the track).
+    let mut replay = track.replay.take()?;
     let clock = track.rewriter.clock_rate().max(1);
     while replay.next_at <= now {
         let Some(ts) = replay.queue.front().map(|f| f.ts) else {
@@ -206,21 +212,7 @@ fn replay_track(
                 epoch: replay.epoch,
                 ssrc: packet.ssrc,
             };
-            let Some((seq, out_ts)) = track
-                .rewriter
-                .rewrite_retimed(source, packet.seq, packet.ts, now)
-            else {
-                continue;
-            };
-            if peer.write_rtp(
-                track.section,
-                seq,
-                out_ts,
-                packet.marker,
-                packet.payload,
-                packet.ext,
-                now,
-            ) {
+            if track.forward(peer, source, &packet, replay.vp8, true, now) {
                 stats.rtp_forwarded += 1;
             }
         }
@@ -237,9 +229,10 @@ fn replay_track(
         replay.next_at = now + gap;
     }
     if replay.queue.is_empty() {
-        track.replay = None;
         None
     } else {
-        Some(replay.next_at)
+        let next = replay.next_at;
+        track.replay = Some(replay);
+        Some(next)
     }
 }

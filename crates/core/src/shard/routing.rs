@@ -21,8 +21,8 @@ use crate::gop::{GopCache, GopLimits};
 use crate::ids::{RoomId, ShardId, StreamId, TrackKind};
 use crate::keyframe::{resolution, starts_keyframe};
 use crate::layers::{LayerChoice, MAX_LAYERS};
-use crate::peer::RtpIn;
-use crate::rewrite::{Rewriter, Source};
+use crate::peer::{OutRtp, Peer, RtpIn};
+use crate::rewrite::{Rewriter, Source, Vp8Ids};
 use crate::sdp::CodecName;
 
 /// A viewer's layer is chosen again at least this often.
@@ -82,6 +82,8 @@ pub(super) struct SubTrack {
     /// switching there meanwhile).
     pub(super) next: Option<StreamId>,
     pub(super) rewriter: Rewriter,
+    /// Video: VP8 picture numbers kept continuous across its sources.
+    pub(super) vp8: Vp8Ids,
     pub(super) waiting_keyframe: bool,
     /// Video: the layer it is sent now.
     pub(super) layer: u8,
@@ -114,6 +116,7 @@ impl SubTrack {
             stream,
             next: None,
             rewriter,
+            vp8: Vp8Ids::default(),
             waiting_keyframe: kind == TrackKind::Video,
             layer: 0,
             target: None,
@@ -123,6 +126,46 @@ impl SubTrack {
             replay: None,
             choose_at: None,
         }
+    }
+
+    /// Rewrite one packet from `source` onto this track and queue it on `peer` (`vp8`: its
+    /// payload is VP8; `retimed`: replayed from the keyframe cache, see
+    /// [`Rewriter::rewrite_retimed`]). False when nothing went out.
+    pub(super) fn forward(
+        &mut self,
+        peer: &mut Peer,
+        source: Source,
+        packet: &RtpIn,
+        vp8: bool,
+        retimed: bool,
+        now: Instant,
+    ) -> bool {
+        let rewritten = if retimed {
+            self.rewriter
+                .rewrite_retimed(source, packet.seq, packet.ts, now)
+        } else {
+            self.rewriter.rewrite(source, packet.seq, packet.ts, now)
+        };
+        let Some((seq, ts)) = rewritten else {
+            return false;
+        };
+        let patch = if vp8 {
+            self.vp8.patch(source, &packet.payload)
+        } else {
+            None
+        };
+        peer.write_rtp(
+            self.section,
+            OutRtp {
+                seq,
+                ts,
+                marker: packet.marker,
+                payload: packet.payload.clone(),
+                ext: packet.ext,
+                vp8: patch,
+            },
+            now,
+        )
     }
 }
 
@@ -318,6 +361,7 @@ impl Shard {
             return;
         };
         let kind = packet.kind;
+        let vp8 = kind == TrackKind::Video && entry.codecs[kind.index()] == Some(CodecName::Vp8);
         let layer = usize::from(packet.layer);
         if layer >= MAX_LAYERS {
             stats.drop_no_route += 1;
@@ -429,18 +473,7 @@ impl Shard {
                 }
                 track.waiting_keyframe = false;
             }
-            let Some((seq, ts)) = track.rewriter.rewrite(source, packet.seq, packet.ts, now) else {
-                continue;
-            };
-            if p.peer.write_rtp(
-                track.section,
-                seq,
-                ts,
-                packet.marker,
-                packet.payload.clone(),
-                packet.ext,
-                now,
-            ) {
+            if track.forward(&mut p.peer, source, packet, vp8, false, now) {
                 stats.rtp_forwarded += 1;
                 p.mark_ready(sub.key, ready);
             }
