@@ -179,10 +179,10 @@ const SHORT_PICTURE_ID_MASK: u16 = 0x7f;
 const KEY_IDX_MASK: u8 = 0x1f;
 
 impl Vp8Ids {
-    /// The patch that keeps `payload`'s numbers continuous (a VP8 payload from `source`), or
-    /// `None` when it needs none (no change of source yet, or no descriptor to patch).
-    pub fn patch(&mut self, source: Source, payload: &[u8]) -> Option<Vp8Patch> {
-        let d = Vp8Descriptor::parse(payload).ok()?;
+    /// The patch that keeps the numbers of a VP8 payload from `source`, whose descriptor is
+    /// `d` (parsed once per packet, for all its viewers), continuous; `None` when it needs none
+    /// (no change of source yet, or nothing to renumber).
+    pub fn patch(&mut self, source: Source, d: &Vp8Descriptor) -> Option<Vp8Patch> {
         let (picture_id, tl0, key_idx) = (d.picture_id(), d.tl0_pic_idx(), d.key_idx());
         let m = match self.mapping {
             Some(m) if m.source == source => m,
@@ -333,6 +333,10 @@ mod tests {
         ]
     }
 
+    fn d(payload: &[u8]) -> Vp8Descriptor {
+        Vp8Descriptor::parse(payload).unwrap()
+    }
+
     fn expected(payload: &[u8], picture_id: u16, tl0: u8, key_idx: u8) -> Option<Vp8Patch> {
         Vp8Descriptor::parse(payload)
             .unwrap()
@@ -350,35 +354,32 @@ mod tests {
         let a = Source { epoch: 1, ssrc: 1 };
         let b = Source { epoch: 1, ssrc: 2 };
         // The first source goes out as it is.
-        assert_eq!(ids.patch(a, &vp8(30_000, 200, 3)), None);
-        assert_eq!(ids.patch(a, &vp8(30_001, 200, 3)), None);
+        assert_eq!(ids.patch(a, &d(&vp8(30_000, 200, 3))), None);
+        assert_eq!(ids.patch(a, &d(&vp8(30_001, 200, 3))), None);
         // A late packet of an older picture does not move the numbers on.
-        assert_eq!(ids.patch(a, &vp8(29_999, 199, 3)), None);
+        assert_eq!(ids.patch(a, &d(&vp8(29_999, 199, 3))), None);
         // Another layer numbers its pictures far behind (and wrapping): its keyframe continues
         // one past the last picture sent, and so do the pictures after it.
         let p = vp8(12, 7, 30);
-        assert_eq!(ids.patch(b, &p), expected(&p, 30_002, 201, 4));
+        assert_eq!(ids.patch(b, &d(&p)), expected(&p, 30_002, 201, 4));
         let p = vp8(13, 7, 30);
-        assert_eq!(ids.patch(b, &p), expected(&p, 30_003, 201, 4));
+        assert_eq!(ids.patch(b, &d(&p)), expected(&p, 30_003, 201, 4));
         let p = vp8(14, 8, 30);
-        assert_eq!(ids.patch(b, &p), expected(&p, 30_004, 202, 4));
+        assert_eq!(ids.patch(b, &d(&p)), expected(&p, 30_004, 202, 4));
         // Back to the first source: again one past the last sent, and 15-bit wrapping.
         let mut ids = Vp8Ids::default();
-        assert_eq!(ids.patch(a, &vp8(0x7fff, 255, 31)), None);
+        assert_eq!(ids.patch(a, &d(&vp8(0x7fff, 255, 31))), None);
         let p = vp8(500, 40, 2);
-        assert_eq!(ids.patch(b, &p), expected(&p, 0, 0, 0));
+        assert_eq!(ids.patch(b, &d(&p)), expected(&p, 0, 0, 0));
     }
 
     #[test]
-    fn vp8_payloads_without_numbers_or_descriptor_get_no_patch() {
+    fn vp8_payloads_without_numbers_get_no_patch() {
         let mut ids = Vp8Ids::default();
         let a = Source { epoch: 1, ssrc: 1 };
         let b = Source { epoch: 2, ssrc: 1 };
         // A one-byte descriptor (no extensions) has nothing to renumber.
-        assert_eq!(ids.patch(a, &[0x10, 0x00]), None);
-        assert_eq!(ids.patch(b, &[0x10, 0x00]), None);
-        // Not a VP8 descriptor at all.
-        assert_eq!(ids.patch(b, &[]), None);
-        assert_eq!(ids.patch(b, &[0x80]), None);
+        assert_eq!(ids.patch(a, &d(&[0x10, 0x00])), None);
+        assert_eq!(ids.patch(b, &d(&[0x10, 0x00])), None);
     }
 }

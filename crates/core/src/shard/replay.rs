@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::routing::{SubRef, SubTrack, sub_track, video_track, viewer_video};
+use super::routing::{SubRef, SubTrack, sub_track, video_track, viewer_video, vp8_descriptor};
 use super::{Output, Relay, Role, Shard};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::peer::RtpIn;
@@ -33,8 +33,8 @@ pub(super) struct Replay {
     /// whose str0m queue is full); past this it is given up.
     max_bytes: usize,
     next_at: Instant,
-    /// The payloads are VP8 (their descriptor numbers are kept continuous).
-    vp8: bool,
+    /// The stream's video codec.
+    codec: Option<CodecName>,
 }
 
 impl Replay {
@@ -100,7 +100,7 @@ impl Shard {
         let bytes = queue.iter().map(|p| p.payload.len()).sum();
         let max_bytes = 2 * self.config.gop_cache_bytes;
         let epoch = entry.gop_epoch;
-        let vp8 = entry.codecs[TrackKind::Video.index()] == Some(CodecName::Vp8);
+        let codec = entry.codecs[TrackKind::Video.index()];
         let started = self
             .participants
             .get_mut(sub.key)
@@ -126,7 +126,7 @@ impl Shard {
             bytes,
             max_bytes,
             next_at: now,
-            vp8,
+            codec,
         }));
         if let Some(entry) = self.streams.get_mut(&stream) {
             entry.video[usize::from(layer)].on.push(sub);
@@ -212,7 +212,8 @@ fn replay_track(
                 epoch: replay.epoch,
                 ssrc: packet.ssrc,
             };
-            if track.forward(peer, source, &packet, replay.vp8, true, now) {
+            let vp8 = vp8_descriptor(replay.codec, &packet);
+            if track.forward(peer, source, &packet, vp8.as_ref(), true, now) {
                 stats.rtp_forwarded += 1;
             }
         }

@@ -14,6 +14,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use str0m::rtp::Vp8Descriptor;
+
 use super::layers::StreamLayers;
 use super::replay::Replay;
 use super::{Output, Participant, Role, Shard};
@@ -129,14 +131,14 @@ impl SubTrack {
     }
 
     /// Rewrite one packet from `source` onto this track and queue it on `peer` (`vp8`: its
-    /// payload is VP8; `retimed`: replayed from the keyframe cache, see
+    /// VP8 payload descriptor; `retimed`: replayed from the keyframe cache, see
     /// [`Rewriter::rewrite_retimed`]). False when nothing went out.
     pub(super) fn forward(
         &mut self,
         peer: &mut Peer,
         source: Source,
         packet: &RtpIn,
-        vp8: bool,
+        vp8: Option<&Vp8Descriptor>,
         retimed: bool,
         now: Instant,
     ) -> bool {
@@ -149,11 +151,7 @@ impl SubTrack {
         let Some((seq, ts)) = rewritten else {
             return false;
         };
-        let patch = if vp8 {
-            self.vp8.patch(source, &packet.payload)
-        } else {
-            None
-        };
+        let patch = vp8.and_then(|d| self.vp8.patch(source, d));
         peer.write_rtp(
             self.section,
             OutRtp {
@@ -294,6 +292,14 @@ pub(super) fn sub_track(role: &mut Role, track: u8) -> Option<&mut SubTrack> {
     }
 }
 
+/// The VP8 payload descriptor of a video packet of a stream whose video is `codec` VP8.
+pub(super) fn vp8_descriptor(codec: Option<CodecName>, packet: &RtpIn) -> Option<Vp8Descriptor> {
+    if packet.kind != TrackKind::Video || codec != Some(CodecName::Vp8) {
+        return None;
+    }
+    Vp8Descriptor::parse(&packet.payload).ok()
+}
+
 /// The list entry of a viewer's video track.
 pub(super) fn viewer_video(key: usize) -> SubRef {
     SubRef {
@@ -361,7 +367,8 @@ impl Shard {
             return;
         };
         let kind = packet.kind;
-        let vp8 = kind == TrackKind::Video && entry.codecs[kind.index()] == Some(CodecName::Vp8);
+        // Parsed once for all of this packet's viewers.
+        let vp8 = vp8_descriptor(entry.codecs[kind.index()], packet);
         let layer = usize::from(packet.layer);
         if layer >= MAX_LAYERS {
             stats.drop_no_route += 1;
@@ -473,7 +480,7 @@ impl Shard {
                 }
                 track.waiting_keyframe = false;
             }
-            if track.forward(&mut p.peer, source, packet, vp8, false, now) {
+            if track.forward(&mut p.peer, source, packet, vp8.as_ref(), false, now) {
                 stats.rtp_forwarded += 1;
                 p.mark_ready(sub.key, ready);
             }
