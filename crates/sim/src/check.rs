@@ -6,6 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use ringcast_core::TrackKind;
+
 use crate::client::{Received, Sent};
 use crate::media::{self, Tag, VideoCodec};
 
@@ -56,7 +58,7 @@ pub fn same_payload(sent: &[u8], received: &[u8]) -> bool {
     if sent == received {
         return true;
     }
-    let video = Tag::parse(sent).is_some_and(|t| t.track() == ringcast_core::TrackKind::Video);
+    let video = Tag::parse(sent).is_some_and(|t| t.track() == TrackKind::Video);
     video
         && media::vp8_without_numbers(sent)
             .is_some_and(|s| media::vp8_without_numbers(received).is_some_and(|r| r == s))
@@ -424,6 +426,7 @@ pub fn first_frame(received: &[Received], codec: VideoCodec) -> Option<Instant> 
     None
 }
 
+/// Picture numbers as an error message names them.
 fn numbers(p: media::Vp8Picture) -> String {
     format!(
         "PictureID {} TL0PICIDX {} KEYIDX {}",
