@@ -1,8 +1,12 @@
 //! Assertions on what viewers received compared with what publishers sent, matched by the
-//! [`Tag`] every synthetic payload carries.
+//! [`Tag`] every synthetic payload carries. Payloads are compared byte for byte, except for the
+//! picture numbers in a VP8 payload descriptor, which an SFU rewrites to keep them continuous
+//! across a change of source ([`same_payload`], and [`vp8_numbering`] for the numbers).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
+
+use ringcast_core::TrackKind;
 
 use crate::client::{Received, Sent};
 use crate::media::{self, Tag, VideoCodec};
@@ -46,6 +50,70 @@ fn index(sent: &[Sent]) -> HashMap<Tag, usize> {
         .collect()
 }
 
+/// Is `received` the `sent` payload? Byte for byte, except that in a video payload whose VP8
+/// descriptor carries a PictureID, TL0PICIDX or KEYIDX those numbers may differ (the rest of
+/// the descriptor, its flags included, may not). An H264 payload never qualifies: its first
+/// byte's forbidden zero bit is where VP8 has X.
+pub fn same_payload(sent: &[u8], received: &[u8]) -> bool {
+    if sent == received {
+        return true;
+    }
+    let video = Tag::parse(sent).is_some_and(|t| t.track() == TrackKind::Video);
+    video
+        && media::vp8_without_numbers(sent)
+            .is_some_and(|s| media::vp8_without_numbers(received).is_some_and(|r| r == s))
+}
+
+/// The VP8 picture numbers a viewer received, in arrival order, are one continuous stream, as
+/// if one encoder had numbered them, whatever layers and publishers they came from: every
+/// packet carries PictureID, TL0PICIDX and KEYIDX; each packet that starts a frame (S set, PID
+/// 0) has PictureID one more (modulo its width) and TL0PICIDX one more (every frame of the sim
+/// is on temporal layer 0) than the frame before, and the same KEYIDX unless it starts a
+/// keyframe; the other packets of a frame repeat its numbers. Returns the frames counted, or
+/// the first violation: its packet index and the numbers.
+pub fn vp8_numbering(received: &[Received]) -> Result<usize, String> {
+    let mut prev: Option<media::Vp8Picture> = None;
+    let mut frames = 0;
+    for (k, r) in received.iter().enumerate() {
+        let d = media::vp8_descriptor(&r.payload)
+            .ok_or_else(|| format!("packet {k}: no VP8 payload descriptor"))?;
+        let now = d
+            .picture()
+            .ok_or_else(|| format!("packet {k}: no PictureID, TL0PICIDX and KEYIDX"))?;
+        let new_frame = d.start && d.partition == 0;
+        if let Some(p) = prev {
+            let keyframe = media::starts_keyframe(VideoCodec::Vp8, &r.payload);
+            let expected = if new_frame {
+                media::Vp8Picture {
+                    picture_id: p.picture_id.wrapping_add(1) & d.picture_id_mask(),
+                    tl0_pic_idx: p.tl0_pic_idx.wrapping_add(1),
+                    key_idx: if keyframe { now.key_idx } else { p.key_idx },
+                }
+            } else {
+                p
+            };
+            if now != expected {
+                return Err(format!(
+                    "packet {k}{}: {} after {}, {} expected",
+                    if keyframe {
+                        " (keyframe)"
+                    } else if new_frame {
+                        " (frame start)"
+                    } else {
+                        ""
+                    },
+                    numbers(now),
+                    numbers(p),
+                    numbers(expected),
+                ));
+            }
+        }
+        frames += usize::from(new_frame);
+        prev = Some(now);
+    }
+    Ok(frames)
+}
+
 /// Compare, tolerating loss and reordering: what was missed, duplicated, corrupted.
 pub fn coverage(sent: &[Sent], received: &[Received]) -> Coverage {
     let by_tag = index(sent);
@@ -61,7 +129,7 @@ pub fn coverage(sent: &[Sent], received: &[Received]) -> Coverage {
             c.corrupt += 1;
             continue;
         };
-        if sent[i].payload != r.payload || sent[i].marker != r.marker {
+        if !same_payload(&sent[i].payload, &r.payload) || sent[i].marker != r.marker {
             c.corrupt += 1;
         }
         let offset = r.seq.wrapping_sub(sent[i].seq);
@@ -115,7 +183,7 @@ pub fn exact(sent: &[Sent], received: &[Received]) -> Result<usize, String> {
     }
     for (i, r) in received.iter().enumerate() {
         let s = &sent[start + i];
-        if s.payload != r.payload {
+        if !same_payload(&s.payload, &r.payload) {
             let got = Tag::parse(&r.payload);
             return Err(format!(
                 "packet {i}: payload differs (expected {:?}, got {got:?})",
@@ -260,7 +328,7 @@ fn trace(layers: &[&[Sent]], received: &[Received], keyframes: bool) -> LayerTra
         };
         t.layers.push(Some(l));
         let s = &layers[l][i];
-        if s.payload != r.payload || s.marker != r.marker {
+        if !same_payload(&s.payload, &r.payload) || s.marker != r.marker {
             t.problems.push(format!(
                 "packet {k} (layer {l}, #{i}): payload or marker differs from the sent one"
             ));
@@ -358,6 +426,14 @@ pub fn first_frame(received: &[Received], codec: VideoCodec) -> Option<Instant> 
     None
 }
 
+/// Picture numbers as an error message names them.
+fn numbers(p: media::Vp8Picture) -> String {
+    format!(
+        "PictureID {} TL0PICIDX {} KEYIDX {}",
+        p.picture_id, p.tl0_pic_idx, p.key_idx
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -448,18 +524,33 @@ mod tests {
     /// Two layers of VP8 frames (a keyframe every `gop` frames, both layers together), each
     /// with its own sequence numbers and timestamps.
     fn two_layers(frames: u32, gop: u32) -> [Vec<Sent>; 2] {
+        layers_numbered(frames, gop, [None, None])
+    }
+
+    /// [`two_layers`], each layer's VP8 descriptors numbered from `pictures` on (or not).
+    fn layers_numbered(
+        frames: u32,
+        gop: u32,
+        pictures: [Option<media::Vp8Picture>; 2],
+    ) -> [Vec<Sent>; 2] {
         let at = Instant::now();
         let mut out = [Vec::new(), Vec::new()];
         for (layer, sent) in out.iter_mut().enumerate() {
             let mut seq = 1000 * (layer as u64 + 1);
+            let mut picture = pictures[layer];
             for frame in 0..frames {
+                let keyframe = frame % gop == 0;
+                if frame > 0 {
+                    picture = picture.map(|p| p.next(keyframe));
+                }
                 let spec = media::FrameSpec {
                     source: 1,
                     layer: layer as u8,
                     frame,
-                    keyframe: frame % gop == 0,
+                    keyframe,
                     size: 1500 * (layer + 1),
                     resolution: (320 * (layer as u16 + 1), 180 * (layer as u16 + 1)),
+                    picture,
                 };
                 let packets = media::layer_frame(VideoCodec::Vp8, &spec);
                 let n = packets.len();
@@ -599,5 +690,180 @@ mod tests {
         assert_eq!(first_frame(&partial, VideoCodec::Vp8), None);
         // Deltas before the first keyframe are skipped.
         assert_eq!(first_frame(&got[1..], VideoCodec::Vp8), None);
+    }
+
+    fn picture(picture_id: u16, tl0_pic_idx: u8, key_idx: u8) -> media::Vp8Picture {
+        media::Vp8Picture {
+            picture_id,
+            tl0_pic_idx,
+            key_idx,
+        }
+    }
+
+    /// Write `p` into a sim VP8 payload's six-byte descriptor.
+    fn write_numbers(r: &mut Received, p: media::Vp8Picture) {
+        let mut bytes = r.payload.to_vec();
+        bytes[2] = 0x80 | (p.picture_id >> 8) as u8;
+        bytes[3] = p.picture_id as u8;
+        bytes[4] = p.tl0_pic_idx;
+        bytes[5] = (bytes[5] & 0xe0) | p.key_idx;
+        r.payload = bytes.into();
+    }
+
+    /// What an SFU that keeps VP8 numbers continuous sends: from `start` on, one more per
+    /// frame, KEYIDX one more per keyframe.
+    fn renumber(got: &[Received], start: media::Vp8Picture) -> Vec<Received> {
+        let mut out = got.to_vec();
+        let mut p = start;
+        for (k, r) in out.iter_mut().enumerate() {
+            let d = media::vp8_descriptor(&r.payload).unwrap();
+            if k > 0 && d.start {
+                p = p.next(starts_keyframe(r));
+            }
+            write_numbers(r, p);
+        }
+        out
+    }
+
+    #[test]
+    fn vp8_numbering_follows_an_sfu_that_renumbers_and_catches_every_jump() {
+        let layers = layers_numbered(
+            30,
+            10,
+            [Some(picture(100, 10, 3)), Some(picture(32_000, 200, 30))],
+        );
+        let lists: Vec<&[Sent]> = layers.iter().map(Vec::as_slice).collect();
+        // Up to layer 1 at frame 10, down again at 20, forwarded as they were numbered: byte
+        // exact, and the numbers jump at the first switch.
+        let got = forward(&layers, |f| usize::from((10..20).contains(&f)));
+        let t = layered(&lists, &got).unwrap();
+        let up = t.switches[1].index;
+        let e = vp8_numbering(&got).unwrap_err();
+        assert!(
+            e.starts_with(&format!("packet {up} (keyframe): PictureID 32010 ")),
+            "{e}"
+        );
+        assert!(
+            e.contains("after PictureID 109 TL0PICIDX 19 KEYIDX 3, PictureID 110 TL0PICIDX 20 "),
+            "{e}"
+        );
+        // On one layer alone they are continuous as sent.
+        let alone = forward(&layers, |_| 1);
+        assert_eq!(vp8_numbering(&alone), Ok(30));
+        // Renumbered to continue across both switches (15-bit and KEYIDX wrapping on the way):
+        // continuous, and still byte-exact but for the numbers.
+        let fixed = renumber(&got, picture(0x7ffe, 254, 30));
+        assert_eq!(vp8_numbering(&fixed), Ok(30));
+        assert!(layered(&lists, &fixed).is_ok());
+        assert_eq!(
+            exact(&layers[1], &renumber(&alone, picture(5, 5, 5))),
+            Ok(0)
+        );
+        let sent: Vec<Sent> = layers[1].clone();
+        assert_eq!(
+            coverage(&sent, &renumber(&alone, picture(5, 5, 5))).corrupt,
+            0
+        );
+
+        // Every kind of break in the numbers is named with its packet.
+        let frame_start = |got: &[Received], from: usize, key: bool| {
+            (from..got.len())
+                .find(|&k| {
+                    media::vp8_descriptor(&got[k].payload).unwrap().start
+                        && starts_keyframe(&got[k]) == key
+                })
+                .unwrap()
+        };
+        let k = frame_start(&fixed, 3, false);
+        let p = media::vp8_descriptor(&fixed[k].payload)
+            .unwrap()
+            .picture()
+            .unwrap();
+        for (what, bad) in [
+            (
+                "a skipped PictureID",
+                picture((p.picture_id + 1) & 0x7fff, p.tl0_pic_idx, p.key_idx),
+            ),
+            (
+                "a TL0PICIDX not one more",
+                picture(p.picture_id, p.tl0_pic_idx.wrapping_add(1), p.key_idx),
+            ),
+            (
+                "KEYIDX moved on a delta frame",
+                picture(p.picture_id, p.tl0_pic_idx, (p.key_idx + 1) & 0x1f),
+            ),
+        ] {
+            let mut broken = fixed.clone();
+            write_numbers(&mut broken[k], bad);
+            let e = vp8_numbering(&broken).unwrap_err();
+            assert!(
+                e.starts_with(&format!("packet {k} (frame start): {}", numbers(bad))),
+                "{what}: {e}"
+            );
+        }
+        // A packet in the middle of a frame with other numbers than its frame's.
+        let mut broken = fixed.clone();
+        write_numbers(
+            &mut broken[k + 1],
+            picture(p.picture_id, p.tl0_pic_idx, p.key_idx ^ 1),
+        );
+        assert!(!media::vp8_descriptor(&broken[k + 1].payload).unwrap().start);
+        let e = vp8_numbering(&broken).unwrap_err();
+        assert!(e.starts_with(&format!("packet {}: ", k + 1)), "{e}");
+        // A keyframe may move KEYIDX on, anywhere.
+        let key = frame_start(&fixed, 1, true);
+        let mut moved = fixed.clone();
+        for r in &mut moved[key..] {
+            let q = media::vp8_descriptor(&r.payload)
+                .unwrap()
+                .picture()
+                .unwrap();
+            write_numbers(
+                r,
+                picture(q.picture_id, q.tl0_pic_idx, (q.key_idx + 7) & 0x1f),
+            );
+        }
+        assert_eq!(vp8_numbering(&moved), Ok(30));
+        // A payload without the numbers.
+        let plain = forward(&two_layers(3, 10), |_| 0);
+        assert_eq!(
+            vp8_numbering(&plain),
+            Err("packet 0: no PictureID, TL0PICIDX and KEYIDX".into())
+        );
+    }
+
+    #[test]
+    fn payloads_may_differ_only_in_vp8_picture_numbers() {
+        let layers = layers_numbered(12, 10, [Some(picture(100, 10, 3)), None]);
+        let lists: Vec<&[Sent]> = layers.iter().map(Vec::as_slice).collect();
+        let good = renumber(&forward(&layers, |_| 0), picture(7, 7, 7));
+        assert!(layered(&lists, &good).is_ok());
+        assert_eq!(exact(&layers[0], &good), Ok(0));
+        // Any other descriptor bit: the flags, the M bit, TID and Y, S.
+        for (byte, bit) in [
+            (1, 0x10),
+            (1, 0x01),
+            (2, 0x80),
+            (5, 0x80),
+            (5, 0x20),
+            (0, 0x10),
+        ] {
+            let mut bad = good.clone();
+            let mut bytes = bad[4].payload.to_vec();
+            bytes[byte] ^= bit;
+            bad[4].payload = bytes.into();
+            assert!(exact(&layers[0], &bad).is_err(), "byte {byte} bit {bit:#x}");
+            assert!(layered(&lists, &bad).is_err(), "byte {byte} bit {bit:#x}");
+            assert_eq!(coverage(&layers[0], &bad).corrupt, 1);
+        }
+        // The same byte positions of a payload without the numbers, and of audio, are compared.
+        let plain = forward(&two_layers(2, 10), |_| 0);
+        let mut bytes = plain[0].payload.to_vec();
+        bytes[3] ^= 1;
+        assert!(!same_payload(&plain[0].payload, &bytes));
+        let audio = audio_payload(1, 1, 80);
+        let mut bytes = audio.clone();
+        bytes[3] ^= 1;
+        assert!(audio[0] & 0x80 != 0 && !same_payload(&audio, &bytes));
     }
 }

@@ -54,6 +54,11 @@ pub struct PublisherConfig {
     /// Simulcast layers, in the order the offer lists them (empty: one plain video stream).
     /// Each layer's frames are the sizes above times its [`SimLayer::scale`].
     pub layers: Vec<SimLayer>,
+    /// VP8 payload descriptors carry picture numbers (15-bit PictureID, TL0PICIDX, KEYIDX), as
+    /// a browser's encoder writes them: each layer numbers its own frames from its own seeded
+    /// random start, so a viewer moved between layers or publishers sees them jump unless the
+    /// SFU rewrites them. Off: one-byte descriptors.
+    pub vp8_picture_ids: bool,
 }
 
 /// One simulcast layer of a simulated publisher: its own SSRC, sequence numbers and
@@ -102,6 +107,7 @@ impl Default for PublisherConfig {
             keyframe_size: 5000,
             delta_size: (400, 1800),
             layers: Vec::new(),
+            vp8_picture_ids: false,
         }
     }
 }
@@ -199,6 +205,8 @@ pub struct SendLayer {
     seq: u64,
     ts: u32,
     keyframe_wanted: bool,
+    /// The VP8 picture numbers of its last frame (with [`PublisherConfig::vp8_picture_ids`]).
+    vp8: Option<media::Vp8Picture>,
     /// Every packet written on it.
     pub sent: Vec<Sent>,
     /// When keyframe requests for it arrived.
@@ -224,6 +232,9 @@ pub struct Publisher {
     next_audio_at: Option<Instant>,
     last_keyframe_at: Option<Instant>,
     keyframe_wanted: bool,
+    /// The VP8 picture numbers of the last frame without simulcast (with
+    /// [`PublisherConfig::vp8_picture_ids`]).
+    vp8: Option<media::Vp8Picture>,
     /// When the last keyframe request that was honored arrived.
     last_honored_request: Option<Instant>,
     /// The RFC 6464 audio level (0 loud .. 127 silence) written on its audio packets; none
@@ -809,12 +820,22 @@ fn send_layers(
                 seq: rng.random_range(0..30_000),
                 ts: rng.random(),
                 keyframe_wanted: false,
+                vp8: None,
                 sent: Vec::new(),
                 keyframe_requests: Vec::new(),
                 keyframes: Vec::new(),
             }
         })
         .collect()
+}
+
+/// A stream's first VP8 picture numbers: anywhere, like a real encoder's.
+fn random_picture(rng: &mut StdRng) -> media::Vp8Picture {
+    media::Vp8Picture {
+        picture_id: rng.random_range(0..0x8000),
+        tl0_pic_idx: rng.random(),
+        key_idx: rng.random_range(0..32),
+    }
 }
 
 impl Publisher {
@@ -854,7 +875,15 @@ impl Publisher {
         // Start sequence numbers and timestamps anywhere, like a real sender.
         let seq = [rng.random_range(0..30_000), rng.random_range(0..30_000)];
         let ts = [rng.random(), rng.random()];
-        let layers = send_layers(rtc, mids[1], &config, &mut rng);
+        let mut layers = send_layers(rtc, mids[1], &config, &mut rng);
+        // Drawn only when asked for, so a run without them draws the same sizes as before.
+        let mut vp8 = None;
+        if config.vp8_picture_ids && config.codec == VideoCodec::Vp8 {
+            vp8 = Some(random_picture(&mut rng));
+            for layer in &mut layers {
+                layer.vp8 = Some(random_picture(&mut rng));
+            }
+        }
         Publisher {
             generation,
             mids,
@@ -869,6 +898,7 @@ impl Publisher {
             last_keyframe_at: None,
             last_honored_request: None,
             keyframe_wanted: false,
+            vp8,
             audio_level: None,
             rng,
             sending: false,
@@ -945,12 +975,18 @@ impl Publisher {
                 let (lo, hi) = self.config.delta_size;
                 self.rng.random_range(lo..=hi.max(lo))
             };
-            let payloads = media::video_frame(
+            self.vp8 = self.vp8.map(|p| p.next(keyframe));
+            let payloads = media::layer_frame(
                 self.config.codec,
-                self.generation,
-                self.frame,
-                keyframe,
-                size,
+                &media::FrameSpec {
+                    source: self.generation,
+                    layer: 0,
+                    frame: self.frame,
+                    keyframe,
+                    size,
+                    resolution: media::DEFAULT_RESOLUTION,
+                    picture: self.vp8,
+                },
             );
             self.frame += 1;
             let n = payloads.len();
@@ -999,6 +1035,7 @@ impl Publisher {
                 layer.keyframe_wanted = false;
                 asked = Some(asked.unwrap_or(false) || by_request);
             }
+            layer.vp8 = layer.vp8.map(|p| p.next(keyframe));
             let base = if keyframe {
                 self.config.keyframe_size
             } else {
@@ -1011,6 +1048,7 @@ impl Publisher {
                 keyframe,
                 size: ((base as f64 * config.scale).round() as usize).max(1),
                 resolution: config.resolution,
+                picture: layer.vp8,
             };
             let payloads = media::layer_frame(self.config.codec, &spec);
             let n = payloads.len();

@@ -14,7 +14,8 @@ pub const MAX_PAYLOAD: usize = 1100;
 /// The video codec a simulated publisher sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodec {
-    /// VP8 (RFC 7741 payload descriptor, no extensions).
+    /// VP8 (RFC 7741 payload descriptor: one byte, or with picture numbers, see
+    /// [`FrameSpec::picture`]).
     Vp8,
     /// H264 packetization-mode 1 (single NAL, STAP-A for SPS+PPS, FU-A).
     H264,
@@ -127,6 +128,110 @@ pub struct FrameSpec {
     pub size: usize,
     /// Width and height written into a VP8 keyframe header (14 bits each) or an H264 SPS.
     pub resolution: (u16, u16),
+    /// VP8 picture numbers for every packet's payload descriptor (its extension with I, a
+    /// 15-bit PictureID, L, T and K); `None`: a one-byte descriptor. H264 has none.
+    pub picture: Option<Vp8Picture>,
+}
+
+/// The picture numbers an RFC 7741 payload descriptor carries in its extension. An encoder
+/// numbers each stream (simulcast layer, session) on its own, so they jump wherever an SFU
+/// moves a viewer from one stream to another unless it rewrites them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Picture {
+    /// PictureID (15 bits as the sim writes it; 7 bits in a short one).
+    pub picture_id: u16,
+    /// TL0PICIDX: the index of the latest picture on temporal layer 0.
+    pub tl0_pic_idx: u8,
+    /// KEYIDX (5 bits): moves on with each keyframe.
+    pub key_idx: u8,
+}
+
+impl Vp8Picture {
+    /// The numbers of the next frame of the same stream: PictureID and TL0PICIDX one more (the
+    /// sim has one temporal layer, every frame is on layer 0), KEYIDX one more if the frame is a
+    /// keyframe.
+    pub fn next(self, keyframe: bool) -> Vp8Picture {
+        Vp8Picture {
+            picture_id: self.picture_id.wrapping_add(1) & LONG_PICTURE_ID,
+            tl0_pic_idx: self.tl0_pic_idx.wrapping_add(1),
+            key_idx: self.key_idx.wrapping_add(u8::from(keyframe)) & KEY_IDX,
+        }
+    }
+}
+
+/// An RFC 7741 payload descriptor as the sim reads one: where the VP8 payload begins and the
+/// numbers it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vp8Descriptor {
+    /// Its length in bytes: the VP8 payload (a frame header, on the first packet) follows.
+    pub len: usize,
+    /// S: the packet starts a partition.
+    pub start: bool,
+    /// PID: the partition index.
+    pub partition: u8,
+    /// PictureID (I), 7 or 15 bits as [`Vp8Descriptor::long_picture_id`] says.
+    pub picture_id: Option<u16>,
+    /// The PictureID has 15 bits (M set), not 7.
+    pub long_picture_id: bool,
+    /// TL0PICIDX (L).
+    pub tl0_pic_idx: Option<u8>,
+    /// KEYIDX (K).
+    pub key_idx: Option<u8>,
+}
+
+impl Vp8Descriptor {
+    /// The picture numbers, when it carries all three.
+    pub fn picture(&self) -> Option<Vp8Picture> {
+        Some(Vp8Picture {
+            picture_id: self.picture_id?,
+            tl0_pic_idx: self.tl0_pic_idx?,
+            key_idx: self.key_idx?,
+        })
+    }
+
+    /// The PictureID's modulus less one: its mask.
+    pub fn picture_id_mask(&self) -> u16 {
+        if self.long_picture_id {
+            LONG_PICTURE_ID
+        } else {
+            0x7f
+        }
+    }
+}
+
+const LONG_PICTURE_ID: u16 = 0x7fff;
+const KEY_IDX: u8 = 0x1f;
+
+/// Read the RFC 7741 payload descriptor at the start of a VP8 payload (its length parsed from
+/// the X, I, M, L, T and K bits, not assumed); `None` if the payload is shorter than it says.
+pub fn vp8_descriptor(payload: &[u8]) -> Option<Vp8Descriptor> {
+    vp8_fields(payload).map(|(d, _)| d)
+}
+
+/// `payload` with the bits of its descriptor's PictureID, TL0PICIDX and KEYIDX cleared (flags,
+/// the M bit and everything else kept), for comparing a payload an SFU renumbered with the one
+/// sent; `None` when it has no descriptor with any of them.
+pub fn vp8_without_numbers(payload: &[u8]) -> Option<Vec<u8>> {
+    let (_, at) = vp8_fields(payload)?;
+    if at == FieldsAt::default() {
+        return None;
+    }
+    let mut out = payload.to_vec();
+    if let Some(i) = at.picture_id {
+        if out[i] & 0x80 != 0 {
+            out[i] &= 0x80;
+            out[i + 1] = 0;
+        } else {
+            out[i] = 0;
+        }
+    }
+    if let Some(i) = at.tl0_pic_idx {
+        out[i] = 0;
+    }
+    if let Some(i) = at.key_idx {
+        out[i] &= !KEY_IDX;
+    }
+    Some(out)
 }
 
 /// The RTP payloads of one video frame of about `size` bytes, each at most [`MAX_PAYLOAD`];
@@ -147,6 +252,7 @@ pub fn video_frame(
             keyframe,
             size,
             resolution: DEFAULT_RESOLUTION,
+            picture: None,
         },
     )
 }
@@ -161,12 +267,13 @@ pub fn layer_frame(codec: VideoCodec, spec: &FrameSpec) -> Vec<Vec<u8>> {
 }
 
 /// Width and height in a VP8 keyframe's header at the start of this synthetic payload (RFC
-/// 7741 descriptor of one byte, then RFC 6386 §9.1), `None` if it does not start a keyframe.
+/// 7741 descriptor, then RFC 6386 §9.1), `None` if it does not start a keyframe.
 pub fn vp8_resolution(payload: &[u8]) -> Option<(u16, u16)> {
     if !starts_keyframe(VideoCodec::Vp8, payload) {
         return None;
     }
-    let h = payload.get(1..11)?;
+    let at = vp8_descriptor(payload)?.len;
+    let h = payload.get(at..at + 10)?;
     if h[3..6] != [0x9d, 0x01, 0x2a] {
         return None;
     }
@@ -192,11 +299,29 @@ fn chunks(size: usize, overhead: usize) -> Vec<usize> {
         .collect()
 }
 
-/// VP8 (RFC 7741): a one-byte descriptor (S on the first packet, PID 0), then on the first
-/// packet the VP8 frame header (P bit clear for keyframes, plus the keyframe start code and
+/// VP8 (RFC 7741): a descriptor (S on the first packet, PID 0; with the extension when the
+/// spec has picture numbers, the same on every packet of the frame), then on the first packet
+/// the VP8 frame header (P bit clear for keyframes, plus the keyframe start code and
 /// dimensions).
 fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
-    let sizes = chunks(spec.size, 1 + 10);
+    let descriptor = |start: bool| {
+        let s = if start { 0x10 } else { 0x00 };
+        match spec.picture {
+            None => vec![s],
+            Some(p) => {
+                let pid = p.picture_id & LONG_PICTURE_ID;
+                vec![
+                    0x80 | s,
+                    0xf0, // I, L, T, K
+                    0x80 | (pid >> 8) as u8,
+                    pid as u8,
+                    p.tl0_pic_idx,
+                    p.key_idx & KEY_IDX, // TID 0, Y 0
+                ]
+            }
+        }
+    };
+    let sizes = chunks(spec.size, descriptor(true).len() + 10);
     let keyframe = spec.keyframe;
     let count = sizes.len() as u16;
     sizes
@@ -211,9 +336,9 @@ fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
                 index: i as u16,
                 count,
             };
-            let mut p = Vec::with_capacity(body + 11 + Tag::LEN);
+            let mut p = descriptor(i == 0);
+            p.reserve(body + 10 + Tag::LEN);
             if i == 0 {
-                p.push(0x10);
                 // Frame tag: P (bit 0), version 0, show_frame (bit 4), partition size.
                 p.push(if keyframe { 0x10 } else { 0x11 });
                 p.extend_from_slice(&[0x02, 0x00]);
@@ -224,8 +349,6 @@ fn vp8_frame(spec: &FrameSpec) -> Vec<Vec<u8>> {
                     p.extend_from_slice(&(w & 0x3fff).to_le_bytes());
                     p.extend_from_slice(&(h & 0x3fff).to_le_bytes());
                 }
-            } else {
-                p.push(0x00);
             }
             tag.filler(&mut p, body);
             tag.write(&mut p);
@@ -375,9 +498,66 @@ impl Bits {
 /// the core's, used by assertions.)
 pub fn starts_keyframe(codec: VideoCodec, payload: &[u8]) -> bool {
     match codec {
-        VideoCodec::Vp8 => payload.len() > 1 && payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0,
+        VideoCodec::Vp8 => vp8_descriptor(payload).is_some_and(|d| {
+            d.start && d.partition == 0 && payload.get(d.len).is_some_and(|h| h & 0x01 == 0)
+        }),
         VideoCodec::H264 => payload.first().is_some_and(|b| b & 0x1f == 24),
     }
+}
+
+/// Where a descriptor's numbers are: the first PictureID byte, TL0PICIDX, the TID/Y/KEYIDX
+/// byte (when K is set).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct FieldsAt {
+    picture_id: Option<usize>,
+    tl0_pic_idx: Option<usize>,
+    key_idx: Option<usize>,
+}
+
+fn vp8_fields(payload: &[u8]) -> Option<(Vp8Descriptor, FieldsAt)> {
+    let b0 = *payload.first()?;
+    let mut d = Vp8Descriptor {
+        len: 1,
+        start: b0 & 0x10 != 0,
+        partition: b0 & 0x07,
+        picture_id: None,
+        long_picture_id: false,
+        tl0_pic_idx: None,
+        key_idx: None,
+    };
+    let mut at = FieldsAt::default();
+    if b0 & 0x80 != 0 {
+        let x = *payload.get(1)?;
+        let mut i = 2;
+        if x & 0x80 != 0 {
+            let m = *payload.get(i)?;
+            at.picture_id = Some(i);
+            if m & 0x80 != 0 {
+                let low = *payload.get(i + 1)?;
+                d.picture_id = Some(u16::from_be_bytes([m & 0x7f, low]));
+                d.long_picture_id = true;
+                i += 2;
+            } else {
+                d.picture_id = Some(u16::from(m));
+                i += 1;
+            }
+        }
+        if x & 0x40 != 0 {
+            d.tl0_pic_idx = Some(*payload.get(i)?);
+            at.tl0_pic_idx = Some(i);
+            i += 1;
+        }
+        if x & 0x30 != 0 {
+            let tk = *payload.get(i)?;
+            if x & 0x10 != 0 {
+                d.key_idx = Some(tk & KEY_IDX);
+                at.key_idx = Some(i);
+            }
+            i += 1;
+        }
+        d.len = i;
+    }
+    Some((d, at))
 }
 
 #[cfg(test)]
@@ -415,6 +595,7 @@ mod tests {
                 keyframe: true,
                 size: 3000,
                 resolution,
+                picture: None,
             };
             let frame = layer_frame(VideoCodec::Vp8, &spec);
             assert_eq!(vp8_resolution(&frame[0]), Some(resolution));
@@ -437,11 +618,93 @@ mod tests {
             keyframe: false,
             size: 500,
             resolution: DEFAULT_RESOLUTION,
+            picture: None,
         };
         let a = layer_frame(VideoCodec::H264, &spec);
         let b = layer_frame(VideoCodec::H264, &FrameSpec { layer: 1, ..spec });
         assert_ne!(a, b);
         assert_eq!(video_frame(VideoCodec::H264, 1, 1, false, 500), a);
+    }
+
+    #[test]
+    fn vp8_picture_numbers_ride_in_every_packets_descriptor() {
+        let picture = Vp8Picture {
+            picture_id: 0x7fff,
+            tl0_pic_idx: 255,
+            key_idx: 31,
+        };
+        let spec = FrameSpec {
+            source: 2,
+            layer: 1,
+            frame: 5,
+            keyframe: true,
+            size: 4000,
+            resolution: (1280, 720),
+            picture: Some(picture),
+        };
+        let frame = layer_frame(VideoCodec::Vp8, &spec);
+        assert!(frame.len() > 1);
+        for (i, p) in frame.iter().enumerate() {
+            assert!(p.len() <= MAX_PAYLOAD, "{}", p.len());
+            let d = vp8_descriptor(p).unwrap();
+            assert_eq!((d.len, d.start, d.partition), (6, i == 0, 0));
+            assert_eq!(d.picture(), Some(picture));
+            assert_eq!(d.picture_id_mask(), 0x7fff);
+            assert_eq!(Tag::parse(p).unwrap().index as usize, i);
+            assert_eq!(starts_keyframe(VideoCodec::Vp8, p), i == 0);
+        }
+        assert_eq!(vp8_resolution(&frame[0]), Some((1280, 720)));
+        let delta = layer_frame(
+            VideoCodec::Vp8,
+            &FrameSpec {
+                keyframe: false,
+                ..spec
+            },
+        );
+        assert!(!starts_keyframe(VideoCodec::Vp8, &delta[0]));
+        assert_eq!(vp8_resolution(&delta[0]), None);
+        // Numbers wrap: PictureID at 15 bits, KEYIDX at 5, and KEYIDX moves on keyframes only.
+        assert_eq!(
+            picture.next(true),
+            Vp8Picture {
+                picture_id: 0,
+                tl0_pic_idx: 0,
+                key_idx: 0,
+            }
+        );
+        assert_eq!(picture.next(false).key_idx, 31);
+
+        // Masking clears exactly the numbers: two pictures' packets differ only there.
+        let other = layer_frame(
+            VideoCodec::Vp8,
+            &FrameSpec {
+                picture: Some(Vp8Picture {
+                    picture_id: 0x1234,
+                    tl0_pic_idx: 7,
+                    key_idx: 2,
+                }),
+                ..spec
+            },
+        );
+        assert_ne!(frame[0], other[0]);
+        let masked = vp8_without_numbers(&frame[0]).unwrap();
+        assert_eq!(Some(masked.clone()), vp8_without_numbers(&other[0]));
+        assert_eq!(masked[..6], [0x90, 0xf0, 0x80, 0x00, 0x00, 0x00]);
+        assert_eq!(masked[6..], frame[0][6..]);
+        // A short PictureID and a descriptor without numbers.
+        assert_eq!(
+            vp8_without_numbers(&[0x90, 0x80, 0x42, 0x00]),
+            Some(vec![0x90, 0x80, 0x00, 0x00])
+        );
+        let short = vp8_descriptor(&[0x90, 0x80, 0x42, 0x00]).unwrap();
+        assert_eq!((short.len, short.picture_id), (3, Some(0x42)));
+        assert_eq!((short.picture(), short.picture_id_mask()), (None, 0x7f));
+        let plain = video_frame(VideoCodec::Vp8, 1, 1, true, 500);
+        assert_eq!(vp8_descriptor(&plain[0]).unwrap().len, 1);
+        assert_eq!(vp8_without_numbers(&plain[0]), None);
+        // Truncated descriptors.
+        assert_eq!(vp8_descriptor(&[0x90, 0xf0, 0x80]), None);
+        assert_eq!(vp8_descriptor(&[]), None);
     }
 
     struct Reader {
@@ -520,6 +783,7 @@ mod tests {
             keyframe: true,
             size: 2000,
             resolution: (1280, 720),
+            picture: None,
         };
         let stap = &layer_frame(VideoCodec::H264, &spec)[0];
         let len = usize::from(u16::from_be_bytes([stap[1], stap[2]]));

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use ringcast_core::{ShardConfig, ShardId, TrackKind};
 use ringcast_sim::{
-    ClientId, LinkConfig, PublisherConfig, Received, Sent, Sim, SimConfig, SimLayer, VideoCodec,
-    check,
+    ClientId, LinkConfig, PublisherConfig, Received, Sent, Sim, SimConfig, SimLayer, Tag,
+    VideoCodec, check,
 };
 
 const STREAM: &str = "simulcast";
@@ -57,6 +57,30 @@ fn trace_of(layers: &[&[Sent]], received: &[Received], viewer: ClientId) -> chec
         &bad[..bad.len().min(5)]
     );
     t
+}
+
+/// The layer of the last video packet a viewer got (cheap enough to ask after every step).
+fn on_layer(sim: &Sim, viewer: ClientId) -> Option<usize> {
+    let last = sim.client(viewer).received(TrackKind::Video).last()?;
+    Tag::parse(&last.payload).map(|t| usize::from(t.layer))
+}
+
+/// Pin `viewer` to `rid` and run until its packets come from that layer (within `max`), then
+/// half a second more.
+fn move_to(sim: &mut Sim, viewer: ClientId, rid: &str, max: Duration) {
+    sim.set_layer(viewer, Some(rid)).expect("pinned");
+    let target = layer(rid);
+    assert!(
+        sim.run_until_true(max, |s| on_layer(s, viewer) == Some(target)),
+        "viewer {viewer:?} never moved to {rid}"
+    );
+    sim.run_for(Duration::from_millis(500));
+}
+
+/// The VP8 picture numbers a viewer got are one continuous numbering; returns its frames.
+fn numbering(sim: &Sim, viewer: ClientId) -> usize {
+    check::vp8_numbering(sim.client(viewer).received(TrackKind::Video))
+        .unwrap_or_else(|e| panic!("viewer {viewer:?}: VP8 numbering: {e}"))
 }
 
 #[test]
@@ -391,4 +415,69 @@ fn an_obs_shaped_h264_publisher_that_ignores_pli_starts_viewers_from_the_cache()
         .expect("a first frame");
     assert!(waited <= Duration::from_millis(300), "{waited:?}");
     trace(&sim, publisher, viewer);
+}
+
+#[test]
+fn vp8_picture_numbers_continue_across_every_pinned_move() {
+    // Each layer numbers its VP8 pictures (PictureID, TL0PICIDX, KEYIDX) from its own start, as
+    // a browser's encoder does. A viewer moved q -> f -> h -> q gets one continuous numbering
+    // (the shard rewrites it from the first move on), every payload byte-exact otherwise.
+    let mut sim = sim(39, ShardConfig::default());
+    let publisher = sim.add_publisher(
+        STREAM,
+        PublisherConfig {
+            vp8_picture_ids: true,
+            ..PublisherConfig::simulcast_3()
+        },
+    );
+    let viewer = sim.add_viewer(STREAM);
+    sim.set_layer(viewer, Some("q")).expect("pinned");
+    sim.connect(&[publisher, viewer], Duration::from_secs(2));
+    sim.run_for(Duration::from_secs(1));
+    for rid in ["f", "h", "q"] {
+        move_to(&mut sim, viewer, rid, Duration::from_secs(3));
+    }
+    let t = trace(&sim, publisher, viewer);
+    let moves: Vec<(Option<usize>, usize)> = t.switches.iter().map(|s| (s.from, s.to)).collect();
+    let (q, h, f) = (layer("q"), layer("h"), layer("f"));
+    assert_eq!(moves, [(None, q), (Some(q), f), (Some(f), h), (Some(h), q)]);
+    let frames = numbering(&sim, viewer);
+    assert!(frames > 60, "{frames} frames");
+}
+
+#[test]
+fn vp8_picture_numbers_continue_from_the_cache_replay_into_live_and_a_move() {
+    // The publisher ignores keyframe requests (keyframes every 2 s): a viewer pinned to h
+    // joins mid-interval and starts from h's cached keyframe, replayed, then goes live, then
+    // moves to f on f's next keyframe. One continuous numbering throughout.
+    let mut sim = sim(40, ShardConfig::default());
+    let publisher = sim.add_publisher(
+        STREAM,
+        PublisherConfig {
+            keyframe_interval: Duration::from_secs(2),
+            honor_keyframe_requests: false,
+            vp8_picture_ids: true,
+            ..PublisherConfig::simulcast_3()
+        },
+    );
+    sim.connect(&[publisher], Duration::from_secs(2));
+    sim.run_for(Duration::from_millis(2700));
+    let replays = sim.shard(ShardId(0)).stats().gop_replays;
+    let viewer = sim.add_viewer(STREAM);
+    sim.set_layer(viewer, Some("h")).expect("pinned");
+    sim.run_for(Duration::from_millis(800));
+    let waited = sim
+        .time_to_first_frame(viewer, VideoCodec::Vp8)
+        .expect("a first frame");
+    assert!(waited <= Duration::from_millis(300), "{waited:?}");
+    assert!(
+        sim.shard(ShardId(0)).stats().gop_replays > replays,
+        "started from the cache"
+    );
+    let live = numbering(&sim, viewer);
+    move_to(&mut sim, viewer, "f", Duration::from_secs(3));
+    let t = trace(&sim, publisher, viewer);
+    let moves: Vec<(Option<usize>, usize)> = t.switches.iter().map(|s| (s.from, s.to)).collect();
+    assert_eq!(moves, [(None, layer("h")), (Some(layer("h")), layer("f"))]);
+    assert!(numbering(&sim, viewer) > live);
 }
