@@ -33,13 +33,20 @@ const VIDEO_SHARE_PERCENT: u64 = 90;
 /// Going up needs this much more (percent) than the layer's bitrate, ...
 const UP_MARGIN_PERCENT: u64 = 115;
 /// ... held this long, ...
+const UP_AFTER: Duration = Duration::from_secs(1);
+/// ... or this long after an estimate that jumped to more than [`JUMP_FACTOR`] times the one
+/// before, ...
 ///
 /// str0m reports the mean of its distinct estimates over the last 3 s. One probe on a path with
 /// a token-bucket shaper can measure several times the path's rate, and that outlier lifts the
 /// reported mean for 3 s while the path carries no more than before (seen in the Chromium
-/// simulcast test: 423 kbit/s, then 1.67 Mbit/s for a 400 kbit/s link). Only an estimate that
-/// holds for longer than that window moves a viewer up.
-const UP_AFTER: Duration = Duration::from_millis(3500);
+/// simulcast test: 423 kbit/s, then 1.67 Mbit/s for a 400 kbit/s link). A mean that more than
+/// doubles in one report is such an outlier's mark: going up waits until it has left str0m's
+/// window. (Holding every move up that long kept a viewer on a loaded machine from ever going
+/// up while its publisher's top layer was still ramping up.)
+const UP_AFTER_JUMP: Duration = Duration::from_millis(3500);
+/// See [`UP_AFTER_JUMP`].
+const JUMP_FACTOR: u64 = 2;
 /// ... and not this soon after going down.
 const UP_HOLD_AFTER_DOWN: Duration = Duration::from_secs(4);
 
@@ -60,13 +67,21 @@ pub struct Candidate {
 #[derive(Debug, Clone, Default)]
 pub struct LayerChoice {
     estimate: Option<u64>,
+    /// When the estimate last jumped ([`UP_AFTER_JUMP`]).
+    jumped_at: Option<Instant>,
     last_down: Option<Instant>,
     up_since: Option<Instant>,
 }
 
 impl LayerChoice {
-    /// The viewer's path carries `bps` (from its estimator).
-    pub fn estimate(&mut self, bps: u64) {
+    /// The viewer's path carries `bps` (from its estimator), as reported at `now`.
+    pub fn estimate(&mut self, bps: u64, now: Instant) {
+        if self
+            .estimate
+            .is_some_and(|last| bps > last.saturating_mul(JUMP_FACTOR))
+        {
+            self.jumped_at = Some(now);
+        }
         self.estimate = Some(bps);
     }
 
@@ -124,7 +139,10 @@ impl LayerChoice {
             return current;
         };
         let since = *self.up_since.get_or_insert(now);
-        if held_down || now.saturating_duration_since(since) < UP_AFTER {
+        let after_jump = self
+            .jumped_at
+            .is_some_and(|j| now.saturating_duration_since(j) < UP_AFTER_JUMP);
+        if held_down || after_jump || now.saturating_duration_since(since) < UP_AFTER {
             return current;
         }
         self.up_since = None;
@@ -187,42 +205,40 @@ mod tests {
         let mut c = LayerChoice::default();
         // Before any estimate: the assumed 1 Mbit/s fits the middle layer.
         assert_eq!(c.choose(&layers, None, t0), Some(1));
-        c.estimate(5_000_000);
-        // Up only after the estimate held for 3.5 s (longer than str0m's averaging window).
+        c.estimate(5_000_000, t0);
+        // Up only after the estimate held for a second.
         assert_eq!(c.choose(&layers, Some(1), at(0)), Some(1));
-        assert_eq!(c.choose(&layers, Some(1), at(3000)), Some(1));
-        assert_eq!(c.choose(&layers, Some(1), at(3500)), Some(2));
+        assert_eq!(c.choose(&layers, Some(1), at(500)), Some(1));
+        assert_eq!(c.choose(&layers, Some(1), at(1000)), Some(2));
         // Congestion: down at once, to what fits.
-        c.estimate(400_000);
-        assert_eq!(c.choose(&layers, Some(2), at(3600)), Some(0));
-        // Recovers at once: the hold counts from now, but going up waits 4 s after going down.
-        c.estimate(5_000_000);
-        assert_eq!(c.choose(&layers, Some(0), at(3700)), Some(0));
+        c.estimate(400_000, at(1100));
+        assert_eq!(c.choose(&layers, Some(2), at(1100)), Some(0));
+        // Recovers at once, in a jump (more than twice the last estimate): the hold counts from
+        // now, going up waits 4 s after going down and 3.5 s after the jump.
+        c.estimate(5_000_000, at(2200));
+        assert_eq!(c.choose(&layers, Some(0), at(2200)), Some(0));
         assert_eq!(
-            c.choose(&layers, Some(0), at(7200)),
+            c.choose(&layers, Some(0), at(5100)),
             Some(0),
-            "held 3.5 s, but less than 4 s after going down"
+            "4 s after going down, 2.9 s after the jump"
         );
-        assert_eq!(c.choose(&layers, Some(0), at(7600)), Some(2));
-        // A high estimate that does not hold (a probe's outlier in str0m's mean) moves nothing.
-        c.estimate(400_000);
-        assert_eq!(c.choose(&layers, Some(2), at(7700)), Some(0));
-        c.estimate(1_700_000);
+        assert_eq!(c.choose(&layers, Some(0), at(5700)), Some(2));
+        // A probe's outlier in str0m's mean: a jump that falls back within 3 s moves nothing.
+        c.estimate(400_000, at(5800));
+        assert_eq!(c.choose(&layers, Some(2), at(5800)), Some(0));
+        c.estimate(1_700_000, at(12_000));
         assert_eq!(c.choose(&layers, Some(0), at(12_000)), Some(0));
-        assert_eq!(c.choose(&layers, Some(0), at(14_000)), Some(0));
-        c.estimate(400_000);
+        assert_eq!(c.choose(&layers, Some(0), at(14_900)), Some(0));
+        c.estimate(400_000, at(15_000));
         assert_eq!(c.choose(&layers, Some(0), at(15_000)), Some(0));
-        c.estimate(1_700_000);
-        assert_eq!(c.choose(&layers, Some(0), at(16_000)), Some(0));
-        assert_eq!(
-            c.choose(&layers, Some(0), at(19_000)),
-            Some(0),
-            "held 3 s since it came back"
-        );
-        assert_eq!(c.choose(&layers, Some(0), at(19_500)), Some(1));
+        // A rise in steps (none more than twice the last) goes up after a second.
+        c.estimate(600_000, at(20_000));
+        c.estimate(1_000_000, at(20_100));
+        assert_eq!(c.choose(&layers, Some(0), at(20_100)), Some(0));
+        assert_eq!(c.choose(&layers, Some(0), at(21_100)), Some(1));
         // An estimate just above a layer's bitrate is not enough to go up to it.
         let mut c = LayerChoice::default();
-        c.estimate(64_000 + 600_000 * 100 / 90 + 10_000);
+        c.estimate(64_000 + 600_000 * 100 / 90 + 10_000, t0);
         assert_eq!(c.choose(&layers, Some(0), at(20_000)), Some(0));
         assert_eq!(c.choose(&layers, Some(0), at(30_000)), Some(0));
     }
@@ -233,7 +249,7 @@ mod tests {
         let mut layers = three();
         layers[0].usable = false; // top layer without keyframes
         let mut c = LayerChoice::default();
-        c.estimate(10_000_000);
+        c.estimate(10_000_000, t0);
         assert_eq!(c.choose(&layers, None, t0), Some(1));
         assert_eq!(
             c.choose(&layers, Some(2), t0),
@@ -254,7 +270,7 @@ mod tests {
         );
         assert_eq!(c.choose(&none, None, t0), None);
         // The smallest when nothing fits.
-        c.estimate(50_000);
+        c.estimate(50_000, t0);
         assert_eq!(c.choose(&three(), Some(1), t0), Some(0));
     }
 
@@ -269,10 +285,10 @@ mod tests {
             (need(600_000), need(2_500_000))
         );
         // On a 400 kbit/s path it is not: no padding, only probes.
-        c.estimate(400_000);
+        c.estimate(400_000, Instant::now());
         assert_eq!(c.targets(&layers, Some(0)), (0, need(2_500_000)));
         // Staying on the best layer is within what the estimator is steered to.
-        c.estimate(need(2_500_000));
+        c.estimate(need(2_500_000), Instant::now());
         assert_eq!(c.choose(&layers, Some(2), Instant::now()), Some(2));
         assert_eq!(c.targets(&layers, Some(2)), (0, need(2_500_000)));
         assert_eq!(c.targets(&[], None), (0, 0));

@@ -404,7 +404,7 @@ impl Shard {
                 PeerEvent::Estimate(bps) => {
                     tracing::debug!(viewer = key, bps, "estimate");
                     if let Some(track) = routing::video_track(p) {
-                        track.choice.estimate(bps);
+                        track.choice.estimate(bps, now);
                         self.choose_layer(now, key);
                     }
                 }
