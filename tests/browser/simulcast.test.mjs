@@ -38,6 +38,9 @@ const MAX_FPS_SHARE = 1.25;
 // ... at most this many freezes (Chromium: a frame later than max(3 x mean, mean + 150 ms)) and
 // this much frozen time in the window ...
 const MAX_FREEZES = 3;
+// A second in which the publisher encoded fewer than this share of the camera's frames on a
+// viewer's layer is the publisher's starvation, not the server's: its freezes are not counted.
+const STARVED_FPS_SHARE = 0.7;
 const MAX_FROZEN_S = 2;
 // ... and keyframes at most this share of decoded frames (the bug: every frame a keyframe).
 const MAX_KEYFRAME_SHARE = 0.1;
@@ -124,7 +127,7 @@ test('simulcast: chromium publishes 3 layers; a viewer on a 400 kbit/s link gets
     for (let i = 0; i < SETTLE_S + WINDOW_S; i++) {
       await sleep(1000);
       const cur = await sampleAll(pub, viewA, viewB);
-      for (const k of ['A', 'B']) (i < SETTLE_S ? settling : series)[k].push(tick(prev[k], cur[k]));
+      for (const k of ['A', 'B']) (i < SETTLE_S ? settling : series)[k].push(tick(prev, cur, k));
       details.push(detail(prev, cur));
       if (i === SETTLE_S - 1) first = cur;
       prev = cur;
@@ -281,8 +284,24 @@ async function viewerStats() {
 }
 
 // One second of a viewer: its width and decoded frames/s.
-function tick(a, b) {
-  return { width: b.width, fps: (b.framesDecoded - a.framesDecoded) };
+// One second of viewer `k`: its width, decoded frames, freezes and frozen time, and whether the
+// publisher starved that second: the layer the viewer is on encoded fewer than
+// STARVED_FPS_SHARE of the camera's frames (a Chromium short of CPU on this shared VM). A
+// server cannot forward frames that were never encoded: freezes in such a second are the
+// publisher's, reported but not counted against the server.
+function tick(prev, cur, k) {
+  const a = prev[k];
+  const b = cur[k];
+  const layer = Object.entries(cur.P.layers).find(([, l]) => l.width === b.width);
+  const encoded = layer ? layer[1].framesEncoded - (prev.P.layers[layer[0]]?.framesEncoded || 0) : null;
+  const secs = (cur.at - prev.at) / 1000;
+  return {
+    width: b.width,
+    fps: (b.framesDecoded - a.framesDecoded),
+    freezes: b.freezeCount - a.freezeCount,
+    frozenS: b.totalFreezesDuration - a.totalFreezesDuration,
+    starved: encoded !== null && encoded < STARVED_FPS_SHARE * CAMERA.fps * secs,
+  };
 }
 
 // One second of everything, as a line: the publisher's layers (frames, keyframes, PLIs) and each
@@ -328,8 +347,10 @@ function measure(first, last, series, settling) {
       fps: (b.framesDecoded - a.framesDecoded) / secs,
       framesDecoded: b.framesDecoded - a.framesDecoded,
       keyFramesDecoded: b.keyFramesDecoded - a.keyFramesDecoded,
-      freezes: b.freezeCount - a.freezeCount,
-      frozenS: b.totalFreezesDuration - a.totalFreezesDuration,
+      // Freezes in the seconds the publisher did not starve (see `tick`).
+      freezes: series[k].filter((s) => !s.starved).reduce((n, s) => n + s.freezes, 0),
+      frozenS: series[k].filter((s) => !s.starved).reduce((n, s) => n + s.frozenS, 0),
+      starvedS: series[k].filter((s) => s.starved).length,
       framesDropped: b.framesDropped - a.framesDropped,
       packetsLost: b.packetsLost - a.packetsLost,
       kbps: ((b.bytesReceived - a.bytesReceived) * 8) / secs / 1000,
@@ -340,7 +361,7 @@ function measure(first, last, series, settling) {
       // Seconds without a decoded frame: a freeze still going on at the end is not counted yet.
       stalledS: series[k].filter((s) => s.fps === 0).length,
       seconds: series[k].map((s) => s.width),
-      perSecond: series[k].map((s) => `${s.width}@${s.fps}`).join(' '),
+      perSecond: series[k].map((s) => `${s.width}@${s.fps}${s.starved ? '*' : ''}`).join(' '),
       settling: settling[k].map((s) => `${s.width}@${s.fps}`).join(' '),
     };
   };
@@ -401,7 +422,7 @@ function summary(r) {
     const { perSecond, settling, widths, seconds, ...rest } = r[k];
     lines.push(`  viewer ${k}${k === 'B' ? ` (${SHAPED_KBIT} kbit/s)` : ' (host)'}: ${line(rest)} widths=${widths.join(',')}`);
     lines.push(`    settling, per second (width@frames): ${settling}`);
-    lines.push(`    window, per second (width@frames): ${perSecond}`);
+    lines.push(`    window, per second (width@frames, * publisher starved): ${perSecond}`);
   }
   if (r.shaper) lines.push(`  shaper: ${r.shaper.replace(/\n\s*/g, ' | ')}`);
   return lines.join('\n');
