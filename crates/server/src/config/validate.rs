@@ -635,6 +635,21 @@ mod tests {
         let config = load(Some(&entry("secret = \"north-wind\"\n")), &[]).unwrap();
         let shown = format!("{config:?}");
         assert!(!shown.contains("north-wind"), "{shown}");
+        // Nor in errors of type or syntax.
+        let message = error(Some(&entry("secret = [\"north-wind\"]\n")), &[]);
+        assert_eq!(
+            message,
+            "config file /x.toml: invalid value `(hidden)` for `ice_servers[0].secret`: \
+             expected a string"
+        );
+        let message = error(Some(&entry("secret = \"north-wind\n")), &[]);
+        assert!(message.contains("TOML parse error at line 3"), "{message}");
+        assert!(!message.contains("north"), "{message}");
+        let message = error(Some("[rooms.secrets]\nstandup = \"north-wind\n"), &[]);
+        assert!(!message.contains("north"), "{message}");
+        // Other lines are still quoted.
+        let message = error(Some("[media]\nport_base = \"north-wind\n"), &[]);
+        assert!(message.contains("north-wind"), "{message}");
     }
 
     #[test]
