@@ -26,6 +26,6 @@ pub fn run(data: &[u8]) {
     if let Ok(config) = Config::load_text(Path::new("/fuzz.toml"), file, env) {
         // What the binary derives from a loaded configuration must not panic either.
         let _ = config.shard_count();
-        let _ = config.ice_links();
+        let _ = config.ice_servers();
     }
 }

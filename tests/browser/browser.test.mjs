@@ -7,9 +7,8 @@
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, CHROMIUM_ARGS, recordConsole, startServer } from './ringcast.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, recordConsole, ringcastOf, startServer, waitForPlayback } from './ringcast.mjs';
 
 let server = null;      // { proc, base, log: string[], exited, stop() }
 let browser = null;
@@ -31,37 +30,6 @@ after(async () => {
     process.stderr.write(`\n----- ringcast server output -----\n${serverLog()}\n----- end of server output -----\n`);
   }
 });
-
-// The page's `window.ringcast`, without the (unserialisable) RTCPeerConnection.
-async function ringcastOf(page) {
-  return page.evaluate(() => {
-    const rc = window.ringcast;
-    if (!rc) return null;
-    const out = {};
-    for (const [k, v] of Object.entries(rc)) if (k !== 'pc') out[k] = v;
-    if (rc.pc) {
-      out.pc = {
-        connectionState: rc.pc.connectionState,
-        iceConnectionState: rc.pc.iceConnectionState,
-        signalingState: rc.pc.signalingState,
-      };
-    }
-    return out;
-  }).catch((e) => `(could not read: ${e.message})`);
-}
-
-// framesDecoded > 30 and still growing between two readings a second apart.
-async function waitForPlayback(page, timeoutMs) {
-  const deadline = Date.now() + timeoutMs;
-  let prev = -1;
-  while (Date.now() < deadline) {
-    const cur = await page.evaluate(() => (window.ringcast && window.ringcast.framesDecoded) || 0);
-    if (prev > 30 && cur > prev) return cur;
-    prev = cur;
-    await sleep(1000);
-  }
-  throw new Error(`video did not play within ${timeoutMs / 1000} s (last framesDecoded ${prev})`);
-}
 
 async function publishAndWatch(t, codec, expectMime) {
   const stream = `t-${codec}`;

@@ -1,5 +1,5 @@
 // What the browser tests share: where the ringcast binary and Chromium are, Chromium's flags,
-// and starting and stopping a real ringcast server.
+// starting and stopping a real ringcast server, and reading the demo pages' state.
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -95,6 +95,37 @@ export async function startServer({ host = '127.0.0.1', env = {} } = {}) {
     if (!s.exited || !/bind|address|in use/i.test(log.join(''))) break; // only retry port clashes
   }
   throw lastError;
+}
+
+/** The page's `window.ringcast` (publish.html, watch.html), without the (unserialisable) RTCPeerConnection. */
+export async function ringcastOf(page) {
+  return page.evaluate(() => {
+    const rc = window.ringcast;
+    if (!rc) return null;
+    const out = {};
+    for (const [k, v] of Object.entries(rc)) if (k !== 'pc') out[k] = v;
+    if (rc.pc) {
+      out.pc = {
+        connectionState: rc.pc.connectionState,
+        iceConnectionState: rc.pc.iceConnectionState,
+        signalingState: rc.pc.signalingState,
+      };
+    }
+    return out;
+  }).catch((e) => `(could not read: ${e.message})`);
+}
+
+/** Waits until watch.html's framesDecoded is over 30 and still growing between two readings a second apart. */
+export async function waitForPlayback(page, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  let prev = -1;
+  while (Date.now() < deadline) {
+    const cur = await page.evaluate(() => (window.ringcast && window.ringcast.framesDecoded) || 0);
+    if (prev > 30 && cur > prev) return cur;
+    prev = cur;
+    await sleep(1000);
+  }
+  throw new Error(`video did not play within ${timeoutMs / 1000} s (last framesDecoded ${prev})`);
 }
 
 /** Records a page's console, errors, failed requests and HTTP errors into `logs`. */

@@ -12,6 +12,7 @@ mod auth;
 mod client;
 mod error;
 mod events;
+mod ice_servers;
 mod jwt;
 mod layers;
 mod pages;
@@ -33,6 +34,7 @@ use ringcast_engine::ShardHandle;
 use tokio::sync::mpsc;
 
 pub use error::ApiError;
+pub use ice_servers::{IceCredentials, IceServer};
 pub use refusals::{RefusalCounters, Refusals};
 
 /// Settings of the control plane.
@@ -48,8 +50,8 @@ pub struct HttpSettings {
     pub limits: Limits,
     /// A WHIP POST for a live stream replaces its publisher instead of getting 409.
     pub replace_publisher: bool,
-    /// `Link` header values for ICE servers (`<url>; rel="ice-server"; ...`).
-    pub ice_links: Vec<String>,
+    /// STUN/TURN servers announced in each 201's `Link` headers and by `GET /api/ice-servers`.
+    pub ice_servers: Vec<IceServer>,
     /// Per-stream tokens.
     pub streams: BTreeMap<String, StreamAuth>,
     /// Bearer token required on the admin routes (`/api/*`, `/metrics`); `None` = open.
@@ -102,6 +104,8 @@ pub struct AppState {
     tokens: Option<jwt::TokenKey>,
     /// The keys of rooms with their own secret.
     room_tokens: BTreeMap<String, jwt::TokenKey>,
+    /// The ICE servers, ready to announce.
+    ice_servers: ice_servers::Announcement,
 }
 
 impl std::fmt::Debug for StreamAuth {
@@ -156,6 +160,7 @@ impl AppState {
             refusals: Arc::default(),
             events: events::Events::default(),
             tokens: settings_key(&settings),
+            ice_servers: ice_servers::Announcement::new(&settings.ice_servers),
             room_tokens: settings
                 .room_secrets
                 .iter()
@@ -189,13 +194,14 @@ pub fn app(state: Arc<AppState>) -> Router {
     public_app(state.clone()).merge(admin_app(state))
 }
 
-/// What clients reach: the WHIP/WHEP endpoints and sessions (with CORS, for players on other
-/// origins), the demo pages (same-origin, no CORS) and `/healthz`.
+/// What clients reach: the WHIP/WHEP endpoints and sessions and `GET /api/ice-servers` (with
+/// CORS, for players on other origins), the demo pages (same-origin, no CORS) and `/healthz`.
 pub fn public_app(state: Arc<AppState>) -> Router {
     let whip = whip::routes()
         .merge(rooms::routes())
         .merge(layers::routes())
         .merge(events::routes())
+        .merge(ice_servers::routes())
         .layer(whip::cors(&state.settings.cors_origin))
         .layer(axum::middleware::from_fn(whip::options_headers));
     Router::new()

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::body::{Body, to_bytes};
@@ -566,7 +566,12 @@ pub(crate) fn created(
         ],
         Kind::Whip | Kind::Room => Vec::new(),
     };
-    for link in state.settings.ice_links.iter().chain(&extensions) {
+    // The TURN usernames minted for the session carry the id logs show: the whole id guards
+    // an open stream's session, and TURN servers log usernames.
+    let ice_links = state
+        .ice_servers
+        .links(&session.short().to_string(), SystemTime::now());
+    for link in ice_links.iter().chain(&extensions) {
         if let Ok(v) = HeaderValue::from_str(link) {
             h.append(header::LINK, v);
         }

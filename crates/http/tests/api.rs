@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use ringcast_core::ShardConfig;
 use ringcast_core::control::{AdmissionLimits, Limits, Rate};
 use ringcast_engine::{Shards, ShardsConfig};
-use ringcast_http::{AppState, HttpSettings, StreamAuth};
+use ringcast_http::{AppState, HttpSettings, IceCredentials, IceServer, StreamAuth};
 use ringcast_net::EngineOptions;
 use str0m::media::{Direction, MediaKind};
 use tower::ServiceExt;
@@ -127,7 +127,13 @@ fn server_tuned(
             max: limit,
         },
         replace_publisher,
-        ice_links: vec!["<stun:stun.example.invalid:3478>; rel=\"ice-server\"".into()],
+        ice_servers: vec![IceServer {
+            urls: vec!["stun:stun.example.invalid:3478".into()],
+            credentials: IceCredentials::Fixed {
+                username: None,
+                credential: None,
+            },
+        }],
         streams,
         admin_token: None,
         jwt_secret: None,
@@ -1692,4 +1698,245 @@ async fn a_room_with_its_own_secret_needs_its_token() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let a = send(&s.app, join("lobby", None)).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+}
+
+/// A TURN server whose credentials ringcast mints from coturn's `static-auth-secret`.
+fn turn_with_secret(secret: &str) -> IceServer {
+    IceServer {
+        urls: vec![
+            "turn:turn.example.invalid:3478?transport=udp".into(),
+            "turn:turn.example.invalid:3478?transport=tcp".into(),
+        ],
+        credentials: IceCredentials::Minted {
+            secret: secret.into(),
+            ttl: std::time::Duration::from_secs(600),
+        },
+    }
+}
+
+/// Checks minted TURN credentials: `<expiry>:<id>` with the expiry 600 s from now, and the
+/// credential base64(HMAC-SHA1(secret, username)) as coturn computes it. Returns the id.
+fn check_minted(username: &str, credential: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    let (expiry, id) = username.split_once(':').unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(
+        (now + 590..=now + 610).contains(&expiry),
+        "{expiry} vs {now}"
+    );
+    let key = aws_lc_rs::hmac::Key::new(
+        aws_lc_rs::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+        secret.as_bytes(),
+    );
+    let expected = base64::engine::general_purpose::STANDARD
+        .encode(aws_lc_rs::hmac::sign(&key, username.as_bytes()));
+    assert_eq!(credential, expected, "credential of {username}");
+    id.to_owned()
+}
+
+/// The `ice-server` links of an answer, as (url, username, credential).
+fn ice_links(a: &Answer) -> Vec<(String, Option<String>, Option<String>)> {
+    let param = |link: &str, name: &str| {
+        let start = link.find(&format!("; {name}=\""))? + name.len() + 4;
+        Some(link[start..start + link[start..].find('"')?].to_owned())
+    };
+    a.headers
+        .get_all(header::LINK)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .filter(|l| l.contains("rel=\"ice-server\""))
+        .map(|l| {
+            let url = l[1..l.find('>').unwrap()].to_owned();
+            (url, param(&l, "username"), param(&l, "credential"))
+        })
+        .collect()
+}
+
+/// Issue 12: an `[[ice_servers]]` entry with a `secret` gets TURN REST credentials minted per
+/// session in every 201 (WHIP, WHEP, rooms), the first four hex digits of the session (what
+/// logs show) as the user part; `GET /api/ice-servers` lists the same servers as
+/// `RTCIceServer`s with fresh credentials, on the public surface, with CORS and no caching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_are_minted_per_session_and_listed() {
+    let secret = "north-wind";
+    let s = server_tuned(100, 100, false, BTreeMap::new(), |settings| {
+        settings.ice_servers.push(turn_with_secret(secret));
+        settings.admin_token = Some("adm1n".into());
+    });
+    let whip = send(&s.app, post("/whip/turn", "application/sdp", chromium())).await;
+    assert_eq!(whip.status, StatusCode::CREATED, "{}", whip.body);
+    let whep = send(
+        &s.app,
+        post("/whep/turn", "application/sdp", viewer_offer(false)),
+    )
+    .await;
+    assert_eq!(whep.status, StatusCode::CREATED, "{}", whep.body);
+    let room = send(
+        &s.app,
+        post("/rooms/turn", "application/sdp", member_offer(false, 1, 1)),
+    )
+    .await;
+    assert_eq!(room.status, StatusCode::CREATED, "{}", room.body);
+    for a in [&whip, &whep, &room] {
+        let links = ice_links(a);
+        assert_eq!(links.len(), 3, "{links:?}");
+        // The fixed STUN server first, unchanged.
+        assert_eq!(
+            links[0],
+            ("stun:stun.example.invalid:3478".into(), None, None)
+        );
+        let session = a.header("location").unwrap().rsplit('/').next().unwrap();
+        for (i, (url, username, credential)) in links[1..].iter().enumerate() {
+            assert_eq!(url, &turn_with_secret(secret).urls[i]);
+            let (username, credential) = (username.as_ref().unwrap(), credential.as_ref().unwrap());
+            let id = check_minted(username, credential, secret);
+            assert_eq!(id, session[..4], "the session's short id");
+        }
+        let all: Vec<_> = a.headers.get_all(header::LINK).iter().collect();
+        assert!(
+            all.iter()
+                .filter(|l| l.to_str().unwrap().contains(":3478?transport="))
+                .all(|l| l
+                    .to_str()
+                    .unwrap()
+                    .ends_with("credential-type=\"password\"")),
+            "{all:?}"
+        );
+    }
+
+    let list = |origin: Option<&str>| {
+        let mut req = get("/api/ice-servers");
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        req
+    };
+    // No admin token needed: clients call it.
+    let a = send(&s.app, list(Some("http://player.example.invalid"))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.header("cache-control"), Some("no-store"));
+    assert_eq!(a.header("content-type"), Some("application/json"));
+    assert_eq!(a.header("access-control-allow-origin"), Some("*"));
+    let json: serde_json::Value = serde_json::from_str(&a.body).unwrap();
+    let servers = json["iceServers"].as_array().unwrap();
+    assert_eq!(servers.len(), 2, "{json}");
+    assert_eq!(
+        servers[0],
+        serde_json::json!({ "urls": ["stun:stun.example.invalid:3478"] })
+    );
+    assert_eq!(
+        servers[1]["urls"],
+        serde_json::json!(turn_with_secret(secret).urls)
+    );
+    let first = check_minted(
+        servers[1]["username"].as_str().unwrap(),
+        servers[1]["credential"].as_str().unwrap(),
+        secret,
+    );
+    // Each answer its own credentials.
+    let again: serde_json::Value =
+        serde_json::from_str(&send(&s.app, list(None)).await.body).unwrap();
+    let second = check_minted(
+        again["iceServers"][1]["username"].as_str().unwrap(),
+        again["iceServers"][1]["credential"].as_str().unwrap(),
+        secret,
+    );
+    assert_ne!(first, second);
+    // A preflight (a page sending a token) is answered.
+    let preflight = Request::builder()
+        .method("OPTIONS")
+        .uri("/api/ice-servers")
+        .header("origin", "http://player.example.invalid")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .body(Body::empty())
+        .unwrap();
+    let p = send(&s.app, preflight).await;
+    assert!(p.status.is_success(), "{}", p.status);
+    assert_eq!(p.header("access-control-allow-origin"), Some("*"));
+    // On the public listener, not the admin one.
+    let public = ringcast_http::public_app(s.state.clone())
+        .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1000))));
+    assert_eq!(send(&public, list(None)).await.status, StatusCode::OK);
+    let admin = ringcast_http::admin_app(s.state.clone());
+    assert_eq!(send(&admin, list(None)).await.status, StatusCode::NOT_FOUND);
+    // The secret is nowhere in what a client sees.
+    for a in [&whip, &whep, &room, &a] {
+        assert!(!format!("{:?}{}", a.headers, a.body).contains(secret));
+    }
+}
+
+/// Issue 12: with `rooms.jwt_secret` every POST needs a token, and so do the ICE servers: any
+/// token that would open some POST (a stream's static token, an unexpired JWT for a stream or
+/// a room), and no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_servers_need_a_token_when_every_post_does() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let room_secret = "fedcba9876543210fedcba9876543210";
+    let s = server_tuned(100, 100, false, protected_stream(), |settings| {
+        settings.ice_servers.push(turn_with_secret("north-wind"));
+        settings.jwt_secret = Some(secret.into());
+        settings.room_secrets = BTreeMap::from([("own".to_string(), room_secret.to_string())]);
+    });
+    let in_an_hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let list = |token: Option<&str>| bearer(get("/api/ice-servers"), token);
+    let valid = [
+        "key1".to_owned(),
+        "view1".to_owned(),
+        jwt(
+            secret,
+            serde_json::json!({"stream": "any", "subscribe": true, "exp": in_an_hour}),
+        ),
+        jwt(
+            secret,
+            serde_json::json!({"room": "standup", "exp": in_an_hour}),
+        ),
+        jwt(
+            room_secret,
+            serde_json::json!({"room": "own", "exp": in_an_hour}),
+        ),
+    ];
+    for token in &valid {
+        let a = send(&s.app, list(Some(token))).await;
+        assert_eq!(a.status, StatusCode::OK, "{token}: {}", a.body);
+        assert!(a.body.contains("\"username\""), "{}", a.body);
+    }
+    let a = send(&s.app, list(None)).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
+    let refused = [
+        "nope".to_owned(),
+        // Expired.
+        jwt(
+            secret,
+            serde_json::json!({"stream": "any", "subscribe": true, "exp": 1_000_000}),
+        ),
+        // Grants nothing.
+        jwt(
+            secret,
+            serde_json::json!({"stream": "any", "exp": in_an_hour}),
+        ),
+        // Signed with another secret.
+        jwt(
+            "another-secret-another-secret-xx",
+            serde_json::json!({"stream": "any", "publish": true, "exp": in_an_hour}),
+        ),
+        // A room with its own secret takes no token signed with `jwt_secret`.
+        jwt(
+            secret,
+            serde_json::json!({"room": "own", "exp": in_an_hour}),
+        ),
+    ];
+    for token in &refused {
+        let a = send(&s.app, list(Some(token))).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{token}: {}", a.body);
+        assert!(!a.body.contains("username"), "{}", a.body);
+    }
 }

@@ -174,7 +174,7 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
         replace_publisher: config.whip.replace_publisher,
         admission: admission_limits(&config),
         trusted_proxies: config.limits.trusted_proxies.clone(),
-        ice_links: config.ice_links(),
+        ice_servers: config.ice_servers(),
         streams: config
             .streams
             .iter()

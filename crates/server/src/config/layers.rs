@@ -75,6 +75,22 @@ impl KeyPath {
         self.0.push(Step::Index(index));
         self
     }
+
+    /// Whether the key holds a secret, which errors never show: an ICE server's `secret` and
+    /// `credential`, `rooms.jwt_secret` and `rooms.secrets.*`.
+    pub(super) fn is_secret(&self) -> bool {
+        let key = |i: usize| match self.0.get(i) {
+            Some(Step::Key(key)) => Some(key.as_str()),
+            _ => None,
+        };
+        match (key(0), self.0.last()) {
+            (Some("ice_servers"), Some(Step::Key(last))) => {
+                last == "secret" || last == "credential"
+            }
+            (Some("rooms"), _) => matches!(key(1), Some("jwt_secret" | "secrets")),
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for KeyPath {
@@ -185,7 +201,11 @@ impl Layers {
             kind => ConfigError::InvalidValue {
                 origin,
                 key: key.to_string(),
-                value: value.map_or_else(String::new, shown),
+                value: if key.is_secret() {
+                    "(hidden)".to_owned()
+                } else {
+                    value.map_or_else(String::new, shown)
+                },
                 reason: reason(kind),
             },
         }
@@ -199,6 +219,21 @@ const ENV_CONFIG: &str = "RINGCAST_CONFIG";
 /// The top-level keys that only a file can set (arrays of tables, tables of tables).
 const FILE_ONLY: [&str; 2] = ["streams", "ice_servers"];
 
+/// Whether line `line` (from 1) of `text` may hold a secret: it names one, or it is in the
+/// `[rooms.secrets]` table.
+fn near_a_secret(text: &str, line: usize) -> bool {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = line.clamp(1, lines.len().max(1));
+    let names_one = |l: &str| l.contains("secret") || l.contains("credential");
+    let here = lines.get(end - 1).is_some_and(|l| names_one(l));
+    let table = lines[..end.min(lines.len())]
+        .iter()
+        .rev()
+        .find(|l| l.trim_start().starts_with('['))
+        .is_some_and(|l| l.contains("secrets"));
+    here || table
+}
+
 /// One configuration source: who it is and the tables it sets.
 #[derive(Debug, Clone)]
 struct Layer {
@@ -211,10 +246,22 @@ impl Layer {
     fn parse(origin: Origin, text: &str) -> Result<Layer, ConfigError> {
         match Toml::from_str::<Dict>(text) {
             Ok(data) => Ok(Layer { origin, data }),
-            Err(error) => Err(ConfigError::Syntax {
-                origin,
-                message: error.to_string(),
-            }),
+            Err(error) => {
+                let line = error
+                    .span()
+                    .and_then(|span| text.get(..span.start))
+                    .map_or(1, |before| before.matches('\n').count() + 1);
+                // The parser quotes the line in error: not one that may hold a secret.
+                let message = if near_a_secret(text, line) {
+                    format!(
+                        "TOML parse error at line {line} (not shown: it may hold a secret): {}",
+                        error.message()
+                    )
+                } else {
+                    error.to_string()
+                };
+                Err(ConfigError::Syntax { origin, message })
+            }
         }
     }
 }

@@ -159,27 +159,26 @@ impl Config {
         }
     }
 
-    /// The `Link` header values announcing the ICE servers, one per URL (RFC 9725 §4.6):
-    /// `<stun:stun.example.org>; rel="ice-server"`, with `username`, `credential` and
-    /// `credential-type="password"` when the server has them.
-    pub fn ice_links(&self) -> Vec<String> {
-        let mut links = Vec::new();
-        for server in &self.ice_servers {
-            for url in &server.urls {
-                let mut link = format!("<{url}>; rel=\"ice-server\"");
-                if let Some(username) = &server.username {
-                    link.push_str(&format!("; username={}", quoted(username)));
-                }
-                if let Some(credential) = &server.credential {
-                    link.push_str(&format!(
-                        "; credential={}; credential-type=\"password\"",
-                        quoted(credential)
-                    ));
-                }
-                links.push(link);
-            }
-        }
-        links
+    /// The ICE servers as the control plane announces them: fixed credentials as given, or
+    /// credentials minted per session from `secret`.
+    pub fn ice_servers(&self) -> Vec<ringcast_http::IceServer> {
+        use ringcast_http::{IceCredentials, IceServer};
+        self.ice_servers
+            .iter()
+            .map(|server| IceServer {
+                urls: server.urls.clone(),
+                credentials: match &server.secret {
+                    Some(secret) => IceCredentials::Minted {
+                        secret: secret.clone(),
+                        ttl: std::time::Duration::from_secs(server.credential_ttl_s()),
+                    },
+                    None => IceCredentials::Fixed {
+                        username: server.username.clone(),
+                        credential: server.credential.clone(),
+                    },
+                },
+            })
+            .collect()
     }
 }
 
@@ -192,20 +191,6 @@ fn load_layers(
     let config: Config = layers.extract()?;
     validate::check(&config, &layers)?;
     Ok(config)
-}
-
-/// An HTTP quoted-string (RFC 9110 §5.6.4).
-fn quoted(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }
 
 /// Loading from text and variables, for the tests of every part of the configuration.
@@ -258,27 +243,37 @@ mod tests {
     }
 
     #[test]
-    fn ice_servers_become_link_headers() {
+    fn ice_servers_keep_fixed_credentials_or_mint_from_the_secret() {
+        use ringcast_http::IceCredentials;
         let config = load(
             Some(
                 "[[ice_servers]]\nurls = [\"stun:stun.example.org\"]\n\
-                 [[ice_servers]]\nurls = [\"turn:turn.example.org?transport=udp\", \"turns:turn.example.org\"]\n\
-                 username = \"user\"\ncredential = \"pa\\\"ss\"\n",
+                 [[ice_servers]]\nurls = [\"turn:a?transport=udp\", \"turns:a\"]\n\
+                 username = \"user\"\ncredential = \"pass\"\n\
+                 [[ice_servers]]\nurls = [\"turn:b\"]\nsecret = \"north-wind\"\n\
+                 credential_ttl_s = 3600\n",
             ),
             &[],
         )
         .unwrap();
-        assert_eq!(
-            config.ice_links(),
-            vec![
-                "<stun:stun.example.org>; rel=\"ice-server\"".to_owned(),
-                "<turn:turn.example.org?transport=udp>; rel=\"ice-server\"; username=\"user\"; \
-                 credential=\"pa\\\"ss\"; credential-type=\"password\""
-                    .to_owned(),
-                "<turns:turn.example.org>; rel=\"ice-server\"; username=\"user\"; \
-                 credential=\"pa\\\"ss\"; credential-type=\"password\""
-                    .to_owned(),
-            ]
-        );
+        let servers = config.ice_servers();
+        assert_eq!(servers.len(), 3);
+        assert_eq!(servers[1].urls, ["turn:a?transport=udp", "turns:a"]);
+        assert!(matches!(
+            &servers[0].credentials,
+            IceCredentials::Fixed {
+                username: None,
+                credential: None
+            }
+        ));
+        assert!(matches!(
+            &servers[1].credentials,
+            IceCredentials::Fixed { username: Some(u), credential: Some(c) } if u == "user" && c == "pass"
+        ));
+        assert!(matches!(
+            &servers[2].credentials,
+            IceCredentials::Minted { secret, ttl }
+                if secret == "north-wind" && ttl.as_secs() == 3600
+        ));
     }
 }

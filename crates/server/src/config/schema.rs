@@ -189,8 +189,9 @@ pub struct LimitsConfig {
     pub trusted_proxies: Vec<IpAddr>,
 }
 
-/// One `[[ice_servers]]` entry: a STUN or TURN server announced to clients in `Link` headers.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// One `[[ice_servers]]` entry: a STUN or TURN server announced to clients in `Link` headers
+/// and by `GET /api/ice-servers`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
     /// `stun:`, `stuns:`, `turn:` or `turns:` URLs; at least one.
@@ -201,6 +202,39 @@ pub struct IceServer {
     /// Credential (password), for TURN.
     #[serde(default)]
     pub credential: Option<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret`): credentials are minted
+    /// per session from it instead of `username`/`credential`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Seconds minted credentials are valid; only with `secret`;
+    /// [`DEFAULT_CREDENTIAL_TTL_S`] when absent.
+    #[serde(default)]
+    pub credential_ttl_s: Option<u64>,
+}
+
+/// `credential_ttl_s` when an entry with a `secret` has none: a day, longer than sessions
+/// usually last (a relay cannot be refreshed once its credentials expire).
+pub const DEFAULT_CREDENTIAL_TTL_S: u64 = 86_400;
+
+impl IceServer {
+    /// How long minted credentials are valid.
+    pub fn credential_ttl_s(&self) -> u64 {
+        self.credential_ttl_s.unwrap_or(DEFAULT_CREDENTIAL_TTL_S)
+    }
+}
+
+/// The secret and the credential are passwords: never shown (configs get logged and printed).
+impl std::fmt::Debug for IceServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("IceServer")
+            .field("urls", &self.urls)
+            .field("username", &self.username)
+            .field("credential", &hidden(&self.credential))
+            .field("secret", &hidden(&self.secret))
+            .field("credential_ttl_s", &self.credential_ttl_s)
+            .finish()
+    }
 }
 
 /// One `[streams."name"]` entry. A stream without an entry needs no token.
@@ -309,6 +343,7 @@ mod tests {
                     "# urls",
                     "# username",
                     "# credential",
+                    "# secret",
                     "# publish",
                     "# view",
                 ];
@@ -321,8 +356,10 @@ mod tests {
             .collect::<Vec<_>>()
             .join("\n");
         let config = load(Some(&text), &[]).unwrap();
-        assert_eq!(config.ice_servers.len(), 1);
+        assert_eq!(config.ice_servers.len(), 2);
         assert_eq!(config.ice_servers[0].username.as_deref(), Some("user"));
+        assert_eq!(config.ice_servers[1].credential_ttl_s, Some(86_400));
+        assert!(config.ice_servers[1].secret.is_some());
         let demo = &config.streams["demo"];
         assert_eq!(demo.publish_token.as_deref(), Some("change-me"));
         assert_eq!(demo.view_token.as_deref(), Some("change-me-too"));

@@ -1,6 +1,7 @@
 //! Validation: what the types cannot say. Each error names the key, its value and who set it.
 
 use super::layers::{KeyPath, Layers};
+use super::schema::IceServer;
 use super::{Config, ConfigError, MAX_SHARDS, Origin};
 
 /// Checks `config`, as loaded from `layers`; the first problem found is the error.
@@ -297,6 +298,10 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
                 ));
             }
         }
+        check_ice_secret(server, &|key| {
+            let path = path(key);
+            (layers.origin(&path), path.to_string())
+        })?;
     }
     for (name, stream) in &config.streams {
         if name.is_empty() || name.contains('/') {
@@ -321,6 +326,70 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
                     .into(),
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// The shortest and longest `credential_ttl_s`: a minute (the time to connect, with a margin)
+/// to a week.
+const CREDENTIAL_TTL_S: std::ops::RangeInclusive<u64> = 60..=604_800;
+
+/// An entry's `secret` (never shown) and `credential_ttl_s`; `at` gives a key's origin and
+/// full name.
+fn check_ice_secret(
+    server: &IceServer,
+    at: &dyn Fn(&str) -> (Origin, String),
+) -> Result<(), ConfigError> {
+    let invalid = |key: &str, value: String, reason: String| {
+        let (origin, key) = at(key);
+        ConfigError::InvalidValue {
+            origin,
+            key,
+            value,
+            reason,
+        }
+    };
+    let hidden = || "(hidden)".to_owned();
+    match &server.secret {
+        Some(_) if server.username.is_some() || server.credential.is_some() => {
+            return Err(invalid(
+                "secret",
+                hidden(),
+                "expected either `secret` (credentials minted per session) or \
+                 `username`/`credential`, not both"
+                    .into(),
+            ));
+        }
+        Some(secret)
+            if secret.is_empty() || secret.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            return Err(invalid(
+                "secret",
+                hidden(),
+                "expected coturn's `static-auth-secret`: not empty, without spaces".into(),
+            ));
+        }
+        Some(_) | None => {}
+    }
+    if let Some(ttl) = server.credential_ttl_s {
+        if server.secret.is_none() {
+            return Err(invalid(
+                "credential_ttl_s",
+                ttl.to_string(),
+                "expected only with `secret` (fixed credentials do not expire here)".into(),
+            ));
+        }
+        if !CREDENTIAL_TTL_S.contains(&ttl) {
+            return Err(invalid(
+                "credential_ttl_s",
+                ttl.to_string(),
+                format!(
+                    "expected {} to {} seconds",
+                    CREDENTIAL_TTL_S.start(),
+                    CREDENTIAL_TTL_S.end()
+                ),
+            ));
         }
     }
     Ok(())
@@ -515,6 +584,72 @@ mod tests {
             message.contains("`rooms.max_slots`") && message.contains("1 to 64"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn an_ice_server_has_a_secret_or_fixed_credentials_and_a_bounded_ttl() {
+        let entry = |rest: &str| format!("[[ice_servers]]\nurls = [\"turn:t\"]\n{rest}");
+        let config = load(Some(&entry("secret = \"north-wind\"\n")), &[]).unwrap();
+        assert_eq!(config.ice_servers[0].credential_ttl_s(), 86_400);
+        let config = load(
+            Some(&entry("secret = \"north-wind\"\ncredential_ttl_s = 60\n")),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.ice_servers[0].credential_ttl_s(), 60);
+        for both in ["username = \"u\"\n", "credential = \"c\"\n"] {
+            let message = error(
+                Some(&entry(&format!("secret = \"north-wind\"\n{both}"))),
+                &[],
+            );
+            assert_eq!(
+                message,
+                "config file /x.toml: invalid value `(hidden)` for `ice_servers[0].secret`: \
+                 expected either `secret` (credentials minted per session) or \
+                 `username`/`credential`, not both"
+            );
+        }
+        let message = error(Some(&entry("secret = \"north wind\"\n")), &[]);
+        assert!(message.contains("`ice_servers[0].secret`"), "{message}");
+        assert!(!message.contains("north"), "{message}");
+        for ttl in ["59", "604801"] {
+            assert_eq!(
+                error(
+                    Some(&entry(&format!(
+                        "secret = \"north-wind\"\ncredential_ttl_s = {ttl}\n"
+                    ))),
+                    &[]
+                ),
+                format!(
+                    "config file /x.toml: invalid value `{ttl}` for \
+                     `ice_servers[0].credential_ttl_s`: expected 60 to 604800 seconds"
+                )
+            );
+        }
+        let message = error(Some(&entry("credential_ttl_s = 600\n")), &[]);
+        assert!(
+            message.contains("`ice_servers[0].credential_ttl_s`")
+                && message.contains("only with `secret`"),
+            "{message}"
+        );
+        let config = load(Some(&entry("secret = \"north-wind\"\n")), &[]).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("north-wind"), "{shown}");
+        // Nor in errors of type or syntax.
+        let message = error(Some(&entry("secret = [\"north-wind\"]\n")), &[]);
+        assert_eq!(
+            message,
+            "config file /x.toml: invalid value `(hidden)` for `ice_servers[0].secret`: \
+             expected a string"
+        );
+        let message = error(Some(&entry("secret = \"north-wind\n")), &[]);
+        assert!(message.contains("TOML parse error at line 3"), "{message}");
+        assert!(!message.contains("north"), "{message}");
+        let message = error(Some("[rooms.secrets]\nstandup = \"north-wind\n"), &[]);
+        assert!(!message.contains("north"), "{message}");
+        // Other lines are still quoted.
+        let message = error(Some("[media]\nport_base = \"north-wind\n"), &[]);
+        assert!(message.contains("north-wind"), "{message}");
     }
 
     #[test]
