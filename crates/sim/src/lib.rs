@@ -571,6 +571,16 @@ impl Sim {
         self.drain_shard(i);
     }
 
+    /// The client's NAT maps it to `public` from now on (a new mapping after its old one
+    /// expired or was flushed: a NAT rebinding): what it sends reaches the shards from
+    /// `public`, what they send to its previous address is lost, and its `Rtc` is not told.
+    pub fn rebind(&mut self, id: ClientId, public: SocketAddr) {
+        let c = &mut self.clients[id.0];
+        self.client_addrs.remove(&c.public);
+        c.public = public;
+        self.client_addrs.insert(public, id);
+    }
+
     /// Set both links of a client.
     pub fn set_link(&mut self, id: ClientId, config: LinkConfig) {
         let c = &mut self.clients[id.0];
@@ -821,7 +831,7 @@ impl Sim {
                         continue;
                     }
                     if let Some(at) = c.up.admit(now, contents.len()) {
-                        let source = c.addr;
+                        let source = c.public;
                         self.net.push(Datagram {
                             at,
                             source,
@@ -862,7 +872,7 @@ impl Sim {
             }
         });
         let c = &mut self.clients[i];
-        let source = c.addr;
+        let source = c.public;
         for (destination, contents) in out {
             if c.detached {
                 break;
