@@ -34,6 +34,7 @@ impl Shard {
         let p = &mut self.participants[key];
         match p.peer.handle_datagram(now, source, destination, data) {
             Received::Taken => {}
+            Received::Moved => self.stats.ice_moves += 1,
             Received::Malformed => self.stats.drop_malformed += 1,
             Received::Rejected => self.stats.drop_rejected += 1,
             Received::Replayed => self.stats.drop_replayed += 1,
