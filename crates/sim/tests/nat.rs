@@ -1,14 +1,15 @@
 //! Clients behind NATs: the shard only ever sees their NAT's mapping (a peer-reflexive address
 //! learned from their checks), and when the NAT rebinds mid-stream (its mapping flushed: the
 //! client's datagrams now come from another port) media keeps flowing both ways within a few
-//! seconds, without a new offer.
+//! seconds, without a new offer. And a shard behind a 1:1 NAT, reached only through the address
+//! it announces.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use ringcast_core::{ShardId, TrackKind};
+use ringcast_core::{ShardConfig, ShardId, TrackKind};
 use ringcast_sim::{ClientId, PublisherConfig, Sim, SimConfig};
 
 /// How long the media may stop around a rebinding: the client's next check from its new
@@ -102,4 +103,30 @@ fn a_viewer_survives_rebinding_back_to_an_earlier_mapping() {
         "the viewer got no video for {gap:?} around two rebindings (at most {MAX_GAP:?})"
     );
     assert_eq!(sim.shard(ShardId(0)).stats().ice_moves, 2);
+}
+
+#[test]
+fn a_shard_behind_a_one_to_one_nat_is_reached_through_its_announced_address() {
+    // `media.announce`: the answers name 203.0.113.7 and the shard's port; the NAT hands the
+    // shard datagrams addressed to its own 10.99.0.0:5000, which it presents to str0m as
+    // addressed to the announced address and port.
+    common::init_log();
+    let announced = SocketAddr::from(([203, 0, 113, 7], 0));
+    let mut sim = Sim::new(SimConfig {
+        seed: 44,
+        shard: ShardConfig {
+            announced: vec![announced],
+            ..ShardConfig::default()
+        },
+        ..SimConfig::default()
+    });
+    let (_publisher, viewers) =
+        sim.add_broadcast("nat", PublisherConfig::default(), 1, Duration::from_secs(5));
+    let shard = sim.client(viewers[0]).shard_addr;
+    assert_eq!(shard, SocketAddr::from(([203, 0, 113, 7], 5000)));
+    sim.run_for(Duration::from_secs(3));
+    assert!(
+        !sim.client(viewers[0]).received(TrackKind::Video).is_empty(),
+        "the viewer of a shard behind a 1:1 NAT gets no video"
+    );
 }
