@@ -166,8 +166,8 @@ pub struct SlotSpec {
 pub enum Received {
     /// str0m took it.
     Taken,
-    /// str0m took it: a nominating check from a new address (a NAT rebinding), and media now
-    /// goes there.
+    /// str0m took it: a nominating check from a new address in place of the last one (a NAT
+    /// rebinding), and media now goes there.
     Moved,
     /// Not STUN, DTLS, RTP or RTCP.
     Malformed,

@@ -6,11 +6,13 @@
 //! and nominates its pair, but goes on sending on the old pair while that has the same
 //! priority, which after a rebinding it does (the same local candidate of the remote checks,
 //! with the same PRIORITY, from a new mapped port), until the old pair times out 15 s after its
-//! last check. So when an authentic nominating check comes from a new address, the old
-//! address's peer-reflexive candidate is invalidated, which drops its pairs and lets str0m
-//! send on the new one. Should the remote come back to an address it left (the NAT maps it
-//! there again), that candidate is added again before str0m sees the check, which it would
-//! otherwise ignore for good.
+//! last check. So when an authentic nominating check comes from a new address with the same
+//! PRIORITY as the last one, the old address's peer-reflexive candidate is invalidated, which
+//! drops its pairs and lets str0m send on the new one. A nomination of another priority is
+//! left to str0m, which keeps the highest nominated pair (RFC 8445), so a client nominating
+//! several pairs at once (aggressive nomination) is not bounced between them. Should the remote
+//! come back to an address it left (the NAT maps it there again), that candidate is added again
+//! before str0m sees the check, which it would otherwise ignore for good.
 
 use std::net::SocketAddr;
 
@@ -22,8 +24,8 @@ const MAX_LEFT: usize = 4;
 /// Where the remote nominates from, and where it nominated from before.
 #[derive(Debug, Default)]
 pub(super) struct Moves {
-    /// The source of the last authentic nominating check.
-    nominated_from: Option<SocketAddr>,
+    /// The source and PRIORITY of the last authentic nominating check.
+    nominated_from: Option<(SocketAddr, u32)>,
     /// Addresses it moved away from whose candidates were invalidated, oldest first.
     left: Vec<SocketAddr>,
 }
@@ -31,7 +33,7 @@ pub(super) struct Moves {
 impl Moves {
     /// Before `rtc` handles an authentic binding request with USE-CANDIDATE and PRIORITY
     /// `priority` from `source`: make `source` usable if it was left, and leave the previous
-    /// address if it differs. Returns the address the remote moved away from, if it moved.
+    /// address if it differs and had the same priority. Returns the address left, if any.
     pub(super) fn nominating(
         &mut self,
         rtc: &mut Rtc,
@@ -44,20 +46,21 @@ impl Moves {
                 rtc.add_remote_candidate(c);
             }
         }
-        let previous = self.nominated_from.replace(source)?;
-        if previous == source {
+        let (previous, previous_priority) = self.nominated_from.replace((source, priority))?;
+        if previous == source || previous_priority != priority {
             return None;
         }
         // A candidate the remote signalled (host, srflx) is not ours to drop: only the
         // addresses learned from checks are. Those it signalled keep str0m's own rules.
         let invalidated =
             peer_reflexive(previous, 0).is_some_and(|c| rtc.direct_api().invalidate_candidate(&c));
-        if invalidated {
-            if self.left.len() >= MAX_LEFT {
-                self.left.remove(0);
-            }
-            self.left.push(previous);
+        if !invalidated {
+            return None;
         }
+        if self.left.len() >= MAX_LEFT {
+            self.left.remove(0);
+        }
+        self.left.push(previous);
         Some(previous)
     }
 }
