@@ -83,7 +83,8 @@ export function shapedNetns({ tag, kbit }) {
   return { name, hostAddr, nsAddr, hostIf, describe, destroy };
 }
 
-function run(cmd, ...args) {
+/** Runs `cmd` with `args`; its stdout, or an Error with its stderr. */
+export function run(cmd, ...args) {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (e) {
@@ -91,7 +92,8 @@ function run(cmd, ...args) {
   }
 }
 
-function quiet(cmd, ...args) {
+/** Like `run`, but '' instead of an error (for cleanup and probes). */
+export function quiet(cmd, ...args) {
   try {
     return run(cmd, ...args);
   } catch {
@@ -99,8 +101,8 @@ function quiet(cmd, ...args) {
   }
 }
 
-// A third octet for 10.213.x.0/30 that no interface of the host uses yet.
-function freeSubnet() {
+/** A third octet for 10.213.x.0/30 that no interface of the host uses yet. */
+export function freeSubnet() {
   const used = quiet('ip', '-o', '-4', 'addr', 'show');
   for (let i = 0; i < 32; i++) {
     const x = Math.floor(Math.random() * 256);

@@ -42,19 +42,23 @@ export function freePort(host = '127.0.0.1') {
 /**
  * Starts the ringcast binary with HTTP on `host` (a free port) and its media sockets bound to
  * `host` (a random port base, 2 shards), plus the `RINGCAST_*` variables of `env`, and waits for
- * `GET /healthz`. Returns `{ proc, base, log: string[], exited, stop() }`.
+ * `GET /healthz`. With `netns` it runs inside that network namespace (`ip netns exec`), on a
+ * random HTTP port, and is reached at `reach` (e.g. the public address of a NAT in front of it).
+ * Returns `{ proc, base, log: string[], exited, stop() }`.
  */
-export async function startServer({ host = '127.0.0.1', env = {} } = {}) {
+export async function startServer({ host = '127.0.0.1', env = {}, netns = null, reach = host } = {}) {
   if (!existsSync(BIN)) {
     throw new Error(`ringcast binary not found at ${BIN}: run \`cargo build -p ringcast\` or set RINGCAST_BIN`);
   }
   // The media ports are a guess (the server binds base..base+shards); try a few.
   let lastError = null;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const httpPort = await freePort(host);
+    // A port free here says nothing about another namespace: there, a guess too.
+    const httpPort = netns ? 20000 + Math.floor(Math.random() * 20000) : await freePort(host);
     const mediaBase = 40000 + Math.floor(Math.random() * 20000);
     const log = [];
-    const proc = spawn(BIN, [], {
+    const [cmd, args] = netns ? ['ip', ['netns', 'exec', netns, BIN]] : [BIN, []];
+    const proc = spawn(cmd, args, {
       cwd: ROOT,
       env: {
         // The server reads every RINGCAST_* variable as a config key: pass none of ours.
@@ -70,7 +74,7 @@ export async function startServer({ host = '127.0.0.1', env = {} } = {}) {
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const s = { proc, base: `http://${host}:${httpPort}`, log, exited: null };
+    const s = { proc, base: `http://${reach}:${httpPort}`, log, exited: null };
     s.stop = () => stop(s);
     proc.stdout.on('data', (d) => log.push(d.toString()));
     proc.stderr.on('data', (d) => log.push(d.toString()));

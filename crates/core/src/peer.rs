@@ -23,6 +23,9 @@ use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, 
 use crate::ids::TrackKind;
 use crate::layers::MAX_LAYERS;
 use crate::sdp::{CodecName, Direction, OfferSummary, OfferedCodec};
+use crate::stun;
+
+mod moves;
 
 /// How long a viewer's sent packets stay available for retransmission (NACK → RTX). str0m's
 /// default, 3 s and up to 1024 packets, holds ~0.9 MiB per 2.5 Mbit/s viewer; libwebrtc keeps
@@ -163,6 +166,9 @@ pub struct SlotSpec {
 pub enum Received {
     /// str0m took it.
     Taken,
+    /// str0m took it: a nominating check from a new address in place of the last one (a NAT
+    /// rebinding), and media now goes there.
+    Moved,
     /// Not STUN, DTLS, RTP or RTCP.
     Malformed,
     /// str0m refused it (bad DTLS, SRTP authentication, a state that does not take it).
@@ -292,6 +298,8 @@ pub struct Peer {
     replays: ReplayWindows,
     /// A room member's data channel, once open.
     channel: Option<ChannelId>,
+    /// Where the remote nominates from, to follow it when it moves.
+    moves: moves::Moves,
 }
 
 impl std::fmt::Debug for Peer {
@@ -571,6 +579,7 @@ impl Peer {
             connected: false,
             replays: ReplayWindows::default(),
             channel: None,
+            moves: moves::Moves::default(),
         };
         Ok((peer, answer))
     }
@@ -661,7 +670,14 @@ impl Peer {
         let Some(input) = udp_input(now, source, destination, data) else {
             return Received::Malformed;
         };
+        let moved = match stun::nomination_priority(data) {
+            Some(priority) if self.rtc.accepts(&input) => {
+                self.moves.nominating(&mut self.rtc, source, priority)
+            }
+            _ => None,
+        };
         match self.rtc.handle_input(input) {
+            Ok(()) if moved.is_some() => Received::Moved,
             Ok(()) if self.is_unmapped_rtp(data) => Received::Unmapped,
             Ok(()) => Received::Taken,
             Err(_) => Received::Rejected,

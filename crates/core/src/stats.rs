@@ -51,6 +51,9 @@ ringcast_counters::counters! {
         /// Dropped: a message for a member whose data channel is not open or not read.
         drop_room_unsent: Counter("Room messages dropped: the member's channel is not open or full")
             in drops.room_unsent,
+        /// Participants whose remote moved to a new address mid-session (a NAT rebinding: its
+        /// nominating checks came from a new port) and were followed there.
+        ice_moves: Counter("Participants followed to a new remote address (NAT rebinding)"),
         /// Dropped: not STUN and from no known address.
         drop_unknown_source: Counter("Datagrams dropped: unknown source address")
             in drops.unknown_source,

@@ -279,8 +279,11 @@ pub enum Role {
 pub struct Client {
     /// Its index.
     pub id: ClientId,
-    /// Its (simulated) address.
+    /// Its (simulated) address: where its `Rtc` sends from.
     pub addr: SocketAddr,
+    /// Where the shards see it send from: `addr`, or its NAT's mapping (see
+    /// [`crate::Sim::rebind`]).
+    pub public: SocketAddr,
     /// The shard it talks to.
     pub shard: ShardId,
     /// Its address on that shard.
@@ -464,6 +467,7 @@ impl Client {
         Client {
             id,
             addr,
+            public: addr,
             shard,
             shard_addr,
             session,

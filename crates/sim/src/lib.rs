@@ -143,6 +143,9 @@ pub struct SimEvent {
 struct Node {
     shard: Shard,
     addr: SocketAddr,
+    /// Where clients reach it: `addr`, or with announced addresses ([`ShardConfig::announced`])
+    /// the announced IP and `addr`'s port, which a 1:1 NAT in front of the shard maps to `addr`.
+    public: SocketAddr,
     deadline: Option<Instant>,
     wake: Wake,
 }
@@ -204,7 +207,9 @@ enum Next {
 }
 
 impl Sim {
-    /// A sim with `config.shards` empty shards at `10.99.0.<shard>:5000`.
+    /// A sim with `config.shards` empty shards at `10.99.0.<shard>:5000`; with announced
+    /// addresses, behind a 1:1 NAT of the first one (see [`ShardConfig::announced`]), a single
+    /// shard then.
     pub fn new(config: SimConfig) -> Sim {
         // The one reading of the real clock: everything after is virtual.
         let start = Instant::now();
@@ -214,13 +219,23 @@ impl Sim {
         let mut shard_addrs = HashMap::new();
         for i in 0..config.shards {
             let addr = shard_addr(ShardId(i));
-            shard_addrs.insert(addr, nodes.len());
+            let public = config
+                .shard
+                .announced
+                .first()
+                .map_or(addr, |a| SocketAddr::new(a.ip(), addr.port()));
+            let clash = shard_addrs.insert(public, nodes.len());
+            assert!(
+                clash.is_none(),
+                "the sim's 1:1 NAT maps one announced address to one shard"
+            );
             nodes.push(Node {
                 shard: Shard::new(ShardConfig {
                     id: ShardId(i),
                     ..config.shard.clone()
                 }),
                 addr,
+                public,
                 deadline: None,
                 wake: Wake::default(),
             });
@@ -571,6 +586,16 @@ impl Sim {
         self.drain_shard(i);
     }
 
+    /// The client's NAT maps it to `public` from now on (a new mapping after its old one
+    /// expired or was flushed: a NAT rebinding): what it sends reaches the shards from
+    /// `public`, what they send to its previous address is lost, and its `Rtc` is not told.
+    pub fn rebind(&mut self, id: ClientId, public: SocketAddr) {
+        let c = &mut self.clients[id.0];
+        self.client_addrs.remove(&c.public);
+        c.public = public;
+        self.client_addrs.insert(public, id);
+    }
+
     /// Set both links of a client.
     pub fn set_link(&mut self, id: ClientId, config: LinkConfig) {
         let c = &mut self.clients[id.0];
@@ -726,10 +751,12 @@ impl Sim {
         }
         if let Some(&i) = self.shard_addrs.get(&d.destination) {
             let started = Instant::now();
-            self.nodes[i].shard.handle_input(Input::Datagram {
+            let node = &mut self.nodes[i];
+            node.shard.handle_input(Input::Datagram {
                 now: self.now,
                 source: d.source,
-                destination: d.destination,
+                // Through the 1:1 NAT, if any: to the shard's own address.
+                destination: node.addr,
                 contents: &d.contents,
             });
             self.drain_shard(i);
@@ -756,7 +783,7 @@ impl Sim {
                 let node = &mut self.nodes[i];
                 match node.shard.poll_output() {
                     Output::Transmit(t) => {
-                        let source = node.addr;
+                        let source = node.public;
                         self.send_down(source, t.destination, t.contents);
                     }
                     Output::Relay { to, message } => relays.push_back((to, message)),
@@ -821,7 +848,7 @@ impl Sim {
                         continue;
                     }
                     if let Some(at) = c.up.admit(now, contents.len()) {
-                        let source = c.addr;
+                        let source = c.public;
                         self.net.push(Datagram {
                             at,
                             source,
@@ -862,7 +889,7 @@ impl Sim {
             }
         });
         let c = &mut self.clients[i];
-        let source = c.addr;
+        let source = c.public;
         for (destination, contents) in out {
             if c.detached {
                 break;
@@ -886,7 +913,7 @@ impl Sim {
         self.next_session += 1;
         let setup = PeerSetup {
             cert: self.server_cert.clone(),
-            candidates: vec![self.nodes[usize::from(shard.0)].addr],
+            candidates: vec![self.nodes[usize::from(shard.0)].public],
             ice: IceCreds {
                 ufrag: format!("h{}s{}", shard.0, session.0),
                 pass: format!("simulatedpassword{:012}", session.0),
@@ -928,7 +955,7 @@ impl Sim {
             answer,
             addr,
             shard,
-            self.nodes[usize::from(shard.0)].addr,
+            self.nodes[usize::from(shard.0)].public,
             session,
             stream,
             Link::new(self.config.link, self.seed_for(id, 1)),

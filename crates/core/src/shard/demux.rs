@@ -34,6 +34,7 @@ impl Shard {
         let p = &mut self.participants[key];
         match p.peer.handle_datagram(now, source, destination, data) {
             Received::Taken => {}
+            Received::Moved => self.stats.ice_moves += 1,
             Received::Malformed => self.stats.drop_malformed += 1,
             Received::Rejected => self.stats.drop_rejected += 1,
             Received::Replayed => self.stats.drop_replayed += 1,
@@ -77,15 +78,14 @@ impl Shard {
         Some(key)
     }
 
+    /// Where str0m must think a datagram was sent: to the announced IP of its family (the
+    /// peer's local candidate) and the port it arrived on, which a 1:1 NAT keeps. The announced
+    /// addresses carry no port of their own (0).
     fn presented_destination(&self, destination: SocketAddr) -> SocketAddr {
-        if self.config.announced.is_empty() {
-            return destination;
-        }
         self.config
             .announced
             .iter()
             .find(|a| a.is_ipv4() == destination.is_ipv4())
-            .copied()
-            .unwrap_or(destination)
+            .map_or(destination, |a| SocketAddr::new(a.ip(), destination.port()))
     }
 }

@@ -76,8 +76,9 @@ pub struct ShardConfig {
     /// A cached keyframe older than this is dropped.
     pub gop_cache_max_age: Duration,
     /// Addresses announced instead of the local ones (NAT 1:1). When set, received datagrams
-    /// are presented to str0m as addressed to the announced address of their family, and
-    /// transmits leave from whatever local address the kernel picks.
+    /// are presented to str0m as addressed to the announced IP of their family and the port
+    /// they arrived on (an announced address's own port is ignored), and transmits leave from
+    /// whatever local address the kernel picks.
     pub announced: Vec<SocketAddr>,
     /// Most remote addresses learned for one participant (ICE candidates it checks from).
     pub max_addrs_per_participant: usize,

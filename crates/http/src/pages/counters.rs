@@ -192,6 +192,7 @@ mod tests {
                 "slot_switches": 0,
                 "room_messages_in": 0,
                 "room_messages_out": 0,
+                "ice_moves": 0,
                 "drops": {
                     "unknown_source": 103,
                     "unknown_ufrag": 0,
@@ -284,7 +285,8 @@ mod tests {
         let refusals = RefusalCounters::COUNTERS.len();
         // Simulcast and the keyframe cache added six (layer switches and resolution changes,
         // cache replays, overflows and bytes, RTP on unknown layers); rooms six (rooms, slot
-        // switches, messages in and out, and two drops).
-        assert_eq!(names.len(), 37 + refusals, "{names:?}");
+        // switches, messages in and out, and two drops); NATs one (remotes followed to a new
+        // address).
+        assert_eq!(names.len(), 38 + refusals, "{names:?}");
     }
 }
