@@ -44,8 +44,8 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::sys::{
-    CONTROL_LEN, Control, enable_gro, gso_refused, gso_supported, is_fatal, option, read_control,
-    read_sockaddr, set_buffer_size, set_option, socket_family_addr, write_pktinfo,
+    CONTROL_LEN, Control, bind_udp, enable_gro, gso_refused, gso_supported, is_fatal, option,
+    read_control, read_sockaddr, set_buffer_size, set_option, socket_family_addr, write_pktinfo,
     write_segment_size, write_sockaddr, zeroed_sockaddr,
 };
 use crate::{
@@ -106,7 +106,7 @@ impl EpollEngine {
         notifier: &Notifier,
         options: &EngineOptions,
     ) -> io::Result<EpollEngine> {
-        let socket = UdpSocket::bind(addr)?;
+        let socket = bind_udp(addr)?;
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();
         set_buffer_size(fd, libc::SO_RCVBUF, options.recv_buffer);

@@ -2,8 +2,9 @@
 //! control messages (pktinfo in and out, `UDP_SEGMENT` out, `UDP_GRO` in), socket options.
 
 use std::io;
+use std::net::UdpSocket;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::ptr;
 
 /// Control-message space for one datagram, aligned for `cmsghdr`; room for two pktinfo
@@ -344,6 +345,31 @@ pub(crate) fn option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Re
     Ok(value)
 }
 
+/// A UDP socket bound at `addr`. At the IPv6 wildcard (`[::]`) it is dual-stack whatever
+/// `net.ipv6.bindv6only` says (`IPV6_V6ONLY` off before the bind): IPv4 peers reach it as
+/// v4-mapped addresses, which [`read_sockaddr`] and [`read_control`] turn back into IPv4.
+pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    if !matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified()) {
+        return UdpSocket::bind(addr);
+    }
+    // SAFETY: socket() takes no pointers; a failure is reported as -1.
+    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket() and nothing else owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
+    set_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
+    let mut storage = zeroed_sockaddr();
+    let len = write_sockaddr(addr, &mut storage);
+    // SAFETY: `storage` holds a sockaddr_in6 of `len` bytes, which bind() only reads.
+    let result = unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(UdpSocket::from(socket))
+}
+
 /// Best effort: ask for a socket buffer size, log at debug if the kernel refuses.
 pub(crate) fn set_buffer_size(fd: RawFd, name: libc::c_int, bytes: usize) {
     let value = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
@@ -355,6 +381,28 @@ pub(crate) fn set_buffer_size(fd: RawFd, name: libc::c_int, bytes: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ipv6_wildcard_binds_dual_stack_and_others_as_asked() {
+        use std::os::fd::AsRawFd;
+        if UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipped: no IPv6 loopback (cannot bind [::1])");
+            return;
+        }
+        let wildcard = bind_udp("[::]:0".parse().unwrap()).unwrap();
+        let v6only = option(wildcard.as_raw_fd(), libc::IPPROTO_IPV6, libc::IPV6_V6ONLY);
+        assert_eq!(v6only.unwrap(), 0);
+        let port = wildcard.local_addr().unwrap().port();
+        // The IPv4 wildcard of the same port is taken by the dual-stack socket.
+        assert!(UdpSocket::bind(("0.0.0.0", port)).is_err());
+        for addr in ["0.0.0.0:0", "127.0.0.1:0", "[::1]:0"] {
+            let socket = bind_udp(addr.parse().unwrap()).unwrap();
+            assert_eq!(
+                socket.local_addr().unwrap().ip(),
+                addr.parse::<SocketAddr>().unwrap().ip()
+            );
+        }
+    }
 
     #[test]
     fn socket_addresses_round_trip() {

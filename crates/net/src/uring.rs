@@ -73,7 +73,7 @@ use io_uring::types::{self, BufRingEntry, CancelBuilder, RecvMsgOut, SubmitArgs,
 use io_uring::{IoUring, Probe, cqueue, opcode, squeue};
 
 use crate::sys::{
-    CONTROL_LEN, Control, enable_gro, gso_refused, gso_supported, is_fatal, option,
+    CONTROL_LEN, Control, bind_udp, enable_gro, gso_refused, gso_supported, is_fatal, option,
     read_control_bytes, read_sockaddr, set_buffer_size, set_option, socket_family_addr,
     write_pktinfo, write_segment_size, write_sockaddr, zeroed_sockaddr,
 };
@@ -349,7 +349,7 @@ impl UringEngine {
         notifier: &Notifier,
         options: &EngineOptions,
     ) -> io::Result<UringEngine> {
-        let socket = UdpSocket::bind(addr)?;
+        let socket = bind_udp(addr)?;
         // io_uring's own sends ignore it; kept so the socket behaves like the epoll engine's.
         socket.set_nonblocking(true)?;
         let fd = socket.as_raw_fd();

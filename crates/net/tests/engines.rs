@@ -10,7 +10,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread;
@@ -98,6 +98,8 @@ struct Echo {
     turns: Arc<AtomicUsize>,
     received: Arc<AtomicUsize>,
     destinations: Vec<SocketAddr>,
+    /// The distinct source addresses seen (the first 16).
+    sources: Vec<SocketAddr>,
     /// Also send a copy here before each echo (a closed port).
     also_to: Option<SocketAddr>,
     /// Also send a datagram too large for UDP before each echo.
@@ -120,6 +122,7 @@ impl Echo {
             turns: Arc::new(AtomicUsize::new(0)),
             received: Arc::new(AtomicUsize::new(0)),
             destinations: Vec::new(),
+            sources: Vec::new(),
             also_to: None,
             oversize: false,
             silent: false,
@@ -147,6 +150,9 @@ impl Driver for Echo {
         }
         if self.destinations.len() < 16 && !self.destinations.contains(&destination) {
             self.destinations.push(destination);
+        }
+        if self.sources.len() < 16 && !self.sources.contains(&source) {
+            self.sources.push(source);
         }
         if self.silent {
             self.kept.push(data.to_vec());
@@ -520,6 +526,74 @@ fn dual_stack_and_ipv6_sockets() {
     });
 }
 
+/// What `media.allow_ipv6` binds: one `[::]` socket per shard, serving IPv4 and IPv6 peers
+/// at once, each seen as its own family (IPv4 never as v4-mapped) and answered from the address
+/// it wrote to.
+#[test]
+fn one_dual_stack_socket_serves_ipv4_and_ipv6_clients() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback (cannot bind [::1])");
+        return;
+    }
+    for_each_kind(|kind| {
+        let running = Running::start(kind, "[::]:0", Echo::new(), &options());
+        let port = running.addr.port();
+        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        let client4 = client("127.0.0.1:0");
+        let client6 = client("[::1]:0");
+        for _ in 0..3 {
+            echo_round_trip(kind, &client4, v4, 20);
+            echo_round_trip(kind, &client6, v6, 20);
+        }
+        let (counters, driver) = running.stop();
+        assert_eq!(counters.rx_datagrams, 120, "{kind:?}: {counters:?}");
+        assert_eq!(counters.tx_errors, 0, "{kind:?}: {counters:?}");
+        let mut destinations = driver.destinations.clone();
+        destinations.sort();
+        assert_eq!(destinations, [v4, v6], "{kind:?}");
+        let mut sources = driver.sources.clone();
+        sources.sort();
+        let expected = [client4.local_addr().unwrap(), client6.local_addr().unwrap()];
+        assert_eq!(sources, expected, "{kind:?}");
+    });
+}
+
+/// GSO (`UDP_SEGMENT`) from a dual-stack socket: to an IPv4 peer (sent v4-mapped) and to an
+/// IPv6 one, with GSO on and off.
+#[test]
+fn a_dual_stack_socket_sends_segmented_bursts_to_both_families() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback (cannot bind [::1])");
+        return;
+    }
+    for_each_kind(|kind| {
+        for gso in [true, false] {
+            for peer in ["127.0.0.1:0", "[::1]:0"] {
+                let client = client(peer);
+                let to = client.local_addr().unwrap();
+                let engine_options = EngineOptions { gso, ..options() };
+                let counters = send_burst_from(kind, "[::]:0", to, 10, 1200, &engine_options);
+                let what = format!("{kind:?} gso {gso} to {to}");
+                assert_eq!(counters.tx_datagrams, 10, "{what}: {counters:?}");
+                assert_eq!(
+                    counters.tx_gso_sends,
+                    u64::from(gso),
+                    "{what}: {counters:?}"
+                );
+                assert_eq!(counters.tx_errors, 0, "{what}: {counters:?}");
+                let mut buffer = [0u8; 4096];
+                for i in 0..10 {
+                    let (len, from) = recv(&client, &mut buffer)
+                        .unwrap_or_else(|e| panic!("{what}: datagram {i}: {e}"));
+                    assert_eq!(from.is_ipv4(), to.is_ipv4(), "{what}: from {from}");
+                    assert_eq!(&buffer[..len], payload(i, 1200).as_slice(), "{what}: {i}");
+                }
+            }
+        }
+    });
+}
+
 #[test]
 fn send_errors_do_not_stop_the_engine() {
     for_each_kind(|kind| {
@@ -575,9 +649,20 @@ fn send_burst(
     size: usize,
     options: &EngineOptions,
 ) -> EngineCounters {
+    send_burst_from(kind, "127.0.0.1:0", to, count, size, options)
+}
+
+/// [`send_burst`] from an engine bound at `from`.
+fn send_burst_from(
+    kind: EngineKind,
+    from: &str,
+    to: SocketAddr,
+    count: usize,
+    size: usize,
+    options: &EngineOptions,
+) -> EngineCounters {
     let notifier = Notifier::new().unwrap();
-    let mut engine =
-        ringcast_net::bind(kind, "127.0.0.1:0".parse().unwrap(), &notifier, options).unwrap();
+    let mut engine = ringcast_net::bind(kind, from.parse().unwrap(), &notifier, options).unwrap();
     engine.run(&mut Burst { to, count, size }).unwrap();
     engine.counters()
 }
