@@ -103,8 +103,9 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
     };
     let engine_name = kind.name();
     let n = config.shard_count();
+    let bind_ip = config.shard_bind_ip();
     let binds: Vec<SocketAddr> = (0..n)
-        .map(|i| SocketAddr::new(config.media.bind, config.media.port_base + i as u16))
+        .map(|i| SocketAddr::new(bind_ip, config.media.port_base + i as u16))
         .collect();
     let shard = ShardConfig {
         max_participants: config.media.max_participants_per_shard,
@@ -320,20 +321,22 @@ impl Signals {
 }
 
 /// The addresses every shard advertises: the announced ones (NAT 1:1), else the bound address
-/// when it is a concrete one, else every local interface address.
+/// when it is a concrete one, else every local interface address (IPv6 ones only with
+/// `allow_ipv6`, on the dual-stack sockets it binds).
 fn advertised_ips(config: &Config) -> anyhow::Result<Vec<IpAddr>> {
     let media = &config.media;
     if !media.announce.is_empty() {
         return Ok(media.announce.clone());
     }
-    if !media.bind.is_unspecified() {
-        return Ok(vec![media.bind]);
+    let bind = config.shard_bind_ip();
+    if !bind.is_unspecified() {
+        return Ok(vec![bind]);
     }
     let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
         .context("listing local addresses")?
         .into_iter()
         .map(|i| i.ip())
-        .filter(|ip| media.bind.is_ipv6() || ip.is_ipv4())
+        .filter(|ip| bind.is_ipv6() || ip.is_ipv4())
         .filter(|ip| media.allow_ipv6 || ip.is_ipv4())
         .filter(|ip| media.advertise_loopback || !ip.is_loopback())
         .filter(|ip| match ip {

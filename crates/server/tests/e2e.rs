@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Seen, SentLog, client, run_publisher, run_viewer, start_server_with};
+use common::{Seen, SentLog, client, client_at, run_publisher, run_viewer, start_server_with};
 use ringcast_sim::media::{Tag, VideoCodec};
 
 /// Every payload a viewer got is one the publisher sent, byte-exact; video starts on a
@@ -217,6 +217,49 @@ fn two_shards_publisher_on_one_viewers_on_both() {
 #[test]
 fn garbage_and_replays_change_nothing_but_drop_counters() {
     broadcast(2, 3, true);
+}
+
+/// `media.allow_ipv6` with the default bind: the shard's one dual-stack port serves an IPv4
+/// publisher (127.0.0.1) and an IPv6 viewer (::1), which gets every payload.
+#[test]
+fn allow_ipv6_serves_ipv4_and_ipv6_clients_on_one_port() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback (cannot bind [::1])");
+        return;
+    }
+    let server = start_server_with(
+        1,
+        &[
+            ("RINGCAST_MEDIA_BIND", "0.0.0.0"),
+            ("RINGCAST_MEDIA_ALLOW_IPV6", "true"),
+            ("RINGCAST_MEDIA_ADVERTISE_LOOPBACK", "true"),
+        ],
+    );
+    let stats = get_json(format!("{}/api/stats", server.http));
+    let socket = stats["shards"][0]["socket"].as_str().unwrap().to_string();
+    assert!(socket.starts_with("[::]:"), "a dual-stack socket: {stats}");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent: SentLog = Arc::default();
+    let (publisher, _) = client_at(&server.http, "/whip/six", true, "127.0.0.1:0");
+    let publisher = {
+        let (stop, sent, http) = (stop.clone(), sent.clone(), server.http.clone());
+        std::thread::spawn(move || run_publisher(http, publisher, stop, sent))
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (viewer, posted) = loop {
+        let streams = get_json(format!("{}/api/streams", server.http));
+        if streams["streams"][0]["live"] == true {
+            break client_at(&server.http, "/whep/six", false, "[::1]:0");
+        }
+        assert!(Instant::now() < deadline, "stream never went live");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let want = 100;
+    let (seen, joined) = run_viewer(viewer, posted, want, Duration::from_secs(20));
+    stop.store(true, Ordering::Relaxed);
+    publisher.join().unwrap();
+    eprintln!("IPv6 viewer joined in {joined:?}");
+    check_viewer(0, &seen, &sent, want);
 }
 
 #[test]

@@ -25,6 +25,7 @@ mod layers;
 pub mod schema;
 mod validate;
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
@@ -159,6 +160,18 @@ impl Config {
         }
     }
 
+    /// The address the shard sockets bind: `media.bind`, except that with `media.allow_ipv6`
+    /// the IPv4 wildcard (the default) becomes the IPv6 one, whose sockets are dual-stack: one
+    /// port per shard serves IPv4 and IPv6 clients alike.
+    pub fn shard_bind_ip(&self) -> IpAddr {
+        match self.media.bind {
+            IpAddr::V4(v4) if v4.is_unspecified() && self.media.allow_ipv6 => {
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+            }
+            ip => ip,
+        }
+    }
+
     /// The ICE servers as the control plane announces them: fixed credentials as given, or
     /// credentials minted per session from `secret`.
     pub fn ice_servers(&self) -> Vec<ringcast_http::IceServer> {
@@ -240,6 +253,18 @@ mod tests {
         config.media.shards = 0;
         let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         assert_eq!(config.shard_count(), cores);
+    }
+
+    #[test]
+    fn allow_ipv6_turns_the_ipv4_wildcard_into_the_dual_stack_one() {
+        let mut config = Config::from_default();
+        assert_eq!(config.shard_bind_ip(), IpAddr::from([0, 0, 0, 0]));
+        config.media.allow_ipv6 = true;
+        assert_eq!(config.shard_bind_ip(), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        for bind in ["127.0.0.1", "::", "::1", "192.0.2.1"] {
+            config.media.bind = bind.parse().unwrap();
+            assert_eq!(config.shard_bind_ip(), config.media.bind, "{bind}");
+        }
     }
 
     #[test]

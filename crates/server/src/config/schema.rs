@@ -132,7 +132,8 @@ pub struct MediaConfig {
     pub announce: Vec<IpAddr>,
     /// Advertise the loopback addresses among the local ones (clients on the same host).
     pub advertise_loopback: bool,
-    /// Advertise IPv6 local addresses too.
+    /// Serve IPv6 too: the IPv4 wildcard `bind` becomes the dual-stack IPv6 one, and the IPv6
+    /// local addresses are advertised.
     pub allow_ipv6: bool,
 }
 

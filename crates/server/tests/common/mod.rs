@@ -153,7 +153,12 @@ pub struct Client {
 }
 
 pub fn client(http: &str, path: &str, publish: bool) -> (Client, Instant) {
-    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client_at(http, path, publish, "127.0.0.1:0")
+}
+
+/// [`client`] on a UDP socket bound at `bind` (`[::1]:0`: an IPv6 client).
+pub fn client_at(http: &str, path: &str, publish: bool, bind: &str) -> (Client, Instant) {
+    let socket = UdpSocket::bind(bind).unwrap();
     let local = socket.local_addr().unwrap();
     let mut config = RtcConfig::new()
         .set_rtp_mode(true)
