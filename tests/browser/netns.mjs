@@ -1,7 +1,9 @@
-// A network namespace joined to the host by a veth pair, with the host -> namespace direction
-// shaped by `tc`: a viewer inside it has a slow downlink from the server on the host.
+// A network namespace joined to the host by a veth pair: one with the host -> namespace direction
+// shaped by `tc` (a viewer inside it has a slow downlink from the server on the host), or one
+// with IPv6 addresses only.
 
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 /** Why this process cannot make a namespace with a veth pair and a tbf qdisc, or null (probed). */
 export function netnsUnavailable() {
@@ -83,6 +85,66 @@ export function shapedNetns({ tag, kbit }) {
   return { name, hostAddr, nsAddr, hostIf, describe, destroy };
 }
 
+/** Why IPv6 cannot be used here (disabled on the host), or null. */
+export function ipv6Unavailable() {
+  try {
+    if (readFileSync('/proc/sys/net/ipv6/conf/all/disable_ipv6', 'utf8').trim() === '1') {
+      return 'IPv6 is disabled on this host (net.ipv6.conf.all.disable_ipv6 = 1)';
+    }
+  } catch {
+    return 'this kernel has no IPv6 (no /proc/sys/net/ipv6)';
+  }
+  return null;
+}
+
+/**
+ * Creates namespace `ringcast-<tag>-<pid>` with IPv6 addresses only: a veth pair to the host on a
+ * ULA /64 of fd00:213::/48 (`hostAddr` ::1 on the host end, `nsAddr` ::2 inside), no IPv4 address
+ * and no route but that /64 (its loopback is up). Addresses skip duplicate address detection, so
+ * they are usable at once. Returns `{ name, hostAddr, nsAddr, hostIf, destroy() }`; `destroy` is
+ * idempotent and also runs when the process exits or is interrupted.
+ */
+export function ipv6OnlyNetns({ tag }) {
+  const name = `ringcast-${tag}-${process.pid}`;
+  const hostIf = `rc${tag}${process.pid}h`.slice(-15);
+  const nsIf = `rc${tag}${process.pid}n`.slice(-15);
+  const prefix = freeIpv6Prefix();
+  const hostAddr = `${prefix}::1`;
+  const nsAddr = `${prefix}::2`;
+  let destroyed = false;
+  const destroy = () => {
+    if (destroyed) return;
+    destroyed = true;
+    process.off('exit', destroy);
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+    quiet('ip', 'netns', 'del', name);
+    quiet('ip', 'link', 'del', hostIf);
+  };
+  const interrupted = (signal) => {
+    destroy();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('exit', destroy);
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    run('ip', 'netns', 'add', name);
+    run('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
+    run('ip', 'link', 'set', nsIf, 'netns', name);
+    run('ip', 'netns', 'exec', name, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=0');
+    run('ip', 'addr', 'add', `${hostAddr}/64`, 'dev', hostIf, 'nodad');
+    run('ip', 'link', 'set', hostIf, 'up');
+    run('ip', '-n', name, 'addr', 'add', `${nsAddr}/64`, 'dev', nsIf, 'nodad');
+    run('ip', '-n', name, 'link', 'set', nsIf, 'up');
+    run('ip', '-n', name, 'link', 'set', 'lo', 'up');
+  } catch (e) {
+    destroy();
+    throw e;
+  }
+  return { name, hostAddr, nsAddr, hostIf, destroy };
+}
+
 /** Runs `cmd` with `args`; its stdout, or an Error with its stderr. */
 export function run(cmd, ...args) {
   try {
@@ -109,4 +171,14 @@ export function freeSubnet() {
     if (!used.includes(`10.213.${x}.`)) return x;
   }
   throw new Error('no free /30 in 10.213.0.0/16');
+}
+
+/** A /64 `fd00:213:x` (the first 48 bits; `::1` makes an address) no interface of the host uses yet. */
+export function freeIpv6Prefix() {
+  const used = quiet('ip', '-o', '-6', 'addr', 'show');
+  for (let i = 0; i < 32; i++) {
+    const prefix = `fd00:213:${Math.floor(Math.random() * 0x10000).toString(16)}`;
+    if (!used.includes(`${prefix}:`)) return prefix;
+  }
+  throw new Error('no free /64 in fd00:213::/48');
 }

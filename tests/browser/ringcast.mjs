@@ -44,6 +44,7 @@ export function freePort(host = '127.0.0.1') {
  * `host` (a random port base, 2 shards), plus the `RINGCAST_*` variables of `env`, and waits for
  * `GET /healthz`. With `netns` it runs inside that network namespace (`ip netns exec`), on a
  * random HTTP port, and is reached at `reach` (e.g. the public address of a NAT in front of it).
+ * IPv6 addresses are given bare (`::`, `fd00:213::1`).
  * Returns `{ proc, base, log: string[], exited, stop() }`.
  */
 export async function startServer({ host = '127.0.0.1', env = {}, netns = null, reach = host } = {}) {
@@ -63,7 +64,7 @@ export async function startServer({ host = '127.0.0.1', env = {}, netns = null, 
       env: {
         // The server reads every RINGCAST_* variable as a config key: pass none of ours.
         ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RINGCAST_'))),
-        RINGCAST_HTTP_LISTEN: `${host}:${httpPort}`,
+        RINGCAST_HTTP_LISTEN: hostPort(host, httpPort),
         RINGCAST_MEDIA_PORT_BASE: String(mediaBase),
         RINGCAST_MEDIA_SHARDS: '2',
         RINGCAST_MEDIA_BIND: host,
@@ -74,7 +75,7 @@ export async function startServer({ host = '127.0.0.1', env = {}, netns = null, 
       },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    const s = { proc, base: `http://${reach}:${httpPort}`, log, exited: null };
+    const s = { proc, base: `http://${hostPort(reach, httpPort)}`, log, exited: null };
     s.stop = () => stop(s);
     proc.stdout.on('data', (d) => log.push(d.toString()));
     proc.stderr.on('data', (d) => log.push(d.toString()));
@@ -132,6 +133,31 @@ export async function waitForPlayback(page, timeoutMs) {
   throw new Error(`video did not play within ${timeoutMs / 1000} s (last framesDecoded ${prev})`);
 }
 
+/** The selected candidate pair of the page's `window.ringcast.pc`: candidate types and addresses, or null. */
+export function selectedPair(page) {
+  return page.evaluate(async () => {
+    const pc = window.ringcast && window.ringcast.pc;
+    if (!pc) return null;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    return {
+      local: local.candidateType,
+      localAddress: `${local.address}:${local.port}`,
+      relayProtocol: local.relayProtocol,
+      remote: remote.candidateType,
+      remoteAddress: `${remote.address}:${remote.port}`,
+      remoteIp: remote.address,
+      bytesReceived: pair.bytesReceived,
+    };
+  });
+}
+
 /** Records a page's console, errors, failed requests and HTTP errors into `logs`. */
 export function recordConsole(page, name, logs) {
   page.on('console', (m) => logs.push(`[${name}] ${m.type()}: ${m.text()}`));
@@ -140,6 +166,11 @@ export function recordConsole(page, name, logs) {
   page.on('response', (r) => {
     if (r.status() >= 400) logs.push(`[${name}] HTTP ${r.status()} ${r.request().method()} ${r.url()}`);
   });
+}
+
+// `host:port`, with an IPv6 host in brackets.
+function hostPort(host, port) {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 async function stop(s) {

@@ -20,7 +20,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import {
-  CHROMIUM, CHROMIUM_ARGS, freePort, recordConsole, ringcastOf, startServer, waitForPlayback,
+  CHROMIUM, CHROMIUM_ARGS, freePort, recordConsole, ringcastOf, selectedPair, startServer,
+  waitForPlayback,
 } from './ringcast.mjs';
 
 const TURNSERVER = process.env.TURNSERVER || 'turnserver';
@@ -186,30 +187,6 @@ function stunAnswers(port) {
     sock.on('message', (msg) => done(msg.length >= 20 && msg.readUInt16BE(0) === 0x0101));
     sock.on('error', () => done(false));
     sock.send(request, port, '127.0.0.1');
-  });
-}
-
-/** The page's selected candidate pair (window.ringcast.pc): candidate types and addresses. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const pc = window.ringcast && window.ringcast.pc;
-    if (!pc) return null;
-    const stats = await pc.getStats();
-    let pair = null;
-    stats.forEach((s) => {
-      if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId);
-    });
-    if (!pair) return null;
-    const local = stats.get(pair.localCandidateId);
-    const remote = stats.get(pair.remoteCandidateId);
-    return {
-      local: local.candidateType,
-      localAddress: `${local.address}:${local.port}`,
-      relayProtocol: local.relayProtocol,
-      remote: remote.candidateType,
-      remoteAddress: `${remote.address}:${remote.port}`,
-      bytesReceived: pair.bytesReceived,
-    };
   });
 }
 
