@@ -244,6 +244,8 @@ pub fn probe(kind: EngineKind) -> Result<(), String> {
 }
 
 /// Bind a UDP socket at `addr` and build a `kind` engine around it, woken by `notifier`.
+/// At `[::]` the socket is dual-stack: IPv4 peers reach it too, and the driver sees their
+/// addresses (source and destination) as plain IPv4, never v4-mapped; it sends to either family.
 pub fn bind(
     kind: EngineKind,
     addr: SocketAddr,
