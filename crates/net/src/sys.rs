@@ -4,7 +4,7 @@
 use std::io;
 use std::net::UdpSocket;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::ptr;
 
 /// Control-message space for one datagram, aligned for `cmsghdr`; room for two pktinfo
@@ -352,22 +352,14 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     if !matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified()) {
         return UdpSocket::bind(addr);
     }
-    // SAFETY: socket() takes no pointers; a failure is reported as -1.
-    let fd = unsafe { libc::socket(libc::AF_INET6, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket() and nothing else owns it.
-    let socket = unsafe { OwnedFd::from_raw_fd(fd) };
-    set_option(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, 0)?;
-    let mut storage = zeroed_sockaddr();
-    let len = write_sockaddr(addr, &mut storage);
-    // SAFETY: `storage` holds a sockaddr_in6 of `len` bytes, which bind() only reads.
-    let result = unsafe { libc::bind(fd, (&storage as *const libc::sockaddr_storage).cast(), len) };
-    if result != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(UdpSocket::from(socket))
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    socket.set_only_v6(false)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Best effort: ask for a socket buffer size, log at debug if the kernel refuses.
