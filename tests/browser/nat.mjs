@@ -5,7 +5,7 @@
 // the process exits or is interrupted.
 
 import { execFileSync } from 'node:child_process';
-import { freeSubnet, quiet, run } from './netns.mjs';
+import { freeSubnet, quiet, removedOnExit, run } from './netns.mjs';
 
 /**
  * What a client router does to a lan client's datagrams leaving towards the host (nft
@@ -124,27 +124,13 @@ function topology(tag, inner = 'lan') {
   const subnet = freeSubnet();
   const hostAddr = `10.213.${subnet}.1`;
   const publicAddr = `10.213.${subnet}.2`;
-  let destroyed = false;
-  const destroy = () => {
-    if (destroyed) return;
-    destroyed = true;
-    process.off('exit', destroy);
-    process.off('SIGINT', interrupted);
-    process.off('SIGTERM', interrupted);
-    // Deleting a namespace deletes its veth ends, and with them their peers (the host's too);
-    // its nft rules and conntrack table go with it.
+  // Deleting a namespace deletes its veth ends, and with them their peers (the host's too);
+  // its nft rules and conntrack table go with it.
+  const destroy = removedOnExit(() => {
     quiet('ip', 'netns', 'del', lan);
     quiet('ip', 'netns', 'del', router);
     quiet('ip', 'link', 'del', hostIf);
-  };
-  // Exiting (not re-raising the signal) lets the other 'exit' hooks run: the server's, Playwright's.
-  const interrupted = (signal) => {
-    destroy();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
-  };
-  process.on('exit', destroy);
-  process.once('SIGINT', interrupted);
-  process.once('SIGTERM', interrupted);
+  });
   const router$ = (...args) => run('ip', 'netns', 'exec', router, ...args);
   // A veth pair made on the host (unique names), one end moved into `ns` and renamed `name`.
   const veth = (a, b) => run('ip', 'link', 'add', a, 'type', 'veth', 'peer', 'name', b);

@@ -20,7 +20,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import { NAT_TYPES, natClient, natServer, natUnavailable } from './nat.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, startServer } from './ringcast.mjs';
+import { watchWhep } from './in-page.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, startServer, waitFor } from './ringcast.mjs';
 
 // After the rebinding, this long is watched ...
 const WATCH_S = 10;
@@ -164,7 +165,7 @@ async function play(browser, run, stream) {
   const [pub, view] = pages;
   await pub.evaluate(publish, { stream });
   await waitFor(pub, 'publisher connected', 20_000, () => window.peer.pc.connectionState === 'connected');
-  await view.evaluate(watch, { stream });
+  await view.evaluate(watchWhep, { stream });
   await waitFor(view, 'viewer decoding', 20_000, framesDecoded, (n) => n > 30);
   return { pub, view, requests };
 }
@@ -215,15 +216,6 @@ function perSecond(frames) {
   return out;
 }
 
-async function waitFor(page, what, timeoutMs, fn, ok = (v) => v) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (ok(await page.evaluate(fn))) return;
-    await sleep(250);
-  }
-  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
-}
-
 // In the publisher's page: the fake camera, VP8 first, WHIP POST. Leaves `window.peer`.
 async function publish({ stream }) {
   const media = await navigator.mediaDevices.getUserMedia({ video: true });
@@ -238,28 +230,6 @@ async function publish({ stream }) {
   });
   const answer = await res.text();
   if (res.status !== 201) throw new Error(`WHIP POST: ${res.status} ${answer}`);
-  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  window.peer = { pc, answer };
-}
-
-// In the viewer's page: a recvonly video transceiver, WHEP POST, the track into a playing
-// <video>. Leaves `window.peer`.
-async function watch({ stream }) {
-  const pc = new RTCPeerConnection();
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  const video = document.createElement('video');
-  Object.assign(video, { muted: true, autoplay: true, playsInline: true, width: 320 });
-  document.body.appendChild(video);
-  pc.addEventListener('track', (ev) => {
-    video.srcObject = new MediaStream([ev.track]);
-    video.play().catch(() => {});
-  });
-  await pc.setLocalDescription(await pc.createOffer());
-  const res = await fetch(`/whep/${stream}`, {
-    method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
-  });
-  const answer = await res.text();
-  if (res.status !== 201) throw new Error(`WHEP POST: ${res.status} ${answer}`);
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });
   window.peer = { pc, answer };
 }

@@ -46,25 +46,11 @@ export function shapedNetns({ tag, kbit }) {
   const subnet = freeSubnet();
   const hostAddr = `10.213.${subnet}.1`;
   const nsAddr = `10.213.${subnet}.2`;
-  let destroyed = false;
-  const destroy = () => {
-    if (destroyed) return;
-    destroyed = true;
-    process.off('exit', destroy);
-    process.off('SIGINT', interrupted);
-    process.off('SIGTERM', interrupted);
-    // Deleting the namespace deletes its veth end, and with it the host end and the qdisc.
+  // Deleting the namespace deletes its veth end, and with it the host end and the qdisc.
+  const destroy = removedOnExit(() => {
     quiet('ip', 'netns', 'del', name);
     quiet('ip', 'link', 'del', hostIf);
-  };
-  // Exiting (not re-raising the signal) lets the other 'exit' hooks run: the server's, Playwright's.
-  const interrupted = (signal) => {
-    destroy();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
-  };
-  process.on('exit', destroy);
-  process.once('SIGINT', interrupted);
-  process.once('SIGTERM', interrupted);
+  });
   try {
     run('ip', 'netns', 'add', name);
     run('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
@@ -111,23 +97,10 @@ export function ipv6OnlyNetns({ tag }) {
   const prefix = freeIpv6Prefix();
   const hostAddr = `${prefix}::1`;
   const nsAddr = `${prefix}::2`;
-  let destroyed = false;
-  const destroy = () => {
-    if (destroyed) return;
-    destroyed = true;
-    process.off('exit', destroy);
-    process.off('SIGINT', interrupted);
-    process.off('SIGTERM', interrupted);
+  const destroy = removedOnExit(() => {
     quiet('ip', 'netns', 'del', name);
     quiet('ip', 'link', 'del', hostIf);
-  };
-  const interrupted = (signal) => {
-    destroy();
-    process.exit(signal === 'SIGINT' ? 130 : 143);
-  };
-  process.on('exit', destroy);
-  process.once('SIGINT', interrupted);
-  process.once('SIGTERM', interrupted);
+  });
   try {
     run('ip', 'netns', 'add', name);
     run('ip', 'link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf);
@@ -143,6 +116,31 @@ export function ipv6OnlyNetns({ tag }) {
     throw e;
   }
   return { name, hostAddr, nsAddr, hostIf, destroy };
+}
+
+/**
+ * Makes `remove` (which deletes what a test created on the host) idempotent, and runs it when
+ * the process exits or is interrupted. Returns the idempotent version, for the test's `finally`.
+ */
+export function removedOnExit(remove) {
+  let removed = false;
+  const destroy = () => {
+    if (removed) return;
+    removed = true;
+    process.off('exit', destroy);
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+    remove();
+  };
+  // Exiting (not re-raising the signal) lets the other 'exit' hooks run: the server's, Playwright's.
+  const interrupted = (signal) => {
+    destroy();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+  process.on('exit', destroy);
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  return destroy;
 }
 
 /** Runs `cmd` with `args`; its stdout, or an Error with its stderr. */

@@ -133,6 +133,19 @@ export async function waitForPlayback(page, timeoutMs) {
   throw new Error(`video did not play within ${timeoutMs / 1000} s (last framesDecoded ${prev})`);
 }
 
+/**
+ * Waits until `fn`, run in `page`, gives a value `ok` accepts (truthy by default), reading every
+ * 250 ms; throws naming `what` after `timeoutMs`.
+ */
+export async function waitFor(page, what, timeoutMs, fn, ok = (v) => v) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (ok(await page.evaluate(fn))) return;
+    await sleep(250);
+  }
+  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+}
+
 /** The selected candidate pair of the page's `window.ringcast.pc`: candidate types and addresses, or null. */
 export function selectedPair(page) {
   return page.evaluate(async () => {

@@ -18,7 +18,8 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import { netnsUnavailable, shapedNetns } from './netns.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, startServer } from './ringcast.mjs';
+import { watchWhep } from './in-page.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, startServer, waitFor } from './ringcast.mjs';
 
 const SHAPED_KBIT = Number(process.env.SIMULCAST_SHAPED_KBIT || 400);
 const SETTLE_S = Number(process.env.SIMULCAST_SETTLE_S || 10);
@@ -98,7 +99,7 @@ test('simulcast: chromium publishes 3 layers; a viewer on a 400 kbit/s link gets
 
     await pub.evaluate(publish, { stream: STREAM, camera: CAMERA, encodings: ENCODINGS });
     await waitFor(pub, 'publisher connected', 20_000, () => window.peer.pc.connectionState === 'connected');
-    for (const view of [viewA, viewB]) await view.evaluate(watch, { stream: STREAM });
+    for (const view of [viewA, viewB]) await view.evaluate(watchWhep, { stream: STREAM });
     for (const [name, view] of [['viewer A', viewA], ['viewer B', viewB]]) {
       await waitFor(view, `${name} decoding`, 30_000, async () => {
         const r = await window.peer.pc.getStats();
@@ -186,37 +187,6 @@ async function publish({ stream, camera, encodings }) {
   if (res.status !== 201) throw new Error(`WHIP POST: ${res.status} ${answer}`);
   await pc.setRemoteDescription({ type: 'answer', sdp: answer });
   window.peer = { pc, answer, layers: encodings.length };
-}
-
-// In a viewer's page: a recvonly video transceiver, WHEP POST, the track into a playing <video>
-// (Chromium counts freezes at the renderer). Leaves `window.peer = { pc, answer, link }`.
-async function watch({ stream }) {
-  const pc = new RTCPeerConnection();
-  pc.addTransceiver('video', { direction: 'recvonly' });
-  const video = document.createElement('video');
-  Object.assign(video, { muted: true, autoplay: true, playsInline: true, width: 320 });
-  document.body.appendChild(video);
-  pc.addEventListener('track', (ev) => {
-    video.srcObject = new MediaStream([ev.track]);
-    video.play().catch(() => {});
-  });
-  await pc.setLocalDescription(await pc.createOffer());
-  const res = await fetch(`/whep/${stream}`, {
-    method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
-  });
-  const answer = await res.text();
-  if (res.status !== 201) throw new Error(`WHEP POST: ${res.status} ${answer}`);
-  await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-  window.peer = { pc, answer, link: res.headers.get('Link') };
-}
-
-async function waitFor(page, what, timeoutMs, predicate) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await page.evaluate(predicate)) return;
-    await sleep(250);
-  }
-  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
 }
 
 // One getStats reading of the publisher (per rid) and of both viewers, with the time.
