@@ -54,7 +54,8 @@ fn a_viewer_whose_offer_signals_its_address_as_relayed_counts_as_relay() {
 fn a_viewer_that_trickles_its_relayed_candidate_counts_as_relay() {
     let (mut sim, publisher) = sim(63);
     let viewer = sim.add_viewer_without_candidates("paths");
-    sim.trickle(viewer, "relay").expect("the session is on its shard");
+    sim.trickle(viewer, "relay")
+        .expect("the session is on its shard");
     sim.connect(&[publisher, viewer], Duration::from_secs(5));
     assert_eq!(connected(&sim), (1, 0, 0, 1, 2, 0));
 }

@@ -129,7 +129,9 @@ mod tests {
              a=candidate:2 1 udp 1686052607 203.0.113.7 61000 typ srflx raddr 192.168.1.5 rport 50000\r\n\
              a=candidate:3 1 udp 2122260223 0f3b2c1a-1111-2222-3333-444455556666.local 50001 typ host\r\n",
         );
-        s.add("candidate:4 1 udp 41885439 198.51.100.9 3478 typ relay raddr 203.0.113.7 rport 61000");
+        s.add(
+            "candidate:4 1 udp 41885439 198.51.100.9 3478 typ relay raddr 203.0.113.7 rport 61000",
+        );
         let path = |a: &str| s.path(addr(a), Protocol::Udp).candidate;
         assert_eq!(path("192.168.1.5:50000"), CandidateType::Host);
         assert_eq!(path("203.0.113.7:61000"), CandidateType::Srflx);
