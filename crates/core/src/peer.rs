@@ -26,6 +26,9 @@ use crate::sdp::{CodecName, Direction, OfferSummary, OfferedCodec};
 use crate::stun;
 
 mod moves;
+mod path;
+
+pub use path::{CandidateType, Path, Transport};
 
 /// How long a viewer's sent packets stay available for retransmission (NACK → RTX). str0m's
 /// default, 3 s and up to 1024 packets, holds ~0.9 MiB per 2.5 Mbit/s viewer; libwebrtc keeps
@@ -215,8 +218,9 @@ pub enum PeerEvent {
     /// How many bits per second the path to this viewer carries, from str0m's estimator (TWCC
     /// feedback) or the viewer's REMB (subscribers of simulcast streams only).
     Estimate(u64),
-    /// ICE and DTLS are up; media flows.
-    Connected,
+    /// ICE and DTLS are up; media flows, on this path (`None` if nothing went out on the
+    /// nominated pair before, which DTLS makes impossible).
+    Connected(Option<Path>),
     /// The connection is gone (consent/DTLS timeout, DTLS close).
     Disconnected,
     /// Drained: call again at this instant (or on input).
@@ -300,6 +304,10 @@ pub struct Peer {
     channel: Option<ChannelId>,
     /// Where the remote nominates from, to follow it when it moves.
     moves: moves::Moves,
+    /// The candidates the remote signalled, to type its path when it connects.
+    signalled: path::Signalled,
+    /// Where the last datagram other than STUN went: the nominated pair's remote.
+    sending_to: Option<(SocketAddr, Protocol)>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -357,7 +365,7 @@ impl Peer {
                 )
             }));
         }
-        let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
+        let (mut peer, answer) = Peer::answer(config, setup, (sdp, offer), now)?;
         peer.resolve_slots(&summary, None);
         peer.layers = published.layers.clone();
         Ok((peer, answer, published))
@@ -407,7 +415,7 @@ impl Peer {
             // Which layer a viewer gets follows what its path carries.
             config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
         }
-        let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
+        let (mut peer, answer) = Peer::answer(config, setup, (sdp, offer), now)?;
         peer.resolve_slots(&summary, Some(published));
         if peer.slots.iter().all(|s| s.tx.is_none()) {
             return Err(SetupError::NothingToForward(
@@ -527,7 +535,7 @@ impl Peer {
                 "the offer has no audio, video or data channel section".into(),
             ));
         }
-        let (mut peer, answer) = Peer::answer(config, setup, sdp, now)?;
+        let (mut peer, answer) = Peer::answer(config, setup, (sdp, offer), now)?;
         let receives = Published {
             tracks: membership.codecs.clone(),
             layers: Vec::new(),
@@ -550,12 +558,15 @@ impl Peer {
         Ok((peer, answer, membership))
     }
 
+    /// Answer `offer` (parsed from `offer_text`, whose candidates are remembered).
     fn answer(
         config: RtcConfig,
         setup: &PeerSetup,
-        offer: SdpOffer,
+        (offer, offer_text): (SdpOffer, &str),
         now: Instant,
     ) -> Result<(Peer, String), SetupError> {
+        let mut signalled = path::Signalled::default();
+        signalled.add_sdp(offer_text);
         let mut rtc = config.build(now);
         for addr in &setup.candidates {
             if let Ok(c) = Candidate::host(*addr, "udp") {
@@ -580,6 +591,8 @@ impl Peer {
             replays: ReplayWindows::default(),
             channel: None,
             moves: moves::Moves::default(),
+            signalled,
+            sending_to: None,
         };
         Ok((peer, answer))
     }
@@ -637,6 +650,14 @@ impl Peer {
         self.slots
             .iter()
             .position(|s| s.kind == kind && s.tx.is_some())
+    }
+
+    /// Remember candidates the remote trickled (`candidate:...` values), to type its path.
+    /// ICE-lite needs nothing else from them: the remote's checks reach the server.
+    pub fn add_candidates(&mut self, candidates: &[String]) {
+        for c in candidates {
+            self.signalled.add(c);
+        }
     }
 
     /// Has ICE + DTLS completed?
@@ -722,6 +743,9 @@ impl Peer {
                     return PeerEvent::Timeout(t);
                 }
                 Output::Transmit(t) => {
+                    if !stun::is_stun(&t.contents) {
+                        self.sending_to = Some((t.destination, t.proto));
+                    }
                     return PeerEvent::Transmit {
                         destination: t.destination,
                         source: t.source,
@@ -741,7 +765,10 @@ impl Peer {
         match e {
             Event::Connected => {
                 self.connected = true;
-                Some(PeerEvent::Connected)
+                let path = self
+                    .sending_to
+                    .map(|(remote, proto)| self.signalled.path(remote, proto));
+                Some(PeerEvent::Connected(path))
             }
             // Before the peer ever connected, ICE "disconnected" only means that str0m's ICE-lite
             // agent dropped the candidate pairs the offer's candidates formed (15 s after they

@@ -1,6 +1,8 @@
 //! A shard's counters, declared once: the struct the shard counts in, and with each counter
 //! its metric help text, its kind and where `/api/stats` puts it.
 
+use crate::peer::{CandidateType, Path, Transport};
+
 ringcast_counters::counters! {
     /// Counters of one shard.
     ///
@@ -54,6 +56,26 @@ ringcast_counters::counters! {
         /// Participants whose remote moved to a new address mid-session (a NAT rebinding: its
         /// nominating checks came from a new port) and were followed there.
         ice_moves: Counter("Participants followed to a new remote address (NAT rebinding)"),
+        /// Sessions connected (ICE and DTLS up) to a host candidate of the client: counters of
+        /// connections rather than gauges of live sessions, so that their rates give the share
+        /// of clients that need STUN or TURN however long each stays, and a session that moves
+        /// (a NAT rebinding) is not recounted. Each session counts once by type and once by
+        /// transport; mDNS host candidates, whose address is a name, count as prflx.
+        connected_host: Counter("Sessions connected to a host candidate of the client")
+            in connected.host,
+        /// Sessions connected to the client's NAT mapping it learned from a STUN server.
+        connected_srflx: Counter("Sessions connected to a server-reflexive candidate (STUN)")
+            in connected.srflx,
+        /// Sessions connected to an address the client never signalled (its NAT mapping as the
+        /// checks showed it, or an mDNS host candidate).
+        connected_prflx: Counter("Sessions connected to a peer-reflexive (unsignalled) address")
+            in connected.prflx,
+        /// Sessions connected through a TURN relay.
+        connected_relay: Counter("Sessions connected through a TURN relay") in connected.relay,
+        /// Sessions connected over UDP.
+        connected_udp: Counter("Sessions connected over UDP") in connected.udp,
+        /// Sessions connected over TCP (RFC 6544).
+        connected_tcp: Counter("Sessions connected over TCP") in connected.tcp,
         /// Dropped: not STUN and from no known address.
         drop_unknown_source: Counter("Datagrams dropped: unknown source address")
             in drops.unknown_source,
@@ -79,6 +101,22 @@ ringcast_counters::counters! {
     }
 }
 
+impl ShardStats {
+    /// Count a session connected on `path`: once by candidate type, once by transport.
+    pub fn count_connected(&mut self, path: Path) {
+        *match path.candidate {
+            CandidateType::Host => &mut self.connected_host,
+            CandidateType::Srflx => &mut self.connected_srflx,
+            CandidateType::Prflx => &mut self.connected_prflx,
+            CandidateType::Relay => &mut self.connected_relay,
+        } += 1;
+        *match path.transport {
+            Transport::Udp => &mut self.connected_udp,
+            Transport::Tcp => &mut self.connected_tcp,
+        } += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use ringcast_counters::CounterSet;
@@ -86,12 +124,15 @@ mod tests {
     use super::ShardStats;
 
     #[test]
-    fn drop_counters_and_only_they_are_grouped_under_drops_without_their_prefix() {
+    fn drop_and_connected_counters_and_only_they_are_grouped_without_their_prefix() {
         for c in ShardStats::COUNTERS {
-            match c.name.strip_prefix("drop_") {
-                Some(cause) => {
-                    assert_eq!(c.group, Some("drops"), "{}", c.name);
-                    assert_eq!(c.key, cause);
+            let grouped = [("drop_", "drops"), ("connected_", "connected")]
+                .into_iter()
+                .find_map(|(prefix, group)| Some((c.name.strip_prefix(prefix)?, group)));
+            match grouped {
+                Some((key, group)) => {
+                    assert_eq!(c.group, Some(group), "{}", c.name);
+                    assert_eq!(c.key, key);
                 }
                 None => assert_eq!((c.group, c.key), (None, c.name)),
             }

@@ -1,5 +1,6 @@
-//! Demo pages (`/`, `/publish/{stream}`, `/watch/{stream}`, `/room/{room}`) and the admin API
-//! (`/api/*`, `/metrics`), routed apart so the admin API can have its own token and listener.
+//! Demo pages (`/`, `/publish/{stream}`, `/watch/{stream}`, `/room/{room}`, the `/ice` check)
+//! and the admin API (`/api/*`, `/metrics`), routed apart so the admin API can have its own
+//! token and listener.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ const INDEX: &str = include_str!("../assets/index.html");
 const PUBLISH: &str = include_str!("../assets/publish.html");
 const WATCH: &str = include_str!("../assets/watch.html");
 const ROOM: &str = include_str!("../assets/room.html");
+const ICE: &str = include_str!("../assets/ice.html");
 
 /// The demo pages.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -29,6 +31,7 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/publish/{stream}", get(|| async { Html(PUBLISH) }))
         .route("/watch/{stream}", get(|| async { Html(WATCH) }))
         .route("/room/{room}", get(|| async { Html(ROOM) }))
+        .route("/ice", get(|| async { Html(ICE) }))
 }
 
 /// The admin API and the metrics.

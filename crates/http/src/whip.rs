@@ -690,7 +690,17 @@ async fn patch(
     })?;
     if !restart {
         // ICE-lite: the server learns the client's addresses from its checks; trickled
-        // candidates are accepted and need nothing more.
+        // candidates only tell the shard their types (for its connected_* counters).
+        if !frag.candidates.is_empty() {
+            let command = state
+                .control
+                .lock()
+                .trickle(id, frag.candidates)
+                .map_err(|r| refused(&state, r))?;
+            state.shards[usize::from(command.shard.0)]
+                .call(command.command)
+                .await?;
+        }
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let (Some(ufrag), Some(pass)) = (frag.ufrag, frag.pwd) else {

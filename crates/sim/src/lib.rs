@@ -197,6 +197,8 @@ impl std::fmt::Debug for Sim {
 enum Candidates {
     InOffer,
     Withheld,
+    /// In the offer, signalled as of this type (`relay`, `srflx`) instead of `host`.
+    Typed(&'static str),
 }
 
 enum Next {
@@ -392,6 +394,31 @@ impl Sim {
             .unwrap_or_else(|r| panic!("viewer of {stream} refused: {r}"))
     }
 
+    /// Like [`Sim::add_viewer`], with its offer's candidate signalled as `typ` (`relay`,
+    /// `srflx`): what a browser's offer says of a TURN relay's address, from which the shard
+    /// then gets its datagrams. Panics if refused.
+    pub fn add_viewer_signalled_as(&mut self, stream: &str, typ: &'static str) -> ClientId {
+        self.join(stream, None, Candidates::Typed(typ), None)
+            .unwrap_or_else(|r| panic!("viewer of {stream} refused: {r}"))
+    }
+
+    /// The client trickles its address as a candidate of type `typ` (a WHIP/WHEP PATCH),
+    /// through the control plane to its shard.
+    pub fn trickle(&mut self, id: ClientId, typ: &str) -> Result<(), CommandError> {
+        let addr = client_addr(id);
+        let candidate = format!(
+            "candidate:1 1 udp 41885439 {} {} typ {typ} raddr 0.0.0.0 rport 9",
+            addr.ip(),
+            addr.port()
+        );
+        let session = self.clients[id.0].session;
+        let command = self
+            .control
+            .trickle(session, vec![candidate])
+            .map_err(|_| CommandError::UnknownSession)?;
+        self.command(command.shard, command.command).map(|_| ())
+    }
+
     /// Like [`Sim::try_add_viewer`], asked for by `from`.
     pub fn try_add_viewer_from(
         &mut self,
@@ -427,6 +454,9 @@ impl Sim {
                 .split_inclusive('\n')
                 .filter(|l| !l.starts_with("a=candidate:") && !l.starts_with("a=end-of-candidates"))
                 .collect();
+        }
+        if let Candidates::Typed(typ) = candidates {
+            offer = offer.replace(" typ host", &format!(" typ {typ} raddr 0.0.0.0 rport 9"));
         }
         let made = Built::from_offer(&setup, &offer, admission.published.as_ref(), self.now);
         let (made, answer) = match made {

@@ -647,6 +647,22 @@ impl Control {
         })
     }
 
+    /// Trickled candidates: the command that gives them to the session's shard.
+    pub fn trickle(
+        &mut self,
+        session: SessionId,
+        candidates: Vec<String>,
+    ) -> Result<ShardCommand, Refusal> {
+        let s = self.sessions.get(&session).ok_or(Refusal::UnknownSession)?;
+        Ok(ShardCommand {
+            shard: s.shard,
+            command: Command::Trickle {
+                session,
+                candidates,
+            },
+        })
+    }
+
     /// Set a session's entity tag.
     pub fn set_etag(&mut self, session: SessionId, etag: String) {
         if let Some(s) = self.sessions.get_mut(&session) {

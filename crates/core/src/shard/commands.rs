@@ -97,6 +97,13 @@ pub enum Command {
         /// Newly minted.
         local: IceCreds,
     },
+    /// Candidates the client trickled (PATCH): remembered to type the path it connects on.
+    Trickle {
+        /// The session.
+        session: SessionId,
+        /// `candidate:...` values.
+        candidates: Vec<String>,
+    },
     /// Another shard does (or no longer does) have viewers of `stream`.
     RelayInterest {
         /// The stream.
@@ -312,6 +319,17 @@ impl Shard {
                 self.by_ufrag.insert(local.ufrag.clone(), key);
                 p.peer.ice_restart(remote, local);
                 self.enqueue(key);
+                Ok(Reply::Done)
+            }
+            Command::Trickle {
+                session,
+                candidates,
+            } => {
+                let key = *self
+                    .sessions
+                    .get(&session)
+                    .ok_or(CommandError::UnknownSession)?;
+                self.participants[key].peer.add_candidates(&candidates);
                 Ok(Reply::Done)
             }
             Command::RelayInterest {

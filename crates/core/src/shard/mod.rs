@@ -409,8 +409,11 @@ impl Shard {
                         self.choose_layer(now, key);
                     }
                 }
-                PeerEvent::Connected => {
+                PeerEvent::Connected(path) => {
                     p.connect_by = None;
+                    if let Some(path) = path {
+                        self.stats.count_connected(path);
+                    }
                     let session = p.session;
                     let viewer = routing::video_track(p).is_some();
                     let member = matches!(p.role, Role::Member(_));

@@ -156,6 +156,7 @@ mod tests {
                 rtp_forwarded: n + 2,
                 drop_unknown_source: n + 3,
                 drop_no_route: n + 4,
+                connected_relay: n + 7,
                 ..ShardStats::default()
             },
             io: EngineCounters {
@@ -193,6 +194,14 @@ mod tests {
                 "room_messages_in": 0,
                 "room_messages_out": 0,
                 "ice_moves": 0,
+                "connected": {
+                    "host": 0,
+                    "srflx": 0,
+                    "prflx": 0,
+                    "relay": 107,
+                    "udp": 0,
+                    "tcp": 0,
+                },
                 "drops": {
                     "unknown_source": 103,
                     "unknown_ufrag": 0,
@@ -236,6 +245,9 @@ mod tests {
             "# HELP ringcast_io_tx_gso_sends_total Segmented (GSO) sends of several datagrams",
             "ringcast_io_tx_gso_sends_total{shard=\"1\"} 106",
             "ringcast_io_tx_datagrams_total{shard=\"0\"} 5",
+            "# HELP ringcast_connected_relay_total Sessions connected through a TURN relay",
+            "# TYPE ringcast_connected_relay_total counter",
+            "ringcast_connected_relay_total{shard=\"1\"} 107",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
@@ -286,7 +298,7 @@ mod tests {
         // Simulcast and the keyframe cache added six (layer switches and resolution changes,
         // cache replays, overflows and bytes, RTP on unknown layers); rooms six (rooms, slot
         // switches, messages in and out, and two drops); NATs one (remotes followed to a new
-        // address).
-        assert_eq!(names.len(), 38 + refusals, "{names:?}");
+        // address) and six (sessions connected by candidate type and by transport).
+        assert_eq!(names.len(), 44 + refusals, "{names:?}");
     }
 }
