@@ -23,6 +23,8 @@ const PUBLISH: &str = include_str!("../assets/publish.html");
 const WATCH: &str = include_str!("../assets/watch.html");
 const ROOM: &str = include_str!("../assets/room.html");
 const ICE: &str = include_str!("../assets/ice.html");
+/// What the demo pages share (their `Authorization` header, their ICE configuration).
+const PAGE_JS: &str = include_str!("../assets/page.js");
 
 /// The demo pages.
 pub(crate) fn routes() -> Router<Arc<AppState>> {
@@ -32,6 +34,15 @@ pub(crate) fn routes() -> Router<Arc<AppState>> {
         .route("/watch/{stream}", get(|| async { Html(WATCH) }))
         .route("/room/{room}", get(|| async { Html(ROOM) }))
         .route("/ice", get(|| async { Html(ICE) }))
+        .route("/page.js", get(page_js))
+}
+
+/// The script the demo pages share.
+async fn page_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        PAGE_JS,
+    )
 }
 
 /// The admin API and the metrics.
@@ -120,4 +131,29 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pages_load_the_shared_script_before_their_own() {
+        assert!(PAGE_JS.contains("authHeaders(token, extra)"));
+        assert!(PAGE_JS.contains("async rtcConfig(token, relay)"));
+        for (name, page) in [
+            ("publish", PUBLISH),
+            ("watch", WATCH),
+            ("room", ROOM),
+            ("ice", ICE),
+        ] {
+            let shared = page.find("<script src=\"/page.js\"></script>");
+            let own = page.find("<script>\n");
+            assert!(
+                shared.is_some() && shared < own,
+                "{name}.html loads /page.js first"
+            );
+            assert!(page.contains("RingcastPage."), "{name}.html");
+        }
+    }
 }
