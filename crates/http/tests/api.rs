@@ -935,7 +935,15 @@ async fn public_and_admin_apps_split_the_routes() {
             "{path}"
         );
     }
-    for path in ["/healthz", "/", "/publish/x", "/room/x", "/ice", "/page.js", "/whip/x"] {
+    for path in [
+        "/healthz",
+        "/",
+        "/publish/x",
+        "/room/x",
+        "/ice",
+        "/page.js",
+        "/whip/x",
+    ] {
         assert!(send(&public, get(path)).await.status.is_success(), "{path}");
         assert_eq!(
             send(&admin, get(path)).await.status,
