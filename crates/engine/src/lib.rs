@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringcast_core::{
     Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardId,
+    Transport,
 };
 use ringcast_counters::AtomicCounters;
 use ringcast_net::{Driver, Notifier, Transmit, Turn, TxQueue};
@@ -367,7 +368,11 @@ impl ShardDriver {
                     self.deadline = at;
                     return;
                 }
-                Output::Transmit(t) => tx.push(Transmit::new(t.destination, t.source, t.contents)),
+                Output::Transmit(t) if t.transport == Transport::Udp => {
+                    tx.push(Transmit::new(t.destination, t.source, t.contents));
+                }
+                // No TCP listener yet: the shard answers no TCP candidate, so none comes here.
+                Output::Transmit(_) => {}
                 Output::Relay { to, message } => {
                     let Some(peer) = self.peers.get(usize::from(to.0)) else {
                         continue;
@@ -410,6 +415,7 @@ impl Driver for ShardDriver {
         tx: &mut TxQueue,
     ) {
         self.shard.handle_input(Input::Datagram {
+            transport: Transport::Udp,
             now,
             source,
             destination,
@@ -544,6 +550,7 @@ mod tests {
         let setup = PeerSetup {
             cert: ringcast_core::generate_certificate().unwrap(),
             candidates: vec![handle.local_addr()],
+            tcp_candidates: Vec::new(),
             ice: IceCreds {
                 ufrag: "h0s1".into(),
                 pass: "farewellpasswordfarewell".into(),

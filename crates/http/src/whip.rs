@@ -380,6 +380,7 @@ pub(crate) fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
     PeerSetup {
         cert: state.cert.clone(),
         candidates: state.candidates[usize::from(shard.0)].clone(),
+        tcp_candidates: Vec::new(),
         ice: mint_ice(shard),
     }
 }
