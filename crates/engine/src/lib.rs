@@ -207,8 +207,8 @@ impl Shards {
             if let Some(tcp) = &config.tcp {
                 // The UDP socket's port number (chosen by the kernel for port 0), on TCP.
                 let at = SocketAddr::new(bind.ip(), engine.local_addr().port());
-                let (addr, side, thread) = tcp::start(i, at, tcp.clone(), notifier.clone())
-                    .inspect_err(|_| stop_tcp(std::mem::take(&mut tcp_threads)))?;
+                // On an error the threads started so far stop as `tcp_threads` is dropped.
+                let (addr, side, thread) = tcp::start(i, at, tcp.clone(), notifier.clone())?;
                 tcp_addr = Some(addr);
                 tcp_side = Some(side);
                 tcp_threads.push(thread);

@@ -99,19 +99,32 @@ impl ShardSide {
     }
 }
 
-/// The TCP thread of one shard, stopped by [`TcpThread::stop`].
+/// The TCP thread of one shard, stopped by [`TcpThread::stop`], or told to stop when dropped
+/// (a later shard failed to start).
 pub(crate) struct TcpThread {
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl TcpThread {
     /// Stop the thread and wait for it (its connections close).
-    pub fn stop(self) {
+    pub fn stop(mut self) {
+        self.tell_stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    fn tell_stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
         let _ = self.waker.wake();
-        let _ = self.thread.join();
+    }
+}
+
+impl Drop for TcpThread {
+    fn drop(&mut self) {
+        self.tell_stop();
     }
 }
 
@@ -175,7 +188,7 @@ pub(crate) fn start(
         TcpThread {
             stop,
             waker,
-            thread,
+            thread: Some(thread),
         },
     ))
 }
