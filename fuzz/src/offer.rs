@@ -72,6 +72,8 @@ fn setup() -> &'static PeerSetup {
     SETUP.get_or_init(|| PeerSetup {
         cert: generate_certificate().expect("a DTLS certificate"),
         candidates: vec![SocketAddr::from(([127, 0, 0, 1], 5000))],
+        // media.tcp is on by default: the answers carry the TCP candidate too.
+        tcp_candidates: vec![SocketAddr::from(([127, 0, 0, 1], 5000))],
         ice: IceCreds {
             ufrag: "s0fuzzfuzz".into(),
             pass: "fuzzfuzzfuzzfuzzfuzzfuzz".into(),

@@ -73,6 +73,7 @@ fn the_room_member_seed_builds_a_member() {
     let setup = ringcast_core::PeerSetup {
         cert: ringcast_core::generate_certificate().unwrap(),
         candidates: vec!["127.0.0.1:5000".parse().unwrap()],
+        tcp_candidates: vec!["127.0.0.1:5000".parse().unwrap()],
         ice: ringcast_core::IceCreds {
             ufrag: "s0seedseed".into(),
             pass: "seedseedseedseedseedseed".into(),

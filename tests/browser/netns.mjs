@@ -40,13 +40,33 @@ export function netnsUnavailable() {
  * when the process exits or is interrupted.
  */
 export function shapedNetns({ tag, kbit }) {
+  const ns = vethNetns({ tag });
+  try {
+    // 400 kbit/s is 50 kB/s: a 5 kB bucket is 100 ms of it, and at most 200 ms of packets wait
+    // in the queue (a home router's buffer) before tbf drops.
+    run('tc', 'qdisc', 'add', 'dev', ns.hostIf, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '5000', 'latency', '200ms');
+  } catch (e) {
+    ns.destroy();
+    throw e;
+  }
+  const describe = () => quiet('tc', '-s', 'qdisc', 'show', 'dev', ns.hostIf).trim();
+  return { ...ns, describe };
+}
+
+/**
+ * Creates namespace `ringcast-<tag>-<pid>` joined to the host by a veth pair on a /30 of
+ * 10.213.0.0/16 (`hostAddr` on the host end, `nsAddr` inside; its loopback is up). Returns
+ * `{ name, hostAddr, nsAddr, hostIf, destroy() }`; `destroy` is idempotent and also runs when the
+ * process exits or is interrupted.
+ */
+export function vethNetns({ tag }) {
   const name = `ringcast-${tag}-${process.pid}`;
   const hostIf = `rc${tag}${process.pid}h`.slice(-15);
   const nsIf = `rc${tag}${process.pid}n`.slice(-15);
   const subnet = freeSubnet();
   const hostAddr = `10.213.${subnet}.1`;
   const nsAddr = `10.213.${subnet}.2`;
-  // Deleting the namespace deletes its veth end, and with it the host end and the qdisc.
+  // Deleting the namespace deletes its veth end, and with it the host end and any qdisc on it.
   const destroy = removedOnExit(() => {
     quiet('ip', 'netns', 'del', name);
     quiet('ip', 'link', 'del', hostIf);
@@ -60,15 +80,11 @@ export function shapedNetns({ tag, kbit }) {
     run('ip', 'netns', 'exec', name, 'ip', 'addr', 'add', `${nsAddr}/30`, 'dev', nsIf);
     run('ip', 'netns', 'exec', name, 'ip', 'link', 'set', nsIf, 'up');
     run('ip', 'netns', 'exec', name, 'ip', 'link', 'set', 'lo', 'up');
-    // 400 kbit/s is 50 kB/s: a 5 kB bucket is 100 ms of it, and at most 200 ms of packets wait
-    // in the queue (a home router's buffer) before tbf drops.
-    run('tc', 'qdisc', 'add', 'dev', hostIf, 'root', 'tbf', 'rate', `${kbit}kbit`, 'burst', '5000', 'latency', '200ms');
   } catch (e) {
     destroy();
     throw e;
   }
-  const describe = () => quiet('tc', '-s', 'qdisc', 'show', 'dev', hostIf).trim();
-  return { name, hostAddr, nsAddr, hostIf, describe, destroy };
+  return { name, hostAddr, nsAddr, hostIf, destroy };
 }
 
 /** Why IPv6 cannot be used here (disabled on the host), or null. */

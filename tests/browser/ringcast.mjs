@@ -166,6 +166,7 @@ export function selectedPair(page) {
       remote: remote.candidateType,
       remoteAddress: `${remote.address}:${remote.port}`,
       remoteIp: remote.address,
+      protocol: remote.protocol,
       bytesReceived: pair.bytesReceived,
     };
   });

@@ -48,7 +48,7 @@ pub mod stun;
 pub use control::{Control, ControlConfig};
 pub use ids::{RoomId, SessionId, ShardId, ShortSessionId, StreamId, TrackKind};
 pub use layers::LayerInfo;
-pub use peer::{Peer, PeerSetup, Published, SetupError, generate_certificate};
+pub use peer::{Peer, PeerSetup, Published, SetupError, Transport, generate_certificate};
 pub use shard::{
     Command, CommandError, Input, MemberInfo, Output, Relay, Reply, RoomInfo, Shard, ShardConfig,
     ShardEvent, SlotInfo, Transmit,

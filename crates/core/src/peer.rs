@@ -16,7 +16,7 @@ use str0m::channel::ChannelId;
 use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
@@ -55,6 +55,9 @@ pub struct PeerSetup {
     pub cert: DtlsCert,
     /// Candidate addresses of the shard the peer is placed on.
     pub candidates: Vec<SocketAddr>,
+    /// Addresses of the shard's TCP listeners (RFC 6544 passive candidates, for clients whose
+    /// networks drop UDP); answered after the UDP ones, at a lower priority. Empty: UDP only.
+    pub tcp_candidates: Vec<SocketAddr>,
     /// The peer's local ICE credentials (minted by the control plane; the ufrag carries the
     /// shard so it can be demultiplexed without a lookup elsewhere).
     pub ice: IceCreds,
@@ -64,6 +67,7 @@ impl std::fmt::Debug for PeerSetup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PeerSetup")
             .field("candidates", &self.candidates)
+            .field("tcp_candidates", &self.tcp_candidates)
             .field("ufrag", &self.ice.ufrag)
             .finish_non_exhaustive()
     }
@@ -189,6 +193,8 @@ pub enum Received {
 pub enum PeerEvent {
     /// Send this datagram.
     Transmit {
+        /// Over which transport (a TCP one goes on the connection from `destination`).
+        transport: Transport,
         /// Where to.
         destination: SocketAddr,
         /// From which local address.
@@ -573,6 +579,18 @@ impl Peer {
                 rtc.add_local_candidate(c);
             }
         }
+        // Host TCP candidates rank below host UDP ones (type preference 90 against 126), so a
+        // client that can reach both uses UDP.
+        for addr in &setup.tcp_candidates {
+            let tcp = Candidate::builder()
+                .tcp()
+                .host(*addr)
+                .tcptype(TcpType::Passive)
+                .build();
+            if let Ok(c) = tcp {
+                rtc.add_local_candidate(c);
+            }
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -670,29 +688,31 @@ impl Peer {
     pub fn accepts(
         &self,
         now: Instant,
-        source: SocketAddr,
+        (transport, source): (Transport, SocketAddr),
         destination: SocketAddr,
         data: &[u8],
     ) -> bool {
-        udp_input(now, source, destination, data).is_some_and(|input| self.rtc.accepts(&input))
+        receive_input(now, (transport, source), destination, data)
+            .is_some_and(|input| self.rtc.accepts(&input))
     }
 
-    /// Feed a datagram.
+    /// Feed a datagram (over TCP: one RFC 4571 frame's contents).
     pub fn handle_datagram(
         &mut self,
         now: Instant,
-        source: SocketAddr,
+        (transport, source): (Transport, SocketAddr),
         destination: SocketAddr,
         data: &[u8],
     ) -> Received {
         if self.replays.seen(data) {
             return Received::Replayed;
         }
-        let Some(input) = udp_input(now, source, destination, data) else {
+        let Some(input) = receive_input(now, (transport, source), destination, data) else {
             return Received::Malformed;
         };
+        // Only UDP paths move with a NAT rebinding (a new TCP connection is a new check).
         let moved = match stun::nomination_priority(data) {
-            Some(priority) if self.rtc.accepts(&input) => {
+            Some(priority) if transport == Transport::Udp && self.rtc.accepts(&input) => {
                 self.moves.nominating(&mut self.rtc, source, priority)
             }
             _ => None,
@@ -747,6 +767,7 @@ impl Peer {
                         self.sending_to = Some((t.destination, t.proto));
                     }
                     return PeerEvent::Transmit {
+                        transport: path::transport(t.proto),
                         destination: t.destination,
                         source: t.source,
                         contents: t.contents.into(),
@@ -947,16 +968,19 @@ impl Peer {
 }
 
 /// A received datagram as str0m input; `None` when it is not STUN, DTLS, RTP or RTCP.
-fn udp_input<'a>(
+fn receive_input<'a>(
     now: Instant,
-    source: SocketAddr,
+    (transport, source): (Transport, SocketAddr),
     destination: SocketAddr,
     data: &'a [u8],
 ) -> Option<Input<'a>> {
     Some(Input::Receive(
         now,
         Receive {
-            proto: Protocol::Udp,
+            proto: match transport {
+                Transport::Udp => Protocol::Udp,
+                Transport::Tcp => Protocol::Tcp,
+            },
             source,
             destination,
             contents: data.try_into().ok()?,
@@ -1200,6 +1224,7 @@ mod tests {
         PeerSetup {
             cert: generate_certificate().expect("a certificate"),
             candidates: vec!["192.0.2.1:5000".parse().unwrap()],
+            tcp_candidates: Vec::new(),
             ice: IceCreds {
                 ufrag: "h0s1".into(),
                 pass: "testpasswordtestpassword".into(),
@@ -1284,6 +1309,7 @@ mod tests {
         let setup = PeerSetup {
             cert: generate_certificate().expect("a certificate"),
             candidates: vec!["192.0.2.1:5000".parse().unwrap()],
+            tcp_candidates: Vec::new(),
             ice: IceCreds {
                 ufrag: "h0s1".into(),
                 pass: "testpasswordtestpassword".into(),
@@ -1303,6 +1329,51 @@ mod tests {
             .filter_map(|l| l.strip_prefix("a=simulcast:"))
             .collect();
         assert_eq!(simulcast, ["recv 0;1;2"], "{answer}");
+    }
+
+    #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a test picks its own base instant"
+    )]
+    fn an_answer_carries_a_passive_tcp_candidate_after_the_udp_one_at_a_lower_priority() {
+        let setup = PeerSetup {
+            tcp_candidates: vec!["192.0.2.1:5000".parse().unwrap()],
+            ..test_setup()
+        };
+        let (_peer, answer, _) = Peer::member(
+            &setup,
+            &member_offer(false, 1, 0),
+            &[None, None],
+            16,
+            Instant::now(),
+        )
+        .expect("answered");
+        let first_section = answer.split("m=").nth(1).expect("a media section");
+        let candidates: Vec<Candidate> = first_section
+            .lines()
+            .filter_map(|l| l.strip_prefix("a="))
+            .filter(|l| l.starts_with("candidate:"))
+            .map(|l| Candidate::from_sdp_string(l).expect("a candidate"))
+            .collect();
+        assert_eq!(candidates.len(), 2, "{answer}");
+        let (udp, tcp) = (&candidates[0], &candidates[1]);
+        assert_eq!(udp.proto(), Protocol::Udp);
+        assert_eq!(tcp.proto(), Protocol::Tcp);
+        assert_eq!(tcp.tcptype(), Some(TcpType::Passive));
+        assert_eq!(tcp.addr(), udp.addr());
+        assert!(tcp.prio() < udp.prio());
+
+        // Without TCP addresses the answer is UDP only, as before.
+        let (_peer, answer, _) = Peer::member(
+            &test_setup(),
+            &member_offer(false, 1, 0),
+            &[None, None],
+            16,
+            Instant::now(),
+        )
+        .expect("answered");
+        assert!(!answer.contains(" tcp "), "{answer}");
     }
 
     #[test]

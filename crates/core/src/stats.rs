@@ -15,10 +15,10 @@ ringcast_counters::counters! {
         publishers: Gauge("Publishers on the shard"),
         /// Streams with state here.
         streams: Gauge("Streams with state on the shard"),
-        /// Datagrams received.
-        rx_datagrams: Counter("UDP datagrams received"),
-        /// Datagrams transmitted (queued to the engine).
-        tx_datagrams: Counter("UDP datagrams sent"),
+        /// Datagrams received (UDP, and RFC 4571 frames over TCP).
+        rx_datagrams: Counter("Datagrams received (UDP, and frames over TCP)"),
+        /// Datagrams transmitted (queued to the engine; UDP, and frames over TCP).
+        tx_datagrams: Counter("Datagrams sent (UDP, and frames over TCP)"),
         /// RTP packets received from publishers (here or relayed).
         rtp_in: Counter("RTP packets received from publishers (local or relayed)"),
         /// RTP packets forwarded to subscribers.
@@ -76,6 +76,29 @@ ringcast_counters::counters! {
         connected_udp: Counter("Sessions connected over UDP") in connected.udp,
         /// Sessions connected over TCP (RFC 6544).
         connected_tcp: Counter("Sessions connected over TCP") in connected.tcp,
+        /// ICE over TCP (RFC 6544): connections open on the shard's TCP port. The `tcp_` counters
+        /// are kept by the shard's TCP thread and filled in when the shard answers for its stats.
+        tcp_connections: Gauge("TCP connections open (ICE over TCP)") in tcp.connections,
+        /// TCP connections accepted.
+        tcp_accepted: Counter("TCP connections accepted") in tcp.accepted,
+        /// TCP connections refused: the shard's or the client IP's bound was reached.
+        tcp_refused: Counter("TCP connections refused: over the shard's or the client IP's bound")
+            in tcp.refused,
+        /// TCP connections closed for a frame that is empty or not STUN, DTLS, RTP or RTCP, or a
+        /// first frame that is not STUN.
+        tcp_closed_malformed: Counter("TCP connections closed for a malformed frame")
+            in tcp.closed_malformed,
+        /// TCP connections closed idle (nothing received for the idle timeout; half-open ones,
+        /// and those the shard never answered).
+        tcp_closed_idle: Counter("TCP connections closed idle or never answered")
+            in tcp.closed_idle,
+        /// TCP connections closed because the client read too slowly (its write buffer outgrew
+        /// its bound), rather than stall the shard.
+        tcp_closed_slow: Counter("TCP connections closed for reading too slowly")
+            in tcp.closed_slow,
+        /// TCP frames dropped because the queue between the TCP thread and the shard was full.
+        tcp_dropped_frames: Counter("TCP frames dropped: the queue to or from the shard was full")
+            in tcp.dropped_frames,
         /// Dropped: not STUN and from no known address.
         drop_unknown_source: Counter("Datagrams dropped: unknown source address")
             in drops.unknown_source,
@@ -124,11 +147,15 @@ mod tests {
     use super::ShardStats;
 
     #[test]
-    fn drop_and_connected_counters_and_only_they_are_grouped_without_their_prefix() {
+    fn drop_connected_and_tcp_counters_and_only_they_are_grouped_without_their_prefix() {
         for c in ShardStats::COUNTERS {
-            let grouped = [("drop_", "drops"), ("connected_", "connected")]
-                .into_iter()
-                .find_map(|(prefix, group)| Some((c.name.strip_prefix(prefix)?, group)));
+            let grouped = [
+                ("drop_", "drops"),
+                ("connected_", "connected"),
+                ("tcp_", "tcp"),
+            ]
+            .into_iter()
+            .find_map(|(prefix, group)| Some((c.name.strip_prefix(prefix)?, group)));
             match grouped {
                 Some((key, group)) => {
                     assert_eq!(c.group, Some(group), "{}", c.name);

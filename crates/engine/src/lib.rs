@@ -7,6 +7,9 @@
 //! relays go straight from one shard's thread to another's mailbox; a full mailbox drops the
 //! message and counts it, it never blocks a shard. On shutdown, [`Shards::farewell`] tells
 //! every peer goodbye before [`Shards::stop`] ends the threads.
+//!
+//! With [`ShardsConfig::tcp`], each shard also listens on TCP at its UDP port's number, on a
+//! companion thread (see the `tcp` module), for ICE over TCP.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -21,11 +24,15 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use ringcast_core::{
     Command, CommandError, Input, Output, Relay, Reply, Shard, ShardConfig, ShardEvent, ShardId,
+    Transport,
 };
 use ringcast_counters::AtomicCounters;
 use ringcast_net::{Driver, Notifier, Transmit, Turn, TxQueue};
 pub use ringcast_net::{EngineCounters, EngineKind, EngineOptions};
+pub use tcp::TcpConfig;
 use tokio::sync::{mpsc, oneshot};
+
+mod tcp;
 
 /// How to start the shards.
 #[derive(Debug, Clone)]
@@ -42,6 +49,9 @@ pub struct ShardsConfig {
     pub engine: EngineOptions,
     /// Mailbox capacity of each shard (commands and relays).
     pub mailbox: usize,
+    /// ICE over TCP: each shard listens on TCP at its UDP port's number, with these bounds
+    /// (`None`: UDP only).
+    pub tcp: Option<TcpConfig>,
 }
 
 /// Why a command did not get an answer.
@@ -69,6 +79,7 @@ enum Mail {
 pub struct ShardHandle {
     id: ShardId,
     local_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
     mailbox: Sender<Mail>,
     notifier: Notifier,
     relay_drops: Arc<AtomicU64>,
@@ -97,6 +108,11 @@ impl ShardHandle {
     /// The shard's UDP socket address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The shard's TCP listener address (ICE over TCP), if it listens.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
     }
 
     /// Relay messages to this shard dropped because its mailbox was full.
@@ -157,6 +173,7 @@ impl ShardHandle {
 pub struct Shards {
     handles: Vec<ShardHandle>,
     threads: Vec<JoinHandle<io::Result<()>>>,
+    tcp_threads: Vec<tcp::TcpThread>,
     engine: EngineKind,
 }
 
@@ -179,13 +196,28 @@ impl Shards {
         let mut engines = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         let mut mailboxes = Vec::with_capacity(n);
+        let mut tcp_sides = Vec::with_capacity(n);
+        let mut tcp_threads = Vec::new();
         for (i, bind) in config.binds.iter().enumerate() {
             let notifier = Notifier::new()?;
             let engine = bind_retrying(config.kind, *bind, &notifier, &config.engine)?;
             let (tx, rx) = crossbeam_channel::bounded(config.mailbox);
+            let mut tcp_addr = None;
+            let mut tcp_side = None;
+            if let Some(tcp) = &config.tcp {
+                // The UDP socket's port number (chosen by the kernel for port 0), on TCP.
+                let at = SocketAddr::new(bind.ip(), engine.local_addr().port());
+                // On an error the threads started so far stop as `tcp_threads` is dropped.
+                let (addr, side, thread) = tcp::start(i, at, tcp.clone(), notifier.clone())?;
+                tcp_addr = Some(addr);
+                tcp_side = Some(side);
+                tcp_threads.push(thread);
+            }
+            tcp_sides.push(tcp_side);
             handles.push(ShardHandle {
                 id: ShardId(i as u16),
                 local_addr: engine.local_addr(),
+                tcp_addr,
                 mailbox: tx,
                 notifier,
                 relay_drops: Arc::new(AtomicU64::new(0)),
@@ -198,7 +230,8 @@ impl Shards {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let mut threads = Vec::with_capacity(n);
-        for (i, (mut engine, mailbox)) in engines.into_iter().zip(mailboxes).enumerate() {
+        let shards = engines.into_iter().zip(mailboxes).zip(tcp_sides);
+        for (i, ((mut engine, mailbox), tcp)) in shards.enumerate() {
             let mut shard_config = config.shard.clone();
             shard_config.id = ShardId(i as u16);
             let peers = handles.clone();
@@ -214,7 +247,7 @@ impl Shards {
                     }
                     let counters = peers[i].counters.clone();
                     let mut driver =
-                        ShardDriver::new(shard_config, mailbox, peers, events, counters);
+                        ShardDriver::new(shard_config, mailbox, peers, events, counters, tcp);
                     let result = engine.run(&mut driver);
                     if let Err(e) = &result {
                         tracing::error!(shard = i, "shard engine stopped: {e}");
@@ -227,6 +260,7 @@ impl Shards {
             Shards {
                 handles,
                 threads,
+                tcp_threads,
                 engine: kind,
             },
             events_rx,
@@ -285,6 +319,13 @@ impl Shards {
         for t in self.threads {
             let _ = t.join();
         }
+        stop_tcp(self.tcp_threads);
+    }
+}
+
+fn stop_tcp(threads: Vec<tcp::TcpThread>) {
+    for t in threads {
+        t.stop();
     }
 }
 
@@ -335,6 +376,8 @@ struct ShardDriver {
     deadline: Option<Instant>,
     stopping: bool,
     counters: Arc<PublishedCounters>,
+    /// The TCP thread's side, when the shard listens on TCP.
+    tcp: Option<tcp::ShardSide>,
 }
 
 impl ShardDriver {
@@ -344,6 +387,7 @@ impl ShardDriver {
         peers: Vec<ShardHandle>,
         events: mpsc::UnboundedSender<(ShardId, ShardEvent)>,
         counters: Arc<PublishedCounters>,
+        tcp: Option<tcp::ShardSide>,
     ) -> Self {
         ShardDriver {
             shard: Shard::new(config),
@@ -356,6 +400,7 @@ impl ShardDriver {
             deadline: None,
             stopping: false,
             counters,
+            tcp,
         }
     }
 
@@ -365,9 +410,19 @@ impl ShardDriver {
             match self.shard.poll_output() {
                 Output::Timeout(at) => {
                     self.deadline = at;
+                    if let Some(tcp) = &mut self.tcp {
+                        tcp.flush();
+                    }
                     return;
                 }
-                Output::Transmit(t) => tx.push(Transmit::new(t.destination, t.source, t.contents)),
+                Output::Transmit(t) => match (t.transport, &mut self.tcp) {
+                    (Transport::Udp, _) => {
+                        tx.push(Transmit::new(t.destination, t.source, t.contents));
+                    }
+                    (Transport::Tcp, Some(tcp)) => tcp.send(t.destination, t.contents),
+                    // Nothing comes in over TCP without a listener, so nothing goes out.
+                    (Transport::Tcp, None) => {}
+                },
                 Output::Relay { to, message } => {
                     let Some(peer) = self.peers.get(usize::from(to.0)) else {
                         continue;
@@ -384,6 +439,12 @@ impl ShardDriver {
                         continue;
                     };
                     match result {
+                        Ok(Reply::Stats(mut stats)) => {
+                            if let Some(tcp) = &self.tcp {
+                                tcp.fill(&mut stats);
+                            }
+                            let _ = reply.send(Ok(Reply::Stats(stats)));
+                        }
                         Ok(farewell @ Reply::Farewell { .. }) => {
                             self.farewells.push((reply, farewell));
                         }
@@ -410,6 +471,7 @@ impl Driver for ShardDriver {
         tx: &mut TxQueue,
     ) {
         self.shard.handle_input(Input::Datagram {
+            transport: Transport::Udp,
             now,
             source,
             destination,
@@ -446,6 +508,21 @@ impl Driver for ShardDriver {
             }
             self.drain(tx);
         }
+        let mut frames = 0;
+        while frames < MAIL_PER_TURN {
+            let Some(frame) = self.tcp.as_ref().and_then(|t| t.frames_in.try_recv().ok()) else {
+                break;
+            };
+            frames += 1;
+            self.shard.handle_input(Input::Datagram {
+                transport: Transport::Tcp,
+                now,
+                source: frame.source,
+                destination: frame.destination,
+                contents: &frame.contents,
+            });
+            self.drain(tx);
+        }
         if self.deadline.is_some_and(|d| d <= now) {
             self.shard.handle_input(Input::Timeout(now));
             self.drain(tx);
@@ -453,7 +530,7 @@ impl Driver for ShardDriver {
         if self.stopping {
             return Turn::Stop;
         }
-        if handled == MAIL_PER_TURN {
+        if handled == MAIL_PER_TURN || frames == MAIL_PER_TURN {
             // More mail may wait: come straight back after the socket had its turn.
             return Turn::Wait(Some(now));
         }
@@ -480,6 +557,7 @@ mod tests {
             kind: EngineKind::Epoll,
             engine: EngineOptions::default(),
             mailbox: 16,
+            tcp: None,
         })
         .unwrap()
         .0
@@ -544,6 +622,7 @@ mod tests {
         let setup = PeerSetup {
             cert: ringcast_core::generate_certificate().unwrap(),
             candidates: vec![handle.local_addr()],
+            tcp_candidates: Vec::new(),
             ice: IceCreds {
                 ufrag: "h0s1".into(),
                 pass: "farewellpasswordfarewell".into(),

@@ -380,8 +380,22 @@ pub(crate) fn setup_for(state: &AppState, shard: ShardId) -> PeerSetup {
     PeerSetup {
         cert: state.cert.clone(),
         candidates: state.candidates[usize::from(shard.0)].clone(),
+        tcp_candidates: tcp_candidates(state, shard),
         ice: mint_ice(shard),
     }
+}
+
+/// The shard's TCP candidates (ICE over TCP): its advertised addresses at its TCP listener's
+/// port, when it listens.
+fn tcp_candidates(state: &AppState, shard: ShardId) -> Vec<SocketAddr> {
+    let i = usize::from(shard.0);
+    let Some(tcp) = state.shards[i].tcp_addr() else {
+        return Vec::new();
+    };
+    state.candidates[i]
+        .iter()
+        .map(|a| SocketAddr::new(a.ip(), tcp.port()))
+        .collect()
 }
 
 /// A publisher or a viewer joins, through the control plane's three steps: admit (the
@@ -724,11 +738,22 @@ async fn patch(
         "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
         local.ufrag, local.pass
     );
-    for (i, addr) in state.candidates[usize::from(shard.0)].iter().enumerate() {
+    let udp = state.candidates[usize::from(shard.0)].iter();
+    for (i, addr) in udp.enumerate() {
         frag.push_str(&format!(
             "a=candidate:{} 1 udp {} {} {} typ host\r\n",
             i + 1,
             2_130_706_431u32.saturating_sub(i as u32),
+            addr.ip(),
+            addr.port()
+        ));
+    }
+    // After the UDP ones, lower (type preference 90, as str0m ranks host TCP candidates).
+    for (i, addr) in tcp_candidates(&state, shard).iter().enumerate() {
+        frag.push_str(&format!(
+            "a=candidate:t{} 1 tcp {} {} {} typ host tcptype passive\r\n",
+            i + 1,
+            1_526_726_399u32.saturating_sub(i as u32),
             addr.ip(),
             addr.port()
         ));

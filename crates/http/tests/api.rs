@@ -111,6 +111,7 @@ fn server_tuned(
         kind: test_engine(),
         engine: EngineOptions::default(),
         mailbox: 64,
+        tcp: None,
     })
     .unwrap();
     let candidates: Vec<Vec<SocketAddr>> = shards

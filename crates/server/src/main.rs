@@ -14,7 +14,7 @@ use clap::Parser;
 use ringcast::config;
 use ringcast_core::ShardConfig;
 use ringcast_core::control::{AdmissionLimits, Limits, Rate};
-use ringcast_engine::{Shards, ShardsConfig};
+use ringcast_engine::{Shards, ShardsConfig, TcpConfig};
 use ringcast_http::{AppState, HttpSettings, StreamAuth};
 use ringcast_net::{EngineKind, EngineOptions};
 use tracing_subscriber::EnvFilter;
@@ -139,6 +139,12 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
             ..EngineOptions::default()
         },
         mailbox: 4096,
+        tcp: config.media.tcp.then(|| TcpConfig {
+            max_connections: config.media.tcp_max_connections,
+            max_per_ip: config.media.tcp_max_per_ip,
+            idle_timeout: Duration::from_millis(config.media.tcp_idle_timeout_ms),
+            ..TcpConfig::default()
+        }),
     })
     .with_context(|| {
         format!(

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use ringcast_core::{SessionId, ShardId, StreamId, TrackKind};
+use ringcast_core::{SessionId, ShardId, StreamId, TrackKind, Transport};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{
     Direction, KeyframeRequestKind, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer,
 };
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
 
@@ -281,6 +281,8 @@ pub struct Client {
     pub id: ClientId,
     /// Its (simulated) address: where its `Rtc` sends from.
     pub addr: SocketAddr,
+    /// What its network carries: UDP, or only TCP (its UDP is dropped both ways).
+    pub transport: Transport,
     /// Where the shards see it send from: `addr`, or its NAT's mapping (see
     /// [`crate::Sim::rebind`]).
     pub public: SocketAddr,
@@ -354,11 +356,23 @@ pub(crate) enum Spec {
 }
 
 /// Build a client `Rtc` and its offer: sendonly (publisher, only `codec` for video) or recvonly
-/// (viewer, opus + VP8 + H264).
+/// (viewer, opus + VP8 + H264), over UDP.
+#[cfg(test)]
 pub(crate) fn build(
     now: Instant,
     cert: &DtlsCert,
     addr: SocketAddr,
+    publish: Option<&PublisherConfig>,
+) -> Built {
+    build_on(now, cert, (Transport::Udp, addr), publish)
+}
+
+/// Like [`build`], with the client's one host candidate on `transport` (over TCP: an active
+/// one, RFC 6544, as a browser whose network drops UDP offers).
+pub(crate) fn build_on(
+    now: Instant,
+    cert: &DtlsCert,
+    (transport, addr): (Transport, SocketAddr),
     publish: Option<&PublisherConfig>,
 ) -> Built {
     let mut config = RtcConfig::new()
@@ -373,7 +387,15 @@ pub(crate) fn build(
         None => config.enable_vp8(true).enable_h264(true),
     };
     let mut rtc = config.build(now);
-    rtc.add_local_candidate(Candidate::host(addr, "udp").expect("host candidate"));
+    let candidate = match transport {
+        Transport::Udp => Candidate::host(addr, "udp"),
+        Transport::Tcp => Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(TcpType::Active)
+            .build(),
+    };
+    rtc.add_local_candidate(candidate.expect("host candidate"));
     let dir = if publish.is_some() {
         Direction::SendOnly
     } else {
@@ -467,6 +489,7 @@ impl Client {
         Client {
             id,
             addr,
+            transport: Transport::Udp,
             public: addr,
             shard,
             shard_addr,
@@ -576,7 +599,11 @@ impl Client {
 
     /// Feed a datagram.
     pub(crate) fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.addr, data) else {
+        let proto = match self.transport {
+            Transport::Udp => Protocol::Udp,
+            Transport::Tcp => Protocol::Tcp,
+        };
+        let Ok(receive) = Receive::new(proto, source, self.addr, data) else {
             self.errors
                 .push(format!("unparsable datagram from {source}"));
             return;

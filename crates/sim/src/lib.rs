@@ -76,7 +76,7 @@ use ringcast_core::control::{
 };
 use ringcast_core::{
     Command, CommandError, Control, ControlConfig, IceCreds, Input, LayerInfo, Output, PeerSetup,
-    Relay, Reply, SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId,
+    Relay, Reply, SessionId, Shard, ShardConfig, ShardEvent, ShardId, StreamId, Transport,
     generate_certificate,
 };
 use str0m::config::DtlsCert;
@@ -110,6 +110,8 @@ pub struct SimConfig {
     pub max_slots: usize,
     /// Most members of one room (`rooms.max_members`).
     pub max_room_members: u32,
+    /// The shards answer a passive TCP candidate after the UDP one (`media.tcp`).
+    pub tcp: bool,
 }
 
 impl Default for SimConfig {
@@ -124,6 +126,7 @@ impl Default for SimConfig {
             admission: AdmissionLimits::NONE,
             max_slots: 16,
             max_room_members: ControlConfig::default().max_room_members,
+            tcp: false,
         }
     }
 }
@@ -196,6 +199,8 @@ impl std::fmt::Debug for Sim {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Candidates {
     InOffer,
+    /// In the offer: one active TCP host candidate, and the client's network drops UDP.
+    OverTcp,
     Withheld,
     /// In the offer, signalled as of this type (`relay`, `srflx`) instead of `host`.
     Typed(&'static str),
@@ -387,6 +392,21 @@ impl Sim {
         self.join(stream, None, Candidates::InOffer, None)
     }
 
+    /// Like [`Sim::add_publisher`], from a network that drops UDP: its one candidate is an
+    /// active TCP one, and it connects over the shard's TCP candidate ([`SimConfig::tcp`]).
+    /// Panics if refused.
+    pub fn add_publisher_over_tcp(&mut self, stream: &str, config: PublisherConfig) -> ClientId {
+        self.join(stream, Some(config), Candidates::OverTcp, None)
+            .unwrap_or_else(|r| panic!("publisher of {stream} refused: {r}"))
+    }
+
+    /// Like [`Sim::add_viewer`], from a network that drops UDP (see
+    /// [`Sim::add_publisher_over_tcp`]). Panics if refused.
+    pub fn add_viewer_over_tcp(&mut self, stream: &str) -> ClientId {
+        self.join(stream, None, Candidates::OverTcp, None)
+            .unwrap_or_else(|r| panic!("viewer of {stream} refused: {r}"))
+    }
+
     /// Like [`Sim::add_viewer`], with no ICE candidate in the offer the server gets (see
     /// [`Sim::add_publisher_without_candidates`]). Panics if refused.
     pub fn add_viewer_without_candidates(&mut self, stream: &str) -> ClientId {
@@ -446,7 +466,16 @@ impl Sim {
         let from = from.unwrap_or(Requester::new(addr.ip(), false));
         let admission = self.control.admit(role, stream, from, self.now)?;
         let (shard, stream_id) = (admission.shard, admission.stream);
-        let built = client::build(self.now, &self.client_cert, addr, publish.as_ref());
+        let transport = match candidates {
+            Candidates::OverTcp => Transport::Tcp,
+            _ => Transport::Udp,
+        };
+        let built = client::build_on(
+            self.now,
+            &self.client_cert,
+            (transport, addr),
+            publish.as_ref(),
+        );
         let (session, setup) = self.mint(shard);
         let mut offer = built.offer.to_sdp_string();
         if candidates == Candidates::Withheld {
@@ -478,7 +507,8 @@ impl Sim {
             Some(config) => Spec::Publisher(config, self.new_generation(id), self.seed_for(id, 3)),
             None => Spec::Viewer,
         };
-        let client = self.new_client(id, built, &answer, shard, session, stream_id, spec);
+        let mut client = self.new_client(id, built, &answer, shard, session, stream_id, spec);
+        client.transport = transport;
         self.clients.push(client);
         self.client_addrs.insert(addr, id);
         if is_publisher {
@@ -608,6 +638,7 @@ impl Sim {
         let i = usize::from(shard.0);
         let destination = self.nodes[i].addr;
         self.nodes[i].shard.handle_input(Input::Datagram {
+            transport: Transport::Udp,
             now: self.now,
             source,
             destination,
@@ -783,6 +814,7 @@ impl Sim {
             let started = Instant::now();
             let node = &mut self.nodes[i];
             node.shard.handle_input(Input::Datagram {
+                transport: d.transport,
                 now: self.now,
                 source: d.source,
                 // Through the 1:1 NAT, if any: to the shard's own address.
@@ -794,6 +826,11 @@ impl Sim {
         } else if let Some(&id) = self.client_addrs.get(&d.destination) {
             let c = &mut self.clients[id.0];
             if c.detached || c.closed {
+                return;
+            }
+            // A client's network carries one transport; the other is dropped on the way.
+            if d.transport != c.transport {
+                self.undeliverable += 1;
                 return;
             }
             c.handle_datagram(self.now, d.source, &d.contents);
@@ -814,7 +851,7 @@ impl Sim {
                 match node.shard.poll_output() {
                     Output::Transmit(t) => {
                         let source = node.public;
-                        self.send_down(source, t.destination, t.contents);
+                        self.send_down(t.transport, source, t.destination, t.contents);
                     }
                     Output::Relay { to, message } => relays.push_back((to, message)),
                     Output::Reply { token, result } => self.replies.push((token, result)),
@@ -848,7 +885,13 @@ impl Sim {
         }
     }
 
-    fn send_down(&mut self, source: SocketAddr, destination: SocketAddr, contents: Vec<u8>) {
+    fn send_down(
+        &mut self,
+        transport: Transport,
+        source: SocketAddr,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    ) {
         let Some(&id) = self.client_addrs.get(&destination) else {
             self.undeliverable += 1;
             return;
@@ -860,6 +903,7 @@ impl Sim {
         if let Some(at) = c.down.admit(self.now, contents.len()) {
             self.net.push(Datagram {
                 at,
+                transport,
                 source,
                 destination,
                 contents,
@@ -881,6 +925,7 @@ impl Sim {
                         let source = c.public;
                         self.net.push(Datagram {
                             at,
+                            transport: c.transport,
                             source,
                             destination,
                             contents,
@@ -927,6 +972,7 @@ impl Sim {
             if let Some(at) = c.up.admit(now, contents.len()) {
                 self.net.push(Datagram {
                     at,
+                    transport: c.transport,
                     source,
                     destination,
                     contents,
@@ -944,6 +990,10 @@ impl Sim {
         let setup = PeerSetup {
             cert: self.server_cert.clone(),
             candidates: vec![self.nodes[usize::from(shard.0)].public],
+            tcp_candidates: match self.config.tcp {
+                true => vec![self.nodes[usize::from(shard.0)].public],
+                false => Vec::new(),
+            },
             ice: IceCreds {
                 ufrag: format!("h{}s{}", shard.0, session.0),
                 pass: format!("simulatedpassword{:012}", session.0),

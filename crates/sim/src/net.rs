@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use ringcast_core::Transport;
 
 /// How one direction of a link treats datagrams.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,6 +163,8 @@ fn queued_bytes(wait: Duration, rate: u64) -> usize {
 pub struct Datagram {
     /// When it arrives.
     pub at: Instant,
+    /// UDP, or a frame on the TCP connection between `source` and `destination`.
+    pub transport: Transport,
     /// Sender.
     pub source: SocketAddr,
     /// Receiver.

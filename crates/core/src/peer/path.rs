@@ -105,7 +105,7 @@ impl Signalled {
     }
 }
 
-fn transport(proto: Protocol) -> Transport {
+pub(super) fn transport(proto: Protocol) -> Transport {
     match proto {
         Protocol::Udp => Transport::Udp,
         Protocol::Tcp | Protocol::SslTcp | Protocol::Tls => Transport::Tcp,

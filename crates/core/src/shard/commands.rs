@@ -553,10 +553,11 @@ impl Shard {
         loop {
             match p.peer.poll() {
                 PeerEvent::Transmit {
+                    transport,
                     destination,
                     source,
                     contents,
-                } => self.transmit(destination, source, contents),
+                } => self.transmit(transport, destination, source, contents),
                 PeerEvent::Timeout(_) | PeerEvent::Disconnected => break,
                 _ => {}
             }

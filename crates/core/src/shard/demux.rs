@@ -3,13 +3,14 @@
 //! A datagram from a known address goes to its participant (one hash map lookup). From an
 //! unknown address only a STUN request whose USERNAME names a local ICE ufrag (another hash map)
 //! is taken, once that participant's peer confirms it; the address is then learned, up to
-//! `max_addrs_per_participant` per participant (the oldest goes first).
+//! `max_addrs_per_participant` per participant (the oldest goes first). An address is known per
+//! transport: a TCP connection's remote address is not the same remote as a UDP one's.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Shard;
-use crate::peer::Received;
+use crate::peer::{Received, Transport};
 use crate::stun;
 
 impl Shard {
@@ -18,7 +19,7 @@ impl Shard {
     pub(super) fn datagram(
         &mut self,
         now: Instant,
-        source: SocketAddr,
+        source: (Transport, SocketAddr),
         destination: SocketAddr,
         data: &[u8],
     ) {
@@ -48,7 +49,7 @@ impl Shard {
     fn learn(
         &mut self,
         now: Instant,
-        source: SocketAddr,
+        source: (Transport, SocketAddr),
         destination: SocketAddr,
         data: &[u8],
     ) -> Option<usize> {

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
-use crate::peer::{Peer, PeerEvent};
+use crate::peer::{Peer, PeerEvent, Transport};
 
 mod commands;
 mod demux;
@@ -104,10 +104,13 @@ impl Default for ShardConfig {
 /// What a shard is fed.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A datagram arrived on the shard's socket.
+    /// A datagram arrived on the shard's socket, or a frame on one of its TCP connections
+    /// (RFC 4571: the contents of one length-prefixed frame).
     Datagram {
         /// Arrival time.
         now: Instant,
+        /// UDP, or the TCP connection from `source`.
+        transport: Transport,
         /// Remote address.
         source: SocketAddr,
         /// Local address it was sent to.
@@ -127,6 +130,8 @@ pub enum Input<'a> {
 #[derive(Debug)]
 #[must_use]
 pub struct Transmit {
+    /// UDP, or the TCP connection from `destination` (sent as one RFC 4571 frame).
+    pub transport: Transport,
     /// Where to.
     pub destination: SocketAddr,
     /// Which local address to send from (`None`: let the kernel choose).
@@ -183,7 +188,7 @@ pub struct Shard {
     config: ShardConfig,
     participants: Slab<Participant>,
     sessions: HashMap<SessionId, usize>,
-    by_addr: HashMap<SocketAddr, usize>,
+    by_addr: HashMap<(Transport, SocketAddr), usize>,
     by_ufrag: HashMap<String, usize>,
     streams: HashMap<StreamId, StreamEntry>,
     timers: BinaryHeap<Deadline>,
@@ -210,7 +215,8 @@ impl std::fmt::Debug for Shard {
 struct Participant {
     session: SessionId,
     peer: Peer,
-    addrs: Vec<SocketAddr>,
+    /// Remote addresses learned from its checks, with their transport.
+    addrs: Vec<(Transport, SocketAddr)>,
     scheduled: Option<Instant>,
     /// In `ready`, or being polled.
     queued: bool,
@@ -323,10 +329,11 @@ impl Shard {
         match input {
             Input::Datagram {
                 now,
+                transport,
                 source,
                 destination,
                 contents,
-            } => self.datagram(now, source, destination, contents),
+            } => self.datagram(now, (transport, source), destination, contents),
             Input::Timeout(now) => self.timeout(now),
             Input::Command(now, token, cmd) => {
                 let result = self.command(now, cmd);
@@ -380,10 +387,11 @@ impl Shard {
                     return;
                 }
                 PeerEvent::Transmit {
+                    transport,
                     destination,
                     source,
                     contents,
-                } => self.transmit(destination, source, contents),
+                } => self.transmit(transport, destination, source, contents),
                 PeerEvent::Rtp(packet) => {
                     let stream = match &p.role {
                         Role::Publisher { stream } => *stream,
@@ -445,10 +453,17 @@ impl Shard {
 
     /// Queue a datagram a peer produced. With announced addresses the local source is the
     /// kernel's choice (str0m's source is the announced address, not a local one).
-    fn transmit(&mut self, destination: SocketAddr, source: SocketAddr, contents: Vec<u8>) {
+    fn transmit(
+        &mut self,
+        transport: Transport,
+        destination: SocketAddr,
+        source: SocketAddr,
+        contents: Vec<u8>,
+    ) {
         self.stats.tx_datagrams += 1;
         let source = self.config.announced.is_empty().then_some(source);
         self.out.push_back(Output::Transmit(Transmit {
+            transport,
             destination,
             source,
             contents,
@@ -487,6 +502,7 @@ mod tests {
         let setup = PeerSetup {
             cert,
             candidates: vec![SHARD_ADDR.parse().unwrap()],
+            tcp_candidates: Vec::new(),
             ice: IceCreds {
                 ufrag: "h0s1".into(),
                 pass: "testpasswordtestpassword".into(),

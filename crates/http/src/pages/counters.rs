@@ -157,6 +157,7 @@ mod tests {
                 drop_unknown_source: n + 3,
                 drop_no_route: n + 4,
                 connected_relay: n + 7,
+                tcp_closed_slow: n + 8,
                 ..ShardStats::default()
             },
             io: EngineCounters {
@@ -201,6 +202,15 @@ mod tests {
                     "relay": 107,
                     "udp": 0,
                     "tcp": 0,
+                },
+                "tcp": {
+                    "connections": 0,
+                    "accepted": 0,
+                    "refused": 0,
+                    "closed_malformed": 0,
+                    "closed_idle": 0,
+                    "closed_slow": 108,
+                    "dropped_frames": 0,
                 },
                 "drops": {
                     "unknown_source": 103,
@@ -248,6 +258,9 @@ mod tests {
             "# HELP ringcast_connected_relay_total Sessions connected through a TURN relay",
             "# TYPE ringcast_connected_relay_total counter",
             "ringcast_connected_relay_total{shard=\"1\"} 107",
+            "# HELP ringcast_tcp_closed_slow_total TCP connections closed for reading too slowly",
+            "ringcast_tcp_closed_slow_total{shard=\"1\"} 108",
+            "# TYPE ringcast_tcp_connections gauge",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
         }
@@ -298,7 +311,8 @@ mod tests {
         // Simulcast and the keyframe cache added six (layer switches and resolution changes,
         // cache replays, overflows and bytes, RTP on unknown layers); rooms six (rooms, slot
         // switches, messages in and out, and two drops); NATs one (remotes followed to a new
-        // address) and six (sessions connected by candidate type and by transport).
-        assert_eq!(names.len(), 44 + refusals, "{names:?}");
+        // address) and six (sessions connected by candidate type and by transport); ICE over
+        // TCP seven (connections open, accepted, refused, closed three ways, frames dropped).
+        assert_eq!(names.len(), 51 + refusals, "{names:?}");
     }
 }

@@ -135,6 +135,15 @@ pub struct MediaConfig {
     /// Serve IPv6 too: the IPv4 wildcard `bind` becomes the dual-stack IPv6 one, and the IPv6
     /// local addresses are advertised.
     pub allow_ipv6: bool,
+    /// ICE over TCP: each shard also listens on TCP at its UDP port's number, and answers
+    /// carry a passive TCP candidate after the UDP ones (clients whose networks drop UDP).
+    pub tcp: bool,
+    /// Most TCP connections open on one shard; at least 1.
+    pub tcp_max_connections: usize,
+    /// Most TCP connections from one client IP on one shard; at least 1.
+    pub tcp_max_per_ip: usize,
+    /// A TCP connection with nothing received this many milliseconds is closed; at least 1000.
+    pub tcp_idle_timeout_ms: u64,
 }
 
 /// `media.engine`: the I/O engine.
@@ -316,6 +325,10 @@ mod tests {
         assert!(config.media.announce.is_empty());
         assert!(config.media.advertise_loopback);
         assert!(!config.media.allow_ipv6);
+        assert!(config.media.tcp);
+        assert_eq!(config.media.tcp_max_connections, 1000);
+        assert_eq!(config.media.tcp_max_per_ip, 16);
+        assert_eq!(config.media.tcp_idle_timeout_ms, 30_000);
         assert!(!config.whip.replace_publisher);
         assert_eq!(config.whep.retry_after_secs, 2);
         assert_eq!(config.limits.sessions_per_client, 100);

@@ -180,6 +180,25 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 1000".into(),
         ));
     }
+    for (key, value) in [
+        ("tcp_max_connections", media.tcp_max_connections),
+        ("tcp_max_per_ip", media.tcp_max_per_ip),
+    ] {
+        if value < 1 {
+            return Err(invalid(
+                KeyPath::of(&["media", key]),
+                value.to_string(),
+                "expected at least 1".into(),
+            ));
+        }
+    }
+    if media.tcp_idle_timeout_ms < 1000 {
+        return Err(invalid(
+            KeyPath::of(&["media", "tcp_idle_timeout_ms"]),
+            media.tcp_idle_timeout_ms.to_string(),
+            "expected at least 1000".into(),
+        ));
+    }
     let limits = &config.limits;
     for (key, value) in [
         ("sessions_per_client", limits.sessions_per_client as usize),

@@ -79,12 +79,20 @@ fn start_server_probed(
     probe: impl Fn(&str) -> bool,
 ) -> Server {
     let http_port = free_port();
-    // A UDP base port with `shards` free ports above it.
+    // A base port with `shards` ports above it free for UDP and for TCP (ICE over TCP listens
+    // on each shard's port number).
     let base = loop {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
         let p = s.local_addr().unwrap().port();
         drop(s);
-        if p < 65000 && (0..shards as u16).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok()) {
+        let free = |port: u16| {
+            UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+        };
+        if p < 65000
+            && !(p..p + shards as u16).contains(&http_port)
+            && (0..shards as u16).all(|i| free(p + i))
+        {
             break p;
         }
     };
