@@ -1,7 +1,7 @@
 // The ICE check page (/ice, issue 12): headless Chromium opens it and it gathers candidates
 // with the servers of `GET /api/ice-servers`, then publishes to ringcast once over UDP with all
 // its candidates and once relay-only per TURN URL, and reports which connected and the round
-// trip. Against a ringcast with no ICE servers: host candidates, UDP connected, TCP not offered.
+// trip. Against a ringcast with no ICE servers: host candidates, UDP and TCP connected.
 // With a real coturn (coturn.mjs) in `[[ice_servers]]`: relay candidates from its URL, and the
 // relay-only try connected through it, which ringcast counts as a relayed session.
 //
@@ -28,14 +28,21 @@ test('the /ice page lists host candidates and connects over UDP with a round tri
       const udp = state.tries.find((x) => x.path === 'udp');
       assert.equal(udp.outcome, 'connected', JSON.stringify(udp));
       assert.ok(typeof udp.rttMs === 'number' && udp.rttMs >= 0 && udp.rttMs < 1000, `rtt ${udp.rttMs}`);
+      // The answers carry a passive TCP candidate (media.tcp, on by default): the TCP try,
+      // with the answer cut down to it, connects too.
       const tcp = state.tries.find((x) => x.path === 'tcp');
-      assert.equal(tcp.outcome, 'not offered by this server');
+      assert.equal(tcp.outcome, 'connected', JSON.stringify(tcp));
+      assert.ok(typeof tcp.rttMs === 'number' && tcp.rttMs >= 0 && tcp.rttMs < 1000, `rtt ${tcp.rttMs}`);
       assert.equal(state.tries.filter((x) => x.path === 'relay').length, 0, 'no TURN server, no relay try');
-      // The session the page made is gone, and was counted as connected over UDP to the host
-      // candidate its offer signalled (Chromium here gathers plain addresses, not mDNS names).
-      assert.equal(sum(stats, (s) => s.participants), 0, 'the page deleted its session');
+      // The sessions the page made are gone, and were counted as connected, once over UDP and
+      // once over TCP, both to host candidates its offers signalled (Chromium here gathers
+      // plain addresses, not mDNS names; its active TCP candidate signals port 9 and connects
+      // from an ephemeral port of that address).
+      assert.equal(sum(stats, (s) => s.participants), 0, 'the page deleted its sessions');
       assert.equal(sum(stats, (s) => s.connected.udp), 1, JSON.stringify(stats.shards));
-      assert.equal(sum(stats, (s) => s.connected.host), 1, JSON.stringify(stats.shards));
+      assert.equal(sum(stats, (s) => s.connected.tcp), 1, JSON.stringify(stats.shards));
+      assert.equal(sum(stats, (s) => s.connected.host), 2, JSON.stringify(stats.shards));
+      assert.equal(sum(stats, (s) => s.connected.prflx), 0, JSON.stringify(stats.shards));
     });
   });
 

@@ -15,6 +15,9 @@ use str0m::{Candidate, CandidateKind};
 /// ([`crate::sdp::MAX_CANDIDATES`]); trickles beyond that are not typed (they count as prflx).
 const MAX_SIGNALLED: usize = crate::sdp::MAX_CANDIDATES;
 
+/// The port an active TCP candidate signals (RFC 6544 §4.5: "the discard port").
+const ACTIVE_TCP_PORT: u16 = 9;
+
 /// The type of the remote candidate a session's media flows to (RFC 8445 §5.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CandidateType {
@@ -93,10 +96,18 @@ impl Signalled {
     /// The path to `remote` over `proto`.
     pub(super) fn path(&self, remote: SocketAddr, proto: Protocol) -> Path {
         let transport = transport(proto);
+        // An active TCP candidate (RFC 6544 §4.5) signals port 9: its connections come from
+        // ephemeral ports of that address.
         let candidate = self
             .candidates
             .iter()
-            .find(|&&(addr, t, _)| addr == remote && t == transport)
+            .find(|&&(addr, t, _)| {
+                t == transport
+                    && (addr == remote
+                        || (t == Transport::Tcp
+                            && addr.port() == ACTIVE_TCP_PORT
+                            && addr.ip() == remote.ip()))
+            })
             .map_or(CandidateType::Prflx, |&(_, _, kind)| kind);
         Path {
             candidate,
@@ -155,5 +166,19 @@ mod tests {
             ));
         }
         assert_eq!(s.candidates.len(), MAX_SIGNALLED);
+    }
+
+    #[test]
+    fn an_active_tcp_candidate_types_connections_from_any_port_of_its_address() {
+        let mut s = Signalled::default();
+        s.add("candidate:1 1 tcp 1518280447 192.168.1.5 9 typ host tcptype active");
+        let from = |a: &str| s.path(addr(a), Protocol::Tcp).candidate;
+        assert_eq!(from("192.168.1.5:41422"), CandidateType::Host);
+        assert_eq!(from("192.168.1.6:41422"), CandidateType::Prflx);
+        // Over UDP from that address it is another path, never signalled.
+        assert_eq!(
+            s.path(addr("192.168.1.5:41422"), Protocol::Udp).candidate,
+            CandidateType::Prflx
+        );
     }
 }
