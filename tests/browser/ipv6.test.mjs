@@ -13,11 +13,9 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { ipv6OnlyNetns, ipv6Unavailable, netnsUnavailable } from './netns.mjs';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, ringcastOf, selectedPair, startServer, waitForPlayback,
+  CHROMIUM_ARGS, launchInNetns, recordConsole, ringcastOf, selectedPair, startServer, waitForPlayback,
 } from './ringcast.mjs';
 
 test('ipv6: chromium in an IPv6-only namespace publishes and plays through dual-stack shards', { timeout: 90_000 }, async (t) => {
@@ -51,15 +49,11 @@ test('ipv6: chromium in an IPv6-only namespace publishes and plays through dual-
       assert.ok(shard.candidates.includes(`[${ns.hostAddr}]:${port}`), `shard ${shard.id} should offer ${ns.hostAddr}: ${shard.candidates}`);
       assert.ok(shard.candidates.some((c) => !c.startsWith('[')), `shard ${shard.id} should offer IPv4 too: ${shard.candidates}`);
     }
-    browser = await chromium.launch({
-      executablePath: path.join(ROOT, 'tests', 'browser', 'chromium-in-netns.sh'),
-      args: CHROMIUM_ARGS.concat([
-        '--no-proxy-server',
-        // Not a loopback origin: let the publisher open the camera over plain http.
-        `--unsafely-treat-insecure-origin-as-secure=${server.base}`,
-      ]),
-      env: { ...process.env, NETNS: ns.name, CHROMIUM },
-    });
+    browser = await launchInNetns(ns.name, CHROMIUM_ARGS.concat([
+      '--no-proxy-server',
+      // Not a loopback origin: let the publisher open the camera over plain http.
+      `--unsafely-treat-insecure-origin-as-secure=${server.base}`,
+    ]));
     const context = await browser.newContext();
     pub = await context.newPage();
     view = await context.newPage();

@@ -16,12 +16,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import { NAT_TYPES, natClient, natServer, natUnavailable } from './nat.mjs';
 import { watchWhep } from './in-page.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, startServer, waitFor } from './ringcast.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, launchInNetns, recordConsole, startServer, waitFor } from './ringcast.mjs';
 
 // After the rebinding, this long is watched ...
 const WATCH_S = 10;
@@ -46,11 +45,7 @@ for (const type of Object.keys(NAT_TYPES)) {
     const run = { server: null, browsers: [], logs: [], passed: false };
     try {
       run.server = await startServer({ host: nat.hostAddr, env: { RINGCAST_MEDIA_PIN_THREADS: 'false' } });
-      const browser = await chromium.launch({
-        executablePath: path.join(ROOT, 'tests', 'browser', 'chromium-in-netns.sh'),
-        args: chromiumArgs(run.server.base),
-        env: { ...process.env, NETNS: nat.lan, CHROMIUM },
-      });
+      const browser = await launchInNetns(nat.lan, chromiumArgs(run.server.base));
       run.browsers.push(browser);
       const { pub, view, requests } = await play(browser, run, `nat-${type}`);
 

@@ -2,6 +2,7 @@
 // starting and stopping a real ringcast server, and reading the demo pages' state.
 
 import { spawn } from 'node:child_process';
+import { chromium } from 'playwright-core';
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -169,6 +170,18 @@ export function selectedPair(page) {
       protocol: remote.protocol,
       bytesReceived: pair.bytesReceived,
     };
+  });
+}
+
+/**
+ * Launches headless Chromium inside network namespace `netns` (chromium-in-netns.sh) with
+ * `args` (CHROMIUM_ARGS and what a test adds).
+ */
+export function launchInNetns(netns, args) {
+  return chromium.launch({
+    executablePath: path.join(ROOT, 'tests', 'browser', 'chromium-in-netns.sh'),
+    args,
+    env: { ...process.env, NETNS: netns, CHROMIUM },
   });
 }
 

@@ -14,12 +14,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { chromium } from 'playwright-core';
 import { netnsUnavailable, shapedNetns } from './netns.mjs';
 import { watchWhep } from './in-page.mjs';
-import { CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, startServer, waitFor } from './ringcast.mjs';
+import { CHROMIUM, CHROMIUM_ARGS, launchInNetns, recordConsole, startServer, waitFor } from './ringcast.mjs';
 
 const SHAPED_KBIT = Number(process.env.SIMULCAST_SHAPED_KBIT || 400);
 const SETTLE_S = Number(process.env.SIMULCAST_SETTLE_S || 10);
@@ -82,11 +81,7 @@ test('simulcast: chromium publishes 3 layers; a viewer on a 400 kbit/s link gets
       ]);
     const host = await chromium.launch({ executablePath: CHROMIUM, args });
     browsers.push(host);
-    const shaped = await chromium.launch({
-      executablePath: path.join(ROOT, 'tests', 'browser', 'chromium-in-netns.sh'),
-      args,
-      env: { ...process.env, NETNS: ns.name, CHROMIUM },
-    });
+    const shaped = await launchInNetns(ns.name, args);
     browsers.push(shaped);
 
     const pub = await (await host.newContext()).newPage();

@@ -14,11 +14,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
 import { netnsUnavailable, run, vethNetns } from './netns.mjs';
 import {
-  CHROMIUM, CHROMIUM_ARGS, ROOT, recordConsole, ringcastOf, selectedPair, startServer, waitForPlayback,
+  CHROMIUM_ARGS, launchInNetns, recordConsole, ringcastOf, selectedPair, startServer, waitForPlayback,
 } from './ringcast.mjs';
 
 /** Why nftables cannot be used here, or null. */
@@ -52,15 +50,11 @@ test('tcp: chromium whose UDP to the server is dropped publishes and plays over 
     nft(`add rule inet ringcast_tcp out ip daddr ${ns.hostAddr} meta l4proto udp counter drop`);
 
     server = await startServer({ host: ns.hostAddr, env: { RINGCAST_MEDIA_PIN_THREADS: 'false' } });
-    browser = await chromium.launch({
-      executablePath: path.join(ROOT, 'tests', 'browser', 'chromium-in-netns.sh'),
-      args: CHROMIUM_ARGS.concat([
-        '--no-proxy-server',
-        // Not a loopback origin: let the publisher open the camera over plain http.
-        `--unsafely-treat-insecure-origin-as-secure=${server.base}`,
-      ]),
-      env: { ...process.env, NETNS: ns.name, CHROMIUM },
-    });
+    browser = await launchInNetns(ns.name, CHROMIUM_ARGS.concat([
+      '--no-proxy-server',
+      // Not a loopback origin: let the publisher open the camera over plain http.
+      `--unsafely-treat-insecure-origin-as-secure=${server.base}`,
+    ]));
     const context = await browser.newContext();
     pub = await context.newPage();
     view = await context.newPage();
