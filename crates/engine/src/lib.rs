@@ -185,6 +185,10 @@ impl std::fmt::Debug for Shards {
     }
 }
 
+/// How many kernel-chosen UDP ports a shard bound at port 0 tries before giving up on one
+/// whose number is free on TCP too.
+const TCP_PORT_ATTEMPTS: usize = 16;
+
 impl Shards {
     /// Bind every shard's socket (errors surface here, before any thread starts), then start
     /// one thread per shard. Events from all shards arrive on the returned receiver.
@@ -200,15 +204,31 @@ impl Shards {
         let mut tcp_threads = Vec::new();
         for (i, bind) in config.binds.iter().enumerate() {
             let notifier = Notifier::new()?;
-            let engine = bind_retrying(config.kind, *bind, &notifier, &config.engine)?;
+            let mut engine = bind_retrying(config.kind, *bind, &notifier, &config.engine)?;
             let (tx, rx) = crossbeam_channel::bounded(config.mailbox);
             let mut tcp_addr = None;
             let mut tcp_side = None;
             if let Some(tcp) = &config.tcp {
-                // The UDP socket's port number (chosen by the kernel for port 0), on TCP.
-                let at = SocketAddr::new(bind.ip(), engine.local_addr().port());
-                // On an error the threads started so far stop as `tcp_threads` is dropped.
-                let (addr, side, thread) = tcp::start(i, at, tcp.clone(), notifier.clone())?;
+                let mut attempts = 0;
+                let (addr, side, thread) = loop {
+                    // The UDP socket's port number (chosen by the kernel for port 0), on TCP.
+                    let at = SocketAddr::new(bind.ip(), engine.local_addr().port());
+                    // On an error the threads started so far stop as `tcp_threads` is dropped.
+                    match tcp::start(i, at, tcp.clone(), notifier.clone()) {
+                        Ok(started) => break started,
+                        // A kernel-chosen UDP port whose number TCP already uses: choose again.
+                        Err(e)
+                            if bind.port() == 0
+                                && e.kind() == io::ErrorKind::AddrInUse
+                                && attempts < TCP_PORT_ATTEMPTS =>
+                        {
+                            attempts += 1;
+                            drop(engine);
+                            engine = bind_retrying(config.kind, *bind, &notifier, &config.engine)?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 tcp_addr = Some(addr);
                 tcp_side = Some(side);
                 tcp_threads.push(thread);
