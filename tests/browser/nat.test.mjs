@@ -205,7 +205,8 @@ function longestStall(frames) {
 function perSecond(frames) {
   const out = [];
   for (let s = 1; s * 1000 <= frames.at(-1).at; s++) {
-    const at = (ms) => frames.findLast((f) => f.at <= ms).n;
+    // The first reading stands for any instant before it (it need not be at 0 ms).
+    const at = (ms) => (frames.findLast((f) => f.at <= ms) ?? frames[0]).n;
     out.push(at(s * 1000) - at((s - 1) * 1000));
   }
   return out;
