@@ -38,6 +38,12 @@ const GROUP_POOL_LIMIT: usize = 256;
 /// Buffers with more capacity than this go to the group pool when recycled.
 const SMALL_BUFFER: usize = 4096;
 
+/// Capacity a new group buffer starts with: a video frame's packets to one viewer (~10 KB at
+/// 2.5 Mbit/s) fit, larger groups grow it. Allocating [`MAX_GSO_BYTES`] up front made every
+/// pooled group buffer up to 64 KB of resident memory once a burst had touched it: with one
+/// open group per viewer, that was the largest share of the server's memory per viewer.
+const GROUP_BUFFER_START: usize = 16 * 1024;
+
 /// Most bytes in one merged transmit: under the 65,507-byte UDP payload limit of IPv4.
 pub const MAX_GSO_BYTES: usize = 64_000;
 
@@ -310,7 +316,7 @@ fn append(
     let displaced = if group.segment_size.is_none() {
         let mut buffer = group_pool
             .pop()
-            .unwrap_or_else(|| Vec::with_capacity(MAX_GSO_BYTES));
+            .unwrap_or_else(|| Vec::with_capacity(GROUP_BUFFER_START));
         buffer.extend_from_slice(&group.contents);
         group.segment_size = Some(size as u16);
         Some(std::mem::replace(&mut group.contents, buffer))
