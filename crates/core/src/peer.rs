@@ -17,7 +17,7 @@ use str0m::config::DtlsCert;
 use str0m::format::{Codec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
+use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
 use crate::ids::TrackKind;
@@ -30,16 +30,24 @@ mod path;
 
 pub use path::{CandidateType, Path, Transport};
 
-/// How long a viewer's sent packets stay available for retransmission (NACK → RTX). str0m's
-/// default, 3 s and up to 1024 packets, holds ~0.9 MiB per 2.5 Mbit/s viewer; libwebrtc keeps
-/// a sent packet for max(1 s, 3 × RTT), and a NACK arriving later than a second asks for a
-/// packet the player has given up on.
+/// How long a viewer's sent packets stay available for retransmission (NACK → RTX), at most:
+/// libwebrtc keeps a sent packet for max(1 s, 3 × RTT), and a NACK arriving later than a second
+/// asks for a packet the player has given up on. On a congested path the queue adds to the
+/// round trip, so shorter is worse where it matters: with 500 ms, a viewer whose downlink
+/// dropped to 400 kbit/s in the sim lost the start of a keyframe for good.
 const RTX_HISTORY: Duration = Duration::from_secs(1);
 
-/// Most packets kept for retransmission per stream (a 2.5 Mbit/s keyframe burst fits).
-const RTX_HISTORY_PACKETS: usize = 1024;
+/// Most packets kept for retransmission per stream, which bounds the history's memory: each
+/// entry costs str0m ~430 bytes per viewer (its header and bookkeeping; the payload is
+/// shared), whatever the packet's size, so 1 s of a 2.5 Mbit/s stream held ~290 KiB per viewer
+/// (heaptrack; str0m's default cap is 1,024), the largest share of a viewer's memory. 256
+/// entries (~110 KiB) hold the whole second up to ~2.5 Mbit/s. 128 or 192 were not enough: in
+/// the sim, a simulcast viewer whose downlink dropped from the top layer to 400 kbit/s NACKed
+/// the start of the middle layer's keyframe after more than that many packets had left (the
+/// queue of the slow link is in the round trip) and switched without it. The cap also holds
+/// when a joining viewer's keyframe replay sends a second of cached packets at once.
+const RTX_HISTORY_PACKETS: usize = 256;
 
-/// str0m's default: stop resending when retransmissions pass this share of what is sent.
 const RTX_RATIO_CAP: f32 = 0.15;
 
 /// The bandwidth a viewer of a simulcast stream is assumed to have until its estimator knows
@@ -420,6 +428,11 @@ impl Peer {
         if published.layers.len() > 1 {
             // Which layer a viewer gets follows what its path carries.
             config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        } else {
+            // Nothing here uses an estimate, so the viewer's transport-wide feedback would be
+            // parsed for nothing, and str0m's record of the last 1,000 sent packets for it
+            // (~90 KiB per viewer) kept for nothing.
+            config = without_transport_cc(config);
         }
         let (mut peer, answer) = Peer::answer(config, setup, (sdp, offer), now)?;
         peer.resolve_slots(&summary, Some(published));
@@ -996,6 +1009,18 @@ fn base_config(setup: &PeerSetup) -> RtcConfig {
         .set_local_ice_credentials(setup.ice.clone())
         .set_stats_interval(None)
         .clear_codecs()
+}
+
+/// `config` without the transport-wide sequence number extension (transport-cc), which only
+/// bandwidth estimation reads.
+fn without_transport_cc(mut config: RtcConfig) -> RtcConfig {
+    let mut exts = ExtensionMap::empty();
+    for (id, ext) in config.extension_map().iter() {
+        if *ext != Extension::TransportSequenceNumber {
+            exts.set(id, ext.clone());
+        }
+    }
+    config.set_extension_map(exts)
 }
 
 fn codec_of(name: CodecName) -> Codec {
