@@ -289,23 +289,27 @@ impl Shard {
         self.config.id
     }
 
-    /// Counters (participant counts are current).
+    /// Counters (participant counts are current). O(1), whatever the participants: `publishers`
+    /// and `gop_cache_bytes` are running totals kept as participants come and go and as the
+    /// keyframe caches change; the other gauges are map sizes.
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats.clone();
         s.participants = self.participants.len() as u64;
+        s.rooms = self.rooms.len() as u64;
+        s.streams = self.streams.len() as u64;
+        s
+    }
+
+    /// [`Shard::stats`] with its running totals recounted by walking every participant and
+    /// keyframe cache: for tests, to check the totals against.
+    pub fn recount_stats(&self) -> ShardStats {
+        let mut s = self.stats();
         s.publishers = self
             .participants
             .iter()
             .filter(|(_, p)| matches!(p.role, Role::Publisher { .. }))
             .count() as u64;
-        s.rooms = self.rooms.len() as u64;
-        s.streams = self.streams.len() as u64;
-        s.gop_cache_bytes = self
-            .streams
-            .values()
-            .flat_map(|e| e.gops.iter().flatten())
-            .map(|g| g.bytes() as u64)
-            .sum();
+        s.gop_cache_bytes = self.streams.values().map(StreamEntry::gop_bytes).sum();
         s
     }
 
