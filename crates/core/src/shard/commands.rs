@@ -411,14 +411,7 @@ impl Shard {
     fn farewell(&mut self, now: Instant) -> usize {
         // Every timer goes with them: drop the heap at once rather than entry by entry.
         self.timers.clear();
-        let keys: Vec<usize> = self
-            .participants
-            .iter_mut()
-            .map(|(key, p)| {
-                p.scheduled = None;
-                key
-            })
-            .collect();
+        let keys: Vec<usize> = self.participants.iter().map(|(key, _)| key).collect();
         for &key in &keys {
             let session = self.participants[key].session;
             self.remove(key, now);
@@ -450,7 +443,6 @@ impl Shard {
             session,
             peer,
             addrs: Vec::new(),
-            scheduled: None,
             queued: false,
             connect_by: Some(now + self.config.connect_timeout),
             replay_at: None,
@@ -579,10 +571,8 @@ impl Shard {
                 self.by_addr.remove(a);
             }
         }
-        // Drop this participant's timer entries now so an idle shard's maps end empty.
-        if p.scheduled.is_some() {
-            self.unschedule(key, p.session);
-        }
+        // Its timer entry is skipped from now on (and gone once nobody waits).
+        self.timers.cancel(key);
     }
 }
 

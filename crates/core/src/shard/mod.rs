@@ -32,7 +32,7 @@
 //! - a key whose participant left before its turn is skipped. Keys are not reused within one
 //!   input (the only insertion is a command's, before anything is marked).
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ pub use routing::Relay;
 
 use rooms::{Member, RoomEntry};
 use routing::{StreamEntry, SubRef, SubTrack};
-use timers::Deadline;
+use timers::Timers;
 
 /// Most times one poll of a peer feeds it the current time again because its next deadline
 /// has already come (a paced burst); the rest waits for the next timeout.
@@ -191,7 +191,7 @@ pub struct Shard {
     by_addr: HashMap<(Transport, SocketAddr), usize>,
     by_ufrag: HashMap<String, usize>,
     streams: HashMap<StreamId, StreamEntry>,
-    timers: BinaryHeap<Deadline>,
+    timers: Timers,
     out: VecDeque<Output>,
     /// Participants whose peer is polled before the current input is done (see the module
     /// docs); empty between inputs.
@@ -217,7 +217,6 @@ struct Participant {
     peer: Peer,
     /// Remote addresses learned from its checks, with their transport.
     addrs: Vec<(Transport, SocketAddr)>,
-    scheduled: Option<Instant>,
     /// In `ready`, or being polled.
     queued: bool,
     /// Until connected: when it is given up (a client that got its answer and never came).
@@ -275,7 +274,7 @@ impl Shard {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             streams: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             out: VecDeque::new(),
             ready: VecDeque::new(),
             moved: Vec::new(),
