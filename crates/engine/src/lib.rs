@@ -4,8 +4,9 @@
 //!
 //! The control plane holds [`Shards`]: a [`ShardHandle`] per shard to send commands and await
 //! replies, and a stream of [`ShardEvent`]s (sessions that ended on their own). Cross-shard
-//! relays go straight from one shard's thread to another's mailbox; a full mailbox drops the
-//! message and counts it, it never blocks a shard. On shutdown, [`Shards::farewell`] tells
+//! relays go straight from one shard's thread to another's mailbox, and the receiving shard is
+//! woken once per drain of the sender however many it got; a full mailbox drops the message and
+//! counts it, it never blocks a shard. On shutdown, [`Shards::farewell`] tells
 //! every peer goodbye before [`Shards::stop`] ends the threads.
 //!
 //! With [`ShardsConfig::tcp`], each shard also listens on TCP at its UDP port's number, on a
@@ -83,6 +84,7 @@ pub struct ShardHandle {
     mailbox: Sender<Mail>,
     notifier: Notifier,
     relay_drops: Arc<AtomicU64>,
+    relay_wakes: Arc<AtomicU64>,
     counters: Arc<PublishedCounters>,
 }
 
@@ -118,6 +120,12 @@ impl ShardHandle {
     /// Relay messages to this shard dropped because its mailbox was full.
     pub fn relay_drops(&self) -> u64 {
         self.relay_drops.load(Ordering::Relaxed)
+    }
+
+    /// Wake-ups other shards gave this shard for relay messages: one per drain of a sending
+    /// shard that relayed here, however many messages that drain carried.
+    pub fn relay_wakes(&self) -> u64 {
+        self.relay_wakes.load(Ordering::Relaxed)
     }
 
     /// The shard's I/O engine counters as of its last loop turn.
@@ -241,6 +249,7 @@ impl Shards {
                 mailbox: tx,
                 notifier,
                 relay_drops: Arc::new(AtomicU64::new(0)),
+                relay_wakes: Arc::new(AtomicU64::new(0)),
                 counters: Arc::default(),
             });
             engines.push(engine);
@@ -398,6 +407,9 @@ struct ShardDriver {
     counters: Arc<PublishedCounters>,
     /// The TCP thread's side, when the shard listens on TCP.
     tcp: Option<tcp::ShardSide>,
+    /// Shards (bit `i`: shard `i`; at most 64) whose mailbox got relays in the current drain,
+    /// woken once when it ends rather than once per message.
+    relayed_to: u64,
 }
 
 impl ShardDriver {
@@ -421,15 +433,18 @@ impl ShardDriver {
             stopping: false,
             counters,
             tcp,
+            relayed_to: 0,
         }
     }
 
-    /// Drain the shard until its timeout, routing every output.
+    /// Drain the shard until its timeout, routing every output. Shards that got relays are
+    /// woken once, as it ends (the only way out of it).
     fn drain(&mut self, tx: &mut TxQueue) {
         loop {
             match self.shard.poll_output() {
                 Output::Timeout(at) => {
                     self.deadline = at;
+                    self.wake_relayed();
                     if let Some(tcp) = &mut self.tcp {
                         tcp.flush();
                     }
@@ -448,7 +463,7 @@ impl ShardDriver {
                         continue;
                     };
                     match peer.mailbox.try_send(Mail::Relay(message)) {
-                        Ok(()) => peer.notifier.notify(),
+                        Ok(()) => self.relayed_to |= 1u64 << to.0,
                         Err(_) => {
                             peer.relay_drops.fetch_add(1, Ordering::Relaxed);
                         }
@@ -477,6 +492,17 @@ impl ShardDriver {
                     let _ = self.events.send((self.shard.id(), e));
                 }
             }
+        }
+    }
+
+    /// Wake each shard that got relays since the last call, once.
+    fn wake_relayed(&mut self) {
+        let mut mask = std::mem::take(&mut self.relayed_to);
+        while mask != 0 {
+            let peer = &self.peers[mask.trailing_zeros() as usize];
+            mask &= mask - 1;
+            peer.relay_wakes.fetch_add(1, Ordering::Relaxed);
+            peer.notifier.notify();
         }
     }
 }

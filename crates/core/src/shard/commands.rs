@@ -204,7 +204,7 @@ impl Shard {
                     .each_ref()
                     .map(|t| t.as_ref().map(|t| t.name));
                 entry.layers.reset(&published.layers);
-                entry.gops = Default::default();
+                entry.clear_gops(&mut self.stats.gop_cache_bytes);
                 entry.gop_epoch = session.0;
                 self.enqueue(key);
                 Ok(Reply::Done)
@@ -248,7 +248,7 @@ impl Shard {
                 if entry.publisher.is_none() {
                     if entry.layers.count() == 0 {
                         entry.layers.reset(&published.layers);
-                        entry.gops = Default::default();
+                        entry.clear_gops(&mut self.stats.gop_cache_bytes);
                         entry.gop_epoch = session.0;
                     }
                     for kind in TrackKind::ALL {
@@ -355,7 +355,7 @@ impl Shard {
                 } else if let Some(entry) = self.streams.get_mut(&stream) {
                     entry.relay_to &= !bit;
                     if entry.is_unused() {
-                        self.streams.remove(&stream);
+                        self.remove_stream(stream);
                     }
                 }
                 Ok(Reply::Done)
@@ -411,14 +411,7 @@ impl Shard {
     fn farewell(&mut self, now: Instant) -> usize {
         // Every timer goes with them: drop the heap at once rather than entry by entry.
         self.timers.clear();
-        let keys: Vec<usize> = self
-            .participants
-            .iter_mut()
-            .map(|(key, p)| {
-                p.scheduled = None;
-                key
-            })
-            .collect();
+        let keys: Vec<usize> = self.participants.iter().map(|(key, _)| key).collect();
         for &key in &keys {
             let session = self.participants[key].session;
             self.remove(key, now);
@@ -443,11 +436,13 @@ impl Shard {
             return Err(CommandError::Duplicate);
         }
         let ufrag = peer.ufrag().to_string();
+        if matches!(role, Role::Publisher { .. }) {
+            self.stats.publishers += 1;
+        }
         let key = self.participants.insert(Participant {
             session,
             peer,
             addrs: Vec::new(),
-            scheduled: None,
             queued: false,
             connect_by: Some(now + self.config.connect_timeout),
             replay_at: None,
@@ -485,7 +480,7 @@ impl Shard {
             entry.relay_to = 0;
         }
         if entry.is_unused() {
-            self.streams.remove(&stream);
+            self.remove_stream(stream);
         }
     }
 
@@ -536,7 +531,11 @@ impl Shard {
                 }
             }
             if entry.is_unused() {
-                self.streams.remove(&s);
+                super::routing::remove_stream(
+                    &mut self.streams,
+                    &mut self.stats.gop_cache_bytes,
+                    s,
+                );
             }
         }
     }
@@ -548,6 +547,9 @@ impl Shard {
         }
         self.remove_from_stream(key, now);
         let mut p = self.participants.remove(key);
+        if matches!(p.role, Role::Publisher { .. }) {
+            self.stats.publishers -= 1;
+        }
         p.peer.close();
         // Flush the close_notify; nothing else of it matters now.
         loop {
@@ -569,10 +571,8 @@ impl Shard {
                 self.by_addr.remove(a);
             }
         }
-        // Drop this participant's timer entries now so an idle shard's maps end empty.
-        if p.scheduled.is_some() {
-            self.unschedule(key, p.session);
-        }
+        // Its timer entry is skipped from now on (and gone once nobody waits).
+        self.timers.cancel(key);
     }
 }
 

@@ -32,7 +32,7 @@
 //! - a key whose participant left before its turn is skipped. Keys are not reused within one
 //!   input (the only insertion is a command's, before anything is marked).
 
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ pub use routing::Relay;
 
 use rooms::{Member, RoomEntry};
 use routing::{StreamEntry, SubRef, SubTrack};
-use timers::Deadline;
+use timers::Timers;
 
 /// Most times one poll of a peer feeds it the current time again because its next deadline
 /// has already come (a paced burst); the rest waits for the next timeout.
@@ -191,7 +191,7 @@ pub struct Shard {
     by_addr: HashMap<(Transport, SocketAddr), usize>,
     by_ufrag: HashMap<String, usize>,
     streams: HashMap<StreamId, StreamEntry>,
-    timers: BinaryHeap<Deadline>,
+    timers: Timers,
     out: VecDeque<Output>,
     /// Participants whose peer is polled before the current input is done (see the module
     /// docs); empty between inputs.
@@ -217,7 +217,6 @@ struct Participant {
     peer: Peer,
     /// Remote addresses learned from its checks, with their transport.
     addrs: Vec<(Transport, SocketAddr)>,
-    scheduled: Option<Instant>,
     /// In `ready`, or being polled.
     queued: bool,
     /// Until connected: when it is given up (a client that got its answer and never came).
@@ -275,7 +274,7 @@ impl Shard {
             by_addr: HashMap::new(),
             by_ufrag: HashMap::new(),
             streams: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             out: VecDeque::new(),
             ready: VecDeque::new(),
             moved: Vec::new(),
@@ -289,23 +288,27 @@ impl Shard {
         self.config.id
     }
 
-    /// Counters (participant counts are current).
+    /// Counters (participant counts are current). O(1), whatever the participants: `publishers`
+    /// and `gop_cache_bytes` are running totals kept as participants come and go and as the
+    /// keyframe caches change; the other gauges are map sizes.
     pub fn stats(&self) -> ShardStats {
         let mut s = self.stats.clone();
         s.participants = self.participants.len() as u64;
+        s.rooms = self.rooms.len() as u64;
+        s.streams = self.streams.len() as u64;
+        s
+    }
+
+    /// [`Shard::stats`] with its running totals recounted by walking every participant and
+    /// keyframe cache: for tests, to check the totals against.
+    pub fn recount_stats(&self) -> ShardStats {
+        let mut s = self.stats();
         s.publishers = self
             .participants
             .iter()
             .filter(|(_, p)| matches!(p.role, Role::Publisher { .. }))
             .count() as u64;
-        s.rooms = self.rooms.len() as u64;
-        s.streams = self.streams.len() as u64;
-        s.gop_cache_bytes = self
-            .streams
-            .values()
-            .flat_map(|e| e.gops.iter().flatten())
-            .map(|g| g.bytes() as u64)
-            .sum();
+        s.gop_cache_bytes = self.streams.values().map(StreamEntry::gop_bytes).sum();
         s
     }
 

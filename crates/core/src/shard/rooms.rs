@@ -250,7 +250,7 @@ impl Shard {
             .each_ref()
             .map(|t| t.as_ref().map(|t| t.name));
         entry.layers.reset(&membership.published.layers);
-        entry.gops = Default::default();
+        entry.clear_gops(&mut self.stats.gop_cache_bytes);
         entry.gop_epoch = session.0;
         entry.relay_to = shards & !(1u64 << self.config.id.0);
         let json = ServerMessage::Join {
@@ -423,7 +423,7 @@ impl Shard {
         if let Some(e) = self.streams.get_mut(&stream) {
             e.room = None;
             if known.key.is_none() && e.is_unused() {
-                self.streams.remove(&stream);
+                self.remove_stream(stream);
             }
         }
         if !locals.is_empty() {
@@ -453,7 +453,7 @@ impl Shard {
             if let Some(e) = self.streams.get_mut(stream) {
                 e.room = None;
                 if e.is_unused() {
-                    self.streams.remove(stream);
+                    self.remove_stream(*stream);
                 }
             }
         }

@@ -11,6 +11,7 @@
 //! change restarts, on a keyframe; keyframe requests to one publisher layer are merged into at
 //! most one per interval, and one asked for inside the interval goes when it ends.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -195,7 +196,9 @@ pub(super) struct StreamEntry {
     pub(super) codecs: [Option<CodecName>; 2],
     /// The video's layers and what they carry.
     pub(super) layers: StreamLayers,
-    /// Per video layer, its latest keyframe and what followed (when the cache is on).
+    /// Per video layer, its latest keyframe and what followed (when the cache is on). Changed
+    /// only by `fan_out`'s push, [`StreamEntry::clear_gops`] and [`remove_stream`], which keep
+    /// the shard's running total of cached bytes in step.
     pub(super) gops: [Option<GopCache>; MAX_LAYERS],
     /// The publisher session the cached packets are from.
     pub(super) gop_epoch: u64,
@@ -205,6 +208,18 @@ pub(super) struct StreamEntry {
 }
 
 impl StreamEntry {
+    /// Bytes its keyframe caches hold (one per layer, so a handful to add up).
+    pub(super) fn gop_bytes(&self) -> u64 {
+        self.gops.iter().flatten().map(|g| g.bytes() as u64).sum()
+    }
+
+    /// Empty its keyframe caches (another publisher session), taking their bytes off the
+    /// shard's running total `held`.
+    pub(super) fn clear_gops(&mut self, held: &mut u64) {
+        *held -= self.gop_bytes();
+        self.gops = Default::default();
+    }
+
     pub(super) fn is_unused(&self) -> bool {
         self.publisher.is_none()
             && self.room.is_none()
@@ -238,6 +253,18 @@ impl StreamEntry {
         if let Some(t) = track.target {
             unlist(&mut self.video[usize::from(t)].switching, sub);
         }
+    }
+}
+
+/// Drop a stream's state, taking its cached bytes off the shard's running total `held` (for
+/// where the shard is borrowed field by field; see [`Shard::remove_stream`]).
+pub(super) fn remove_stream(
+    streams: &mut HashMap<StreamId, StreamEntry>,
+    held: &mut u64,
+    stream: StreamId,
+) {
+    if let Some(entry) = streams.remove(&stream) {
+        *held -= entry.gop_bytes();
     }
 }
 
@@ -309,6 +336,11 @@ pub(super) fn viewer_video(key: usize) -> SubRef {
 }
 
 impl Shard {
+    /// Drop a stream's state (and its keyframe caches' bytes from the running total).
+    pub(super) fn remove_stream(&mut self, stream: StreamId) {
+        remove_stream(&mut self.streams, &mut self.stats.gop_cache_bytes, stream);
+    }
+
     /// A packet from a local publisher: relay it once to each other shard with viewers, then fan
     /// it out here.
     pub(super) fn publish(&mut self, now: Instant, stream: StreamId, epoch: u64, packet: RtpIn) {
@@ -381,7 +413,7 @@ impl Shard {
             {
                 if entry.gop_epoch != epoch {
                     entry.gop_epoch = epoch;
-                    entry.gops = Default::default();
+                    entry.clear_gops(&mut stats.gop_cache_bytes);
                 }
                 let gop = entry.gops[layer].get_or_insert_with(|| {
                     GopCache::new(
@@ -392,9 +424,11 @@ impl Shard {
                         },
                     )
                 });
-                let overflows = gop.overflows();
+                let (overflows, bytes) = (gop.overflows(), gop.bytes() as u64);
                 gop.push(packet, now);
                 stats.gop_overflows += gop.overflows() - overflows;
+                stats.gop_cache_bytes += gop.bytes() as u64;
+                stats.gop_cache_bytes -= bytes;
             }
             if keyframe {
                 tracing::debug!(?stream, layer, "keyframe");
@@ -489,7 +523,7 @@ impl Shard {
             if let Some(old) = streams.get_mut(&from) {
                 unlist(&mut old.video[usize::from(layer)].on, sub);
                 if old.is_unused() {
-                    streams.remove(&from);
+                    remove_stream(streams, &mut stats.gop_cache_bytes, from);
                 }
             }
         }
