@@ -142,6 +142,19 @@ pub struct SimEvent {
     pub event: ShardEvent,
 }
 
+/// Where the sim is, as told to the hook of [`Sim::set_shard_scope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardScope {
+    /// Inside a shard, handling a datagram from this address.
+    Datagram(SocketAddr),
+    /// Inside a shard, handling a message from another shard ([`Relay`]).
+    Relay,
+    /// Inside a shard, handling another input (a timeout, a command) or giving an output.
+    Other,
+    /// Out of the shards again: in the sim, a client, the network.
+    Outside,
+}
+
 /// One shard and what the sim knows about it.
 struct Node {
     shard: Shard,
@@ -183,6 +196,8 @@ pub struct Sim {
     pub undeliverable: u64,
     /// Steps taken (events handled).
     pub steps: u64,
+    /// Told when the sim enters and leaves a shard's code (see [`Sim::set_shard_scope`]).
+    shard_scope: Option<fn(ShardScope)>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -278,6 +293,7 @@ impl Sim {
             undeliverable: 0,
             shard_busy: Duration::ZERO,
             steps: 0,
+            shard_scope: None,
         }
     }
 
@@ -561,9 +577,7 @@ impl Sim {
         let token = self.next_token;
         self.next_token += 1;
         let i = usize::from(shard.0);
-        self.nodes[i]
-            .shard
-            .handle_input(Input::Command(self.now, token, cmd));
+        self.feed(i, Input::Command(self.now, token, cmd));
         self.drain_shard(i);
         let pos = self
             .replies
@@ -637,13 +651,16 @@ impl Sim {
     pub fn inject(&mut self, source: SocketAddr, shard: ShardId, bytes: &[u8]) {
         let i = usize::from(shard.0);
         let destination = self.nodes[i].addr;
-        self.nodes[i].shard.handle_input(Input::Datagram {
-            transport: Transport::Udp,
-            now: self.now,
-            source,
-            destination,
-            contents: bytes,
-        });
+        self.feed(
+            i,
+            Input::Datagram {
+                transport: Transport::Udp,
+                now: self.now,
+                source,
+                destination,
+                contents: bytes,
+            },
+        );
         self.drain_shard(i);
     }
 
@@ -673,6 +690,16 @@ impl Sim {
     /// Set a client's up link (client → shard) only.
     pub fn set_up_link(&mut self, id: ClientId, config: LinkConfig) {
         self.clients[id.0].up.config = config;
+    }
+
+    /// Call `scope` whenever the sim enters a shard's code (`Shard::handle_input`, with what it
+    /// handles, and `Shard::poll_output`) and with [`ShardScope::Outside`] when it leaves it,
+    /// so that a test can tell what the shards do (allocate, for instance) from what the
+    /// clients and the sim around them do, all in one thread — and a publisher's packets, as
+    /// they come and as they are relayed, from the rest. Outputs are handled (put on the
+    /// network, relayed) outside. Unset, nothing is called.
+    pub fn set_shard_scope(&mut self, scope: fn(ShardScope)) {
+        self.shard_scope = Some(scope);
     }
 
     // ---- running ----
@@ -754,7 +781,7 @@ impl Sim {
                 let node = &mut self.nodes[i];
                 node.wake.fed(now);
                 node.deadline = None;
-                node.shard.handle_input(Input::Timeout(now));
+                self.feed(i, Input::Timeout(now));
                 self.drain_shard(i);
                 self.shard_busy += started.elapsed();
             }
@@ -812,15 +839,17 @@ impl Sim {
         }
         if let Some(&i) = self.shard_addrs.get(&d.destination) {
             let started = Instant::now();
-            let node = &mut self.nodes[i];
-            node.shard.handle_input(Input::Datagram {
-                transport: d.transport,
-                now: self.now,
-                source: d.source,
-                // Through the 1:1 NAT, if any: to the shard's own address.
-                destination: node.addr,
-                contents: &d.contents,
-            });
+            self.feed(
+                i,
+                Input::Datagram {
+                    transport: d.transport,
+                    now: self.now,
+                    source: d.source,
+                    // Through the 1:1 NAT, if any: to the shard's own address.
+                    destination: self.nodes[i].addr,
+                    contents: &d.contents,
+                },
+            );
             self.drain_shard(i);
             self.shard_busy += started.elapsed();
         } else if let Some(&id) = self.client_addrs.get(&d.destination) {
@@ -848,7 +877,14 @@ impl Sim {
         loop {
             loop {
                 let node = &mut self.nodes[i];
-                match node.shard.poll_output() {
+                if let Some(scope) = self.shard_scope {
+                    scope(ShardScope::Other);
+                }
+                let output = node.shard.poll_output();
+                if let Some(scope) = self.shard_scope {
+                    scope(ShardScope::Outside);
+                }
+                match output {
                     Output::Transmit(t) => {
                         let source = node.public;
                         self.send_down(t.transport, source, t.destination, t.contents);
@@ -879,9 +915,22 @@ impl Sim {
                 return;
             };
             i = usize::from(to.0);
-            self.nodes[i]
-                .shard
-                .handle_input(Input::Relay(self.now, message));
+            self.feed(i, Input::Relay(self.now, message));
+        }
+    }
+
+    /// Feed shard `i` one input, inside the shard scope.
+    fn feed(&mut self, i: usize, input: Input<'_>) {
+        if let Some(scope) = self.shard_scope {
+            scope(match input {
+                Input::Datagram { source, .. } => ShardScope::Datagram(source),
+                Input::Relay(..) => ShardScope::Relay,
+                Input::Timeout(_) | Input::Command(..) => ShardScope::Other,
+            });
+        }
+        self.nodes[i].shard.handle_input(input);
+        if let Some(scope) = self.shard_scope {
+            scope(ShardScope::Outside);
         }
     }
 
