@@ -183,6 +183,8 @@ pub struct Sim {
     /// Real (not virtual) time spent inside the shards on datagrams and timeouts, relays
     /// included: what the shards cost, without the clients.
     shard_busy: Duration,
+    /// The shard fed a receive batch not drained yet (see `step`).
+    undrained: Option<usize>,
     publishers: Vec<ClientId>,
     net: Network,
     next_session: u64,
@@ -292,6 +294,7 @@ impl Sim {
             replies: Vec::new(),
             undeliverable: 0,
             shard_busy: Duration::ZERO,
+            undrained: None,
             steps: 0,
             shard_scope: None,
         }
@@ -775,6 +778,17 @@ impl Sim {
             Next::Deliver => {
                 let d = self.net.pop_due(now).expect("due");
                 self.deliver(d);
+                // Like the engines, a shard takes the datagrams that arrive together as one
+                // receive batch and is drained once after it.
+                if let Some(i) = self.undrained {
+                    let next = self.net.next_due_destination(now);
+                    if next.and_then(|a| self.shard_addrs.get(&a)) != Some(&i) {
+                        self.undrained = None;
+                        let started = Instant::now();
+                        self.drain_shard(i);
+                        self.shard_busy += started.elapsed();
+                    }
+                }
             }
             Next::Shard(i) => {
                 let started = Instant::now();
@@ -850,7 +864,8 @@ impl Sim {
                     contents: &d.contents,
                 },
             );
-            self.drain_shard(i);
+            // Drained by `step` once the receive batch is over.
+            self.undrained = Some(i);
             self.shard_busy += started.elapsed();
         } else if let Some(&id) = self.client_addrs.get(&d.destination) {
             let c = &mut self.clients[id.0];

@@ -228,6 +228,12 @@ impl Network {
         self.queue.peek().map(|Reverse(q)| q.datagram.at)
     }
 
+    /// Where the next datagram goes, if it has arrived by `now`.
+    pub fn next_due_destination(&self, now: Instant) -> Option<SocketAddr> {
+        let Reverse(q) = self.queue.peek()?;
+        (q.datagram.at <= now).then_some(q.datagram.destination)
+    }
+
     /// Take the next datagram if it has arrived by `now`.
     pub fn pop_due(&mut self, now: Instant) -> Option<Datagram> {
         if self.next_at()? > now {
