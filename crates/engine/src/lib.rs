@@ -389,6 +389,9 @@ fn bind_retrying(
 /// Most mailbox messages handled per loop turn, so datagrams and timers are never starved.
 const MAIL_PER_TURN: usize = 256;
 
+/// Most received datagrams fed to the shard before it is drained (one `recvmmsg` batch).
+const DRAIN_EVERY: u32 = 32;
+
 /// While a farewell's datagrams wait in the transmit queue, the shard looks again this soon.
 const FAREWELL_RECHECK: Duration = Duration::from_millis(1);
 
@@ -410,6 +413,8 @@ struct ShardDriver {
     /// Shards (bit `i`: shard `i`; at most 64) whose mailbox got relays in the current drain,
     /// woken once when it ends rather than once per message.
     relayed_to: u64,
+    /// Datagrams fed since the last drain.
+    undrained: u32,
 }
 
 impl ShardDriver {
@@ -434,6 +439,7 @@ impl ShardDriver {
             counters,
             tcp,
             relayed_to: 0,
+            undrained: 0,
         }
     }
 
@@ -444,6 +450,7 @@ impl ShardDriver {
             match self.shard.poll_output() {
                 Output::Timeout(at) => {
                     self.deadline = at;
+                    self.undrained = 0;
                     self.wake_relayed();
                     if let Some(tcp) = &mut self.tcp {
                         tcp.flush();
@@ -523,7 +530,13 @@ impl Driver for ShardDriver {
             destination,
             contents: data,
         });
-        self.drain(tx);
+        // Drained once per receive batch, by `on_turn`, which the engines call right after it:
+        // a viewer gets all the batch's packets for it in one poll. A long batch is drained on
+        // the way, so an overloaded shard's sends don't wait for hundreds of datagrams.
+        self.undrained += 1;
+        if self.undrained >= DRAIN_EVERY {
+            self.drain(tx);
+        }
     }
 
     fn on_counters(&mut self, counters: &EngineCounters) {
@@ -536,6 +549,8 @@ impl Driver for ShardDriver {
                 let _ = reply.send(Ok(farewell));
             }
         }
+        // The datagrams `on_datagram` fed since the last turn.
+        self.drain(tx);
         let mut handled = 0;
         while handled < MAIL_PER_TURN {
             let Ok(mail) = self.mailbox.try_recv() else {

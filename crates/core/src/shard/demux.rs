@@ -41,7 +41,7 @@ impl Shard {
             Received::Replayed => self.stats.drop_replayed += 1,
             Received::Unmapped => self.stats.drop_unknown_layer += 1,
         }
-        self.enqueue(key);
+        self.poll_now(key, now);
     }
 
     /// A datagram from an address we do not know: only a STUN request naming a local ufrag, and

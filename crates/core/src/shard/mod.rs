@@ -15,10 +15,15 @@
 //!
 //! Whatever changes a participant's peer (a datagram or a timeout for it, a command, a packet
 //! written to it, a keyframe asked of it) only marks the participant: its key goes to the back
-//! of `ready` unless its `queued` flag says it is there already. At the end of
-//! [`Shard::handle_input`] one loop pops keys from the front and polls each peer until it gives
-//! its deadline, routing each event as it comes. Routing changes other peers and marks them; it
-//! never polls them. So:
+//! of `ready` unless its `queued` flag says it is there already. The next
+//! [`Shard::poll_output`] runs one loop that pops keys from the front and polls each peer until
+//! it gives its deadline, routing each event as it comes. Routing changes other peers and marks
+//! them; it never polls them. A driver may feed several inputs before it drains (the engine
+//! feeds a whole receive batch of datagrams): a peer they all touched is polled once for all of
+//! them, so a viewer gets a frame's packets in one poll (and one GSO send) rather than one poll,
+//! one deadline and one timer per packet. The exception is the peer a datagram is for: it is
+//! polled at once (`poll_now`), because str0m keeps only one received RTP packet until polled.
+//! So:
 //!
 //! - no peer is polled while another is being polled, and none twice at once: a participant is
 //!   in `ready` at most once, and its flag stays set while it is polled, so work routing gives
@@ -27,10 +32,10 @@
 //! - one peer's outputs leave in the order str0m gives them; outputs of different peers are
 //!   ordered by when each was polled (a publisher's relays before its subscribers' packets), and
 //!   a command's reply comes before what the peers it changed send;
-//! - the work per input is the participants it touched, no scan; the queue is kept between
-//!   inputs, so marking allocates nothing once it has grown;
-//! - a key whose participant left before its turn is skipped. Keys are not reused within one
-//!   input (the only insertion is a command's, before anything is marked).
+//! - the work per drain is the participants its inputs touched, no scan; the queue is kept
+//!   between drains, so marking allocates nothing once it has grown;
+//! - a key whose participant left before its turn is skipped. Keys are not reused before the
+//!   drain (the only insertion is a command's, and drivers drain after each command).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -193,9 +198,12 @@ pub struct Shard {
     streams: HashMap<StreamId, StreamEntry>,
     timers: Timers,
     out: VecDeque<Output>,
-    /// Participants whose peer is polled before the current input is done (see the module
-    /// docs); empty between inputs.
+    /// Participants whose peer the next [`Shard::poll_output`] polls (see the module docs);
+    /// empty after a drain.
     ready: VecDeque<usize>,
+    /// The time of the last input not yet followed by a poll of `ready`: when its peers are
+    /// polled.
+    poll_at: Option<Instant>,
     /// Room slots that moved to another source during one fan-out, to take off the old
     /// source's list after it (kept to reuse its allocation).
     moved: Vec<(SubRef, StreamId, u8)>,
@@ -277,6 +285,7 @@ impl Shard {
             timers: Timers::default(),
             out: VecDeque::new(),
             ready: VecDeque::new(),
+            poll_at: None,
             moved: Vec::new(),
             rooms: HashMap::new(),
             stats: ShardStats::default(),
@@ -326,7 +335,9 @@ impl Shard {
         ]
     }
 
-    /// Feed one input. Then drain [`Shard::poll_output`] until it returns [`Output::Timeout`].
+    /// Feed one input, or several in a row (a receive batch of datagrams). Then drain
+    /// [`Shard::poll_output`] until it returns [`Output::Timeout`]: the peers the inputs
+    /// touched are polled there, each once. Drain after each command.
     pub fn handle_input(&mut self, input: Input<'_>) {
         let now = input.now();
         match input {
@@ -344,21 +355,41 @@ impl Shard {
             }
             Input::Relay(now, relay) => self.relay(now, relay),
         }
-        self.poll_ready(now);
+        self.poll_at = Some(now);
     }
 
     /// Next output. Ends each drain with [`Output::Timeout`].
     pub fn poll_output(&mut self) -> Output {
+        if self.out.is_empty()
+            && let Some(now) = self.poll_at.take()
+        {
+            self.poll_ready(now);
+        }
         if let Some(o) = self.out.pop_front() {
             return o;
         }
         Output::Timeout(self.next_deadline())
     }
 
-    /// Mark a participant whose peer changed: it is polled before this input is done.
+    /// Mark a participant whose peer changed: it is polled by the next drain.
     fn enqueue(&mut self, key: usize) {
         if let Some(p) = self.participants.get_mut(key) {
             p.mark_ready(key, &mut self.ready);
+        }
+    }
+
+    /// Poll a participant's peer now, before the next input: one that was handed a datagram.
+    /// str0m holds a single received RTP packet until it is polled (the next one replaces
+    /// it), so a publisher's packets cannot wait for the drain; what they route to others
+    /// marks those, and they wait. A participant also in `ready` stays there, flagged.
+    fn poll_now(&mut self, key: usize, now: Instant) {
+        let Some(p) = self.participants.get_mut(key) else {
+            return;
+        };
+        let in_ready = std::mem::replace(&mut p.queued, true);
+        self.poll_peer(key, now);
+        if in_ready && let Some(p) = self.participants.get_mut(key) {
+            p.queued = true;
         }
     }
 
