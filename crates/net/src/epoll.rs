@@ -389,6 +389,7 @@ impl Engine for EpollEngine {
     fn run(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         loop {
             self.notifier.arm();
+            self.counters.tx_queue_full = self.tx.dropped();
             driver.on_counters(&self.counters);
             let turn = driver.on_turn(Instant::now(), &mut self.tx);
             self.flush()?;

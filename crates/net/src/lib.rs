@@ -170,6 +170,9 @@ ringcast_counters::counters! {
         /// `ENOBUFS`) and had to re-arm; datagrams the kernel dropped meanwhile are lost, the
         /// engine goes on.
         rx_no_buffers: Counter("Times the receive buffers ran out (recovered)"),
+        /// Datagrams dropped because the send queue already held its limit of bytes (the
+        /// shard produces more than the socket takes: overload); see [`TxQueue::dropped`].
+        tx_queue_full: Counter("Datagrams dropped: the send queue was full (overload)"),
     }
 }
 

@@ -587,6 +587,7 @@ impl UringEngine {
     fn turns(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         loop {
             self.notifier.arm();
+            self.counters.tx_queue_full = self.tx.dropped();
             driver.on_counters(&self.counters);
             let deadline = match driver.on_turn(Instant::now(), &mut self.tx) {
                 Turn::Stop => return self.flush_before_stop(),

@@ -234,6 +234,7 @@ mod tests {
                     "rx_truncated": 0,
                     "rx_no_buffers": 0,
                     "tx_errors": 0,
+                    "tx_queue_full": 0,
                 },
             })
         );
@@ -303,6 +304,7 @@ mod tests {
             "ringcast_io_rx_truncated_total",
             "ringcast_io_rx_no_buffers_total",
             "ringcast_io_tx_errors_total",
+            "ringcast_io_tx_queue_full_total",
             "ringcast_io_rx_gro_receives_total",
         ] {
             assert!(names.contains(name), "{name} in {names:?}");
@@ -312,7 +314,8 @@ mod tests {
         // cache replays, overflows and bytes, RTP on unknown layers); rooms six (rooms, slot
         // switches, messages in and out, and two drops); NATs one (remotes followed to a new
         // address) and six (sessions connected by candidate type and by transport); ICE over
-        // TCP seven (connections open, accepted, refused, closed three ways, frames dropped).
-        assert_eq!(names.len(), 51 + refusals, "{names:?}");
+        // TCP seven (connections open, accepted, refused, closed three ways, frames dropped);
+        // the bounded send queue one (datagrams dropped when it is full).
+        assert_eq!(names.len(), 52 + refusals, "{names:?}");
     }
 }
