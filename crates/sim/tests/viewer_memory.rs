@@ -23,11 +23,15 @@
 //! | RTX history capped at 1,024 (str0m's default)           | 364,263 (355.7 KiB) |
 //! | with transport-cc (str0m's `TwccSendRegister`)          | 293,001 (286.1 KiB) |
 //!
-//! So a packet of the history's cap costs ~430 bytes per viewer (256 vs 128), the
-//! transport-cc send register ~88 KiB, and the rest of a viewer (its `Rtc`: ICE, DTLS, SRTP,
-//! streams, the audio's second of history; the shard's peer and routing entries) ~90 KiB. With the cap at 1,024 the history
-//! is bounded by its 1 s age instead: ~630 packets' worth, the second of video and audio plus
-//! the keyframe replay's burst at join (str0m's ring keeps the slots it grew to).
+//! So a packet of the history's cap costs 432 bytes per viewer (256 vs 128): the slot of str0m's
+//! ring (`EvictingBuffer`), which it allocates whole as the ring grows, so a full history is one
+//! allocation of 110,592 bytes; the transport-cc send register ~88 KiB. A one-off tally of the live
+//! shard allocations by backtrace (4 viewers, not part of the test) put the rest of today's ~198
+//! KiB in str0m's send path (`StreamTx::poll_packet`, ~26 KB; the send queue, ~13 KB, grown by the
+//! keyframe replay's burst), the shard's slab of participants (~11 KB an entry, a peer's `Rtc`
+//! inline, and the slab doubles), str0m's RTCP and timeout state (~17 KB), SRTP (~4 KB) and a
+//! little ICE and DTLS. With the cap at 1,024 the history is bounded by its 1 s age instead, and
+//! the ring grew to ~630 slots' worth: the second of video plus the replay's burst.
 
 // For the tagging allocator below, the one unsafe item here.
 #![allow(unsafe_code)]
