@@ -37,11 +37,12 @@ pub use path::{CandidateType, Path, Transport};
 /// dropped to 400 kbit/s in the sim lost the start of a keyframe for good.
 const RTX_HISTORY: Duration = Duration::from_secs(1);
 
-/// Most packets kept for retransmission per stream, which bounds the history's memory: each
-/// entry costs str0m ~430 bytes per viewer (its header and bookkeeping; the payload is
-/// shared), whatever the packet's size, so 1 s of a 2.5 Mbit/s stream held ~290 KiB per viewer
-/// (heaptrack; str0m's default cap is 1,024), the largest share of a viewer's memory. 256
-/// entries (~110 KiB) hold the whole second up to ~2.5 Mbit/s. 128 or 192 were not enough: in
+/// Most packets kept for retransmission per stream, which bounds the history's memory: str0m
+/// keeps it in a ring of ~430-byte slots (a whole `RtpPacket` each; the payload is shared),
+/// grown whole up to this many slots, whatever the packets' sizes, so 1 s of a 2.5 Mbit/s
+/// stream held ~290 KiB per viewer (heaptrack; str0m's default cap is 1,024), the largest share
+/// of a viewer's memory. 256 slots (~110 KiB, `crates/sim/tests/viewer_memory.rs`) hold the
+/// whole second up to ~2.5 Mbit/s. 128 or 192 were not enough: in
 /// the sim, a simulcast viewer whose downlink dropped from the top layer to 400 kbit/s NACKed
 /// the start of the middle layer's keyframe after more than that many packets had left (the
 /// queue of the slow link is in the round trip) and switched without it. The cap also holds
