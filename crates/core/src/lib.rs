@@ -14,8 +14,9 @@
 //!    ([`Output::Reply`]) and events for the control plane ([`Output::Event`]).
 //! 3. Wait for the next input, or for the deadline the timeout named, then go to 1.
 //!
-//! Drain after *every* input: inputs are not queued, outputs are, and a deadline is only
-//! correct after a full drain.
+//! Drain after every command, timeout and relay. Datagrams may come several in a row (a
+//! receive batch) before one drain: the peers they route packets to are polled once for all of
+//! them there. A deadline is only correct after a full drain.
 //!
 //! # What it does per input
 //!
