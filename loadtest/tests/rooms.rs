@@ -27,11 +27,18 @@ impl Drop for Server {
 }
 
 fn start_ringcast() -> Server {
-    let media = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Free on TCP too: the shard's ICE-TCP listener takes the same number, and other tests'
+    // HTTP clients use ports of this range for their connections.
+    let media = loop {
+        let p = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            break p;
+        }
+    };
     let http = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

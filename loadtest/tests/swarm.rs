@@ -36,7 +36,18 @@ fn free_tcp_port() -> u16 {
         .port()
 }
 
+/// A server on free ports. The ports are picked free, but another test may take one before
+/// the server binds it: a server that exits at once is started again on other ports.
 fn start_ringcast() -> Server {
+    for _ in 0..5 {
+        if let Some(server) = try_start_ringcast() {
+            return server;
+        }
+    }
+    panic!("ringcast exited at start five times (ports taken meanwhile?)");
+}
+
+fn try_start_ringcast() -> Option<Server> {
     let shards = 2u16;
     let base = loop {
         let p = UdpSocket::bind("127.0.0.1:0")
@@ -44,7 +55,13 @@ fn start_ringcast() -> Server {
             .local_addr()
             .unwrap()
             .port();
-        if p < 65000 && (0..shards).all(|i| UdpSocket::bind(("127.0.0.1", p + i)).is_ok()) {
+        // Free on TCP too: the shards' ICE-TCP listeners take the same numbers, and other
+        // tests' HTTP clients use ports of this range for their connections.
+        let free = |port: u16| {
+            UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        };
+        if p < 65000 && (0..shards).all(|i| free(p + i)) {
             break p;
         }
     };
@@ -69,10 +86,14 @@ fn start_ringcast() -> Server {
         child,
         url: format!("http://127.0.0.1:{http}"),
     };
+    let mut server = server;
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
-            return server;
+            return Some(server);
+        }
+        if server.child.try_wait().is_ok_and(|status| status.is_some()) {
+            return None;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
