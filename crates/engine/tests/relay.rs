@@ -5,17 +5,16 @@
     reason = "a real-socket test runs on wall-clock time"
 )]
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringcast_core::{
-    Command, IceCreds, Peer, PeerSetup, Reply, SessionId, ShardConfig, ShardId, ShardStats,
-    StreamId,
-};
+use ringcast_core::{Command, Reply, ShardConfig, ShardId, ShardStats, StreamId};
 use ringcast_engine::{EngineKind, EngineOptions, ShardHandle, Shards, ShardsConfig};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind};
+use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Rtc, RtcConfig};
@@ -54,37 +53,8 @@ fn a_burst_of_relays_wakes_the_other_shard_once() {
         .enable_vp8(true)
         .build(Instant::now());
     client.add_local_candidate(Candidate::host(local, "udp").unwrap());
-    let mut api = client.sdp_api();
-    let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    let setup = PeerSetup {
-        cert: ringcast_core::generate_certificate().unwrap(),
-        candidates: vec![origin.local_addr()],
-        tcp_candidates: Vec::new(),
-        ice: IceCreds {
-            ufrag: "h0s1".into(),
-            pass: "relaypasswordrelaypassword".into(),
-        },
-    };
-    let (peer, answer, published) =
-        Peer::publisher(&setup, &offer.to_sdp_string(), Instant::now()).unwrap();
-    client
-        .sdp_api()
-        .accept_answer(
-            pending,
-            str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
-        )
-        .unwrap();
+    let mid = common::add_publisher(&runtime, &origin, &mut client, MediaKind::Video, Vec::new());
     let stream = StreamId(1);
-    runtime
-        .block_on(origin.call(Command::AddPublisher {
-            session: SessionId(1),
-            stream,
-            peer: Box::new(peer),
-            published: Box::new(published),
-            relay_to: 0,
-        }))
-        .unwrap();
     assert!(
         drive(&mut client, &socket, local, Duration::from_secs(10), |e| {
             matches!(e, Event::Connected)

@@ -6,15 +6,15 @@
     reason = "a real-socket test runs on wall-clock time"
 )]
 
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use ringcast_core::{
-    Command, IceCreds, Peer, PeerSetup, Reply, SessionId, ShardConfig, ShardStats, StreamId,
-};
+use ringcast_core::{Command, Reply, ShardConfig, ShardStats};
 use ringcast_engine::{EngineKind, EngineOptions, ShardHandle, Shards, ShardsConfig, TcpConfig};
-use str0m::media::{Direction, MediaKind};
+use str0m::media::MediaKind;
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Rtc, RtcConfig};
 
@@ -100,40 +100,17 @@ fn tcp_publisher(handle: &ShardHandle) -> (Rtc, TcpStream) {
         .build()
         .unwrap();
     client.add_local_candidate(candidate);
-    let mut api = client.sdp_api();
-    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let (offer, pending) = api.apply().unwrap();
-    let setup = PeerSetup {
-        cert: ringcast_core::generate_certificate().unwrap(),
-        candidates: vec![handle.local_addr()],
-        tcp_candidates: vec![tcp_addr],
-        ice: IceCreds {
-            ufrag: "h0s1".into(),
-            pass: "tcppasswordtcppassword00".into(),
-        },
-    };
-    let (peer, answer, published) =
-        Peer::publisher(&setup, &offer.to_sdp_string(), Instant::now()).unwrap();
-    client
-        .sdp_api()
-        .accept_answer(
-            pending,
-            str0m::change::SdpAnswer::from_sdp_string(&answer).unwrap(),
-        )
-        .unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
         .unwrap();
-    runtime
-        .block_on(handle.call(Command::AddPublisher {
-            session: SessionId(1),
-            stream: StreamId(1),
-            peer: Box::new(peer),
-            published: Box::new(published),
-            relay_to: 0,
-        }))
-        .unwrap();
+    common::add_publisher(
+        &runtime,
+        handle,
+        &mut client,
+        MediaKind::Audio,
+        vec![tcp_addr],
+    );
     (client, stream)
 }
 
