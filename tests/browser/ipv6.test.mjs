@@ -15,7 +15,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ipv6OnlyNetns, ipv6Unavailable, netnsUnavailable } from './netns.mjs';
 import {
-  CHROMIUM_ARGS, launchInNetns, recordConsole, ringcastOf, selectedPair, startServer, waitForPlayback,
+  launchInNetnsFor, openPublishAndWatch, ringcastOf, selectedPair, startServer, waitForPlayback,
 } from './ringcast.mjs';
 
 test('ipv6: chromium in an IPv6-only namespace publishes and plays through dual-stack shards', { timeout: 90_000 }, async (t) => {
@@ -49,19 +49,8 @@ test('ipv6: chromium in an IPv6-only namespace publishes and plays through dual-
       assert.ok(shard.candidates.includes(`[${ns.hostAddr}]:${port}`), `shard ${shard.id} should offer ${ns.hostAddr}: ${shard.candidates}`);
       assert.ok(shard.candidates.some((c) => !c.startsWith('[')), `shard ${shard.id} should offer IPv4 too: ${shard.candidates}`);
     }
-    browser = await launchInNetns(ns.name, CHROMIUM_ARGS.concat([
-      '--no-proxy-server',
-      // Not a loopback origin: let the publisher open the camera over plain http.
-      `--unsafely-treat-insecure-origin-as-secure=${server.base}`,
-    ]));
-    const context = await browser.newContext();
-    pub = await context.newPage();
-    view = await context.newPage();
-    recordConsole(pub, 'publish', logs);
-    recordConsole(view, 'watch', logs);
-
-    await pub.goto(`${server.base}/publish/ipv6?codec=vp8&autostart=1`);
-    await view.goto(`${server.base}/watch/ipv6`);
+    browser = await launchInNetnsFor(ns.name, server);
+    ({ pub, view } = await openPublishAndWatch(browser, server, 'ipv6', logs));
     const frames = await waitForPlayback(view, 40_000);
     for (const [name, page] of [['publisher', pub], ['viewer', view]]) {
       const pair = await selectedPair(page);

@@ -185,6 +185,33 @@ export function launchInNetns(netns, args) {
   });
 }
 
+/**
+ * Launches Chromium inside `netns` for pages of `server`, which is not a loopback origin there:
+ * the publisher may open the camera over plain http.
+ */
+export function launchInNetnsFor(netns, server) {
+  return launchInNetns(netns, CHROMIUM_ARGS.concat([
+    '--no-proxy-server',
+    `--unsafely-treat-insecure-origin-as-secure=${server.base}`,
+  ]));
+}
+
+/**
+ * Opens a publisher page (VP8, started at once) and a viewer page of `stream` on `server` in
+ * one context of `browser`, their consoles recorded into `logs`. Returns the pages, before the
+ * viewer plays.
+ */
+export async function openPublishAndWatch(browser, server, stream, logs) {
+  const context = await browser.newContext();
+  const pub = await context.newPage();
+  const view = await context.newPage();
+  recordConsole(pub, 'publish', logs);
+  recordConsole(view, 'watch', logs);
+  await pub.goto(`${server.base}/publish/${stream}?codec=vp8&autostart=1`);
+  await view.goto(`${server.base}/watch/${stream}`);
+  return { pub, view };
+}
+
 /** Records a page's console, errors, failed requests and HTTP errors into `logs`. */
 export function recordConsole(page, name, logs) {
   page.on('console', (m) => logs.push(`[${name}] ${m.type()}: ${m.text()}`));

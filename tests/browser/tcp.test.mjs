@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { netnsUnavailable, run, vethNetns } from './netns.mjs';
 import {
-  CHROMIUM_ARGS, launchInNetns, recordConsole, ringcastOf, selectedPair, startServer, waitForPlayback,
+  launchInNetnsFor, openPublishAndWatch, ringcastOf, selectedPair, startServer, waitForPlayback,
 } from './ringcast.mjs';
 
 /** Why nftables cannot be used here, or null. */
@@ -50,19 +50,8 @@ test('tcp: chromium whose UDP to the server is dropped publishes and plays over 
     nft(`add rule inet ringcast_tcp out ip daddr ${ns.hostAddr} meta l4proto udp counter drop`);
 
     server = await startServer({ host: ns.hostAddr, env: { RINGCAST_MEDIA_PIN_THREADS: 'false' } });
-    browser = await launchInNetns(ns.name, CHROMIUM_ARGS.concat([
-      '--no-proxy-server',
-      // Not a loopback origin: let the publisher open the camera over plain http.
-      `--unsafely-treat-insecure-origin-as-secure=${server.base}`,
-    ]));
-    const context = await browser.newContext();
-    pub = await context.newPage();
-    view = await context.newPage();
-    recordConsole(pub, 'publish', logs);
-    recordConsole(view, 'watch', logs);
-
-    await pub.goto(`${server.base}/publish/tcp?codec=vp8&autostart=1`);
-    await view.goto(`${server.base}/watch/tcp`);
+    browser = await launchInNetnsFor(ns.name, server);
+    ({ pub, view } = await openPublishAndWatch(browser, server, 'tcp', logs));
     const frames = await waitForPlayback(view, 40_000);
     for (const [name, page] of [['publisher', pub], ['viewer', view]]) {
       const pair = await selectedPair(page);
