@@ -134,6 +134,7 @@ impl<T> EvictingBuffer<T> {
         None
     }
 
+    #[allow(unused)] // ringcast patch: the RTX cache only reads its entries now
     pub fn get_mut(&mut self, position: u64) -> Option<&mut T> {
         if self.is_inert() {
             return None;

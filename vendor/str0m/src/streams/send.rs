@@ -145,6 +145,9 @@ pub struct StreamTx {
     /// sending spurious resends as padding.
     rtx_cache: RtxCache,
 
+    /// The packet a resend is rebuilt in from its compact cache entry (ringcast patch).
+    resend_packet: RtpPacket,
+
     /// Determines retransmitted bytes ratio value to clear queued resends.
     rtx_ratio_cap: Option<f32>,
 
@@ -380,6 +383,7 @@ impl StreamTx {
             padding: 0,
             blank_packet: RtpPacket::blank(),
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
+            resend_packet: RtpPacket::blank(),
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
             pending_request_keyframe: None,
@@ -882,15 +886,14 @@ impl StreamTx {
                 continue;
             };
 
-            // Cached packets must be nackable. This is ensured before adding the
-            // entry to the self.rtx_cache.
-            assert!(pkt.nackable);
-
+            // Cached packets are nackable: only those are added to self.rtx_cache.
             break pkt.seq_no;
         };
 
         // Borrow checker gymnastics.
-        let pkt = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
+        let cached = self.rtx_cache.get_cached_packet_by_seq_no(seq_no).unwrap();
+        cached.write_into(&mut self.resend_packet);
+        let pkt = &mut self.resend_packet;
 
         let len = pkt.payload.len() as u64;
         self.stats.update_packet_counts(len, true);
@@ -947,10 +950,12 @@ impl StreamTx {
                 // is a headroom since we can accept slightly larger padding than asked for.
                 let max_size = (self.padding * 2).min(self.mtu_warn - MAX_RTP_OVERHEAD);
 
-                let Some(pkt) = self.rtx_cache.get_cached_packet_smaller_than(max_size) else {
+                let Some(cached) = self.rtx_cache.get_cached_packet_smaller_than(max_size) else {
                     // Couldn't find spurious packet, try a blank packet instead.
                     break 'outer;
                 };
+                cached.write_into(&mut self.resend_packet);
+                let pkt = &mut self.resend_packet;
 
                 let orig_seq_no = pkt.seq_no;
                 let seq_no = self.seq_no_rtx.inc();
