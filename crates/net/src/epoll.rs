@@ -9,7 +9,9 @@
 //!    all when the socket may still hold datagrams from the previous turn;
 //! 3. disarm the notifier and reset its eventfd if it fired;
 //! 4. receive at most `max_rx_per_turn` datagrams with `recvmmsg` in batches of `batch`,
-//!    calling [`Driver::on_datagram`] for each, then flush the queue again.
+//!    calling [`Driver::on_datagram`] for each, then flush the queue again. Once the queue
+//!    holds [`crate::TURN_BYTES`] the turn takes no more: the rest of a batch is held and
+//!    handed over first next turn, which comes without waiting.
 //!
 //! **Receiving.** Every buffer, address, control-message and header array is allocated once at
 //! bind: `batch` slots of [`RECV_BUFFER_SIZE`] bytes each. A datagram larger than its slot
@@ -79,6 +81,9 @@ pub struct EpollEngine {
     counters: EngineCounters,
     /// The socket may hold datagrams: the last receive stopped before the kernel ran dry.
     rx_ready: bool,
+    /// Slots `rx_held.start..rx_held.end` of the last `recvmmsg` batch were received but not
+    /// yet handed to the driver: the turn's output was full. They go first next turn.
+    rx_held: std::ops::Range<usize>,
     /// The last send hit `EAGAIN`; wait for writability before sending again.
     tx_blocked: bool,
     /// The socket is registered for `WRITABLE` as well as `READABLE`.
@@ -166,18 +171,21 @@ impl EpollEngine {
             max_rx_per_turn: options.max_rx_per_turn.max(1),
             counters: EngineCounters::default(),
             rx_ready: true,
+            rx_held: 0..0,
             tx_blocked: false,
             writable_interest: false,
             gso,
         })
     }
 
-    /// Receive up to `max_rx_per_turn` datagrams, handing each to the driver.
+    /// Receive up to `max_rx_per_turn` datagrams, handing each to the driver, until the
+    /// queued output reaches [`crate::TURN_BYTES`]: what was received beyond that is held for
+    /// the next turn.
     fn receive(&mut self, driver: &mut dyn Driver) -> io::Result<()> {
         let fd = self.socket.as_raw_fd();
-        let port = self.local_addr.port();
-        let mut received = 0;
-        while received < self.max_rx_per_turn {
+        let mut received = self.deliver_held(driver);
+        while received < self.max_rx_per_turn && self.rx_held.is_empty() && !self.tx.turn_is_full()
+        {
             let want = (self.max_rx_per_turn - received).min(self.batch);
             self.rx.reset(want);
             // SAFETY: the first `want` headers were just reset and point at this batch's own
@@ -212,40 +220,8 @@ impl EpollEngine {
                 }
             }
             let count = result as usize;
-            let now = Instant::now();
-            for slot in 0..count {
-                let header = &self.rx.headers[slot];
-                if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
-                    self.counters.rx_truncated += 1;
-                    continue;
-                }
-                let Some(source) = read_sockaddr(&self.rx.names[slot], header.msg_hdr.msg_namelen)
-                else {
-                    tracing::trace!("datagram without a usable source address dropped");
-                    continue;
-                };
-                // SAFETY: the header's control pointer and length describe this slot's
-                // control buffer as the kernel filled it (null and 0 without control space).
-                let control = unsafe { read_control(&header.msg_hdr) };
-                let destination = match control.destination {
-                    Some(ip) if self.wildcard => SocketAddr::new(ip, port),
-                    _ => self.local_addr,
-                };
-                let size = self.rx.slot_size;
-                let len = (header.msg_len as usize).min(size);
-                let data = &self.rx.buffers[slot * size..slot * size + len];
-                deliver(
-                    driver,
-                    now,
-                    source,
-                    destination,
-                    data,
-                    control.segment_size,
-                    &mut self.counters,
-                    &mut self.tx,
-                );
-            }
-            received += count;
+            self.rx_held = 0..count;
+            received += self.deliver_held(driver);
             if count < want {
                 // The kernel ran dry; the next datagram raises a new readiness edge.
                 self.rx_ready = false;
@@ -253,6 +229,49 @@ impl EpollEngine {
             }
         }
         Ok(())
+    }
+
+    /// Hand the held slots of the last batch to the driver, in order, until none is left or
+    /// the turn's output is full. Returns how many were handed over.
+    fn deliver_held(&mut self, driver: &mut dyn Driver) -> usize {
+        let port = self.local_addr.port();
+        let now = Instant::now();
+        let start = self.rx_held.start;
+        while !self.rx_held.is_empty() && !self.tx.turn_is_full() {
+            let slot = self.rx_held.start;
+            self.rx_held.start += 1;
+            let header = &self.rx.headers[slot];
+            if header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                self.counters.rx_truncated += 1;
+                continue;
+            }
+            let Some(source) = read_sockaddr(&self.rx.names[slot], header.msg_hdr.msg_namelen)
+            else {
+                tracing::trace!("datagram without a usable source address dropped");
+                continue;
+            };
+            // SAFETY: the header's control pointer and length describe this slot's control
+            // buffer as the kernel filled it (null and 0 without control space).
+            let control = unsafe { read_control(&header.msg_hdr) };
+            let destination = match control.destination {
+                Some(ip) if self.wildcard => SocketAddr::new(ip, port),
+                _ => self.local_addr,
+            };
+            let size = self.rx.slot_size;
+            let len = (header.msg_len as usize).min(size);
+            let data = &self.rx.buffers[slot * size..slot * size + len];
+            deliver(
+                driver,
+                now,
+                source,
+                destination,
+                data,
+                control.segment_size,
+                &mut self.counters,
+                &mut self.tx,
+            );
+        }
+        self.rx_held.start - start
     }
 
     /// Send what is queued until the queue is empty or the socket buffer is full.
@@ -397,7 +416,7 @@ impl Engine for EpollEngine {
                 Turn::Stop => return Ok(()),
                 Turn::Wait(deadline) => deadline,
             };
-            let timeout = if self.rx_ready {
+            let timeout = if self.rx_ready || !self.rx_held.is_empty() {
                 Some(Duration::ZERO)
             } else {
                 deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
@@ -427,7 +446,7 @@ impl Engine for EpollEngine {
             if notified {
                 self.notifier.drain();
             }
-            if self.rx_ready {
+            if self.rx_ready || !self.rx_held.is_empty() {
                 self.receive(driver)?;
             }
             self.flush()?;

@@ -35,7 +35,7 @@ mod testing;
 
 pub use notifier::Notifier;
 pub use pin::pin_current_thread;
-pub use queue::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, Transmit, TxQueue};
+pub use queue::{MAX_GSO_BYTES, MAX_GSO_SEGMENTS, TURN_BYTES, Transmit, TxQueue};
 
 /// Largest datagram handed to a driver; larger ones are counted in
 /// [`EngineCounters::rx_truncated`] and dropped (WebRTC keeps datagrams under the path MTU).

@@ -37,6 +37,13 @@ use rustc_hash::FxBuildHasher;
 /// (1 → 1,000 viewers at 1 Mbit/s on a 2-vCPU VM: 5 GB RSS, 6 s latency p50).
 pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 
+/// Queued bytes at which an engine stops taking received datagrams for the turn
+/// ([`TxQueue::turn_is_full`]): it sends what is queued and takes the rest the next turn. So a
+/// burst that goes to many viewers leaves a few MB at a time instead of being held whole: a
+/// publisher's keyframe burst to 200 viewers, taken 256 datagrams a turn, held ~15 MB of group
+/// buffers, ~80 KiB of the server's memory per viewer.
+pub const TURN_BYTES: usize = 2 * 1024 * 1024;
+
 /// Most spent buffers kept for reuse; beyond this they are freed.
 const POOL_LIMIT: usize = 1024;
 
@@ -231,6 +238,12 @@ impl TxQueue {
             buffer.clear();
             self.pool.push(buffer);
         }
+    }
+
+    /// Whether the queue holds [`TURN_BYTES`] or more: the engine takes no more received
+    /// datagrams this turn.
+    pub fn turn_is_full(&self) -> bool {
+        self.bytes >= TURN_BYTES
     }
 
     /// Datagrams dropped so far because the queue held [`MAX_QUEUED_BYTES`] (engines report

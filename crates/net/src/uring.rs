@@ -12,7 +12,9 @@
 //!    are already there (left over from a turn that reached `max_rx_per_turn`);
 //! 3. disarm the notifier;
 //! 4. handle completions: received datagrams go to [`Driver::on_datagram`] (at most
-//!    `max_rx_per_turn` per turn; the rest stays in the completion queue for the next turn),
+//!    `max_rx_per_turn` per turn; the rest stays in the completion queue for the next turn;
+//!    once the queued output reaches [`crate::TURN_BYTES`] the turn's remaining datagrams are
+//!    parked and go first next turn),
 //!    their buffers go back to the buffer ring at once; send completions free their slot and
 //!    give the transmit's buffer back to the [`TxQueue`]; the eventfd read means the notifier
 //!    fired (the read itself resets the eventfd) and is armed again.
@@ -759,7 +761,7 @@ impl UringEngine {
         let now = Instant::now();
         let mut received = 0;
         if let Some(driver) = driver.as_deref_mut() {
-            while received < self.max_rx_per_turn {
+            while received < self.max_rx_per_turn && !self.tx.turn_is_full() {
                 let Some(entry) = self.parked.pop_front() else {
                     break;
                 };
@@ -771,7 +773,10 @@ impl UringEngine {
         let capacity = self.completions.capacity();
         {
             let mut queue = self.ring.completion();
-            while received < self.max_rx_per_turn && self.completions.len() < capacity {
+            // Parked datagrams count against the turn's budget, so they never pile up.
+            while received + self.parked.len() < self.max_rx_per_turn
+                && self.completions.len() < capacity
+            {
                 let Some(entry) = queue.next() else {
                     break;
                 };
@@ -787,6 +792,9 @@ impl UringEngine {
         for index in 0..self.completions.len() {
             let entry = self.completions[index].clone();
             let step = match entry.user_data() & TAG_MASK {
+                // Once the turn's output reached `TURN_BYTES`, the rest is parked: taken first
+                // next turn, after what is queued was submitted.
+                RECEIVE if self.tx.turn_is_full() => self.on_receive(&entry, None, now),
                 RECEIVE => self.on_receive(&entry, driver.as_deref_mut(), now),
                 SEND => self.on_sent(entry.user_data(), entry.result(), entry.flags()),
                 WAKE => {
@@ -849,7 +857,8 @@ impl UringEngine {
             return Ok(());
         };
         let Some(driver) = driver else {
-            // Stopping: keep the datagram (and its buffer) for the next run.
+            // Stopping, or the turn's output is full: keep the datagram (and its buffer) for the
+            // next run or turn.
             let mut kept = entry.clone();
             kept.set_user_data(0);
             self.parked.push_back(kept);

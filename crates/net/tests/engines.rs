@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ringcast_net::{
-    Driver, Engine, EngineCounters, EngineKind, EngineOptions, MAX_DATAGRAM, Notifier, Transmit,
-    Turn, TxQueue,
+    Driver, Engine, EngineCounters, EngineKind, EngineOptions, MAX_DATAGRAM, Notifier, TURN_BYTES,
+    Transmit, Turn, TxQueue,
 };
 
 /// Counts the allocations of threads that asked for it (an engine thread in steady state).
@@ -106,6 +106,11 @@ struct Echo {
     oversize: bool,
     /// Keep what arrives instead of echoing it.
     silent: bool,
+    /// Also send this many 1,200-byte datagrams to `also_to` for each one received (a
+    /// publisher's packet fanned out to viewers).
+    fan_out: usize,
+    /// The most bytes found queued when a datagram came.
+    most_queued: usize,
     kept: Vec<Vec<u8>>,
     /// Sleep this long in each of the first `slow_for` datagrams.
     slow: Duration,
@@ -126,6 +131,8 @@ impl Echo {
             also_to: None,
             oversize: false,
             silent: false,
+            fan_out: 0,
+            most_queued: 0,
             kept: Vec::new(),
             slow: Duration::ZERO,
             slow_for: 0,
@@ -145,8 +152,16 @@ impl Driver for Echo {
         tx: &mut TxQueue,
     ) {
         let count = self.received.fetch_add(1, Ordering::SeqCst);
+        self.most_queued = self.most_queued.max(tx.bytes());
         if count < self.slow_for {
             thread::sleep(self.slow);
+        }
+        if let Some(sink) = self.also_to {
+            for _ in 0..self.fan_out {
+                let mut contents = tx.buffer();
+                contents.resize(1200, 0);
+                tx.push(Transmit::new(sink, None, contents));
+            }
         }
         if self.destinations.len() < 16 && !self.destinations.contains(&destination) {
             self.destinations.push(destination);
@@ -339,6 +354,43 @@ fn echoes_a_thousand_datagrams() {
             driver.destinations[0], server,
             "{kind:?}: bound address reported"
         );
+    });
+}
+
+/// A turn stops taking datagrams once its output reaches `TURN_BYTES`: the engine sends that
+/// and takes the rest next turn, so a burst fanned out to many viewers is never held whole.
+#[test]
+fn a_turn_takes_no_more_datagrams_once_its_output_is_full() {
+    for_each_kind(|kind| {
+        // Never read: the kernel drops what its buffer cannot hold.
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut driver = Echo::new();
+        driver.silent = true;
+        driver.also_to = Some(sink.local_addr().unwrap());
+        driver.fan_out = 400;
+        // The first datagram holds the engine while the other 63 pile up, taken in one turn
+        // but for the bound.
+        driver.slow = Duration::from_millis(300);
+        driver.slow_for = 1;
+        let running = Running::start(kind, "127.0.0.1:0", driver, &options());
+        let client = client("127.0.0.1:0");
+        for i in 0..64 {
+            client.send_to(&payload(i, 100), running.addr).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while running.received.load(Ordering::SeqCst) < 64 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        let (counters, driver) = running.stop();
+        assert_eq!(driver.kept.len(), 64, "{kind:?}: {counters:?}");
+        let one = 400 * 1200;
+        assert!(
+            driver.most_queued < TURN_BYTES + one,
+            "{kind:?}: {} bytes were queued when a datagram came (64 datagrams make {})",
+            driver.most_queued,
+            64 * one
+        );
+        assert_eq!(counters.tx_queue_full, 0, "{kind:?}");
     });
 }
 
