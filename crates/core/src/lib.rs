@@ -51,8 +51,8 @@ pub use ids::{RoomId, SessionId, ShardId, ShortSessionId, StreamId, TrackKind};
 pub use layers::LayerInfo;
 pub use peer::{Peer, PeerSetup, Published, SetupError, Transport, generate_certificate};
 pub use shard::{
-    Command, CommandError, Input, MemberInfo, Output, Relay, Reply, RoomInfo, Shard, ShardConfig,
-    ShardEvent, SlotInfo, Transmit,
+    Command, CommandError, DRAIN_AT_LEAST, DRAIN_EVERY, DRAIN_PACKETS, Input, MemberInfo, Output,
+    Relay, Reply, RoomInfo, Shard, ShardConfig, ShardEvent, SlotInfo, Transmit,
 };
 pub use stats::ShardStats;
 pub use str0m::IceCreds;

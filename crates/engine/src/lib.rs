@@ -389,9 +389,6 @@ fn bind_retrying(
 /// Most mailbox messages handled per loop turn, so datagrams and timers are never starved.
 const MAIL_PER_TURN: usize = 256;
 
-/// Most received datagrams fed to the shard before it is drained (one `recvmmsg` batch).
-const DRAIN_EVERY: u32 = 32;
-
 /// While a farewell's datagrams wait in the transmit queue, the shard looks again this soon.
 const FAREWELL_RECHECK: Duration = Duration::from_millis(1);
 
@@ -531,10 +528,11 @@ impl Driver for ShardDriver {
             contents: data,
         });
         // Drained once per receive batch, by `on_turn`, which the engines call right after it:
-        // a viewer gets all the batch's packets for it in one poll. A long batch is drained on
-        // the way, so an overloaded shard's sends don't wait for hundreds of datagrams.
+        // a viewer gets all the batch's packets for it in one poll. A long batch, or one whose
+        // packets go to many viewers, is drained on the way, so an overloaded shard's sends
+        // don't wait for hundreds of datagrams and a burst's output stays bounded.
         self.undrained += 1;
-        if self.undrained >= DRAIN_EVERY {
+        if self.shard.drain_due(self.undrained) {
             self.drain(tx);
         }
     }

@@ -183,8 +183,9 @@ pub struct Sim {
     /// Real (not virtual) time spent inside the shards on datagrams and timeouts, relays
     /// included: what the shards cost, without the clients.
     shard_busy: Duration,
-    /// The shard fed a receive batch not drained yet (see `step`).
-    undrained: Option<usize>,
+    /// The shard fed a receive batch not drained yet, and the datagrams fed since its last
+    /// drain (see `step`).
+    undrained: Option<(usize, u32)>,
     publishers: Vec<ClientId>,
     net: Network,
     next_session: u64,
@@ -198,6 +199,9 @@ pub struct Sim {
     pub undeliverable: u64,
     /// Steps taken (events handled).
     pub steps: u64,
+    /// Receive batches drained before their end because [`Shard::drain_due`] said so (many
+    /// packets waiting), as the engines do.
+    pub early_drains: u64,
     /// Told when the sim enters and leaves a shard's code (see [`Sim::set_shard_scope`]).
     shard_scope: Option<fn(ShardScope)>,
 }
@@ -296,6 +300,7 @@ impl Sim {
             shard_busy: Duration::ZERO,
             undrained: None,
             steps: 0,
+            early_drains: 0,
             shard_scope: None,
         }
     }
@@ -780,7 +785,7 @@ impl Sim {
                 self.deliver(d);
                 // Like the engines, a shard takes the datagrams that arrive together as one
                 // receive batch and is drained once after it.
-                if let Some(i) = self.undrained {
+                if let Some((i, _)) = self.undrained {
                     let next = self.net.next_due_destination(now);
                     if next.and_then(|a| self.shard_addrs.get(&a)) != Some(&i) {
                         self.undrained = None;
@@ -864,8 +869,19 @@ impl Sim {
                     contents: &d.contents,
                 },
             );
-            // Drained by `step` once the receive batch is over.
-            self.undrained = Some(i);
+            // Drained by `step` once the receive batch is over, or now when the shard says a
+            // drain is due (as the engines ask after each datagram).
+            let fed = match self.undrained {
+                Some((j, fed)) if j == i => fed + 1,
+                _ => 1,
+            };
+            if self.nodes[i].shard.drain_due(fed) {
+                self.undrained = None;
+                self.early_drains += 1;
+                self.drain_shard(i);
+            } else {
+                self.undrained = Some((i, fed));
+            }
             self.shard_busy += started.elapsed();
         } else if let Some(&id) = self.client_addrs.get(&d.destination) {
             let c = &mut self.clients[id.0];

@@ -92,3 +92,49 @@ fn h264_to_10_viewers() {
         }
     }
 }
+
+/// A frame's packets arrive together; to 150 viewers they are more packets than a drain may
+/// leave waiting ([`ringcast_core::DRAIN_PACKETS`]), so the shard is drained part way through
+/// the receive batch, as the engines do. Every viewer still gets every packet, in order.
+#[test]
+fn bursts_to_150_viewers_are_drained_in_parts_and_arrive_whole() {
+    common::init_log();
+    let mut sim = Sim::new(SimConfig {
+        seed: 9,
+        ..SimConfig::default()
+    });
+    let stream = "s3";
+    let publisher = sim.add_publisher(
+        stream,
+        PublisherConfig {
+            start_on_connect: false,
+            ..PublisherConfig::video_2500kbps()
+        },
+    );
+    let viewers: Vec<_> = (0..150).map(|_| sim.add_viewer(stream)).collect();
+    let mut all = viewers.clone();
+    all.push(publisher);
+    sim.connect(&all, Duration::from_secs(5));
+
+    sim.set_media(publisher, true);
+    sim.run_for(Duration::from_secs(2));
+    sim.set_media(publisher, false);
+    sim.run_for(Duration::from_millis(300));
+
+    // 150 viewers × a frame of 9+ packets: past DRAIN_PACKETS after DRAIN_AT_LEAST datagrams.
+    assert!(
+        sim.early_drains > 50,
+        "only {} receive batches were drained early",
+        sim.early_drains
+    );
+    let sent = sim.client(publisher).sent(TrackKind::Video);
+    assert!(sent.len() > 400, "only {} video packets sent", sent.len());
+    for &v in &viewers {
+        let got = sim.client(v).received(TrackKind::Video);
+        let start = check::exact(sent, got).unwrap_or_else(|e| panic!("viewer {v:?}: {e}"));
+        assert_eq!(start, 0, "viewer {v:?} missed the beginning");
+    }
+    for c in sim.clients() {
+        assert!(c.errors.is_empty(), "{:?}: {:?}", c.id, c.errors);
+    }
+}

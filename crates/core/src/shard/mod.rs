@@ -63,6 +63,21 @@ use rooms::{Member, RoomEntry};
 use routing::{StreamEntry, SubRef, SubTrack};
 use timers::Timers;
 
+/// Most datagrams of a receive batch fed to a shard before it is drained
+/// ([`Shard::drain_due`]; one `recvmmsg` batch).
+pub const DRAIN_EVERY: u32 = 32;
+
+/// Packets routing may queue on subscribers' peers ([`Shard::undrained_packets`]) before the
+/// shard is drained, once [`DRAIN_AT_LEAST`] datagrams were fed. With 32 datagrams between
+/// drains, a publisher's keyframe burst to 200 viewers was 6,400 packets queued at once, each
+/// viewer's copies waiting in str0m's send queue and then in a GSO group buffer together.
+pub const DRAIN_PACKETS: u64 = 1024;
+
+/// Datagrams fed before [`DRAIN_PACKETS`] may end a batch early: a viewer's GSO group keeps at
+/// least this many of a burst's packets (~10 KB, within a group buffer's first 16 KiB), since
+/// sending a frame in smaller pieces costs more per packet.
+pub const DRAIN_AT_LEAST: u32 = 8;
+
 /// Most times one poll of a peer feeds it the current time again because its next deadline
 /// has already come (a paced burst); the rest waits for the next timeout.
 const MAX_DUE_AGAIN: u32 = 64;
@@ -204,6 +219,8 @@ pub struct Shard {
     /// The time of the last input not yet followed by a poll of `ready`: when its peers are
     /// polled.
     poll_at: Option<Instant>,
+    /// `stats.rtp_forwarded` when `ready` was last polled ([`Shard::undrained_packets`]).
+    forwarded_at_drain: u64,
     /// Room slots that moved to another source during one fan-out, to take off the old
     /// source's list after it (kept to reuse its allocation).
     moved: Vec<(SubRef, StreamId, u8)>,
@@ -286,6 +303,7 @@ impl Shard {
             out: VecDeque::new(),
             ready: VecDeque::new(),
             poll_at: None,
+            forwarded_at_drain: 0,
             moved: Vec::new(),
             rooms: HashMap::new(),
             stats: ShardStats::default(),
@@ -364,11 +382,29 @@ impl Shard {
             && let Some(now) = self.poll_at.take()
         {
             self.poll_ready(now);
+            self.forwarded_at_drain = self.stats.rtp_forwarded;
         }
         if let Some(o) = self.out.pop_front() {
             return o;
         }
         Output::Timeout(self.next_deadline())
+    }
+
+    /// Packets routing has queued on subscribers' peers since the last drain: what the next
+    /// drain sends (a publisher packet counts once per subscriber).
+    pub fn undrained_packets(&self) -> u64 {
+        self.stats
+            .rtp_forwarded
+            .saturating_sub(self.forwarded_at_drain)
+    }
+
+    /// Whether a receive batch should be drained now, `fed` datagrams into it, rather than at
+    /// its end (the engines and the sim ask after each datagram): after [`DRAIN_EVERY`]
+    /// datagrams, or after [`DRAIN_AT_LEAST`] once [`DRAIN_PACKETS`] packets wait. So one
+    /// drain's output, and the peers' send queues, stay bounded however many subscribers a
+    /// packet has.
+    pub fn drain_due(&self, fed: u32) -> bool {
+        fed >= DRAIN_EVERY || (fed >= DRAIN_AT_LEAST && self.undrained_packets() >= DRAIN_PACKETS)
     }
 
     /// Mark a participant whose peer changed: it is polled by the next drain.
