@@ -16,7 +16,8 @@
 //!
 //! Drain after every command, timeout and relay. Datagrams may come several in a row (a
 //! receive batch) before one drain: the peers they route packets to are polled once for all of
-//! them there. A deadline is only correct after a full drain.
+//! them there. After each, [`Shard::drain_due`] says whether to drain before the batch ends. A
+//! deadline is only correct after a full drain.
 //!
 //! # What it does per input
 //!

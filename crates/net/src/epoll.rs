@@ -416,7 +416,10 @@ impl Engine for EpollEngine {
                 Turn::Stop => return Ok(()),
                 Turn::Wait(deadline) => deadline,
             };
-            let timeout = if self.rx_ready || !self.rx_held.is_empty() {
+            // Datagrams to take wait for the queued output to leave: while it is full (the
+            // socket refused more), sleep until it is writable rather than spin.
+            let rx_waiting = self.rx_ready || !self.rx_held.is_empty();
+            let timeout = if rx_waiting && !self.tx.turn_is_full() {
                 Some(Duration::ZERO)
             } else {
                 deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))

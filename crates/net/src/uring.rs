@@ -708,7 +708,10 @@ impl UringEngine {
     fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
         let queued = !self.ring.submission().is_empty();
         let taskrun = self.ring.submission().taskrun();
-        if !self.parked.is_empty() || !self.ring.completion().is_empty() {
+        // Parked datagrams wait for the queued output to leave: while it is full, sleep until a
+        // completion (a send done) rather than spin.
+        let parked_ready = !self.parked.is_empty() && !self.tx.turn_is_full();
+        if parked_ready || !self.ring.completion().is_empty() {
             if queued || taskrun {
                 self.enter(0, None)?;
             }
@@ -773,10 +776,10 @@ impl UringEngine {
         let capacity = self.completions.capacity();
         {
             let mut queue = self.ring.completion();
-            // Parked datagrams count against the turn's budget, so they never pile up.
-            while received + self.parked.len() < self.max_rx_per_turn
-                && self.completions.len() < capacity
-            {
+            // Collected even while the turn's output is full (its receives are then parked):
+            // the sends completing here are what empties it. Parked datagrams hold buffers of
+            // the ring, so they are never more than it has.
+            while received < self.max_rx_per_turn && self.completions.len() < capacity {
                 let Some(entry) = queue.next() else {
                     break;
                 };

@@ -23,7 +23,8 @@
 //! them, so a viewer gets a frame's packets in one poll (and one GSO send) rather than one poll,
 //! one deadline and one timer per packet. The exception is the peer a datagram is for: it is
 //! polled at once (`poll_now`), because str0m keeps only one received RTP packet until polled.
-//! So:
+//! A long batch, or one whose packets go to many viewers, is drained part way
+//! ([`Shard::drain_due`]), so what waits in str0m's send queues stays bounded. So:
 //!
 //! - no peer is polled while another is being polled, and none twice at once: a participant is
 //!   in `ready` at most once, and its flag stays set while it is polled, so work routing gives
