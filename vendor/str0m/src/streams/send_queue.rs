@@ -6,6 +6,11 @@ use crate::util::not_happening;
 
 use super::RtpPacket;
 
+/// An empty queue with room for more packets than this keeps room for [`SHRINK_TO`]
+/// (ringcast patch).
+const SHRINK_ABOVE: usize = 32;
+const SHRINK_TO: usize = 16;
+
 #[derive(Debug)]
 pub(crate) struct SendQueue {
     queue: VecDeque<RtpPacket>,
@@ -74,6 +79,13 @@ impl SendQueue {
         let queue_time = now - packet.timestamp;
         self.total.decrease(now, packet.payload.len(), queue_time);
         self.last_emitted = Some(now);
+
+        // ringcast patch: a burst grows the queue (408 bytes a slot) and a VecDeque keeps its
+        // capacity; an SFU's viewer meets one early (a whole receive batch while few viewers
+        // watch) and then never needs the room again. Give most of it back once it is empty.
+        if self.queue.is_empty() && self.queue.capacity() > SHRINK_ABOVE {
+            self.queue.shrink_to(SHRINK_TO);
+        }
 
         Some(packet)
     }
@@ -342,5 +354,19 @@ mod test {
         total_queue.decrease(now, 1, Duration::ZERO);
         // Doesn't panic
         total_queue.move_time_forward(now + Duration::from_millis(1));
+    }
+
+    /// ringcast patch: once a burst has left, the queue keeps room for `SHRINK_TO` packets.
+    #[test]
+    fn an_empty_queue_gives_back_a_bursts_room() {
+        let now = Instant::now();
+        let mut queue = SendQueue::new();
+        for _ in 0..40 {
+            queue.push(RtpPacket::blank());
+        }
+        queue.handle_timeout(now);
+        assert!(queue.queue.capacity() >= 40);
+        while queue.pop(now).is_some() {}
+        assert!(queue.queue.capacity() <= SHRINK_TO);
     }
 }
