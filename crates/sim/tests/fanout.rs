@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use ringcast_core::{ShardId, TrackKind};
-use ringcast_sim::{PublisherConfig, Sim, SimConfig, VideoCodec, check};
+use ringcast_sim::{ClientId, PublisherConfig, Sim, SimConfig, VideoCodec, check};
 
 const VIEWERS: usize = 100;
 
@@ -59,37 +59,58 @@ fn one_publisher_to_100_viewers() {
     );
 }
 
-#[test]
-fn h264_to_10_viewers() {
-    common::init_log();
+/// A sim with one publisher (`config`; media on once all are connected) and `viewers` viewers of
+/// its stream, after `media` of streaming and 300 ms for the last packets to land.
+fn streamed(
+    seed: u64,
+    config: PublisherConfig,
+    viewers: usize,
+    media: Duration,
+) -> (Sim, ClientId, Vec<ClientId>) {
     let mut sim = Sim::new(SimConfig {
-        seed: 8,
+        seed,
         ..SimConfig::default()
     });
-    let stream = "s2";
+    let stream = "s";
     let publisher = sim.add_publisher(
         stream,
         PublisherConfig {
-            codec: VideoCodec::H264,
             start_on_connect: false,
-            ..PublisherConfig::default()
+            ..config
         },
     );
-    let viewers: Vec<_> = (0..10).map(|_| sim.add_viewer(stream)).collect();
+    let viewers: Vec<_> = (0..viewers).map(|_| sim.add_viewer(stream)).collect();
     let mut all = viewers.clone();
     all.push(publisher);
     sim.connect(&all, Duration::from_secs(5));
     sim.set_media(publisher, true);
-    sim.run_for(Duration::from_secs(3));
+    sim.run_for(media);
     sim.set_media(publisher, false);
     sim.run_for(Duration::from_millis(300));
-    let p = sim.client(publisher);
+    (sim, publisher, viewers)
+}
+
+/// Every viewer got every `kind` packet the publisher sent, byte-exact, in order, from the
+/// first.
+fn assert_all_received(sim: &Sim, publisher: ClientId, viewers: &[ClientId], kind: TrackKind) {
+    let sent = sim.client(publisher).sent(kind);
+    for &v in viewers {
+        let start = check::exact(sent, sim.client(v).received(kind))
+            .unwrap_or_else(|e| panic!("viewer {v:?} {kind}: {e}"));
+        assert_eq!(start, 0, "viewer {v:?} {kind} missed the beginning");
+    }
+}
+
+#[test]
+fn h264_to_10_viewers() {
+    common::init_log();
+    let config = PublisherConfig {
+        codec: VideoCodec::H264,
+        ..PublisherConfig::default()
+    };
+    let (sim, publisher, viewers) = streamed(8, config, 10, Duration::from_secs(3));
     for kind in TrackKind::ALL {
-        for &v in &viewers {
-            let start = check::exact(p.sent(kind), sim.client(v).received(kind))
-                .unwrap_or_else(|e| panic!("viewer {v:?} {kind}: {e}"));
-            assert_eq!(start, 0);
-        }
+        assert_all_received(&sim, publisher, &viewers, kind);
     }
 }
 
@@ -99,27 +120,8 @@ fn h264_to_10_viewers() {
 #[test]
 fn bursts_to_150_viewers_are_drained_in_parts_and_arrive_whole() {
     common::init_log();
-    let mut sim = Sim::new(SimConfig {
-        seed: 9,
-        ..SimConfig::default()
-    });
-    let stream = "s3";
-    let publisher = sim.add_publisher(
-        stream,
-        PublisherConfig {
-            start_on_connect: false,
-            ..PublisherConfig::video_2500kbps()
-        },
-    );
-    let viewers: Vec<_> = (0..150).map(|_| sim.add_viewer(stream)).collect();
-    let mut all = viewers.clone();
-    all.push(publisher);
-    sim.connect(&all, Duration::from_secs(5));
-
-    sim.set_media(publisher, true);
-    sim.run_for(Duration::from_secs(2));
-    sim.set_media(publisher, false);
-    sim.run_for(Duration::from_millis(300));
+    let config = PublisherConfig::video_2500kbps();
+    let (sim, publisher, viewers) = streamed(9, config, 150, Duration::from_secs(2));
 
     // 150 viewers × a frame of 9+ packets: past DRAIN_PACKETS after DRAIN_AT_LEAST datagrams.
     assert!(
@@ -129,11 +131,7 @@ fn bursts_to_150_viewers_are_drained_in_parts_and_arrive_whole() {
     );
     let sent = sim.client(publisher).sent(TrackKind::Video);
     assert!(sent.len() > 400, "only {} video packets sent", sent.len());
-    for &v in &viewers {
-        let got = sim.client(v).received(TrackKind::Video);
-        let start = check::exact(sent, got).unwrap_or_else(|e| panic!("viewer {v:?}: {e}"));
-        assert_eq!(start, 0, "viewer {v:?} missed the beginning");
-    }
+    assert_all_received(&sim, publisher, &viewers, TrackKind::Video);
     for c in sim.clients() {
         assert!(c.errors.is_empty(), "{:?}: {:?}", c.id, c.errors);
     }
