@@ -1567,6 +1567,24 @@ impl Rtc {
         }
     }
 
+    /// ringcast patch: hand in a buffer to build the next protected RTP packet in, instead of
+    /// a new allocation; its capacity is reused and the packet comes out of
+    /// [`Rtc::poll_output`] in it. Returns the buffer handed in before, if no packet used it.
+    pub fn give_datagram_buffer(&mut self, buffer: Vec<u8>) -> Option<Vec<u8>> {
+        self.session.datagram_buffer.replace(buffer)
+    }
+
+    /// ringcast patch: whether no buffer handed in with [`Rtc::give_datagram_buffer`] waits.
+    pub fn wants_datagram_buffer(&self) -> bool {
+        self.session.datagram_buffer.is_none()
+    }
+
+    /// ringcast patch: take back the buffer handed in with [`Rtc::give_datagram_buffer`], if
+    /// no packet used it.
+    pub fn take_datagram_buffer(&mut self) -> Option<Vec<u8>> {
+        self.session.datagram_buffer.take()
+    }
+
     /// Poll the `Rtc` instance for output. Output can be three things, something to _Transmit_
     /// via a UDP socket (maybe via a TURN server). An _Event_, such as receiving media data,
     /// or a _Timeout_.

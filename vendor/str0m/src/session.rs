@@ -109,6 +109,9 @@ pub(crate) struct Session {
     // temporary buffer when getting the next (unencrypted) RTP packet from Media line.
     poll_packet_buf: Vec<u8>,
 
+    // ringcast patch: a buffer the caller handed in for the next protected RTP packet.
+    pub(crate) datagram_buffer: Option<Vec<u8>>,
+
     // Next packet for RtpPacket event.
     pending_packet: Option<RtpPacket>,
 
@@ -208,6 +211,7 @@ impl Session {
             pacer,
             pacer_control: PacerControl::new(),
             poll_packet_buf: vec![0; 2000],
+            datagram_buffer: None,
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,
@@ -1274,7 +1278,9 @@ impl Session {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));
         }
 
-        let protected = srtp_tx.protect_rtp(buf, &header, *seq_no);
+        // ringcast patch: protected into the caller's buffer, if it handed one in.
+        let output = self.datagram_buffer.take().unwrap_or_default();
+        let protected = srtp_tx.protect_rtp_into(buf, &header, *seq_no, output);
 
         if twcc_enabled {
             let packet_id = if let Some(cluster) = cluster_id {

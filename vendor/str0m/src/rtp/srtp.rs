@@ -248,11 +248,25 @@ impl DecryptWarnings {
 }
 
 impl SrtpContext {
+    // ringcast patch: the session protects into a buffer now; this stays for tests.
+    #[cfg(any(test, feature = "_internal_test_exports"))]
     pub fn protect_rtp(
         &mut self,
         buf: &[u8],
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
+    ) -> Vec<u8> {
+        self.protect_rtp_into(buf, header, srtp_index, Vec::new())
+    }
+
+    /// ringcast patch: [`SrtpContext::protect_rtp`] into `output`, whose contents are replaced
+    /// and whose capacity is reused, so a caller that hands buffers back allocates nothing.
+    pub fn protect_rtp_into(
+        &mut self,
+        buf: &[u8],
+        header: &RtpHeader,
+        srtp_index: u64, // same as ext_seq
+        mut output: Vec<u8>,
     ) -> Vec<u8> {
         // SRTP layout
         // [header, [rtp, (padding + pad_count)], tag]
@@ -295,8 +309,12 @@ impl SrtpContext {
                 // HMAC_TAG_LEN is 10, CTR_BUFFER_PADDING is 15, so we need 5 extra bytes
                 let padding_needed =
                     CTR_BUFFER_PADDING.saturating_sub(Aes128CmSha1_80::HMAC_TAG_LEN);
-                let mut output =
-                    vec![0_u8; buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed];
+                // ringcast patch: the output buffer is the caller's, cleared and zeroed.
+                output.clear();
+                output.resize(
+                    buf.len() + Aes128CmSha1_80::HMAC_TAG_LEN + padding_needed,
+                    0,
+                );
 
                 enc.encrypt(&iv, input, &mut output[hlen..])
                     .expect("rtp encrypt");
@@ -318,7 +336,9 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes128Gcm::TAG_LEN];
+                // ringcast patch: the output buffer is the caller's, cleared and zeroed.
+                output.clear();
+                output.resize(buf.len() + AeadAes128Gcm::TAG_LEN, 0);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
@@ -334,7 +354,9 @@ impl SrtpContext {
 
                 // Input and output lengths for encryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.1
-                let mut output = vec![0_u8; buf.len() + AeadAes256Gcm::TAG_LEN];
+                // ringcast patch: the output buffer is the caller's, cleared and zeroed.
+                output.clear();
+                output.resize(buf.len() + AeadAes256Gcm::TAG_LEN, 0);
                 enc.encrypt(&iv, aad, input, &mut output[hlen..])
                     .expect("rtp encrypt");
 
@@ -1051,6 +1073,31 @@ mod test {
     fn aead_128_decryption_warnings_are_rate_limited() {
         for rtcp_first in [false, true] {
             check_decryption_warning_rate_limit(SrtpProfile::AEAD_AES_128_GCM, rtcp_first);
+        }
+    }
+
+    // ringcast patch: a buffer handed in gives the same packet, in its own allocation.
+    #[test]
+    fn protect_rtp_into_a_used_buffer_gives_the_same_packet() {
+        for profile in [
+            SrtpProfile::AES128_CM_SHA1_80,
+            SrtpProfile::AEAD_AES_128_GCM,
+            SrtpProfile::AEAD_AES_256_GCM,
+        ] {
+            let crypto = crate::crypto::test_default_provider();
+            let mat = KeyingMaterial::new(&vec![7; profile.keying_material_len()]);
+            let mut fresh = SrtpContext::new(crypto, profile, &mat, true);
+            let crypto = crate::crypto::test_default_provider();
+            let mut reusing = SrtpContext::new(crypto, profile, &mat, true);
+            let plaintext = [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 42, 43, 44];
+            let header = RtpHeader::parse(&plaintext, &crate::rtp_::ExtensionMap::empty()).unwrap();
+
+            let used = vec![0xff; 1500];
+            let address = used.as_ptr();
+            let out = reusing.protect_rtp_into(&plaintext, &header, 1, used);
+
+            assert_eq!(out, fresh.protect_rtp(&plaintext, &header, 1), "{profile:?}");
+            assert_eq!(out.as_ptr(), address, "{profile:?}: the buffer is reused");
         }
     }
 
