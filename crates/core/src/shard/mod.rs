@@ -15,10 +15,11 @@
 //!
 //! Whatever changes a participant's peer (a datagram or a timeout for it, a command, a packet
 //! written to it, a keyframe asked of it) only marks the participant: its key goes to the back
-//! of `ready` unless its `queued` flag says it is there already. The next
-//! [`Shard::poll_output`] runs one loop that pops keys from the front and polls each peer until
-//! it gives its deadline, routing each event as it comes. Routing changes other peers and marks
-//! them; it never polls them. A driver may feed several inputs before it drains (the engine
+//! of `ready` unless its `queued` flag says it is there already. The next drain (the calls of
+//! [`Shard::poll_output`] up to its timeout) pops keys from the front and polls each peer until
+//! it gives its deadline, routing each event as it comes; it polls the next peer only once the
+//! outputs before it are taken, so a drain's datagrams never wait all at once. Routing changes
+//! other peers and marks them; it never polls them. A driver may feed several inputs before it drains (the engine
 //! feeds a whole receive batch of datagrams): a peer they all touched is polled once for all of
 //! them, so a viewer gets a frame's packets in one poll (and one GSO send) rather than one poll,
 //! one deadline and one timer per packet. The exception is the peer a datagram is for: it is
@@ -377,18 +378,24 @@ impl Shard {
         self.poll_at = Some(now);
     }
 
-    /// Next output. Ends each drain with [`Output::Timeout`].
+    /// Next output. Ends each drain with [`Output::Timeout`]. A drain polls the marked peers
+    /// one at a time, each when the outputs before it are taken.
     pub fn poll_output(&mut self) -> Output {
-        if self.out.is_empty()
-            && let Some(now) = self.poll_at.take()
-        {
-            self.poll_ready(now);
-            self.forwarded_at_drain = self.stats.rtp_forwarded;
+        loop {
+            if let Some(o) = self.out.pop_front() {
+                return o;
+            }
+            let Some(now) = self.poll_at else {
+                return Output::Timeout(self.next_deadline());
+            };
+            match self.ready.pop_front() {
+                Some(key) => self.poll_peer(key, now),
+                None => {
+                    self.poll_at = None;
+                    self.forwarded_at_drain = self.stats.rtp_forwarded;
+                }
+            }
         }
-        if let Some(o) = self.out.pop_front() {
-            return o;
-        }
-        Output::Timeout(self.next_deadline())
     }
 
     /// Packets routing has queued on subscribers' peers since the last drain: what the next
@@ -427,13 +434,6 @@ impl Shard {
         self.poll_peer(key, now);
         if in_ready && let Some(p) = self.participants.get_mut(key) {
             p.queued = true;
-        }
-    }
-
-    /// Poll the marked participants' peers, each to its deadline, until none is marked.
-    fn poll_ready(&mut self, now: Instant) {
-        while let Some(key) = self.ready.pop_front() {
-            self.poll_peer(key, now);
         }
     }
 
