@@ -34,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod buffers;
 pub mod control;
 pub mod gop;
 pub mod ids;
@@ -47,6 +48,7 @@ pub mod shard;
 pub mod stats;
 pub mod stun;
 
+pub use buffers::{DATAGRAM_BUFFERS, DATAGRAM_CAPACITY};
 pub use control::{Control, ControlConfig};
 pub use ids::{RoomId, SessionId, ShardId, ShortSessionId, StreamId, TrackKind};
 pub use layers::LayerInfo;

@@ -20,6 +20,7 @@ use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
 use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 
+use crate::buffers::DatagramBuffers;
 use crate::ids::TrackKind;
 use crate::layers::MAX_LAYERS;
 use crate::sdp::{CodecName, Direction, OfferSummary, OfferedCodec};
@@ -762,15 +763,23 @@ impl Peer {
         let _ = self.rtc.handle_input(Input::Timeout(now));
     }
 
-    /// Drain one output. Call until [`PeerEvent::Timeout`].
-    pub fn poll(&mut self) -> PeerEvent {
+    /// Drain one output. Call until [`PeerEvent::Timeout`]. An RTP packet comes out in a buffer
+    /// of `buffers`; the one not used is handed back when the poll ends.
+    pub(crate) fn poll(&mut self, buffers: &mut DatagramBuffers) -> PeerEvent {
+        if self.rtc.wants_datagram_buffer() {
+            self.rtc.give_datagram_buffer(buffers.take());
+        }
         loop {
             let out = match self.rtc.poll_output() {
                 Ok(o) => o,
-                Err(_) => return PeerEvent::Disconnected,
+                Err(_) => {
+                    self.return_buffer(buffers);
+                    return PeerEvent::Disconnected;
+                }
             };
             match out {
                 Output::Timeout(t) => {
+                    self.return_buffer(buffers);
                     if !self.rtc.is_alive() {
                         return PeerEvent::Disconnected;
                     }
@@ -793,6 +802,13 @@ impl Peer {
                     }
                 }
             }
+        }
+    }
+
+    /// The poll is over: its unused spare buffer goes back to the pool.
+    fn return_buffer(&mut self, buffers: &mut DatagramBuffers) {
+        if let Some(buffer) = self.rtc.take_datagram_buffer() {
+            buffers.give(buffer);
         }
     }
 

@@ -440,6 +440,17 @@ impl ShardDriver {
         }
     }
 
+    /// Hand the shard the buffers of datagrams already sent or copied into a GSO batch (at
+    /// once, with GSO), for str0m to build its next RTP packets in.
+    fn return_buffers(&mut self, tx: &mut TxQueue) {
+        for _ in 0..self.shard.datagram_buffers_wanted() {
+            let Some(buffer) = tx.spare_buffer() else {
+                return;
+            };
+            self.shard.give_datagram_buffer(buffer);
+        }
+    }
+
     /// Drain the shard until its timeout, routing every output. Shards that got relays are
     /// woken once, as it ends (the only way out of it).
     fn drain(&mut self, tx: &mut TxQueue) {
@@ -457,6 +468,7 @@ impl ShardDriver {
                 Output::Transmit(t) => match (t.transport, &mut self.tcp) {
                     (Transport::Udp, _) => {
                         tx.push(Transmit::new(t.destination, t.source, t.contents));
+                        self.return_buffers(tx);
                     }
                     (Transport::Tcp, Some(tcp)) => tcp.send(t.destination, t.contents),
                     // Nothing comes in over TCP without a listener, so nothing goes out.

@@ -229,6 +229,12 @@ impl TxQueue {
         self.pool.pop().unwrap_or_default()
     }
 
+    /// A buffer of a datagram already sent, if one is kept (for a producer that builds its
+    /// datagrams in buffers of its own pool).
+    pub fn spare_buffer(&mut self) -> Option<Vec<u8>> {
+        self.pool.pop()
+    }
+
     /// Give a buffer back for reuse by [`TxQueue::buffer`] (or for merged transmits).
     pub fn recycle(&mut self, mut buffer: Vec<u8>) {
         if buffer.capacity() > SMALL_BUFFER {
@@ -423,6 +429,27 @@ mod tests {
         assert_eq!(again.as_ptr(), pointer);
         // Pool empty now: a fresh buffer.
         assert_eq!(queue.buffer().capacity(), 0);
+    }
+
+    #[test]
+    fn merged_datagrams_buffers_are_spare_at_once() {
+        let mut queue = TxQueue::new();
+        queue.set_max_segments(8);
+        let first = vec![1; 100];
+        let second = vec![2; 100];
+        let pointers = [first.as_ptr(), second.as_ptr()];
+        queue.push(Transmit::new(addr(9), None, first));
+        assert!(queue.spare_buffer().is_none());
+        queue.push(Transmit::new(addr(9), None, second));
+        // Both were copied into one GSO batch: their buffers are free before the send.
+        let spare = [queue.spare_buffer(), queue.spare_buffer()].map(|b| b.expect("a spare"));
+        let mut spare_pointers = spare.each_ref().map(|b| b.as_ptr());
+        spare_pointers.sort();
+        let mut pointers = pointers;
+        pointers.sort();
+        assert_eq!(spare_pointers, pointers);
+        assert!(queue.spare_buffer().is_none());
+        assert_eq!(queue.len(), 1);
     }
 
     #[test]

@@ -149,7 +149,10 @@ pub enum ShardScope {
     Datagram(SocketAddr),
     /// Inside a shard, handling a message from another shard ([`Relay`]).
     Relay,
-    /// Inside a shard, handling another input (a timeout, a command) or giving an output.
+    /// Inside a shard, giving an output (`Shard::poll_output`): the drain, in which the peers
+    /// that inputs marked are polled, so the forwarded packets are encrypted and sent there.
+    Drain,
+    /// Inside a shard, handling another input (a timeout, a command).
     Other,
     /// Out of the shards again: in the sim, a client, the network.
     Outside,
@@ -909,7 +912,7 @@ impl Sim {
             loop {
                 let node = &mut self.nodes[i];
                 if let Some(scope) = self.shard_scope {
-                    scope(ShardScope::Other);
+                    scope(ShardScope::Drain);
                 }
                 let output = node.shard.poll_output();
                 if let Some(scope) = self.shard_scope {
@@ -917,8 +920,12 @@ impl Sim {
                 }
                 match output {
                     Output::Transmit(t) => {
+                        // The network carries a copy and the shard gets the buffer back at once,
+                        // as an engine copies a datagram into a GSO batch and gives it back.
+                        let contents = t.contents.clone();
+                        node.shard.give_datagram_buffer(t.contents);
                         let source = node.public;
-                        self.send_down(t.transport, source, t.destination, t.contents);
+                        self.send_down(t.transport, source, t.destination, contents);
                     }
                     Output::Relay { to, message } => relays.push_back((to, message)),
                     Output::Reply { token, result } => self.replies.push((token, result)),

@@ -7,8 +7,9 @@
 //! taken with the publisher alone, connected and sending for 1 s (`L0`), and again with the
 //! viewers connected and watching for 6 s (`L1`): their retransmission histories full, the
 //! keyframe replay at their join done. Per viewer is `(L1 - L0) / N`, less the change of the
-//! keyframe cache (a publisher cost that grows and empties with its 2 s GOP), with 40 viewers
-//! and again with 80 to show it is per viewer and not a fixed cost.
+//! keyframe cache (a publisher cost that grows and empties with its 2 s GOP) and of the shard's
+//! spare datagram buffers (a shard cost, at most `DATAGRAM_BUFFERS` of `DATAGRAM_CAPACITY`), with
+//! 40 viewers and again with 80 to show it is per viewer and not a fixed cost.
 //!
 //! # The bound
 //!
@@ -18,7 +19,8 @@
 //!
 //! | state                                                                |          per viewer |
 //! |----------------------------------------------------------------------|--------------------:|
-//! | now: str0m patched (vendor/README.md), RTX cap 256, no transport-cc  |   94,460 (92.2 KiB) |
+//! | now: str0m patched (vendor/README.md), RTX cap 256, no transport-cc  |   92,195 (90.0 KiB) |
+//! | the same before the shard's datagram buffers (datagrams in flight)   |   94,460 (92.2 KiB) |
 //! | the patch's compact RTX entries only, not its coalesced send history | 117,495 (114.7 KiB) |
 //! | str0m 0.25.0 unpatched (whole `RtpPacket` per RTX entry), cap 256    | 202,894 (198.1 KiB) |
 //! | unpatched, cap 128                                                   | 147,586 (144.1 KiB) |
@@ -46,7 +48,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use ringcast_core::{ShardId, TrackKind};
+use ringcast_core::{DATAGRAM_BUFFERS, DATAGRAM_CAPACITY, ShardId, TrackKind};
 use ringcast_sim::{ClientId, PublisherConfig, ShardScope, Sim, SimConfig};
 
 /// Viewers in the measured run (and twice as many in the second).
@@ -104,12 +106,14 @@ fn per_viewer_bytes(n: usize) -> i64 {
     sim.run_for(Duration::from_secs(1));
     let live_0 = LIVE.load(Ordering::Relaxed);
     let gop_0 = gop_cache_bytes(&sim);
+    let pool_0 = pool_bytes(&sim);
 
     let viewers: Vec<ClientId> = (0..n).map(|_| sim.add_viewer("s1")).collect();
     sim.connect(&viewers, Duration::from_secs(5));
     sim.run_for(Duration::from_secs(6));
     let live_1 = LIVE.load(Ordering::Relaxed);
     let gop_1 = gop_cache_bytes(&sim);
+    let pool_1 = pool_bytes(&sim);
 
     // The media really ran, to every viewer.
     for c in sim.clients() {
@@ -122,12 +126,20 @@ fn per_viewer_bytes(n: usize) -> i64 {
         }
     }
 
-    let per_viewer = ((live_1 - gop_1) - (live_0 - gop_0)) / n as i64;
+    let per_viewer = ((live_1 - gop_1 - pool_1) - (live_0 - gop_0 - pool_0)) / n as i64;
     eprintln!(
         "{n} viewers: live shard bytes {live_0} with the publisher alone (keyframe cache \
-         {gop_0}), {live_1} with the viewers (keyframe cache {gop_1}): {per_viewer} per viewer"
+         {gop_0}, datagram buffers {pool_0}), {live_1} with the viewers (keyframe cache \
+         {gop_1}, datagram buffers {pool_1}): {per_viewer} per viewer"
     );
     per_viewer
+}
+
+/// The bytes of the shard's spare datagram buffers (a shard cost, bounded whatever the
+/// viewers).
+fn pool_bytes(sim: &Sim) -> i64 {
+    let kept = DATAGRAM_BUFFERS - sim.shard(ShardId(0)).datagram_buffers_wanted();
+    i64::try_from(kept * DATAGRAM_CAPACITY).expect("fits")
 }
 
 /// The shard's keyframe cache bytes, as it counts them.

@@ -553,7 +553,7 @@ impl Shard {
         p.peer.close();
         // Flush the close_notify; nothing else of it matters now.
         loop {
-            match p.peer.poll() {
+            match p.peer.poll(&mut self.buffers) {
                 PeerEvent::Transmit {
                     transport,
                     destination,

@@ -18,8 +18,9 @@
 //! of `ready` unless its `queued` flag says it is there already. The next drain (the calls of
 //! [`Shard::poll_output`] up to its timeout) pops keys from the front and polls each peer until
 //! it gives its deadline, routing each event as it comes; it polls the next peer only once the
-//! outputs before it are taken, so a drain's datagrams never wait all at once. Routing changes
-//! other peers and marks them; it never polls them. A driver may feed several inputs before it drains (the engine
+//! outputs before it are taken, so a drain's datagrams never wait all at once (and their
+//! buffers come back for the next peer's, see `buffers`). Routing changes other peers and marks
+//! them; it never polls them. A driver may feed several inputs before it drains (the engine
 //! feeds a whole receive batch of datagrams): a peer they all touched is polled once for all of
 //! them, so a viewer gets a frame's packets in one poll (and one GSO send) rather than one poll,
 //! one deadline and one timer per packet. The exception is the peer a datagram is for: it is
@@ -45,6 +46,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::buffers::DatagramBuffers;
 use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
 use crate::peer::{Peer, PeerEvent, Transport};
 
@@ -227,6 +229,8 @@ pub struct Shard {
     /// source's list after it (kept to reuse its allocation).
     moved: Vec<(SubRef, StreamId, u8)>,
     rooms: HashMap<RoomId, RoomEntry>,
+    /// Sent datagrams' buffers, for the next RTP packets ([`Shard::give_datagram_buffer`]).
+    buffers: DatagramBuffers,
     stats: ShardStats,
 }
 
@@ -308,8 +312,21 @@ impl Shard {
             forwarded_at_drain: 0,
             moved: Vec::new(),
             rooms: HashMap::new(),
+            buffers: DatagramBuffers::default(),
             stats: ShardStats::default(),
         }
+    }
+
+    /// Give back the buffer of a datagram this shard transmitted, once it is sent (or copied):
+    /// a later RTP packet is built in it instead of a new allocation. At most
+    /// [`crate::DATAGRAM_BUFFERS`] are kept; the rest are freed.
+    pub fn give_datagram_buffer(&mut self, buffer: Vec<u8>) {
+        self.buffers.give(buffer);
+    }
+
+    /// How many more buffers [`Shard::give_datagram_buffer`] would keep.
+    pub fn datagram_buffers_wanted(&self) -> usize {
+        self.buffers.wanted()
     }
 
     /// This shard's id.
@@ -444,7 +461,7 @@ impl Shard {
             let Some(p) = self.participants.get_mut(key) else {
                 return;
             };
-            match p.peer.poll() {
+            match p.peer.poll(&mut self.buffers) {
                 // Already due: str0m's pacer (on with the bandwidth estimator) releases one
                 // packet per timeout. Draining its burst now keeps a frame's packets to this
                 // viewer together (one GSO send) instead of one per pass of the engine.
