@@ -61,6 +61,11 @@ const SMALL_BUFFER: usize = 4096;
 /// open group per viewer, that was the largest share of the server's memory per viewer.
 const GROUP_BUFFER_START: usize = 16 * 1024;
 
+/// Most capacity a recycled group buffer keeps. A group of a delta frame's packets to one viewer
+/// fits and keeps its room, so steady traffic allocates nothing; one that a keyframe grew to
+/// 64 KB is shrunk back: kept whole, the group pool held ~50 KiB per viewer at 1 -> 200.
+const GROUP_BUFFER_KEPT: usize = 2 * GROUP_BUFFER_START;
+
 /// Most bytes in one merged transmit: under the 65,507-byte UDP payload limit of IPv4.
 pub const MAX_GSO_BYTES: usize = 64_000;
 
@@ -240,6 +245,7 @@ impl TxQueue {
         if buffer.capacity() > SMALL_BUFFER {
             if self.group_pool.len() < GROUP_POOL_LIMIT {
                 buffer.clear();
+                buffer.shrink_to(GROUP_BUFFER_KEPT);
                 self.group_pool.push(buffer);
             }
         } else if self.pool.len() < POOL_LIMIT && buffer.capacity() > 0 {
@@ -429,6 +435,25 @@ mod tests {
         assert_eq!(again.as_ptr(), pointer);
         // Pool empty now: a fresh buffer.
         assert_eq!(queue.buffer().capacity(), 0);
+    }
+
+    #[test]
+    fn a_group_a_keyframe_grew_is_shrunk_when_recycled() {
+        let mut queue = TxQueue::new();
+        queue.set_max_segments(MAX_GSO_SEGMENTS);
+        // A keyframe's 50 packets to one viewer: one group, grown past its start size.
+        for _ in 0..50 {
+            queue.push(sized(9, 1, 1200));
+        }
+        assert_eq!(queue.len(), 1);
+        assert!(queue.get(0).expect("the group").contents.capacity() > GROUP_BUFFER_START);
+        queue.consume(1);
+        // The next group starts in the recycled buffer, shrunk.
+        queue.push(sized(9, 2, 1200));
+        queue.push(sized(9, 2, 1200));
+        let group = queue.get(0).expect("the next group");
+        assert_eq!(group.segment_size, Some(1200));
+        assert_eq!(group.contents.capacity(), GROUP_BUFFER_KEPT);
     }
 
     #[test]
