@@ -4,8 +4,10 @@
 //! A shard keeps one pool. The I/O layer gives a datagram's buffer back once it is sent (or
 //! copied into a GSO batch) with [`crate::Shard::give_datagram_buffer`]; a peer being polled
 //! holds one of them in its `Rtc` (`Rtc::give_datagram_buffer`, part of ringcast's str0m patch),
-//! in which its next RTP packet comes out, and hands it back, unused, when its poll ends. A buffer
-//! keeps its capacity: after a warm-up every buffer in use fits the largest packet.
+//! in which its next RTP packet comes out, and hands it back, unused, when its poll ends. Every
+//! buffer the pool hands out or keeps has room for an Ethernet-sized datagram, so none grows when
+//! a packet is put in it; smaller buffers (str0m's own, for RTCP, STUN and DTLS) are freed when
+//! given back.
 
 /// Most buffers a pool keeps (384 KiB). A drain polls one peer at a time and an engine gives a
 /// buffer back as soon as it copied it into a GSO batch, so a few circulate in steady state;
