@@ -362,17 +362,60 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     Ok(socket.into())
 }
 
-/// Best effort: ask for a socket buffer size, log at debug if the kernel refuses.
+/// Best effort: ask for a socket buffer size (`SO_RCVBUF` or `SO_SNDBUF`), log at debug if the
+/// kernel refuses. The kernel caps the plain option at `net.core.rmem_max` / `wmem_max`; a
+/// process allowed to (`CAP_NET_ADMIN`) then gets the size it asked for with the `...FORCE`
+/// variant, others keep the cap.
 pub(crate) fn set_buffer_size(fd: RawFd, name: libc::c_int, bytes: usize) {
-    let value = bytes.min(libc::c_int::MAX as usize) as libc::c_int;
+    let value = bytes.min(libc::c_int::MAX as usize / 2) as libc::c_int;
     if let Err(error) = set_option(fd, libc::SOL_SOCKET, name, value) {
         tracing::debug!(%error, option = name, bytes, "socket buffer size not set");
+        return;
+    }
+    // The kernel reports twice what it grants (its bookkeeping overhead).
+    let granted = option(fd, libc::SOL_SOCKET, name).unwrap_or(0) / 2;
+    let force = match name {
+        libc::SO_RCVBUF => libc::SO_RCVBUFFORCE,
+        libc::SO_SNDBUF => libc::SO_SNDBUFFORCE,
+        _ => return,
+    };
+    if granted < value
+        && let Err(error) = set_option(fd, libc::SOL_SOCKET, force, value)
+    {
+        tracing::debug!(%error, option = name, bytes, granted, "socket buffer size capped");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Above the kernel's cap (`net.core.rmem_max`), a process with `CAP_NET_ADMIN` gets the
+    /// size it asked for; any other keeps what the cap allows, and nothing fails.
+    #[test]
+    fn a_buffer_above_the_cap_is_forced_where_allowed() {
+        use std::os::fd::AsRawFd;
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(212_992);
+        let asked = cap * 2;
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = socket.as_raw_fd();
+        set_buffer_size(fd, libc::SO_RCVBUF, asked);
+        let granted = option(fd, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap() as usize / 2;
+        let forced = set_option(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            asked as libc::c_int,
+        );
+        if forced.is_ok() {
+            assert_eq!(granted, asked, "allowed to force: gets what it asked for");
+        } else {
+            assert_eq!(granted, cap, "not allowed: the cap");
+        }
+    }
 
     #[test]
     fn the_ipv6_wildcard_binds_dual_stack_and_others_as_asked() {
