@@ -1,4 +1,5 @@
-//! CPU time and resident memory of a process, from `/proc`.
+//! CPU time and resident memory of a process, and what the kernel dropped at UDP sockets, from
+//! `/proc`.
 
 use std::time::Duration;
 
@@ -56,6 +57,35 @@ pub fn rss_from_status(status: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Datagrams the kernel dropped at the UDP sockets bound to `ports` in this network namespace
+/// (their receive buffer was full), from `/proc/net/udp` and `/proc/net/udp6`; None when
+/// neither can be read.
+pub fn udp_drops(ports: &[u16]) -> Option<u64> {
+    let tables: Vec<String> = ["/proc/net/udp", "/proc/net/udp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .collect();
+    (!tables.is_empty()).then(|| tables.iter().map(|t| drops_in_table(t, ports)).sum())
+}
+
+/// The `drops` column summed over the sockets of a `/proc/net/udp` table whose local port is
+/// one of `ports`.
+pub fn drops_in_table(table: &str, ports: &[u16]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (_, port) = fields.get(1)?.rsplit_once(':')?;
+            let port = u16::from_str_radix(port, 16).ok()?;
+            ports
+                .contains(&port)
+                .then(|| fields.last()?.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +100,21 @@ mod tests {
         assert_eq!(rss_from_status(status), Some(5120));
         assert!(Process::Current.cpu().is_some());
         assert!(Process::Current.rss_kib().unwrap() > 0);
+    }
+
+    #[test]
+    fn sums_the_drops_of_the_sockets_on_the_ports_asked() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  101: 00000000:C350 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 1 2 0000000000000000 7
+  102: 0100007F:C350 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 2 2 0000000000000000 3
+  103: 00000000:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 3 2 0000000000000000 11
+  104: garbage
+";
+        assert_eq!(drops_in_table(table, &[50_000]), 10);
+        assert_eq!(drops_in_table(table, &[50_000, 8080]), 21);
+        assert_eq!(drops_in_table(table, &[9]), 0);
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        assert_eq!(udp_drops(&[port]), Some(0), "a new socket dropped nothing");
     }
 }

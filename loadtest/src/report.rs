@@ -1163,6 +1163,7 @@ mod tests {
             loadtest_cpu_pct: 312.4,
             loadtest_threads: 8,
             bottleneck_warning: Some("load generator at 97% of its cores <busy>".into()),
+            generator_socket_drops: Some(12),
             server: Some(ServerFigures {
                 pid: 4242,
                 cpu_s: 41.3,

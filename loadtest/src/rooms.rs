@@ -34,7 +34,7 @@ use ringcast_net::Notifier;
 
 use crate::media::{self, VideoCodec};
 use crate::negotiation::{Negotiation, SlotCounts};
-use crate::procfs::Process;
+use crate::procfs::{self, Process};
 use crate::session::{Job, Member, Part, Role};
 use crate::signal::{Signaller, Target};
 use crate::stats;
@@ -427,6 +427,8 @@ fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let server_cpu1 = server.and_then(|s| s.cpu());
     let server_rss1 = server.and_then(|s| s.rss_kib());
     let self_cpu1 = Process::Current.cpu().unwrap_or_default();
+    let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
+    let generator_socket_drops = procfs::udp_drops(&ports);
     let _ = latency.add(tally.take_latency());
 
     // Stop: no new sessions, the workers hand in the reports, then everyone leaves.
@@ -523,6 +525,7 @@ fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
         loadtest_cpu_pct,
         loadtest_threads: plan.threads,
         bottleneck_warning,
+        generator_socket_drops,
         server,
         timeline: progress.timeline,
         latency_histogram: stats::buckets_ms(&latency, 50),
