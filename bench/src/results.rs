@@ -153,6 +153,10 @@ pub struct Cell {
     pub errors: BTreeMap<String, u64>,
     /// The load generator's warnings (e.g. it was the bottleneck).
     pub warnings: Vec<String>,
+    /// Datagrams the kernel dropped at the load generator's own sockets, summed over the runs
+    /// (counted in the loss, though the server sent them).
+    #[serde(default)]
+    pub generator_socket_drops: u64,
     /// CPU per packet relative to `ringcast-epoll-gso` in the same scenario.
     pub cpu_vs_epoll_gso: Option<f64>,
     /// CPU per packet relative to `janus` in the same scenario.
@@ -514,6 +518,12 @@ fn row(cell: &Cell, flood: bool) -> Vec<String> {
     if !cell.warnings.is_empty() {
         notes.push("load generator saturated".into());
     }
+    if cell.generator_socket_drops > 0 {
+        notes.push(format!(
+            "load generator's sockets dropped {} datagrams",
+            cell.generator_socket_drops
+        ));
+    }
     if cell.runs.len() > 1 {
         notes.push(format!("median of {}", cell.runs.len()));
     }
@@ -597,6 +607,7 @@ mod tests {
             cell("video-1x50", "ringcast-uring-gso", None),
         ];
         cells[2].failed = Some("Error: engine | uring <missing>".into());
+        cells[1].generator_socket_drops = 40;
         fill_ratios(&mut cells);
         let results = Results {
             machine: Machine {
@@ -617,6 +628,10 @@ mod tests {
         assert!(md.starts_with("2026-11-24 on AMD EPYC (2 cores), Linux 6.18"));
         let janus_row = md.lines().find(|l| l.starts_with("| janus")).unwrap();
         assert!(janus_row.contains("| 8.00 | 4.00 | 1.00 |"), "{janus_row}");
+        assert!(
+            janus_row.contains("load generator's sockets dropped 40 datagrams"),
+            "{janus_row}"
+        );
         let failed = md.lines().find(|l| l.contains("uring")).unwrap();
         assert!(failed.contains("failed: Error: engine \\| uring <missing>"));
         // Every row has as many columns as the header.
