@@ -367,18 +367,21 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// process allowed to (`CAP_NET_ADMIN`) then gets the size it asked for with the `...FORCE`
 /// variant, others keep the cap.
 pub(crate) fn set_buffer_size(fd: RawFd, name: libc::c_int, bytes: usize) {
+    let force = match name {
+        libc::SO_RCVBUF => Some(libc::SO_RCVBUFFORCE),
+        libc::SO_SNDBUF => Some(libc::SO_SNDBUFFORCE),
+        _ => None,
+    };
     let value = bytes.min(libc::c_int::MAX as usize / 2) as libc::c_int;
     if let Err(error) = set_option(fd, libc::SOL_SOCKET, name, value) {
         tracing::debug!(%error, option = name, bytes, "socket buffer size not set");
         return;
     }
+    let Some(force) = force else {
+        return;
+    };
     // The kernel reports twice what it grants (its bookkeeping overhead).
     let granted = option(fd, libc::SOL_SOCKET, name).unwrap_or(0) / 2;
-    let force = match name {
-        libc::SO_RCVBUF => libc::SO_RCVBUFFORCE,
-        libc::SO_SNDBUF => libc::SO_SNDBUFFORCE,
-        _ => return,
-    };
     if granted < value
         && let Err(error) = set_option(fd, libc::SOL_SOCKET, force, value)
     {
@@ -395,10 +398,17 @@ mod tests {
     #[test]
     fn a_buffer_above_the_cap_is_forced_where_allowed() {
         use std::os::fd::AsRawFd;
-        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .unwrap_or(212_992);
+        // The cap, as the kernel applies it (a container may not show `rmem_max`).
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        set_option(
+            probe.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            libc::c_int::MAX / 2,
+        )
+        .unwrap();
+        let cap =
+            option(probe.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap() as usize / 2;
         let asked = cap * 2;
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let fd = socket.as_raw_fd();
