@@ -529,7 +529,6 @@ fn run_cell(ctx: &mut Context, scenario: &Scenario, name: &str, variant: Variant
                         *cell.errors.entry(cause).or_default() += n;
                     }
                     cell.warnings.extend(summary.bottleneck_warning);
-                    cell.generator_socket_drops += summary.generator_socket_drops.unwrap_or(0);
                     if flooded {
                         flood.sent += sent;
                         for (cause, n) in drops {
@@ -537,6 +536,7 @@ fn run_cell(ctx: &mut Context, scenario: &Scenario, name: &str, variant: Variant
                         }
                         flooded_runs.push(figures);
                     } else {
+                        cell.generator_socket_drops += summary.generator_socket_drops.unwrap_or(0);
                         cell.runs.push(figures);
                     }
                 }

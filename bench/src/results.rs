@@ -153,8 +153,8 @@ pub struct Cell {
     pub errors: BTreeMap<String, u64>,
     /// The load generator's warnings (e.g. it was the bottleneck).
     pub warnings: Vec<String>,
-    /// Datagrams the kernel dropped at the load generator's own sockets, summed over the runs
-    /// (counted in the loss, though the server sent them).
+    /// Datagrams the kernel dropped at the load generator's own sockets, summed over the clean
+    /// runs' measured windows (counted in the loss, though the server sent them).
     #[serde(default)]
     pub generator_socket_drops: u64,
     /// CPU per packet relative to `ringcast-epoll-gso` in the same scenario.
@@ -520,8 +520,10 @@ fn row(cell: &Cell, flood: bool) -> Vec<String> {
     }
     if cell.generator_socket_drops > 0 {
         notes.push(format!(
-            "load generator's sockets dropped {} datagrams",
-            cell.generator_socket_drops
+            "load generator's sockets dropped {} datagrams in {} run{}",
+            cell.generator_socket_drops,
+            cell.runs.len(),
+            if cell.runs.len() == 1 { "" } else { "s" }
         ));
     }
     if cell.runs.len() > 1 {
@@ -629,7 +631,7 @@ mod tests {
         let janus_row = md.lines().find(|l| l.starts_with("| janus")).unwrap();
         assert!(janus_row.contains("| 8.00 | 4.00 | 1.00 |"), "{janus_row}");
         assert!(
-            janus_row.contains("load generator's sockets dropped 40 datagrams"),
+            janus_row.contains("load generator's sockets dropped 40 datagrams in 1 run |"),
             "{janus_row}"
         );
         let failed = md.lines().find(|l| l.contains("uring")).unwrap();

@@ -513,8 +513,8 @@ fn table(s: &Summary) -> String {
     if let Some(drops) = s.generator_socket_drops.filter(|&d| d > 0) {
         let _ = writeln!(
             t,
-            "              its sockets dropped {drops} datagrams (receive buffers full): counted \
-             as loss, but the server sent them"
+            "              its sockets dropped {drops} datagrams (mostly full receive buffers): \
+             counted as loss, but the server sent them"
         );
     }
     if let Some(sv) = &s.server {

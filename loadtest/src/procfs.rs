@@ -70,7 +70,7 @@ pub fn udp_drops(ports: &[u16]) -> Option<u64> {
 
 /// The `drops` column summed over the sockets of a `/proc/net/udp` table whose local port is
 /// one of `ports`.
-pub fn drops_in_table(table: &str, ports: &[u16]) -> u64 {
+fn drops_in_table(table: &str, ports: &[u16]) -> u64 {
     table
         .lines()
         .skip(1)

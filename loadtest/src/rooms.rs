@@ -412,6 +412,8 @@ fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let mark_totals = tally.totals();
     let mark_server = server.and_then(|s| s.cpu());
     let mark_self = Process::Current.cpu().unwrap_or_default();
+    let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
+    let mark_socket_drops = procfs::udp_drops(&ports);
     let mut latency = stats::histogram();
     let end = mark_at + plan.duration;
     while Instant::now() < end {
@@ -427,8 +429,9 @@ fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let server_cpu1 = server.and_then(|s| s.cpu());
     let server_rss1 = server.and_then(|s| s.rss_kib());
     let self_cpu1 = Process::Current.cpu().unwrap_or_default();
-    let ports: Vec<u16> = workers.iter().map(|w| w.port).collect();
-    let generator_socket_drops = procfs::udp_drops(&ports);
+    let generator_socket_drops = procfs::udp_drops(&ports)
+        .zip(mark_socket_drops)
+        .map(|(end, start)| end.saturating_sub(start));
     let _ = latency.add(tally.take_latency());
 
     // Stop: no new sessions, the workers hand in the reports, then everyone leaves.

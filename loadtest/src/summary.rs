@@ -54,8 +54,8 @@ pub struct Summary {
     pub loadtest_threads: usize,
     /// Set when the load generator itself was (close to) saturated: its figures are suspect.
     pub bottleneck_warning: Option<String>,
-    /// Datagrams the kernel dropped at the load generator's own media sockets over the whole
-    /// run (their receive buffers were full: the generator did not read fast enough). They
+    /// Datagrams the kernel dropped at the load generator's own media sockets in the measured
+    /// window (mostly for full receive buffers: the generator did not read fast enough). They
     /// count in `loss_pct` although the server sent them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_socket_drops: Option<u64>,
