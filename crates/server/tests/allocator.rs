@@ -16,15 +16,16 @@ fn jemalloc_stats(conf: &str) -> String {
 }
 
 /// jemalloc's own default keeps freed pages for 10 s: with the shard's buffers coming and going
-/// every frame, that was ~100 KiB of RSS per viewer at 1 -> 500 (README, "The cost of a
+/// every frame, that was 70-100 KiB of RSS per viewer at 1 -> 500 (README, "The cost of a
 /// viewer"). `.cargo/config.toml` compiles in 500 ms.
 #[test]
 fn freed_pages_go_back_to_the_kernel_after_half_a_second() {
     let stats = jemalloc_stats("stats_print:true");
-    assert!(
-        stats.contains("config.malloc_conf: \"dirty_decay_ms:500\""),
-        "{stats}"
-    );
+    let compiled_in = stats
+        .lines()
+        .find(|l| l.contains("config.malloc_conf"))
+        .unwrap_or_default();
+    assert!(compiled_in.contains("dirty_decay_ms:500"), "{stats}");
     assert!(stats.contains("opt.dirty_decay_ms: 500 "), "{stats}");
 }
 
