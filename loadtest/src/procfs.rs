@@ -68,6 +68,13 @@ pub fn udp_drops(ports: &[u16]) -> Option<u64> {
     (!tables.is_empty()).then(|| tables.iter().map(|t| drops_in_table(t, ports)).sum())
 }
 
+/// Datagrams dropped at the sockets on `ports` since a [`udp_drops`] reading of `start`.
+pub fn udp_drops_since(ports: &[u16], start: Option<u64>) -> Option<u64> {
+    udp_drops(ports)
+        .zip(start)
+        .map(|(now, start)| now.saturating_sub(start))
+}
+
 /// The `drops` column summed over the sockets of a `/proc/net/udp` table whose local port is
 /// one of `ports`.
 fn drops_in_table(table: &str, ports: &[u16]) -> u64 {
@@ -116,5 +123,7 @@ mod tests {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = socket.local_addr().unwrap().port();
         assert_eq!(udp_drops(&[port]), Some(0), "a new socket dropped nothing");
+        assert_eq!(udp_drops_since(&[port], Some(0)), Some(0));
+        assert_eq!(udp_drops_since(&[port], None), None, "no start, no figure");
     }
 }

@@ -429,9 +429,7 @@ fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let server_cpu1 = server.and_then(|s| s.cpu());
     let server_rss1 = server.and_then(|s| s.rss_kib());
     let self_cpu1 = Process::Current.cpu().unwrap_or_default();
-    let generator_socket_drops = procfs::udp_drops(&ports)
-        .zip(mark_socket_drops)
-        .map(|(end, start)| end.saturating_sub(start));
+    let generator_socket_drops = procfs::udp_drops_since(&ports, mark_socket_drops);
     let _ = latency.add(tally.take_latency());
 
     // Stop: no new sessions, the workers hand in the reports, then everyone leaves.

@@ -331,9 +331,7 @@ pub fn run(plan: &Plan, interrupted: &AtomicBool) -> anyhow::Result<Summary> {
     let server_cpu1 = server.and_then(|s| s.cpu());
     let server_rss1 = server.and_then(|s| s.rss_kib());
     let self_cpu1 = Process::Current.cpu().unwrap_or_default();
-    let generator_socket_drops = procfs::udp_drops(&ports)
-        .zip(mark.socket_drops)
-        .map(|(end, start)| end.saturating_sub(start));
+    let generator_socket_drops = procfs::udp_drops_since(&ports, mark.socket_drops);
     // The last partial second goes into the measured latency too; interrupted before the
     // window opened, everything so far counts.
     let _ = measured_latency.add(tally.take_latency());
