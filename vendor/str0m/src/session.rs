@@ -97,7 +97,9 @@ pub(crate) struct Session {
     twcc_tx_register: TwccSendRegister,
     max_rx_seq_lookup: HashMap<Ssrc, SeqNoWindow>,
 
-    bwe: Option<Bwe>,
+    /// ringcast patch: boxed, so that a peer without bandwidth estimation (no transport-cc)
+    /// does not carry its ~2 KB inline.
+    bwe: Option<Box<Bwe>>,
     bwe_last_event: Option<(Bitrate, bool)>,
 
     enable_twcc_feedback: bool,
@@ -172,7 +174,7 @@ impl Session {
             let rate = config.initial_bitrate;
             let pacer = PacerImpl::leaky_bucket(rate * 2.0);
             let bwe = Bwe::new(rate);
-            (pacer, Some(bwe))
+            (pacer, Some(Box::new(bwe)))
         } else {
             (PacerImpl::null(), None)
         };
@@ -998,6 +1000,11 @@ impl Session {
             }
         }
 
+        // ringcast patch: an `Rtcp` is ~1 KB (a receiver report lists up to 31 blocks inline),
+        // and a VecDeque keeps the room its largest compound packet needed: ~4 KB per peer
+        // for as long as it lives. Give it back; an RTCP packet comes about once a second.
+        release_room(&mut self.feedback_rx);
+
         // Not in the above if due to lifetime issues, still okay because the method
         // doesn't do anything when BWE isn't configured.
         if need_configure_pacer {
@@ -1214,6 +1221,8 @@ impl Session {
         };
 
         let len = Rtcp::write_packet(&mut self.feedback_tx, &mut data, output);
+        // ringcast patch: as for `feedback_rx` in `handle_rtcp`.
+        release_room(&mut self.feedback_tx);
 
         if len == 0 {
             return None;
@@ -1613,9 +1622,39 @@ fn update_max_seq(map: &mut HashMap<Ssrc, SeqNoWindow>, ssrc: Ssrc, seq_no: SeqN
         .or_insert_with(|| SeqNoWindow::new(seq_no));
 }
 
+/// ringcast patch: give back the room of an emptied RTCP queue (each `Rtcp` ~1 KB).
+fn release_room(queue: &mut VecDeque<Rtcp>) {
+    if queue.is_empty() && queue.capacity() > 0 {
+        *queue = VecDeque::new();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ringcast patch: an emptied RTCP queue gives its room back; one that holds packets
+    /// keeps them.
+    #[test]
+    fn an_emptied_rtcp_queue_keeps_no_room() {
+        let pli = || {
+            Rtcp::Pli(Pli {
+                sender_ssrc: 1.into(),
+                ssrc: 2.into(),
+            })
+        };
+        let mut queue: VecDeque<Rtcp> = (0..4).map(|_| pli()).collect();
+        release_room(&mut queue);
+        assert_eq!(queue.len(), 4);
+
+        queue.clear();
+        assert!(queue.capacity() >= 4);
+        release_room(&mut queue);
+        assert_eq!(queue.capacity(), 0);
+
+        queue.push_back(pli());
+        assert_eq!(queue.len(), 1, "the queue is still usable");
+    }
     use crate::RtcConfig;
     use crate::io::DATAGRAM_MTU_TARGET;
     use crate::packet::RedEncoder;

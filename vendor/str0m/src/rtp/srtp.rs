@@ -38,7 +38,7 @@ pub const SRTP_OVERHEAD: usize = MAX_TAG_LEN;
 // This adds 15 bytes of padding that we truncate after encryption
 const CTR_BUFFER_PADDING: usize = SRTP_BLOCK_SIZE - 1;
 
-/// Initial capacity for the RTP decryption scratch buffer. Sized to fit the
+/// Capacity of the RTP decryption scratch buffer, made on first use. Sized to fit the
 /// largest possible received datagram plus the CTR padding the AES-CM cipher
 /// needs, so `unprotect_rtp` never has to grow the buffer in practice.
 const RX_SCRATCH_CAPACITY: usize = DATAGRAM_MAX_PACKET_SIZE + CTR_BUFFER_PADDING;
@@ -70,7 +70,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -86,7 +86,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -102,7 +102,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -145,7 +145,7 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -185,7 +185,7 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -377,6 +377,12 @@ impl SrtpContext {
         header: &RtpHeader,
         srtp_index: u64, // same as ext_seq
     ) -> Option<&[u8]> {
+        // ringcast patch: the scratch buffer is made on the first RTP packet received, not
+        // with the context: a peer that only sends (an SFU's viewer, and every sending
+        // context) never decrypts RTP, and its ~1.5 KB was kept for nothing.
+        if self.rx_scratch.capacity() == 0 {
+            self.rx_scratch.reserve_exact(RX_SCRATCH_CAPACITY);
+        }
         match &mut self.rtp {
             Derived::Aes128CmSha1_80 { key, salt, dec, .. } => {
                 if buf.len() < header.header_len + Aes128CmSha1_80::HMAC_TAG_LEN {
@@ -1096,8 +1102,50 @@ mod test {
             let address = used.as_ptr();
             let out = reusing.protect_rtp_into(&plaintext, &header, 1, used);
 
-            assert_eq!(out, fresh.protect_rtp(&plaintext, &header, 1), "{profile:?}");
+            assert_eq!(
+                out,
+                fresh.protect_rtp(&plaintext, &header, 1),
+                "{profile:?}"
+            );
             assert_eq!(out.as_ptr(), address, "{profile:?}: the buffer is reused");
+        }
+    }
+
+    /// ringcast patch: a context makes its RTP decryption buffer on the first packet it
+    /// decrypts, at its full size, and a context that never decrypts RTP has none.
+    #[test]
+    fn the_decryption_buffer_is_made_on_first_use() {
+        for profile in [
+            SrtpProfile::AES128_CM_SHA1_80,
+            SrtpProfile::AEAD_AES_128_GCM,
+            SrtpProfile::AEAD_AES_256_GCM,
+        ] {
+            let mat = KeyingMaterial::new(&vec![7; profile.keying_material_len()]);
+            let crypto = crate::crypto::test_default_provider();
+            let mut tx = SrtpContext::new(crypto, profile, &mat, true);
+            let crypto = crate::crypto::test_default_provider();
+            let mut rx = SrtpContext::new(crypto, profile, &mat, true);
+            let plaintext = [0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 42, 43, 44];
+            let header = RtpHeader::parse(&plaintext, &crate::rtp_::ExtensionMap::empty()).unwrap();
+
+            let protected = tx.protect_rtp(&plaintext, &header, 1);
+            assert_eq!(
+                tx.rx_scratch.capacity(),
+                0,
+                "{profile:?}: sending makes none"
+            );
+            assert_eq!(
+                rx.rx_scratch.capacity(),
+                0,
+                "{profile:?}: a new context has none"
+            );
+
+            let payload = rx.unprotect_rtp(&protected, &header, 1).map(<[u8]>::to_vec);
+            assert_eq!(payload.as_deref(), Some(&[42, 43, 44][..]), "{profile:?}");
+            assert!(
+                rx.rx_scratch.capacity() >= RX_SCRATCH_CAPACITY,
+                "{profile:?}"
+            );
         }
     }
 

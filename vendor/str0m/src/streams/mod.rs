@@ -134,10 +134,16 @@ pub(crate) struct Streams {
     last_rx_lookup_cleanup: Instant,
 
     /// All outgoing encoded streams.
-    streams_tx: HashMap<Ssrc, StreamTx>,
+    /// ringcast patch: boxed. A `StreamTx` is ~2.2 KB and a map keeps room for more entries
+    /// than it holds (4 slots for 1 to 3 streams): ~9 KB per peer inline, ~5 KB boxed.
+    streams_tx: HashMap<Ssrc, Box<StreamTx>>,
 
     /// Non-media padding source. Its sequence counter survives media changes.
-    probe_tx: StreamTx,
+    ///
+    /// ringcast patch: made when a probe is first bound ([`Streams::set_probe_media`]), not
+    /// with every peer: a `StreamTx` is ~2.2 KB inline plus its buffers, and a peer that never
+    /// probes (no transport-cc bandwidth estimation) never needs it.
+    probe_tx: Option<Box<StreamTx>>,
     probe_media: Option<(Mid, Pt)>,
 
     /// Local SSRC used before we got any StreamTx. This is used for RTCP if we don't
@@ -178,7 +184,7 @@ impl Streams {
             rx_lookup: Default::default(),
             last_rx_lookup_cleanup: already_happened(),
             streams_tx: Default::default(),
-            probe_tx: StreamTx::new_probe(mtu_warn),
+            probe_tx: None,
             probe_media: None,
             default_ssrc_tx: 0.into(), // this will be changed
             mids_to_report: Vec::with_capacity(10),
@@ -333,9 +339,15 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
-        self.streams_tx
-            .entry(ssrc)
-            .or_insert_with(|| StreamTx::new(ssrc, rtx, midrid, self.enable_stats, self.mtu_warn))
+        self.streams_tx.entry(ssrc).or_insert_with(|| {
+            Box::new(StreamTx::new(
+                ssrc,
+                rtx,
+                midrid,
+                self.enable_stats,
+                self.mtu_warn,
+            ))
+        })
     }
 
     pub fn remove_stream_tx(&mut self, ssrc: Ssrc) -> bool {
@@ -360,7 +372,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc)
+        self.streams_tx.get_mut(ssrc).map(|s| &mut **s)
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -551,7 +563,7 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut()
+        self.streams_tx.values_mut().map(|s| &mut **s)
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
@@ -627,9 +639,14 @@ impl Streams {
         if media == self.probe_media {
             return;
         }
-        self.probe_tx.reset_buffers();
+        if let Some(probe_tx) = &mut self.probe_tx {
+            probe_tx.reset_buffers();
+        }
         if let Some((mid, pt)) = media {
-            self.probe_tx.set_probe_media(mid, pt);
+            let mtu_warn = self.mtu_warn;
+            self.probe_tx
+                .get_or_insert_with(|| Box::new(StreamTx::new_probe(mtu_warn)))
+                .set_probe_media(mid, pt);
         }
         self.probe_media = media;
     }
@@ -642,8 +659,12 @@ impl Streams {
         // Snapshot each stream once, preferring media/RTX padding over the
         // fallback. No extra stream or retransmission-queue scan is needed.
         let mut media_padding = false;
-        let mut probe_queue = self.probe_media.map(|_| {
-            let mut queue = self.probe_tx.queue_state(now);
+        let probe_tx = self
+            .probe_tx
+            .as_mut()
+            .filter(|_| self.probe_media.is_some());
+        let mut probe_queue = probe_tx.map(|probe_tx| {
+            let mut queue = probe_tx.queue_state(now);
             queue.midrid = MidRid(MID_PROBE, None);
             queue
         });
@@ -670,9 +691,12 @@ impl Streams {
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
         if midrid == MidRid(MID_PROBE, None) {
             self.probe_media?;
-            return Some(&mut self.probe_tx);
+            return self.probe_tx.as_deref_mut();
         }
-        self.streams_tx.values_mut().find(|s| s.is_midrid(midrid))
+        self.streams_tx
+            .values_mut()
+            .find(|s| s.is_midrid(midrid))
+            .map(|s| &mut **s)
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -687,7 +711,10 @@ impl Streams {
 
     /// An iterator over all the tx streams for a given mid.
     pub(crate) fn streams_tx_by_mid(&mut self, mid: Mid) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().filter(move |s| s.mid() == mid)
+        self.streams_tx
+            .values_mut()
+            .filter(move |s| s.mid() == mid)
+            .map(|s| &mut **s)
     }
 
     /// An iterator over all the rx streams for a given mid.
@@ -780,5 +807,31 @@ impl fmt::Debug for RtpPacket {
             .field("nackable", &self.nackable)
             .field("timestamp", &self.timestamp)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ringcast patch: the probe stream is made when a probe is first bound, and kept (with
+    /// its sequence numbers) when the binding goes.
+    #[test]
+    fn the_probe_stream_is_made_when_first_bound() {
+        let probe = MidRid(MID_PROBE, None);
+        let mut streams = Streams::new(false, 1200, Duration::from_secs(1));
+        assert!(streams.probe_tx.is_none());
+        assert!(streams.stream_tx_by_midrid(probe).is_none());
+        let now = Instant::now();
+        assert_eq!(streams.send_queue_states(now, |_, _| true).count(), 0);
+
+        streams.set_probe_media(Some((Mid::from("0"), Pt::from(96))));
+        assert!(streams.stream_tx_by_midrid(probe).is_some());
+        assert_eq!(streams.send_queue_states(now, |_, _| true).count(), 1);
+
+        streams.set_probe_media(None);
+        assert!(streams.stream_tx_by_midrid(probe).is_none());
+        assert_eq!(streams.send_queue_states(now, |_, _| true).count(), 0);
+        assert!(streams.probe_tx.is_some());
     }
 }
