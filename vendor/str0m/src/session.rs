@@ -174,6 +174,7 @@ impl Session {
             let rate = config.initial_bitrate;
             let pacer = PacerImpl::leaky_bucket(rate * 2.0);
             let bwe = Bwe::new(rate);
+            // ringcast patch: boxed (see the field).
             (pacer, Some(Box::new(bwe)))
         } else {
             (PacerImpl::null(), None)
@@ -1002,7 +1003,7 @@ impl Session {
 
         // ringcast patch: an `Rtcp` is ~1 KB (a receiver report lists up to 31 blocks inline),
         // and a VecDeque keeps the room its largest compound packet needed: ~4 KB per peer
-        // for as long as it lives. Give it back; an RTCP packet comes about once a second.
+        // for as long as it lives. Give it back ([`release_room`]).
         release_room(&mut self.feedback_rx);
 
         // Not in the above if due to lifetime issues, still okay because the method
@@ -1181,6 +1182,9 @@ impl Session {
     pub fn clear_feedback(&mut self) {
         self.feedback_rx.clear();
         self.feedback_tx.clear();
+        // ringcast patch: as after a compound packet ([`release_room`]).
+        release_room(&mut self.feedback_rx);
+        release_room(&mut self.feedback_tx);
     }
 
     pub fn close_rtp(&mut self) {
@@ -1622,9 +1626,11 @@ fn update_max_seq(map: &mut HashMap<Ssrc, SeqNoWindow>, ssrc: Ssrc, seq_no: SeqN
         .or_insert_with(|| SeqNoWindow::new(seq_no));
 }
 
-/// ringcast patch: give back the room of an emptied RTCP queue (each `Rtcp` ~1 KB).
+/// ringcast patch: give back the room of an emptied RTCP queue (each `Rtcp` ~1 KB) that a
+/// compound packet grew. A queue of one slot is kept: transport-cc feedback refills it every
+/// 50 ms, one report at a time, and would otherwise allocate it again each time.
 fn release_room(queue: &mut VecDeque<Rtcp>) {
-    if queue.is_empty() && queue.capacity() > 0 {
+    if queue.is_empty() && queue.capacity() > 1 {
         *queue = VecDeque::new();
     }
 }
@@ -1633,17 +1639,25 @@ fn release_room(queue: &mut VecDeque<Rtcp>) {
 mod tests {
     use super::*;
 
-    /// ringcast patch: an emptied RTCP queue gives its room back; one that holds packets
-    /// keeps them.
+    use crate::RtcConfig;
+    use crate::io::DATAGRAM_MTU_TARGET;
+    use crate::packet::RedEncoder;
+
+    use crate::poll::Readiness;
+    use crate::rtp_::RtcpPacket;
+
+    fn pli(sender: u32, media: u32) -> Rtcp {
+        Rtcp::Pli(Pli {
+            sender_ssrc: sender.into(),
+            ssrc: media.into(),
+        })
+    }
+
+    /// ringcast patch: an emptied RTCP queue that a compound packet grew gives its room back;
+    /// one that holds packets keeps them, and one of a single slot keeps it.
     #[test]
     fn an_emptied_rtcp_queue_keeps_no_room() {
-        let pli = || {
-            Rtcp::Pli(Pli {
-                sender_ssrc: 1.into(),
-                ssrc: 2.into(),
-            })
-        };
-        let mut queue: VecDeque<Rtcp> = (0..4).map(|_| pli()).collect();
+        let mut queue: VecDeque<Rtcp> = (0..4).map(|i| pli(1, i)).collect();
         release_room(&mut queue);
         assert_eq!(queue.len(), 4);
 
@@ -1652,15 +1666,44 @@ mod tests {
         release_room(&mut queue);
         assert_eq!(queue.capacity(), 0);
 
-        queue.push_back(pli());
-        assert_eq!(queue.len(), 1, "the queue is still usable");
+        queue.push_back(pli(1, 2));
+        assert_eq!(queue.capacity(), 1);
+        queue.clear();
+        release_room(&mut queue);
+        assert_eq!(queue.capacity(), 1, "a single slot is kept");
     }
-    use crate::RtcConfig;
-    use crate::io::DATAGRAM_MTU_TARGET;
-    use crate::packet::RedEncoder;
 
-    use crate::poll::Readiness;
-    use crate::rtp_::RtcpPacket;
+    /// ringcast patch: the queues give their room back where str0m empties them: a compound
+    /// packet written or read, and feedback dropped.
+    #[test]
+    fn rtcp_queues_give_their_room_back_where_they_are_emptied() {
+        let now = Instant::now();
+        let mut sender = keyed_session();
+        for media in 2..6 {
+            sender.send_pli_feedback(1.into(), media.into());
+        }
+        assert!(sender.feedback_tx.capacity() >= 4);
+        let compound = sender.poll_datagram(now).expect("a compound RTCP packet");
+        assert!(sender.feedback_tx.is_empty());
+        assert_eq!(sender.feedback_tx.capacity(), 0);
+
+        // The other side of the same keys reads it.
+        let mut receiver = Session::new(&RtcConfig::default());
+        let crypto = crate::crypto::test_default_provider();
+        let profile = SrtpProfile::AEAD_AES_128_GCM;
+        let mat = KeyingMaterial::new(&vec![0; profile.keying_material_len()]);
+        receiver.set_keying_material(mat, crypto, profile, false);
+        let mut readiness = Readiness::idle();
+        receiver.handle_rtcp(now, &compound, &mut readiness.wake());
+        assert!(receiver.feedback_rx.is_empty());
+        assert_eq!(receiver.feedback_rx.capacity(), 0);
+
+        for media in 2..6 {
+            sender.send_pli_feedback(1.into(), media.into());
+        }
+        sender.clear_feedback();
+        assert_eq!(sender.feedback_tx.capacity(), 0);
+    }
 
     fn keyed_session() -> Session {
         let mut session = Session::new(&RtcConfig::default());

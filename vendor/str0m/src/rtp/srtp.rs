@@ -38,9 +38,9 @@ pub const SRTP_OVERHEAD: usize = MAX_TAG_LEN;
 // This adds 15 bytes of padding that we truncate after encryption
 const CTR_BUFFER_PADDING: usize = SRTP_BLOCK_SIZE - 1;
 
-/// Capacity of the RTP decryption scratch buffer, made on first use. Sized to fit the
-/// largest possible received datagram plus the CTR padding the AES-CM cipher
-/// needs, so `unprotect_rtp` never has to grow the buffer in practice.
+/// Capacity of the RTP decryption scratch buffer, made on first use (ringcast patch; it was
+/// the initial capacity). Sized to fit the largest possible received datagram plus the CTR
+/// padding the AES-CM cipher needs, so `unprotect_rtp` never has to grow the buffer in practice.
 const RX_SCRATCH_CAPACITY: usize = DATAGRAM_MAX_PACKET_SIZE + CTR_BUFFER_PADDING;
 
 /// Start repeated warnings here, then double the failure count between reports.
@@ -70,7 +70,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::new(),
+                    rx_scratch: Vec::new(), // ringcast patch: made on first use
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -86,7 +86,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::new(),
+                    rx_scratch: Vec::new(), // ringcast patch: made on first use
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -102,7 +102,7 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::new(),
+                    rx_scratch: Vec::new(), // ringcast patch: made on first use
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -145,7 +145,7 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::new(),
+            rx_scratch: Vec::new(), // ringcast patch: made on first use
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -185,7 +185,7 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::new(),
+            rx_scratch: Vec::new(), // ringcast patch: made on first use
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -379,7 +379,7 @@ impl SrtpContext {
     ) -> Option<&[u8]> {
         // ringcast patch: the scratch buffer is made on the first RTP packet received, not
         // with the context: a peer that only sends (an SFU's viewer, and every sending
-        // context) never decrypts RTP, and its ~1.5 KB was kept for nothing.
+        // context) never decrypts RTP, and its ~2 KB was kept for nothing.
         if self.rx_scratch.capacity() == 0 {
             self.rx_scratch.reserve_exact(RX_SCRATCH_CAPACITY);
         }
@@ -1102,11 +1102,7 @@ mod test {
             let address = used.as_ptr();
             let out = reusing.protect_rtp_into(&plaintext, &header, 1, used);
 
-            assert_eq!(
-                out,
-                fresh.protect_rtp(&plaintext, &header, 1),
-                "{profile:?}"
-            );
+            assert_eq!(out, fresh.protect_rtp(&plaintext, &header, 1), "{profile:?}");
             assert_eq!(out.as_ptr(), address, "{profile:?}: the buffer is reused");
         }
     }

@@ -339,6 +339,7 @@ impl Streams {
         rtx: Option<Ssrc>,
         midrid: MidRid,
     ) -> &mut StreamTx {
+        // ringcast patch: boxed (see the field).
         self.streams_tx.entry(ssrc).or_insert_with(|| {
             Box::new(StreamTx::new(
                 ssrc,
@@ -372,7 +373,7 @@ impl Streams {
     }
 
     pub fn stream_tx(&mut self, ssrc: &Ssrc) -> Option<&mut StreamTx> {
-        self.streams_tx.get_mut(ssrc).map(|s| &mut **s)
+        self.streams_tx.get_mut(ssrc).map(|s| &mut **s) // ringcast patch: boxed
     }
 
     /// Lookup the "main" SSRC and mid for a given SSRC(main or RTX).
@@ -563,7 +564,7 @@ impl Streams {
     }
 
     pub(crate) fn streams_tx(&mut self) -> impl Iterator<Item = &mut StreamTx> {
-        self.streams_tx.values_mut().map(|s| &mut **s)
+        self.streams_tx.values_mut().map(|s| &mut **s) // ringcast patch: boxed
     }
 
     pub(crate) fn ssrcs_tx(&self, mid: Mid) -> Vec<(Ssrc, Option<Ssrc>)> {
@@ -639,6 +640,7 @@ impl Streams {
         if media == self.probe_media {
             return;
         }
+        // ringcast patch: the probe stream is made here, when first bound (see the field).
         if let Some(probe_tx) = &mut self.probe_tx {
             probe_tx.reset_buffers();
         }
@@ -659,6 +661,7 @@ impl Streams {
         // Snapshot each stream once, preferring media/RTX padding over the
         // fallback. No extra stream or retransmission-queue scan is needed.
         let mut media_padding = false;
+        // ringcast patch: the probe stream exists whenever a probe is bound.
         let probe_tx = self
             .probe_tx
             .as_mut()
@@ -691,12 +694,12 @@ impl Streams {
     pub(crate) fn stream_tx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamTx> {
         if midrid == MidRid(MID_PROBE, None) {
             self.probe_media?;
-            return self.probe_tx.as_deref_mut();
+            return self.probe_tx.as_deref_mut(); // ringcast patch: made when bound
         }
         self.streams_tx
             .values_mut()
             .find(|s| s.is_midrid(midrid))
-            .map(|s| &mut **s)
+            .map(|s| &mut **s) // ringcast patch: boxed
     }
 
     pub(crate) fn stream_rx_by_midrid(&mut self, midrid: MidRid) -> Option<&mut StreamRx> {
@@ -714,7 +717,7 @@ impl Streams {
         self.streams_tx
             .values_mut()
             .filter(move |s| s.mid() == mid)
-            .map(|s| &mut **s)
+            .map(|s| &mut **s) // ringcast patch: boxed
     }
 
     /// An iterator over all the rx streams for a given mid.
