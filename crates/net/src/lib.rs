@@ -217,6 +217,12 @@ pub struct EngineOptions {
     pub uring_sqpoll: bool,
     /// uring: zero-copy sends (`SendMsgZc`).
     pub uring_zero_copy: bool,
+    /// uring: a wait gathers completions for this many microseconds before the engine wakes
+    /// (or until a burst of them is there); an engine idle for longer wakes at the first
+    /// datagram at once, and one that is behind never waits. 0: every wait ends at the first
+    /// completion. Needs Linux 6.13; older kernels wake at the first completion, with one log
+    /// line.
+    pub uring_coalesce_us: u32,
 }
 
 impl Default for EngineOptions {
@@ -232,6 +238,7 @@ impl Default for EngineOptions {
             uring_buffers: 1024,
             uring_sqpoll: false,
             uring_zero_copy: false,
+            uring_coalesce_us: 0,
         }
     }
 }

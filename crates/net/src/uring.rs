@@ -9,7 +9,8 @@
 //!    still in flight and return;
 //! 2. one `io_uring_enter` submits everything and waits for a completion until the driver's
 //!    deadline (a relative timeout in `EXT_ARG`), or does not wait at all when completions
-//!    are already there (left over from a turn that reached `max_rx_per_turn`);
+//!    are already there (left over from a turn that reached `max_rx_per_turn`); with
+//!    `uring_coalesce_us` it first waits that window for more (see below);
 //! 3. disarm the notifier;
 //! 4. handle completions: received datagrams go to [`Driver::on_datagram`] (at most
 //!    `max_rx_per_turn` per turn; the rest stays in the completion queue for the next turn;
@@ -52,6 +53,15 @@
 //! another thread builds a new ring). The socket is a registered file when the kernel allows.
 //! [`UringEngine::ring_flags`] says what this kernel gave. [`EngineCounters::syscalls`]
 //! counts `io_uring_enter` calls (with SQPOLL, also submissions the poller took without one).
+//!
+//! **Coalescing.** With `uring_coalesce_us` (and Linux 6.13's `min_wait_usec`), a wait
+//! gathers completions for that window before the shard wakes, or until 64 are there, the
+//! way a NIC's interrupt coalescing does; a shard that was idle longer than the window wakes
+//! at its first datagram as before, and one that is behind (the kernel already holds
+//! completions for it) does not wait at all. A lightly loaded shard otherwise wakes for
+//! nearly every datagram, and each wake-up costs a context switch, a pass over the ring and
+//! a poll of every peer the datagram reached; a group call's datagrams go to few peers each,
+//! so those costs are a large part of what each forwarded packet costs there.
 //!
 //! **Lifetimes.** The buffer ring, the send slots and the eventfd read target are memory the
 //! kernel reads or writes while operations are in flight. `run` cancels every operation before
@@ -220,6 +230,15 @@ const NAME_LEN: usize = 32;
 /// operations it cancels.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Completions that end a coalescing wait before its window: a burst this large is handled at
+/// once (a turn's own sends, completed at submission, count too, so a turn that fanned out to
+/// many peers does not wait).
+const COALESCED_COMPLETIONS: usize = 64;
+
+/// How long a coalescing wait with no deadline sleeps at most (the kernel needs a timeout to
+/// fall back to after the window; without one it would wake at the window's end).
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+
 /// `user_data` tags: the top byte says which operation completed; send slots keep their
 /// index in the low bits.
 const TAG_MASK: u64 = 0xff << 56;
@@ -244,6 +263,9 @@ pub struct UringEngine {
     tx: TxQueue,
     counters: EngineCounters,
     max_rx_per_turn: usize,
+    /// The coalescing window in microseconds (`uring_coalesce_us`), where the kernel can wait
+    /// that way; `None`: every wait ends at the first completion.
+    coalesce_us: Option<u32>,
     /// Segmented sends are on (asked for, and the kernel has not refused them).
     gso: bool,
     zero_copy: bool,
@@ -390,6 +412,17 @@ impl UringEngine {
         let cq_entries = (entries * 4).max(u32::from(buffer_count) * 2);
         let (ring, setup) = build_ring(entries, cq_entries, options.uring_sqpoll)?;
         check_ring(&ring).map_err(io::Error::other)?;
+        let coalesce_us = match options.uring_coalesce_us {
+            0 => None,
+            _ if !ring.params().is_feature_min_timeout() => {
+                tracing::info!(
+                    "uring_coalesce_us: this kernel cannot hold a wait for more completions \
+                     (needs Linux 6.13): the shard wakes at each first completion"
+                );
+                None
+            }
+            window => Some(window),
+        };
         if options.uring_zero_copy {
             let mut probe = Probe::new();
             ring.submitter().register_probe(&mut probe)?;
@@ -435,6 +468,7 @@ impl UringEngine {
             tx,
             counters: EngineCounters::default(),
             max_rx_per_turn: options.max_rx_per_turn.max(1),
+            coalesce_us,
             gso,
             zero_copy: options.uring_zero_copy,
             setup,
@@ -695,7 +729,7 @@ impl UringEngine {
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
-            self.enter(0, None)?;
+            self.enter(0, None, 0)?;
         }
         // The kernel keeps refusing to take entries (EBUSY/EAGAIN over and over).
         Err(io::Error::other(
@@ -713,18 +747,30 @@ impl UringEngine {
         let parked_ready = !self.parked.is_empty() && !self.tx.turn_is_full();
         if parked_ready || !self.ring.completion().is_empty() {
             if queued || taskrun {
-                self.enter(0, None)?;
+                self.enter(0, None, 0)?;
             }
             return Ok(());
         }
+        // Coalescing (see `EngineOptions::uring_coalesce_us`): wait up to the window for
+        // `COALESCED_COMPLETIONS`, then return with what came; with none by then, wake at the
+        // first. Not when the kernel already holds completions for this ring (the taskrun
+        // flag): the shard is behind, and waiting would only add to it.
+        let coalesce = self.coalesce_us.filter(|_| !taskrun);
         match deadline {
-            None => self.enter(1, None),
+            None => match coalesce {
+                // The kernel needs a timeout to fall back to after the window.
+                Some(window) => self.enter(COALESCED_COMPLETIONS, Some(IDLE_WAIT), window),
+                None => self.enter(1, None, 0),
+            },
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if !left.is_zero() {
-                    self.enter(1, Some(left))
+                    match coalesce {
+                        Some(window) => self.enter(COALESCED_COMPLETIONS, Some(left), window),
+                        None => self.enter(1, Some(left), 0),
+                    }
                 } else if queued || taskrun {
-                    self.enter(0, None)
+                    self.enter(0, None, 0)
                 } else {
                     Ok(())
                 }
@@ -732,12 +778,20 @@ impl UringEngine {
         }
     }
 
-    /// One `io_uring_enter`: submit, and wait for `want` completions (at most `timeout`).
-    fn enter(&mut self, want: usize, timeout: Option<Duration>) -> io::Result<()> {
+    /// One `io_uring_enter`: submit, and wait for `want` completions (at most `timeout`);
+    /// with `min_wait_us`, wait that long for them, then for one more only if none came.
+    fn enter(
+        &mut self,
+        want: usize,
+        timeout: Option<Duration>,
+        min_wait_us: u32,
+    ) -> io::Result<()> {
         let result = match timeout {
             Some(timeout) => {
                 let timespec = Timespec::from(timeout);
-                let args = SubmitArgs::new().timespec(&timespec);
+                let args = SubmitArgs::new()
+                    .timespec(&timespec)
+                    .min_wait_usec(min_wait_us);
                 self.ring.submitter().submit_with_args(want, &args)
             }
             None => self.ring.submitter().submit_and_wait(want),
@@ -1047,7 +1101,7 @@ impl UringEngine {
                 tracing::debug!("stopping with sends still queued or in flight");
                 return Ok(());
             }
-            self.enter(1, Some(left))?;
+            self.enter(1, Some(left), 0)?;
             self.complete(None)?;
         }
     }
@@ -1073,7 +1127,7 @@ impl UringEngine {
                     self.in_flight
                 )));
             }
-            self.enter(1, Some(left))?;
+            self.enter(1, Some(left), 0)?;
             self.complete(None)?;
         }
         Ok(())
@@ -1398,11 +1452,11 @@ mod tests {
         eprintln!("ring flags on this kernel: {}", engine.ring_flags());
         engine.start().unwrap();
         engine.arm().unwrap();
-        engine.enter(0, None).unwrap();
+        engine.enter(0, None, 0).unwrap();
         assert_eq!(engine.in_flight, 2, "receive and eventfd read armed");
         notifier.arm();
         notifier.notify();
-        engine.enter(1, Some(Duration::from_secs(2))).unwrap();
+        engine.enter(1, Some(Duration::from_secs(2)), 0).unwrap();
         engine.complete(None).unwrap();
         assert!(!engine.wake_armed, "the eventfd read completed");
         assert!(
@@ -1472,7 +1526,7 @@ mod tests {
         };
         engine.start().unwrap();
         engine.arm().unwrap();
-        engine.enter(0, None).unwrap();
+        engine.enter(0, None, 0).unwrap();
         assert_eq!(engine.in_flight, 2);
         let single_issuer = engine.setup.single_issuer;
         // Another thread: a single-issuer ring refuses it, so the memory is leaked, not freed.
@@ -1491,7 +1545,7 @@ mod tests {
         };
         engine.start().unwrap();
         engine.arm().unwrap();
-        engine.enter(0, None).unwrap();
+        engine.enter(0, None, 0).unwrap();
         assert!(!engine.let_go());
         assert_eq!(engine.in_flight, 0);
     }

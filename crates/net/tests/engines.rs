@@ -846,6 +846,76 @@ fn uring_sqpoll_echoes() {
     assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
 }
 
+/// Uring options with a coalescing window of `us` microseconds.
+fn coalescing(us: u32) -> EngineOptions {
+    EngineOptions {
+        uring_coalesce_us: us,
+        ..options()
+    }
+}
+
+#[test]
+fn a_coalescing_uring_engine_echoes_and_sleeps_while_idle() {
+    if !kinds().contains(&EngineKind::Uring) {
+        return;
+    }
+    let counters = uring_echo(&coalescing(1000));
+    assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
+
+    // Idle, it sleeps (it does not wake at the end of each window), and a notify wakes it.
+    let running = Running::start(
+        EngineKind::Uring,
+        "127.0.0.1:0",
+        Echo::new(),
+        &coalescing(1000),
+    );
+    thread::sleep(Duration::from_millis(100));
+    let idle_turns = running.turns.load(Ordering::SeqCst);
+    assert!(idle_turns <= 3, "spun while idle: {idle_turns} turns");
+    running.notifier.notify();
+    let start = Instant::now();
+    while running.turns.load(Ordering::SeqCst) == idle_turns {
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "notify did not wake it"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    running.stop();
+}
+
+#[test]
+fn a_coalescing_uring_engine_takes_datagrams_that_trickle_in_few_turns_at_a_time() {
+    if !kinds().contains(&EngineKind::Uring) {
+        return;
+    }
+    // Without coalescing each of these datagrams, 1 ms apart, would wake the engine for a
+    // turn of its own; with a 50 ms window the first wakes it at once and the rest wait for
+    // the window's end together.
+    let running = Running::start(
+        EngineKind::Uring,
+        "127.0.0.1:0",
+        Echo::new(),
+        &coalescing(50_000),
+    );
+    thread::sleep(Duration::from_millis(20));
+    let before = running.turns.load(Ordering::SeqCst);
+    let client = client("127.0.0.1:0");
+    for i in 0..20 {
+        client.send_to(&payload(i, 100), running.addr).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    let mut buffer = [0u8; 2048];
+    for i in 0..20 {
+        let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
+        assert_eq!(&buffer[..len], payload(i, 100).as_slice(), "echo {i}");
+    }
+    let turns = running.turns.load(Ordering::SeqCst) - before;
+    let (counters, _) = running.stop();
+    assert_eq!(counters.rx_datagrams, 20, "{counters:?}");
+    assert!(turns <= 10, "{turns} turns for 20 datagrams");
+}
+
 #[test]
 fn gro_hands_coalesced_datagrams_over_one_by_one() {
     for_each_kind(|kind| {

@@ -136,6 +136,7 @@ async fn run(config: Config, max_connections: usize) -> anyhow::Result<()> {
             gro: config.media.gro,
             uring_sqpoll: config.media.uring_sqpoll,
             uring_zero_copy: config.media.uring_zero_copy,
+            uring_coalesce_us: config.media.uring_coalesce_us,
             ..EngineOptions::default()
         },
         mailbox: 4096,

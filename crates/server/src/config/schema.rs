@@ -109,6 +109,9 @@ pub struct MediaConfig {
     pub uring_sqpoll: bool,
     /// io_uring: zero-copy sends.
     pub uring_zero_copy: bool,
+    /// io_uring: microseconds a shard's wait gathers datagrams before it wakes; 0 off, at
+    /// most 10000.
+    pub uring_coalesce_us: u32,
     /// Pin shard `i` to CPU core `i`.
     pub pin_threads: bool,
     /// Most participants on one shard; at least 1.
@@ -316,6 +319,7 @@ mod tests {
         assert_eq!(config.media.engine, EngineChoice::Auto);
         assert!(config.media.gso && !config.media.gro);
         assert!(!config.media.uring_sqpoll && !config.media.uring_zero_copy);
+        assert_eq!(config.media.uring_coalesce_us, 500);
         assert!(config.media.pin_threads);
         assert_eq!(config.media.max_participants_per_shard, 1000);
         assert_eq!(config.media.affinity_limit, 100);

@@ -152,6 +152,13 @@ pub(super) fn check(config: &Config, layers: &Layers) -> Result<(), ConfigError>
             "expected at least 1".into(),
         ));
     }
+    if media.uring_coalesce_us > 10_000 {
+        return Err(invalid(
+            KeyPath::of(&["media", "uring_coalesce_us"]),
+            media.uring_coalesce_us.to_string(),
+            "expected at most 10000 (10 ms)".into(),
+        ));
+    }
     if media.keyframe_interval_ms < 100 {
         return Err(invalid(
             KeyPath::of(&["media", "keyframe_interval_ms"]),
@@ -437,6 +444,11 @@ mod tests {
             error(None, &[("RINGCAST_MEDIA_MAX_PARTICIPANTS_PER_SHARD", "0")]),
             "environment RINGCAST_MEDIA_MAX_PARTICIPANTS_PER_SHARD: invalid value `0` for \
              `media.max_participants_per_shard`: expected at least 1"
+        );
+        assert_eq!(
+            error(None, &[("RINGCAST_MEDIA_URING_COALESCE_US", "20000")]),
+            "environment RINGCAST_MEDIA_URING_COALESCE_US: invalid value `20000` for \
+             `media.uring_coalesce_us`: expected at most 10000 (10 ms)"
         );
         assert_eq!(
             error(Some("[media]\nkeyframe_interval_ms = 50\n"), &[]),
