@@ -27,7 +27,8 @@
 //!
 //! - a message pushed before `arm()` is seen by the `on_turn` right after it;
 //! - a message pushed after `arm()` finds `sleeping == true` (unless another sender got there
-//!   first and already wrote), so the eventfd is written and `epoll_wait` returns at once; if
+//!   first and already wrote), so the eventfd is written and `epoll_wait` returns at once (a
+//!   coalescing uring engine within its window, see `EngineOptions::uring_coalesce_us`); if
 //!   `on_turn` already saw the message, that is one spurious wake-up, never a lost one;
 //! - a message pushed while the engine is awake (between `disarm()` and the next `arm()`)
 //!   costs no system call and is seen by the next `on_turn`.

@@ -10,7 +10,8 @@
 //! 2. one `io_uring_enter` submits everything and waits for a completion until the driver's
 //!    deadline (a relative timeout in `EXT_ARG`), or does not wait at all when completions
 //!    are already there (left over from a turn that reached `max_rx_per_turn`); with
-//!    `uring_coalesce_us` it first waits that window for more (see below);
+//!    `uring_coalesce_us` it may first gather completions for that window (see below), never
+//!    past the deadline;
 //! 3. disarm the notifier;
 //! 4. handle completions: received datagrams go to [`Driver::on_datagram`] (at most
 //!    `max_rx_per_turn` per turn; the rest stays in the completion queue for the next turn;
@@ -54,14 +55,20 @@
 //! [`UringEngine::ring_flags`] says what this kernel gave. [`EngineCounters::syscalls`]
 //! counts `io_uring_enter` calls (with SQPOLL, also submissions the poller took without one).
 //!
-//! **Coalescing.** With `uring_coalesce_us` (and Linux 6.13's `min_wait_usec`), a wait
-//! gathers completions for that window before the shard wakes, or until 64 are there, the
-//! way a NIC's interrupt coalescing does; a shard that was idle longer than the window wakes
-//! at its first datagram as before, and one that is behind (the kernel already holds
-//! completions for it) does not wait at all. A lightly loaded shard otherwise wakes for
-//! nearly every datagram, and each wake-up costs a context switch, a pass over the ring and
-//! a poll of every peer the datagram reached; a group call's datagrams go to few peers each,
-//! so those costs are a large part of what each forwarded packet costs there.
+//! **Coalescing.** With `uring_coalesce_us` (and Linux 6.12's `min_wait_usec`), a wait
+//! gathers completions for that window before the engine wakes, or until 64 are there, the
+//! way a NIC's interrupt coalescing does. An engine whose wait began more than a window ago
+//! wakes at the first completion as before. One that is behind (the kernel already holds
+//! completions for it, datagrams are parked, or sends wait for the socket) does not wait for
+//! more, nor does one whose deadline comes before the window ends. So a completion waits at
+//! most one window, whatever it is: a datagram, a send, or the notifier's wake-up (control
+//! commands, relays from other shards, ICE-TCP frames). A lightly loaded shard otherwise
+//! wakes for nearly every datagram, and each wake-up costs a context switch, a pass over the
+//! ring and a poll of every peer the datagram reached; a group call's datagrams go to few
+//! peers each, so those costs are a large part of what each forwarded packet costs there.
+//! With `DEFER_TASKRUN` (the default) the thread sleeps through the window; on other rings the
+//! kernel still wakes it to run each completion's task work, so only the turns are saved. Off
+//! with `uring_sqpoll`.
 //!
 //! **Lifetimes.** The buffer ring, the send slots and the eventfd read target are memory the
 //! kernel reads or writes while operations are in flight. `run` cancels every operation before
@@ -93,6 +100,12 @@ use crate::{
     Driver, Engine, EngineCounters, EngineKind, EngineOptions, GRO_BUFFER_SIZE, MAX_DATAGRAM,
     MAX_GSO_SEGMENTS, Notifier, Transmit, Turn, TxQueue, deliver,
 };
+
+/// Whether this kernel can hold a wait for more completions (`min_wait_usec`, Linux 6.12),
+/// which `EngineOptions::uring_coalesce_us` needs; false where io_uring cannot run.
+pub fn can_coalesce() -> bool {
+    IoUring::new(2).is_ok_and(|ring| ring.params().is_feature_min_timeout())
+}
 
 /// Whether io_uring can run here with what this engine needs: `Err` says why not.
 ///
@@ -235,6 +248,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 /// many peers does not wait).
 const COALESCED_COMPLETIONS: usize = 64;
 
+/// The longest coalescing window an engine takes (a larger `uring_coalesce_us` is cut to it).
+pub const MAX_COALESCE_US: u32 = 10_000;
+
 /// How long a coalescing wait with no deadline sleeps at most (the kernel needs a timeout to
 /// fall back to after the window; without one it would wake at the window's end).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -263,9 +279,9 @@ pub struct UringEngine {
     tx: TxQueue,
     counters: EngineCounters,
     max_rx_per_turn: usize,
-    /// The coalescing window in microseconds (`uring_coalesce_us`), where the kernel can wait
-    /// that way; `None`: every wait ends at the first completion.
-    coalesce_us: Option<u32>,
+    /// The coalescing window (`uring_coalesce_us`), where the kernel can wait that way;
+    /// `None`: every wait ends at the first completion.
+    coalesce: Option<Duration>,
     /// Segmented sends are on (asked for, and the kernel has not refused them).
     gso: bool,
     zero_copy: bool,
@@ -412,16 +428,23 @@ impl UringEngine {
         let cq_entries = (entries * 4).max(u32::from(buffer_count) * 2);
         let (ring, setup) = build_ring(entries, cq_entries, options.uring_sqpoll)?;
         check_ring(&ring).map_err(io::Error::other)?;
-        let coalesce_us = match options.uring_coalesce_us {
+        let coalesce = match options.uring_coalesce_us.min(MAX_COALESCE_US) {
             0 => None,
+            _ if setup.sqpoll => {
+                // On kernels without "io_uring: fix min_wait wakeups for SQPOLL" (December
+                // 2025) a completion after an empty window does not wake an SQPOLL ring's
+                // waiter: an idle shard would sleep until its deadline.
+                tracing::info!("uring_coalesce_us is off with uring_sqpoll");
+                None
+            }
             _ if !ring.params().is_feature_min_timeout() => {
                 tracing::info!(
                     "uring_coalesce_us: this kernel cannot hold a wait for more completions \
-                     (needs Linux 6.13): the shard wakes at each first completion"
+                     (needs Linux 6.12): the shard wakes at each first completion"
                 );
                 None
             }
-            window => Some(window),
+            window => Some(Duration::from_micros(u64::from(window))),
         };
         if options.uring_zero_copy {
             let mut probe = Probe::new();
@@ -468,7 +491,7 @@ impl UringEngine {
             tx,
             counters: EngineCounters::default(),
             max_rx_per_turn: options.max_rx_per_turn.max(1),
-            coalesce_us,
+            coalesce,
             gso,
             zero_copy: options.uring_zero_copy,
             setup,
@@ -729,7 +752,7 @@ impl UringEngine {
             if unsafe { self.ring.submission().push(&entry) }.is_ok() {
                 return Ok(());
             }
-            self.enter(0, None, 0)?;
+            self.enter(0, None, Duration::ZERO)?;
         }
         // The kernel keeps refusing to take entries (EBUSY/EAGAIN over and over).
         Err(io::Error::other(
@@ -747,51 +770,63 @@ impl UringEngine {
         let parked_ready = !self.parked.is_empty() && !self.tx.turn_is_full();
         if parked_ready || !self.ring.completion().is_empty() {
             if queued || taskrun {
-                self.enter(0, None, 0)?;
+                self.enter(0, None, Duration::ZERO)?;
             }
             return Ok(());
         }
-        // Coalescing (see `EngineOptions::uring_coalesce_us`): wait up to the window for
-        // `COALESCED_COMPLETIONS`, then return with what came; with none by then, wake at the
-        // first. Not when the kernel already holds completions for this ring (the taskrun
-        // flag): the shard is behind, and waiting would only add to it.
-        let coalesce = self.coalesce_us.filter(|_| !taskrun);
-        match deadline {
-            None => match coalesce {
-                // The kernel needs a timeout to fall back to after the window.
-                Some(window) => self.enter(COALESCED_COMPLETIONS, Some(IDLE_WAIT), window),
-                None => self.enter(1, None, 0),
-            },
+        let timeout = match deadline {
+            None => None,
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                if !left.is_zero() {
-                    match coalesce {
-                        Some(window) => self.enter(COALESCED_COMPLETIONS, Some(left), window),
-                        None => self.enter(1, Some(left), 0),
-                    }
-                } else if queued || taskrun {
-                    self.enter(0, None, 0)
-                } else {
-                    Ok(())
+                if left.is_zero() {
+                    return if queued || taskrun {
+                        self.enter(0, None, Duration::ZERO)
+                    } else {
+                        Ok(())
+                    };
                 }
+                Some(left)
             }
+        };
+        // Coalescing (see the module): wait up to the window for `COALESCED_COMPLETIONS`, then
+        // return with what came; with none by then, wake at the first. Not when the shard is
+        // behind: the kernel already holds completions for it (the taskrun flag), datagrams
+        // are parked, or sends wait for the socket. Not when the deadline comes first either:
+        // the kernel would sleep the whole window.
+        let behind = taskrun || !self.parked.is_empty() || self.tx_blocked;
+        let window = self
+            .coalesce
+            .filter(|&window| !behind && timeout.is_none_or(|left| left > window));
+        match window {
+            // The kernel needs a timeout to fall back to after the window.
+            Some(window) => self.enter(
+                COALESCED_COMPLETIONS,
+                Some(timeout.unwrap_or(IDLE_WAIT)),
+                window,
+            ),
+            None => self.enter(1, timeout, Duration::ZERO),
         }
     }
 
     /// One `io_uring_enter`: submit, and wait for `want` completions (at most `timeout`);
-    /// with `min_wait_us`, wait that long for them, then for one more only if none came.
+    /// with a `min_wait` (and a `timeout`), wait that long for them, then return with what
+    /// came, or wait for one if none did.
     fn enter(
         &mut self,
         want: usize,
         timeout: Option<Duration>,
-        min_wait_us: u32,
+        min_wait: Duration,
     ) -> io::Result<()> {
+        debug_assert!(
+            min_wait.is_zero() || timeout.is_some(),
+            "min_wait needs a timeout"
+        );
         let result = match timeout {
             Some(timeout) => {
                 let timespec = Timespec::from(timeout);
                 let args = SubmitArgs::new()
                     .timespec(&timespec)
-                    .min_wait_usec(min_wait_us);
+                    .min_wait_usec(min_wait.as_micros() as u32);
                 self.ring.submitter().submit_with_args(want, &args)
             }
             None => self.ring.submitter().submit_and_wait(want),
@@ -1101,7 +1136,7 @@ impl UringEngine {
                 tracing::debug!("stopping with sends still queued or in flight");
                 return Ok(());
             }
-            self.enter(1, Some(left), 0)?;
+            self.enter(1, Some(left), Duration::ZERO)?;
             self.complete(None)?;
         }
     }
@@ -1127,7 +1162,7 @@ impl UringEngine {
                     self.in_flight
                 )));
             }
-            self.enter(1, Some(left), 0)?;
+            self.enter(1, Some(left), Duration::ZERO)?;
             self.complete(None)?;
         }
         Ok(())
@@ -1452,11 +1487,13 @@ mod tests {
         eprintln!("ring flags on this kernel: {}", engine.ring_flags());
         engine.start().unwrap();
         engine.arm().unwrap();
-        engine.enter(0, None, 0).unwrap();
+        engine.enter(0, None, Duration::ZERO).unwrap();
         assert_eq!(engine.in_flight, 2, "receive and eventfd read armed");
         notifier.arm();
         notifier.notify();
-        engine.enter(1, Some(Duration::from_secs(2)), 0).unwrap();
+        engine
+            .enter(1, Some(Duration::from_secs(2)), Duration::ZERO)
+            .unwrap();
         engine.complete(None).unwrap();
         assert!(!engine.wake_armed, "the eventfd read completed");
         assert!(
@@ -1526,7 +1563,7 @@ mod tests {
         };
         engine.start().unwrap();
         engine.arm().unwrap();
-        engine.enter(0, None, 0).unwrap();
+        engine.enter(0, None, Duration::ZERO).unwrap();
         assert_eq!(engine.in_flight, 2);
         let single_issuer = engine.setup.single_issuer;
         // Another thread: a single-issuer ring refuses it, so the memory is leaked, not freed.
@@ -1545,7 +1582,7 @@ mod tests {
         };
         engine.start().unwrap();
         engine.arm().unwrap();
-        engine.enter(0, None, 0).unwrap();
+        engine.enter(0, None, Duration::ZERO).unwrap();
         assert!(!engine.let_go());
         assert_eq!(engine.in_flight, 0);
     }

@@ -118,6 +118,8 @@ struct Echo {
     /// While set, count the engine thread's allocations into `allocations`.
     count_allocations: Arc<AtomicBool>,
     allocations: Arc<AtomicU64>,
+    /// Each turn asks to be woken this long after it (None: no deadline).
+    deadline_in: Option<Duration>,
 }
 
 impl Echo {
@@ -138,6 +140,7 @@ impl Echo {
             slow_for: 0,
             count_allocations: Arc::new(AtomicBool::new(false)),
             allocations: Arc::new(AtomicU64::new(0)),
+            deadline_in: None,
         }
     }
 }
@@ -186,14 +189,14 @@ impl Driver for Echo {
         tx.push(Transmit::new(source, Some(destination), contents));
     }
 
-    fn on_turn(&mut self, _now: Instant, _tx: &mut TxQueue) -> Turn {
+    fn on_turn(&mut self, now: Instant, _tx: &mut TxQueue) -> Turn {
         self.turns.fetch_add(1, Ordering::SeqCst);
         COUNTING.set(self.count_allocations.load(Ordering::SeqCst));
         self.allocations.store(ALLOCATIONS.get(), Ordering::SeqCst);
         if self.stop.load(Ordering::SeqCst) {
             Turn::Stop
         } else {
-            Turn::Wait(None)
+            Turn::Wait(self.deadline_in.map(|wait| now + wait))
         }
     }
 }
@@ -854,15 +857,20 @@ fn coalescing(us: u32) -> EngineOptions {
     }
 }
 
+/// Whether the coalescing tests can run: io_uring with `min_wait_usec` (Linux 6.12).
+fn coalescing_runs() -> bool {
+    kinds().contains(&EngineKind::Uring) && ringcast_net::uring::can_coalesce()
+}
+
 #[test]
-fn a_coalescing_uring_engine_echoes_and_sleeps_while_idle() {
-    if !kinds().contains(&EngineKind::Uring) {
+fn a_coalescing_uring_engine_echoes_sleeps_while_idle_and_wakes_when_notified() {
+    if !coalescing_runs() {
         return;
     }
     let counters = uring_echo(&coalescing(1000));
     assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
 
-    // Idle, it sleeps (it does not wake at the end of each window), and a notify wakes it.
+    // Idle without a deadline, it sleeps: it does not wake at the end of each window.
     let running = Running::start(
         EngineKind::Uring,
         "127.0.0.1:0",
@@ -872,11 +880,21 @@ fn a_coalescing_uring_engine_echoes_and_sleeps_while_idle() {
     thread::sleep(Duration::from_millis(100));
     let idle_turns = running.turns.load(Ordering::SeqCst);
     assert!(idle_turns <= 3, "spun while idle: {idle_turns} turns");
+    running.stop();
+
+    // Idle with a deadline far off, a notify still wakes it (within the window).
+    let far_off = Echo {
+        deadline_in: Some(Duration::from_secs(30)),
+        ..Echo::new()
+    };
+    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", far_off, &coalescing(1000));
+    thread::sleep(Duration::from_millis(50));
+    let before = running.turns.load(Ordering::SeqCst);
     running.notifier.notify();
     let start = Instant::now();
-    while running.turns.load(Ordering::SeqCst) == idle_turns {
+    while running.turns.load(Ordering::SeqCst) == before {
         assert!(
-            start.elapsed() < Duration::from_secs(2),
+            start.elapsed() < Duration::from_secs(5),
             "notify did not wake it"
         );
         thread::sleep(Duration::from_millis(1));
@@ -886,19 +904,20 @@ fn a_coalescing_uring_engine_echoes_and_sleeps_while_idle() {
 
 #[test]
 fn a_coalescing_uring_engine_takes_datagrams_that_trickle_in_few_turns_at_a_time() {
-    if !kinds().contains(&EngineKind::Uring) {
+    if !coalescing_runs() {
         return;
     }
-    // Without coalescing each of these datagrams, 1 ms apart, would wake the engine for a
-    // turn of its own; with a 50 ms window the first wakes it at once and the rest wait for
-    // the window's end together.
+    // Without coalescing each of these datagrams, 1 ms apart, wakes the engine for a turn of
+    // its own (40 turns for the 20 and their echoes). With a 50 ms window the first, after
+    // the engine slept longer than that, wakes it at once; the rest wait for the window's end
+    // together.
     let running = Running::start(
         EngineKind::Uring,
         "127.0.0.1:0",
         Echo::new(),
         &coalescing(50_000),
     );
-    thread::sleep(Duration::from_millis(20));
+    thread::sleep(Duration::from_millis(100));
     let before = running.turns.load(Ordering::SeqCst);
     let client = client("127.0.0.1:0");
     for i in 0..20 {
@@ -914,6 +933,29 @@ fn a_coalescing_uring_engine_takes_datagrams_that_trickle_in_few_turns_at_a_time
     let (counters, _) = running.stop();
     assert_eq!(counters.rx_datagrams, 20, "{counters:?}");
     assert!(turns <= 10, "{turns} turns for 20 datagrams");
+}
+
+#[test]
+fn a_coalescing_uring_engine_keeps_deadlines_shorter_than_its_window() {
+    if !coalescing_runs() {
+        return;
+    }
+    // Each turn asks to be woken 1 ms later; the 10 ms window must not hold those waits
+    // (it would allow ~10 turns in 100 ms instead of ~100).
+    let ticking = Echo {
+        deadline_in: Some(Duration::from_millis(1)),
+        ..Echo::new()
+    };
+    let running = Running::start(
+        EngineKind::Uring,
+        "127.0.0.1:0",
+        ticking,
+        &coalescing(ringcast_net::uring::MAX_COALESCE_US),
+    );
+    thread::sleep(Duration::from_millis(100));
+    let turns = running.turns.load(Ordering::SeqCst);
+    running.stop();
+    assert!(turns >= 30, "{turns} turns of 1 ms deadlines in 100 ms");
 }
 
 #[test]
