@@ -113,7 +113,7 @@ impl EngineKind {
 pub enum Turn {
     /// Sleep until a datagram arrives, the notifier fires, or this deadline (None: no deadline).
     /// A coalescing uring engine (`EngineOptions::uring_coalesce_us`) may take up to its window
-    /// longer to wake for a datagram or the notifier, never longer than the deadline.
+    /// longer to wake for a datagram or the notifier; its window ends before the deadline.
     Wait(Option<Instant>),
     /// Leave the run loop (after flushing queued transmits).
     Stop,
@@ -220,12 +220,11 @@ pub struct EngineOptions {
     /// uring: zero-copy sends (`SendMsgZc`).
     pub uring_zero_copy: bool,
     /// uring: a wait gathers completions for this many microseconds before the engine wakes
-    /// (or until a burst of them is there); an engine whose wait began longer ago wakes at the
-    /// first completion at once, and one that is behind, or whose deadline comes first, does
-    /// not wait for more. 0 (the default here; the server's default is 500): every wait ends
-    /// at the first completion. At most `uring::MAX_COALESCE_US` (10 ms). Needs Linux 6.12;
-    /// older kernels, and SQPOLL rings, wake at the first completion (with a log line per
-    /// engine).
+    /// (ending before the driver's deadline); an engine whose wait began longer ago wakes at
+    /// the first completion at once, and one that is behind does not wait for more. 0 (the
+    /// default here; the server's default is 500): every wait ends at the first completion.
+    /// At most `uring::MAX_COALESCE_US` (10 ms). Needs Linux 6.12; older kernels, and engines
+    /// with `uring_sqpoll`, wake at the first completion (with a log line per engine).
     pub uring_coalesce_us: u32,
 }
 

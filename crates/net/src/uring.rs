@@ -56,13 +56,14 @@
 //! counts `io_uring_enter` calls (with SQPOLL, also submissions the poller took without one).
 //!
 //! **Coalescing.** With `uring_coalesce_us` (and Linux 6.12's `min_wait_usec`), a wait
-//! gathers completions for that window before the engine wakes, or until 64 are there, the
-//! way a NIC's interrupt coalescing does. An engine whose wait began more than a window ago
-//! wakes at the first completion as before. One that is behind (the kernel already holds
-//! completions for it, datagrams are parked, or sends wait for the socket) does not wait for
-//! more, nor does one whose deadline comes before the window ends. So a completion waits at
-//! most one window, whatever it is: a datagram, a send, or the notifier's wake-up (control
-//! commands, relays from other shards, ICE-TCP frames). A lightly loaded shard otherwise
+//! gathers completions for that window before the engine wakes, the way a NIC's interrupt
+//! coalescing does (a turn whose own sends already completed 64 times ends it at once). An
+//! engine whose wait began more than a window ago wakes at the first completion as before.
+//! One that is behind (the kernel already holds completions for it, datagrams are parked, or
+//! transmits wait for the socket or a send slot) does not wait for more, and the window ends
+//! before the driver's deadline. So a completion waits at most one window, whatever it is: a
+//! datagram, a send, or the notifier's wake-up (control commands, relays from other shards,
+//! ICE-TCP frames). A lightly loaded shard otherwise
 //! wakes for nearly every datagram, and each wake-up costs a context switch, a pass over the
 //! ring and a poll of every peer the datagram reached; a group call's datagrams go to few
 //! peers each, so those costs are a large part of what each forwarded packet costs there.
@@ -243,10 +244,20 @@ const NAME_LEN: usize = 32;
 /// operations it cancels.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Completions that end a coalescing wait before its window: a burst this large is handled at
-/// once (a turn's own sends, completed at submission, count too, so a turn that fanned out to
-/// many peers does not wait).
+/// Completions that end a coalescing wait before its window. In practice only those already
+/// there when the wait starts count: a turn's own sends, completed at submission, so a turn
+/// that fanned out to many peers does not wait. Datagrams that arrive during the window do
+/// not end it early: with `DEFER_TASKRUN` the kernel counts pending task work, and the
+/// multishot receive is one item however many datagrams it holds.
 const COALESCED_COMPLETIONS: usize = 64;
+
+/// How long before the driver's deadline a coalescing window ends at the latest: the kernel
+/// starts the window after it has taken the call's submissions (a few hundred sends at most).
+const DEADLINE_MARGIN: Duration = Duration::from_micros(200);
+
+/// The shortest window worth a coalescing wait; a deadline closer than this plus the margin
+/// gets a plain wait.
+const MIN_WINDOW: Duration = Duration::from_micros(50);
 
 /// The longest coalescing window an engine takes (a larger `uring_coalesce_us` is cut to it).
 pub const MAX_COALESCE_US: u32 = 10_000;
@@ -788,15 +799,25 @@ impl UringEngine {
                 Some(left)
             }
         };
-        // Coalescing (see the module): wait up to the window for `COALESCED_COMPLETIONS`, then
-        // return with what came; with none by then, wake at the first. Not when the shard is
-        // behind: the kernel already holds completions for it (the taskrun flag), datagrams
-        // are parked, or sends wait for the socket. Not when the deadline comes first either:
-        // the kernel would sleep the whole window.
-        let behind = taskrun || !self.parked.is_empty() || self.tx_blocked;
+        // Coalescing (see the module): wait out the window, then return with what came; with
+        // none by then, wake at the first. Not when the shard is behind: the kernel already
+        // holds completions for it (the taskrun flag), datagrams are parked, or transmits
+        // wait for the socket or for a free send slot. The kernel sleeps the whole window
+        // even past the timeout, and starts both after it has taken this call's submissions,
+        // so the window ends `DEADLINE_MARGIN` before the deadline at the latest.
+        let behind = taskrun
+            || !self.parked.is_empty()
+            || self.tx_blocked
+            || !self.pending.is_empty()
+            || !self.tx.is_empty();
         let window = self
             .coalesce
-            .filter(|&window| !behind && timeout.is_none_or(|left| left > window));
+            .filter(|_| !behind)
+            .map(|window| match timeout {
+                Some(left) => window.min(left.saturating_sub(DEADLINE_MARGIN)),
+                None => window,
+            })
+            .filter(|&window| window >= MIN_WINDOW);
         match window {
             // The kernel needs a timeout to fall back to after the window.
             Some(window) => self.enter(

@@ -859,7 +859,23 @@ fn coalescing(us: u32) -> EngineOptions {
 
 /// Whether the coalescing tests can run: io_uring with `min_wait_usec` (Linux 6.12).
 fn coalescing_runs() -> bool {
-    kinds().contains(&EngineKind::Uring) && ringcast_net::uring::can_coalesce()
+    let runs = kinds().contains(&EngineKind::Uring) && ringcast_net::uring::can_coalesce();
+    if !runs {
+        eprintln!("skipped: no io_uring with min_wait_usec (Linux 6.12) here");
+    }
+    runs
+}
+
+/// Wait until `running` has made its first turn (its thread started and it runs its loop).
+fn first_turn(running: &Running) {
+    let start = Instant::now();
+    while running.turns.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the engine never ran"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
@@ -888,6 +904,7 @@ fn a_coalescing_uring_engine_echoes_sleeps_while_idle_and_wakes_when_notified() 
         ..Echo::new()
     };
     let running = Running::start(EngineKind::Uring, "127.0.0.1:0", far_off, &coalescing(1000));
+    first_turn(&running);
     thread::sleep(Duration::from_millis(50));
     let before = running.turns.load(Ordering::SeqCst);
     running.notifier.notify();
@@ -909,23 +926,33 @@ fn a_coalescing_uring_engine_takes_datagrams_that_trickle_in_few_turns_at_a_time
     }
     // Without coalescing each of these datagrams, 1 ms apart, wakes the engine for a turn of
     // its own (40 turns for the 20 and their echoes). With a 50 ms window the first, after
-    // the engine slept longer than that, wakes it at once; the rest wait for the window's end
-    // together.
+    // the engine slept longer than that, wakes it at once (not at the 1 s fallback of a wait
+    // without deadline); the rest wait for a window's end together.
     let running = Running::start(
         EngineKind::Uring,
         "127.0.0.1:0",
         Echo::new(),
         &coalescing(50_000),
     );
+    first_turn(&running);
     thread::sleep(Duration::from_millis(100));
     let before = running.turns.load(Ordering::SeqCst);
     let client = client("127.0.0.1:0");
-    for i in 0..20 {
+    let mut buffer = [0u8; 2048];
+    let sent = Instant::now();
+    client.send_to(&payload(0, 100), running.addr).unwrap();
+    let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
+    assert_eq!(&buffer[..len], payload(0, 100).as_slice());
+    let first_echo = sent.elapsed();
+    assert!(
+        first_echo < Duration::from_millis(500),
+        "the first datagram after a long sleep waited {first_echo:?}"
+    );
+    for i in 1..20 {
         client.send_to(&payload(i, 100), running.addr).unwrap();
         thread::sleep(Duration::from_millis(1));
     }
-    let mut buffer = [0u8; 2048];
-    for i in 0..20 {
+    for i in 1..20 {
         let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
         assert_eq!(&buffer[..len], payload(i, 100).as_slice(), "echo {i}");
     }
@@ -940,8 +967,8 @@ fn a_coalescing_uring_engine_keeps_deadlines_shorter_than_its_window() {
     if !coalescing_runs() {
         return;
     }
-    // Each turn asks to be woken 1 ms later; the 10 ms window must not hold those waits
-    // (it would allow ~10 turns in 100 ms instead of ~100).
+    // Each turn asks to be woken 1 ms later. A 10 ms window that held those waits would allow
+    // at most one turn per 10 ms; kept, they come about every millisecond.
     let ticking = Echo {
         deadline_in: Some(Duration::from_millis(1)),
         ..Echo::new()
@@ -952,10 +979,16 @@ fn a_coalescing_uring_engine_keeps_deadlines_shorter_than_its_window() {
         ticking,
         &coalescing(ringcast_net::uring::MAX_COALESCE_US),
     );
-    thread::sleep(Duration::from_millis(100));
-    let turns = running.turns.load(Ordering::SeqCst);
+    first_turn(&running);
+    let (start, before) = (Instant::now(), running.turns.load(Ordering::SeqCst));
+    thread::sleep(Duration::from_millis(300));
+    let turns = running.turns.load(Ordering::SeqCst) - before;
+    let windows = start.elapsed().as_millis() as usize / 10;
     running.stop();
-    assert!(turns >= 30, "{turns} turns of 1 ms deadlines in 100 ms");
+    assert!(
+        turns > 2 * windows + 2,
+        "{turns} turns of 1 ms deadlines in {windows} windows of 10 ms"
+    );
 }
 
 #[test]
