@@ -221,7 +221,8 @@ pub struct EngineOptions {
     pub uring_zero_copy: bool,
     /// uring: a wait gathers completions for this many microseconds before the engine wakes
     /// (ending before the driver's deadline); an engine whose wait began longer ago wakes at
-    /// the first completion at once, and one that is behind does not wait for more. 0 (the
+    /// the first completion at once, and one that is behind, or whose last turn with sends
+    /// sent 64 or more, does not wait for more. 0 (the
     /// default here; the server's default is 500): every wait ends at the first completion.
     /// At most `uring::MAX_COALESCE_US` (10 ms). Needs Linux 6.12; older kernels, and engines
     /// with `uring_sqpoll`, wake at the first completion (with a log line per engine).

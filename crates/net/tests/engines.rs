@@ -109,6 +109,9 @@ struct Echo {
     /// Also send this many 1,200-byte datagrams to `also_to` for each one received (a
     /// publisher's packet fanned out to viewers).
     fan_out: usize,
+    /// Send the `fan_out` datagrams to as many ports, from `also_to`'s up (a broadcast's
+    /// viewers), instead of all to `also_to`.
+    spread: bool,
     /// The most bytes found queued when a datagram came.
     most_queued: usize,
     kept: Vec<Vec<u8>>,
@@ -134,6 +137,7 @@ impl Echo {
             oversize: false,
             silent: false,
             fan_out: 0,
+            spread: false,
             most_queued: 0,
             kept: Vec::new(),
             slow: Duration::ZERO,
@@ -160,10 +164,14 @@ impl Driver for Echo {
             thread::sleep(self.slow);
         }
         if let Some(sink) = self.also_to {
-            for _ in 0..self.fan_out {
+            for k in 0..self.fan_out {
                 let mut contents = tx.buffer();
                 contents.resize(1200, 0);
-                tx.push(Transmit::new(sink, None, contents));
+                let mut to = sink;
+                if self.spread {
+                    to.set_port(sink.port().wrapping_add(k as u16));
+                }
+                tx.push(Transmit::new(to, None, contents));
             }
         }
         if self.destinations.len() < 16 && !self.destinations.contains(&destination) {
@@ -960,6 +968,47 @@ fn a_coalescing_uring_engine_takes_datagrams_that_trickle_in_few_turns_at_a_time
     let (counters, _) = running.stop();
     assert_eq!(counters.rx_datagrams, 20, "{counters:?}");
     assert!(turns <= 10, "{turns} turns for 20 datagrams");
+}
+
+#[test]
+fn a_coalescing_uring_engine_does_not_hold_the_input_of_a_wide_fan_out() {
+    if !coalescing_runs() {
+        return;
+    }
+    // Each datagram goes to 100 destinations besides its echo (a broadcast's fan-out). A 50 ms
+    // window would hold the 20 datagrams, 5 ms apart, and take several in one turn; without
+    // it each wakes the engine for turns of its own.
+    let sink = client("127.0.0.1:0");
+    let fanning = Echo {
+        also_to: Some(sink.local_addr().unwrap()),
+        fan_out: 100,
+        spread: true,
+        ..Echo::new()
+    };
+    // Send slots for the whole fan-out, so that no transmit waits for one (which would count as
+    // behind and end coalescing for another reason).
+    let options = EngineOptions {
+        uring_entries: 512,
+        ..coalescing(50_000)
+    };
+    let running = Running::start(EngineKind::Uring, "127.0.0.1:0", fanning, &options);
+    first_turn(&running);
+    thread::sleep(Duration::from_millis(100));
+    let before = running.turns.load(Ordering::SeqCst);
+    let client = client("127.0.0.1:0");
+    for i in 0..20 {
+        client.send_to(&payload(i, 100), running.addr).unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+    let mut buffer = [0u8; 2048];
+    for i in 0..20 {
+        let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
+        assert_eq!(&buffer[..len], payload(i, 100).as_slice(), "echo {i}");
+    }
+    let turns = running.turns.load(Ordering::SeqCst) - before;
+    running.stop();
+    // Two turns each (the datagram's, then its sends' completions): 40. Coalesced, ~20.
+    assert!(turns >= 30, "{turns} turns for 20 datagrams 5 ms apart");
 }
 
 #[test]
