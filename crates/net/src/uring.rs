@@ -808,6 +808,20 @@ impl UringEngine {
                 Some(left)
             }
         };
+        match self.coalescing_window(taskrun, timeout) {
+            // The kernel needs a timeout to fall back to after the window.
+            Some(window) => self.enter(
+                COALESCED_COMPLETIONS,
+                Some(timeout.unwrap_or(IDLE_WAIT)),
+                window,
+            ),
+            None => self.enter(1, timeout, Duration::ZERO),
+        }
+    }
+
+    /// The coalescing window of the coming wait, if it coalesces (see the module), given the
+    /// ring's taskrun flag and the time left to the driver's deadline.
+    fn coalescing_window(&self, taskrun: bool, timeout: Option<Duration>) -> Option<Duration> {
         // Coalescing (see the module): wait out the window, then return with what came; with
         // none by then, wake at the first. Not when the shard is behind: the kernel already
         // holds completions for it (the taskrun flag), datagrams are parked, or transmits
@@ -823,23 +837,13 @@ impl UringEngine {
         // sends already, and held input only leaves in larger bursts (1 -> 1,000 viewers on
         // two shards lost 3-7 % in the receivers' sockets with it, none without).
         let wide = self.last_fan_out >= COALESCED_COMPLETIONS;
-        let window = self
-            .coalesce
+        self.coalesce
             .filter(|_| !behind && !wide)
             .map(|window| match timeout {
                 Some(left) => window.min(left.saturating_sub(DEADLINE_MARGIN)),
                 None => window,
             })
-            .filter(|&window| window >= MIN_WINDOW);
-        match window {
-            // The kernel needs a timeout to fall back to after the window.
-            Some(window) => self.enter(
-                COALESCED_COMPLETIONS,
-                Some(timeout.unwrap_or(IDLE_WAIT)),
-                window,
-            ),
-            None => self.enter(1, timeout, Duration::ZERO),
-        }
+            .filter(|&window| window >= MIN_WINDOW)
     }
 
     /// One `io_uring_enter`: submit, and wait for `want` completions (at most `timeout`);

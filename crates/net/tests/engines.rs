@@ -249,6 +249,15 @@ impl Running {
         }
     }
 
+    /// Wait until the engine has made more than `before` turns; fail with `why` after `limit`.
+    fn turn_past(&self, before: usize, limit: Duration, why: &str) {
+        let start = Instant::now();
+        while self.turns.load(Ordering::SeqCst) == before {
+            assert!(start.elapsed() < limit, "{:?}: {why}", self.kind);
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn stop(self) -> (EngineCounters, Echo) {
         let (engine, driver) = self.stop_engine();
         (engine.counters(), driver)
@@ -427,14 +436,11 @@ fn notifier_wakes_a_sleeping_engine_and_stop_ends_run() {
             let before = running.turns.load(Ordering::SeqCst);
             let notifier = running.notifier.clone();
             thread::spawn(move || notifier.notify()).join().unwrap();
-            let start = Instant::now();
-            while running.turns.load(Ordering::SeqCst) == before {
-                assert!(
-                    start.elapsed() < Duration::from_secs(2),
-                    "{kind:?}: notify did not wake the engine"
-                );
-                thread::sleep(Duration::from_millis(1));
-            }
+            running.turn_past(
+                before,
+                Duration::from_secs(2),
+                "notify did not wake the engine",
+            );
         }
         thread::sleep(Duration::from_millis(50));
         let turns = running.turns.load(Ordering::SeqCst);
@@ -876,14 +882,7 @@ fn coalescing_runs() -> bool {
 
 /// Wait until `running` has made its first turn (its thread started and it runs its loop).
 fn first_turn(running: &Running) {
-    let start = Instant::now();
-    while running.turns.load(Ordering::SeqCst) == 0 {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the engine never ran"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    running.turn_past(0, Duration::from_secs(5), "the engine never ran");
 }
 
 #[test]
@@ -916,14 +915,7 @@ fn a_coalescing_uring_engine_echoes_sleeps_while_idle_and_wakes_when_notified() 
     thread::sleep(Duration::from_millis(50));
     let before = running.turns.load(Ordering::SeqCst);
     running.notifier.notify();
-    let start = Instant::now();
-    while running.turns.load(Ordering::SeqCst) == before {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "notify did not wake it"
-        );
-        thread::sleep(Duration::from_millis(1));
-    }
+    running.turn_past(before, Duration::from_secs(5), "notify did not wake it");
     running.stop();
 }
 
