@@ -36,6 +36,11 @@ pub struct Dtls {
     /// the backend's fragmenter; outgoing records larger than the warn
     /// threshold log a warning.
     mtu: RangeInclusive<usize>,
+
+    /// ringcast patch: the timeout the instance last gave, until a call changes its state.
+    /// Once the handshake is done, DTLS only moves on input and timeouts, but it was polled
+    /// at the top of every `Rtc::poll_output`, once per packet a peer sends.
+    settled: Option<Instant>,
 }
 
 pub(crate) fn is_would_block(error: &DtlsError) -> bool {
@@ -79,6 +84,7 @@ impl Dtls {
             active_state: None,
             pending_packets: VecDeque::new(),
             mtu,
+            settled: None,
         })
     }
 
@@ -94,6 +100,7 @@ impl Dtls {
 
     /// Set whether this instance is active (client) or passive (server).
     pub fn set_active(&mut self, active: bool) {
+        self.settled = None;
         self.active_state = Some(active);
         self.instance.set_active(active)
     }
@@ -132,6 +139,9 @@ impl Dtls {
         if !self.is_inited() {
             return DtlsOutput::Timeout(not_happening());
         }
+        if let Some(at) = self.settled {
+            return DtlsOutput::Timeout(at);
+        }
 
         let next = self.instance.poll_output(buf);
 
@@ -145,6 +155,10 @@ impl Dtls {
             return DtlsOutput::Timeout(already_happened());
         }
 
+        if let DtlsOutput::Timeout(at) = next {
+            self.settled = Some(at);
+        }
+
         next
     }
 
@@ -154,6 +168,7 @@ impl Dtls {
 
     /// Handle an incoming DTLS packet.
     pub fn handle_receive(&mut self, packet: &[u8]) -> Result<(), DtlsError> {
+        self.settled = None;
         if !self.is_inited() {
             debug!("Ignoring DTLS datagram prior to DTLS start");
             return Ok(());
@@ -173,6 +188,7 @@ impl Dtls {
             ))
         }
 
+        self.settled = None;
         // Don't rely on the inner instance for proper pre-init behavior.
         if !self.is_inited() {
             return Err(make_handshake_pending_err());
@@ -191,6 +207,7 @@ impl Dtls {
 
     /// Handle a timeout event.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsError> {
+        self.settled = None;
         if !self.is_inited() {
             return Ok(());
         }
@@ -202,6 +219,7 @@ impl Dtls {
 
     /// Initiate graceful shutdown by sending a close_notify alert.
     pub fn close(&mut self) -> Result<(), DtlsError> {
+        self.settled = None;
         self.instance
             .close()
             .map_err(|e| DtlsError::CryptoError(CryptoError::Other(format!("DTLS error: {}", e))))
@@ -224,6 +242,42 @@ mod tests {
             1200..=1500,
         )
         .unwrap()
+    }
+
+    /// ringcast patch: a settled instance answers `poll_output` with its last timeout until a
+    /// call changes it.
+    #[test]
+    #[cfg(feature = "aws-lc-rs")]
+    fn a_settled_instance_is_asked_again_after_a_change() {
+        // Polls until the instance has nothing but a timeout; the packets it sent on the way.
+        fn drain(dtls: &mut Dtls) -> (Instant, usize) {
+            let mut buf = [0; 2048];
+            let mut packets = 0;
+            loop {
+                if let DtlsOutput::Timeout(at) = dtls.poll_output(&mut buf) {
+                    if dtls.poll_packet().is_some() {
+                        packets += 1;
+                        continue;
+                    }
+                    return (at, packets);
+                }
+            }
+        }
+
+        let now = Instant::now();
+        let mut dtls = new_dtls(now, DtlsVersion::Dtls12);
+        dtls.set_active(true);
+        dtls.handle_timeout(now).unwrap();
+        let (at, flight) = drain(&mut dtls);
+        assert!(flight > 0, "the client sent its first flight");
+        assert_eq!(dtls.settled, Some(at));
+        assert_eq!(drain(&mut dtls), (at, 0), "a settled instance repeats its timeout");
+
+        // Its retransmission timer is a change: the flight goes out again.
+        dtls.handle_timeout(at).unwrap();
+        assert_eq!(dtls.settled, None);
+        let (_, resent) = drain(&mut dtls);
+        assert!(resent > 0, "the flight was resent");
     }
 
     #[test]

@@ -691,7 +691,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use str0m_proto::Pii;
+use rtp_::Ssrc;
 use streams::RtpPacket;
+use streams::RtpWrite;
 use streams::StreamPaused;
 use util::InstantExt;
 
@@ -949,6 +951,17 @@ enum RtcState {
     Alive,
     Closing,
     Closed,
+}
+
+/// What [`Rtc::send_rtp`] did with a packet (ringcast patch).
+#[derive(Debug)]
+pub enum SendRtp {
+    /// It left at once: this is its datagram.
+    Sent(net::Transmit),
+    /// It waits in the stream's queue for [`Rtc::poll_output`].
+    Queued,
+    /// No send stream has that SSRC; nothing was written.
+    NoStream,
 }
 
 struct SendAddr {
@@ -1585,6 +1598,64 @@ impl Rtc {
         self.session.datagram_buffer.take()
     }
 
+    /// ringcast patch: write an RTP packet to the send stream `ssrc` and, where it can leave
+    /// at once, take the datagram for it now instead of from [`Rtc::poll_output`].
+    ///
+    /// Writing through [`DirectApi`] queues the packet; the queue waits for a timeout pass to
+    /// stamp it and for the pacer to hand it out, and every packet costs a walk of the whole
+    /// output pipeline (ICE, DTLS, SCTP, events, timeouts). An SFU writes one packet to each of
+    /// many peers at a time, so that walk, not the packet, was most of a forwarded packet's
+    /// cost in str0m.
+    ///
+    /// The packet leaves at once ([`SendRtp::Sent`], the same datagram `poll_output` would have
+    /// given) when nothing else could come first: the instance is idle (its last
+    /// `poll_output` reached a timeout and nothing changed since), no timeout is due at `now`,
+    /// ICE has a nominated pair, SRTP is keyed, the stream has nothing queued and has had its
+    /// first timeout, and no bandwidth estimator paces the sends. It changes no timer and
+    /// queues no event, so the instance stays idle. Otherwise the packet is queued as
+    /// `write_rtp` would ([`SendRtp::Queued`]), or not written at all ([`SendRtp::NoStream`]).
+    /// `now` must not be before the last time handed to the instance.
+    pub fn send_rtp(&mut self, ssrc: Ssrc, rtp: RtpWrite, now: Instant) -> SendRtp {
+        let idle = self.state == RtcState::Alive
+            && !self.readiness.wants_events()
+            && !self.readiness.wants_timeout()
+            && now >= self.last_now
+            && now < self.cached_timeout
+            && self.send_addr.is_some();
+        let rtp = if idle {
+            match self.session.send_rtp_now(now, ssrc, rtp) {
+                Ok(Some(contents)) => {
+                    self.advance_time(now);
+                    let send = self.send_addr.as_ref().expect("checked above");
+                    let transmit = net::Transmit {
+                        proto: send.proto,
+                        source: send.source,
+                        destination: send.destination,
+                        contents,
+                    };
+                    self.peer_bytes_tx += transmit.contents.len() as u64;
+                    trace!("OUT {:?}", transmit);
+                    return SendRtp::Sent(transmit);
+                }
+                // Written, but the stream gave nothing: poll_output picks it up.
+                Ok(None) => {
+                    self.wake_all();
+                    return SendRtp::Queued;
+                }
+                Err(rtp) => rtp,
+            }
+        } else {
+            rtp
+        };
+        match self.direct_api().stream_tx(&ssrc) {
+            Some(stream) => {
+                stream.write_rtp(rtp);
+                SendRtp::Queued
+            }
+            None => SendRtp::NoStream,
+        }
+    }
+
     /// Poll the `Rtc` instance for output. Output can be three things, something to _Transmit_
     /// via a UDP socket (maybe via a TURN server). An _Event_, such as receiving media data,
     /// or a _Timeout_.
@@ -2053,8 +2124,20 @@ impl Rtc {
         match input {
             Input::Timeout(now) => self.do_handle_timeout(now)?,
             Input::Receive(recv_time, r) => {
+                // ringcast patch: an RTP packet in RTP mode is picked up by `poll_output` and
+                // moves no timer due, so the timeout pass after it only has work when one was
+                // due anyway. Skipping it then saves a pass over ICE, SCTP and every stream
+                // per packet a peer receives; what the packet makes due (NACKs, feedback) is
+                // reported by the next `poll_output` as a timeout, as after any other input.
+                let rtp = self.session.rtp_mode
+                    && matches!(r.contents.inner, DatagramRecvInner::Rtp(_));
+                let due = self.readiness.wants_timeout() || recv_time >= self.cached_timeout;
                 self.do_handle_receive(recv_time, r)?;
-                self.do_handle_timeout(recv_time)?;
+                if rtp && !due {
+                    self.advance_time(recv_time);
+                } else {
+                    self.do_handle_timeout(recv_time)?;
+                }
             }
         }
         Ok(())
@@ -2115,15 +2198,23 @@ impl Rtc {
         self.need_init_time = false;
     }
 
-    fn do_handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
+    /// Move `last_now` forward (never back); false if `now` is in the past.
+    fn advance_time(&mut self, now: Instant) -> bool {
         self.init_time(now);
 
         // Prevent time from going backwards.
         if now < self.last_now {
-            return Ok(());
+            return false;
         }
 
         self.last_now = now;
+        true
+    }
+
+    fn do_handle_timeout(&mut self, now: Instant) -> Result<(), RtcError> {
+        if !self.advance_time(now) {
+            return Ok(());
+        }
 
         // Disjoint borrows so each subsystem gets its own armed `Wake` and
         // makes its own re-poll decision; the guards fold into `readiness`

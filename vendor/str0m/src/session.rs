@@ -34,11 +34,11 @@ use crate::rtp_::SeqNo;
 use crate::rtp_::SeqNoWindow;
 use crate::rtp_::{Bitrate, ExtensionMap, Goodbye, Mid, ReportList, Rtcp, RtcpFb};
 use crate::rtp_::{Dlrr, DlrrItem, ExtendedReport, ReportBlock};
-use crate::rtp_::{RtpHeader, SessionId, TwccPacketId, extend_u16};
+use crate::rtp_::{RtpHeader, SessionId, TwccClusterId, TwccPacketId, extend_u16};
 use crate::rtp_::{SrtpContext, Ssrc};
 use crate::rtp_::{TwccRecvRegister, TwccSendRegister};
 use crate::stats::StatsSnapshot;
-use crate::streams::{RtpPacket, StreamTimeoutConfig, Streams};
+use crate::streams::{RtpPacket, RtpWrite, StreamTimeoutConfig, Streams};
 use crate::util::{Soonest, SystemTimeExt, already_happened, not_happening};
 use crate::{Reason, net};
 use crate::{RtcConfig, RtcError};
@@ -1246,11 +1246,51 @@ impl Session {
     }
 
     fn poll_packet(&mut self, now: Instant) -> Option<DatagramSend> {
-        let srtp_tx = self.srtp_tx.as_mut()?;
+        self.srtp_tx.as_ref()?;
 
         // Figure out which, if any, queue to poll
         // The cluster_id is captured by the pacer at poll time, before register_send() might clear it
         let (midrid, cluster_id) = self.pacer.poll_queue()?;
+        self.send_queued(now, midrid, cluster_id, true)
+    }
+
+    /// ringcast patch: `DirectApi::stream_tx(ssrc).write_rtp(rtp)`, and when the stream has
+    /// nothing queued before it, the protected datagram at once, as `poll_packet` would make
+    /// it. `Err` gives the packet back unwritten where it cannot leave at once: no SRTP yet,
+    /// bandwidth estimation (whose pacer must see every packet), closing, no such stream, or
+    /// a stream with something queued.
+    pub fn send_rtp_now(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        rtp: RtpWrite,
+    ) -> Result<Option<DatagramSend>, RtpWrite> {
+        if self.srtp_tx.is_none() || self.bwe.is_some() || self.rtp_closing {
+            return Err(rtp);
+        }
+        let Some(stream) = self.streams.stream_tx(&ssrc) else {
+            return Err(rtp);
+        };
+        if !stream.can_send_now() {
+            return Err(rtp);
+        }
+        let midrid = stream.midrid();
+        stream.write_rtp(rtp);
+        stream.stamp_writes(now);
+        // Not through the pacer: it did not hand this queue out, so it has no send to count.
+        Ok(self.send_queued(now, midrid, None, false))
+    }
+
+    /// The head of `midrid`'s send queue, protected. `paced`: the pacer handed the queue out
+    /// and counts the send (ringcast patch: split out of `poll_packet` for `send_rtp_now`).
+    fn send_queued(
+        &mut self,
+        now: Instant,
+        midrid: MidRid,
+        cluster_id: Option<TwccClusterId>,
+        paced: bool,
+    ) -> Option<DatagramSend> {
+        let srtp_tx = self.srtp_tx.as_mut()?;
         let stream = self.streams.stream_tx_by_midrid(midrid)?;
         let Some(media) = self.medias.iter().find(|m| m.mid() == stream.mid()) else {
             trace!("Pacer pointed to mid {} which has no media", midrid.mid());
@@ -1285,7 +1325,9 @@ impl Session {
             crate::log_stat!("PACKET_SENT", header.ssrc, payload_size, kind);
         }
 
-        self.pacer.register_send(now, payload_size.into(), midrid);
+        if paced {
+            self.pacer.register_send(now, payload_size.into(), midrid);
+        }
 
         if let Some(raw_packets) = &mut self.raw_packets {
             raw_packets.push_back(Box::new(RawPacket::RtpTx(header.clone(), buf.clone())));

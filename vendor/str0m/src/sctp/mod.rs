@@ -63,6 +63,10 @@ pub(crate) struct RtcSctp {
     snap_init: Option<SctpInitData>,
     /// Bytes that can be buffered across all streams before `available()` is 0.
     max_buffered_amount: usize,
+    /// ringcast patch: something changed since `poll` last found nothing to do. A peer that
+    /// only sends media is polled once per packet it sends; without this each poll walked the
+    /// association's queues (`poll_transmit`, retransmits, expiry) with nothing in them.
+    touched: bool,
     #[cfg(test)]
     max_payload_size: usize,
 }
@@ -322,6 +326,7 @@ impl RtcSctp {
             snap_enabled: false,
             snap_init: None,
             max_buffered_amount: DEFAULT_MAX_BUFFERED_AMOUNT,
+            touched: true,
             #[cfg(test)]
             max_payload_size,
         }
@@ -351,6 +356,7 @@ impl RtcSctp {
         sctp_init_data: Option<SctpInitData>,
         remote_max_message_size: Option<u32>,
     ) -> Result<(), SctpError> {
+        self.touched = true; // ringcast patch: see `poll`
         if self.state != RtcSctpState::Uninited {
             return Err(SctpError::Proto(ProtoError::Other(
                 "SCTP already initialized".into(),
@@ -424,11 +430,13 @@ impl RtcSctp {
 
     /// Enable SNAP by pre-populating the init data.
     pub fn enable_snap(&mut self) {
+        self.touched = true; // ringcast patch: see `poll`
         self.snap_enabled = true;
         self.snap_init.get_or_insert_with(SctpInitData::new);
     }
 
     pub fn set_max_buffered_amount(&mut self, max_buffered_amount: usize) {
+        self.touched = true; // ringcast patch: see `poll`
         self.max_buffered_amount = max_buffered_amount;
     }
 
@@ -440,6 +448,7 @@ impl RtcSctp {
     /// Ensure the local SNAP INIT chunk is generated. Returns `false` if
     /// generation failed (degrades to non-SNAP).
     pub fn ensure_local_snap_init(&mut self) -> bool {
+        self.touched = true; // ringcast patch: see `poll`
         let init_data = self.snap_init.get_or_insert_with(SctpInitData::new);
         if init_data.local_init_chunk().is_err() {
             self.snap_init = None;
@@ -453,6 +462,7 @@ impl RtcSctp {
     ///
     /// This preserves local opt-in for future offers.
     pub fn disable_pending_snap(&mut self) {
+        self.touched = true; // ringcast patch: see `poll`
         if !self.is_inited() {
             self.snap_init = None;
         }
@@ -490,6 +500,7 @@ impl RtcSctp {
     /// Set the remote SNAP INIT from a base64 string. Returns `Ok(true)` if
     /// accepted, `Ok(false)` on decode error (degrades to non-SNAP).
     pub fn set_remote_snap_init_string(&mut self, value: &str) -> bool {
+        self.touched = true; // ringcast patch: see `poll`
         let init_data = self.snap_init.get_or_insert_with(SctpInitData::new);
         match init_data.set_remote_init_string(value) {
             Ok(()) => true,
@@ -512,6 +523,7 @@ impl RtcSctp {
 
     /// Opens a new stream.
     pub fn open_stream(&mut self, id: u16, config: ChannelConfig) {
+        self.touched = true; // ringcast patch: see `poll`
         // The channel might already have arrived via SCTP, and if it is negotiated out-of-band
         // we are waiting for the configuration.
         let entry = stream_entry(
@@ -566,6 +578,7 @@ impl RtcSctp {
 
     /// Close stream.
     pub fn close_stream(&mut self, id: u16) {
+        self.touched = true; // ringcast patch: see `poll`
         if let Some(entry) = entry_by_id_mut(&mut self.entries, id) {
             entry.do_close = true;
 
@@ -575,6 +588,7 @@ impl RtcSctp {
     }
 
     pub fn close(&mut self) -> Result<(), SctpError> {
+        self.touched = true; // ringcast patch: see `poll`
         let Some(assoc) = &mut self.assoc else {
             return Ok(());
         };
@@ -600,6 +614,7 @@ impl RtcSctp {
 
     // TODO: fix sctp-proto so we don't need &mut here.
     pub fn available(&mut self) -> usize {
+        self.touched = true; // ringcast patch: see `poll`
         let Some(assoc) = &mut self.assoc else {
             return 0;
         };
@@ -620,6 +635,7 @@ impl RtcSctp {
     }
 
     pub fn write(&mut self, id: u16, binary: bool, buf: &[u8]) -> Result<usize, SctpError> {
+        self.touched = true; // ringcast patch: see `poll`
         if self.state != RtcSctpState::Established || self.is_closing() || self.is_closed() {
             return Err(SctpError::WriteBeforeEstablished);
         }
@@ -653,6 +669,7 @@ impl RtcSctp {
     }
 
     pub fn buffered_amount(&mut self, id: u16) -> usize {
+        self.touched = true; // ringcast patch: see `poll`
         let Some(assoc) = self.assoc.as_mut() else {
             return 0;
         };
@@ -665,6 +682,7 @@ impl RtcSctp {
     }
 
     pub fn set_buffered_amount_low_threshold(&mut self, id: u16, threshold: usize) {
+        self.touched = true; // ringcast patch: see `poll`
         let entry =
             entry_by_id_mut(&mut self.entries, id).expect("stream entry for valid channel id");
 
@@ -673,6 +691,7 @@ impl RtcSctp {
     }
 
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) {
+        self.touched = true; // ringcast patch: see `poll`
         trace!("Handle input: {}", data.len());
 
         // TODO, remove Bytes in sctp and just use &[u8].
@@ -707,6 +726,7 @@ impl RtcSctp {
     }
 
     pub fn handle_timeout(&mut self, now: Instant, wake: &mut Wake) {
+        self.touched = true; // ringcast patch: see `poll`
         if self.state == RtcSctpState::Uninited {
             // Need to call `init()` before any timeouts are accepted.
             wake.no_events();
@@ -737,7 +757,16 @@ impl RtcSctp {
     }
 
     pub fn poll(&mut self) -> Option<SctpEvent> {
+        // ringcast patch: nothing but the calls that set `touched` (input, timeouts, writes,
+        // stream changes) gives the association or the entries work, so a poll after one that
+        // found nothing finds nothing either.
+        if !self.touched {
+            return None;
+        }
         let r = self.do_poll();
+        if r.is_none() {
+            self.touched = false;
+        }
 
         if let Some(r) = &r {
             trace!("Poll {:?}", r);
@@ -1171,6 +1200,7 @@ impl RtcSctp {
     }
 
     pub fn push_back_transmit(&mut self, data: VecDeque<Vec<u8>>) {
+        self.touched = true; // ringcast patch: see `poll`
         trace!("Push back transmit: {}", data.len());
         assert!(self.pushed_back_transmit.is_none());
         self.pushed_back_transmit = Some(data);
@@ -1561,6 +1591,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// ringcast patch: `poll` skips an association nothing changed since it was last idle.
+    #[test]
+    fn an_idle_association_is_polled_again_after_a_change() {
+        let (mut client, _server) = connect_client_server();
+        while client.poll().is_some() {}
+        assert!(!client.touched, "an idle poll settles the association");
+        assert!(client.poll().is_none());
+        assert!(!client.touched);
+
+        // Opening a stream is a change: its DCEP OPEN goes out on the next poll.
+        client.open_stream(0, ChannelConfig::default());
+        assert!(client.touched);
+        let mut sent = false;
+        while let Some(event) = client.poll() {
+            sent |= matches!(event, SctpEvent::Transmit { .. });
+        }
+        assert!(sent, "the DCEP OPEN was polled");
+        assert!(!client.touched);
+
+        // So is a timeout: the association's timers run and it is polled again.
+        let now = client.last_now;
+        client.handle_timeout(now, &mut Readiness::armed().wake());
+        assert!(client.touched);
+        while client.poll().is_some() {}
+        assert!(!client.touched);
     }
 
     #[test]

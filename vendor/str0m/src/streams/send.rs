@@ -1279,6 +1279,25 @@ impl StreamTx {
         self.padding += padding;
     }
 
+    /// ringcast patch: a packet written now could leave at once: nothing is queued before it
+    /// (packets, resends, padding) and the stream had its first timeout, which sets its kind.
+    pub(crate) fn can_send_now(&self) -> bool {
+        self.kind.is_some()
+            && self.send_queue.is_empty()
+            && self.resends.is_empty()
+            && self.padding == 0
+    }
+
+    /// ringcast patch: the stream's mid and rid.
+    pub(crate) fn midrid(&self) -> MidRid {
+        self.midrid
+    }
+
+    /// ringcast patch: what `handle_timeout` does for a stream past its first timeout.
+    pub(crate) fn stamp_writes(&mut self, now: Instant) {
+        self.send_queue.handle_timeout(now);
+    }
+
     pub(crate) fn need_timeout(&self) -> bool {
         self.send_queue.need_timeout()
     }
