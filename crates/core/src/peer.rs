@@ -4,7 +4,8 @@
 //! A [`Peer`] is built off the shard threads (building an `Rtc` and answering an offer costs
 //! about a millisecond of CPU) by [`Peer::publisher`] or [`Peer::subscriber`], then moved into
 //! its shard, which drives it with `handle_*` calls and drains [`Peer::poll`] until
-//! [`PeerEvent::Timeout`] after every one of them — str0m's contract.
+//! [`PeerEvent::Timeout`] after every one of them — str0m's contract — except after a packet
+//! str0m sent at once ([`Peer::send_rtp`]), which leaves the peer as idle as it found it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,9 @@ use str0m::format::{Codec, FormatParams, PayloadParams};
 use str0m::media::{Frequency, KeyframeRequestKind, MediaKind, Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap, ExtensionValues, RtpWrite, SeqNo, Ssrc, Vp8Patch};
-use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use str0m::{
+    Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig, SendRtp,
+};
 
 use crate::buffers::DatagramBuffers;
 use crate::ids::TrackKind;
@@ -174,7 +177,7 @@ pub struct SlotSpec {
     pub mid: String,
     /// Audio or video.
     pub kind: TrackKind,
-    /// Its index among the peer's answered sections ([`Peer::write_rtp`]).
+    /// Its index among the peer's answered sections ([`Peer::send_rtp`]).
     pub section: usize,
 }
 
@@ -198,20 +201,46 @@ pub enum Received {
     Unmapped,
 }
 
+/// What [`Peer::send_rtp`] did with a forwarded packet.
+#[derive(Debug)]
+pub enum Forwarded {
+    /// It left at once: queue this datagram for the engine.
+    Sent(Datagram),
+    /// It waits in str0m's queue: poll the peer ([`Peer::poll`]).
+    Queued,
+    /// The peer sends nothing on that section.
+    Not,
+}
+
+/// A datagram a peer sends.
+#[derive(Debug)]
+pub struct Datagram {
+    /// Over which transport (a TCP one goes on the connection from `destination`).
+    pub transport: Transport,
+    /// Where to.
+    pub destination: SocketAddr,
+    /// From which local address.
+    pub source: SocketAddr,
+    /// The bytes.
+    pub contents: Vec<u8>,
+}
+
+impl From<str0m::net::Transmit> for Datagram {
+    fn from(t: str0m::net::Transmit) -> Self {
+        Datagram {
+            transport: path::transport(t.proto),
+            destination: t.destination,
+            source: t.source,
+            contents: t.contents.into(),
+        }
+    }
+}
+
 /// What draining a peer yields.
 #[derive(Debug)]
 pub enum PeerEvent {
     /// Send this datagram.
-    Transmit {
-        /// Over which transport (a TCP one goes on the connection from `destination`).
-        transport: Transport,
-        /// Where to.
-        destination: SocketAddr,
-        /// From which local address.
-        source: SocketAddr,
-        /// The bytes.
-        contents: Vec<u8>,
-    },
+    Transmit(Datagram),
     /// A media packet from the remote (publishers only).
     Rtp(RtpIn),
     /// The remote wants a keyframe on what it receives in section `section` (subscribers and
@@ -219,7 +248,7 @@ pub enum PeerEvent {
     KeyframeRequest {
         /// The kind of that section.
         kind: TrackKind,
-        /// The section's index ([`Peer::write_rtp`]).
+        /// The section's index ([`Peer::send_rtp`]).
         section: usize,
     },
     /// The remote opened the room's data channel ([`ROOM_CHANNEL`]).
@@ -678,7 +707,7 @@ impl Peer {
         self.slots.iter().any(|s| s.kind == kind && s.tx.is_some())
     }
 
-    /// The first section this subscriber receives `kind` on ([`Peer::write_rtp`]).
+    /// The first section this subscriber receives `kind` on ([`Peer::send_rtp`]).
     pub fn section_for(&self, kind: TrackKind) -> Option<usize> {
         self.slots
             .iter()
@@ -789,12 +818,7 @@ impl Peer {
                     if !stun::is_stun(&t.contents) {
                         self.sending_to = Some((t.destination, t.proto));
                     }
-                    return PeerEvent::Transmit {
-                        transport: path::transport(t.proto),
-                        destination: t.destination,
-                        source: t.source,
-                        contents: t.contents.into(),
-                    };
+                    return PeerEvent::Transmit(Datagram::from(t));
                 }
                 Output::Event(e) => {
                     if let Some(ev) = self.event(e) {
@@ -901,15 +925,19 @@ impl Peer {
         Some((kind, layer))
     }
 
-    /// Queue one forwarded packet on the stream of section `section` ([`Peer::section_for`],
-    /// [`SlotSpec::section`]). `false` if it sends none.
-    pub fn write_rtp(&mut self, section: usize, packet: OutRtp, wallclock: Instant) -> bool {
+    /// Send one forwarded packet on the stream of section `section` ([`Peer::section_for`],
+    /// [`SlotSpec::section`]) at `now`: at once where str0m can
+    /// ([`Forwarded::Sent`], its datagram protected into a buffer from `buffers`), else
+    /// queued for [`Peer::poll`].
+    pub(crate) fn send_rtp(
+        &mut self,
+        section: usize,
+        packet: OutRtp,
+        now: Instant,
+        buffers: &mut DatagramBuffers,
+    ) -> Forwarded {
         let Some((ssrc, pt)) = self.slots.get(section).and_then(|s| s.tx) else {
-            return false;
-        };
-        let mut api = self.rtc.direct_api();
-        let Some(stream) = api.stream_tx(&ssrc) else {
-            return false;
+            return Forwarded::Not;
         };
         let ext_vals = ExtensionValues {
             audio_level: packet.ext.audio_level,
@@ -917,21 +945,24 @@ impl Peer {
             video_orientation: packet.ext.video_orientation.map(Into::into),
             ..Default::default()
         };
-        let mut write = RtpWrite::new(
-            pt,
-            SeqNo::from(packet.seq),
-            packet.ts,
-            wallclock,
-            packet.payload,
-        )
-        .marker(packet.marker)
-        .ext_vals(ext_vals)
-        .nackable(true);
+        let mut write = RtpWrite::new(pt, SeqNo::from(packet.seq), packet.ts, now, packet.payload)
+            .marker(packet.marker)
+            .ext_vals(ext_vals)
+            .nackable(true);
         if let Some(patch) = packet.vp8 {
             write = write.vp8_patch(patch);
         }
-        stream.write_rtp(write);
-        true
+        if self.rtc.wants_datagram_buffer() {
+            self.rtc.give_datagram_buffer(buffers.take());
+        }
+        match self.rtc.send_rtp(ssrc, write, now) {
+            SendRtp::Sent(t) => {
+                self.sending_to = Some((t.destination, t.proto));
+                Forwarded::Sent(Datagram::from(t))
+            }
+            SendRtp::Queued => Forwarded::Queued,
+            SendRtp::NoStream => Forwarded::Not,
+        }
     }
 
     /// Ask this publisher for a keyframe on its `kind` track, simulcast layer `layer` (PLI).

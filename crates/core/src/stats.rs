@@ -23,6 +23,10 @@ ringcast_counters::counters! {
         rtp_in: Counter("RTP packets received from publishers (local or relayed)"),
         /// RTP packets forwarded to subscribers.
         rtp_forwarded: Counter("RTP packets forwarded to subscribers"),
+        /// Of those, sent at once ([`str0m::Rtc::send_rtp`]): the rest waited in str0m for
+        /// the subscriber's poll (a stream's first packets, a peer with a timer due or output
+        /// of its own pending).
+        rtp_forwarded_at_once: Counter("RTP packets forwarded to subscribers at once, without a poll"),
         /// Relay messages sent to other shards.
         relayed: Counter("Messages relayed to other shards"),
         /// Keyframe requests sent to publishers.

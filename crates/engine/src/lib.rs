@@ -465,15 +465,7 @@ impl ShardDriver {
                     }
                     return;
                 }
-                Output::Transmit(t) => match (t.transport, &mut self.tcp) {
-                    (Transport::Udp, _) => {
-                        tx.push(Transmit::new(t.destination, t.source, t.contents));
-                        self.return_buffers(tx);
-                    }
-                    (Transport::Tcp, Some(tcp)) => tcp.send(t.destination, t.contents),
-                    // Nothing comes in over TCP without a listener, so nothing goes out.
-                    (Transport::Tcp, None) => {}
-                },
+                Output::Transmit(t) => self.transmit(t, tx),
                 Output::Relay { to, message } => {
                     let Some(peer) = self.peers.get(usize::from(to.0)) else {
                         continue;
@@ -511,6 +503,19 @@ impl ShardDriver {
         }
     }
 
+    /// Hand one of the shard's datagrams to its socket (or TCP connection).
+    fn transmit(&mut self, t: ringcast_core::Transmit, tx: &mut TxQueue) {
+        match (t.transport, &mut self.tcp) {
+            (Transport::Udp, _) => {
+                tx.push(Transmit::new(t.destination, t.source, t.contents));
+                self.return_buffers(tx);
+            }
+            (Transport::Tcp, Some(tcp)) => tcp.send(t.destination, t.contents),
+            // Nothing comes in over TCP without a listener, so nothing goes out.
+            (Transport::Tcp, None) => {}
+        }
+    }
+
     /// Wake each shard that got relays since the last call, once.
     fn wake_relayed(&mut self) {
         let mut mask = std::mem::take(&mut self.relayed_to);
@@ -539,6 +544,9 @@ impl Driver for ShardDriver {
             destination,
             contents: data,
         });
+        while let Some(t) = self.shard.take_transmit() {
+            self.transmit(t, tx);
+        }
         // Drained once per receive batch, by `on_turn`, which the engines call right after it:
         // a viewer gets all the batch's packets for it in one poll. A long batch, or one whose
         // packets go to many viewers, is drained on the way, so an overloaded shard's sends

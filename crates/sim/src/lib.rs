@@ -872,6 +872,10 @@ impl Sim {
                     contents: &d.contents,
                 },
             );
+            // What routing sent at once goes out now, as the engines send it.
+            while let Some(t) = self.nodes[i].shard.take_transmit() {
+                self.transmit(i, t);
+            }
             // Drained by `step` once the receive batch is over, or now when the shard says a
             // drain is due (as the engines ask after each datagram).
             let fed = match self.undrained {
@@ -919,14 +923,7 @@ impl Sim {
                     scope(ShardScope::Outside);
                 }
                 match output {
-                    Output::Transmit(t) => {
-                        // The network carries a copy and the shard gets the buffer back at once,
-                        // as an engine copies a datagram into a GSO batch and gives it back.
-                        let contents = t.contents.clone();
-                        node.shard.give_datagram_buffer(t.contents);
-                        let source = node.public;
-                        self.send_down(t.transport, source, t.destination, contents);
-                    }
+                    Output::Transmit(t) => self.transmit(i, t),
                     Output::Relay { to, message } => relays.push_back((to, message)),
                     Output::Reply { token, result } => self.replies.push((token, result)),
                     Output::Event(event) => {
@@ -955,6 +952,17 @@ impl Sim {
             i = usize::from(to.0);
             self.feed(i, Input::Relay(self.now, message));
         }
+    }
+
+    /// Send shard `i`'s datagram down to its client. The network carries a copy and the shard
+    /// gets the buffer back at once, as an engine copies a datagram into a GSO batch and gives
+    /// it back.
+    fn transmit(&mut self, i: usize, t: ringcast_core::Transmit) {
+        let node = &mut self.nodes[i];
+        let contents = t.contents.clone();
+        node.shard.give_datagram_buffer(t.contents);
+        let source = node.public;
+        self.send_down(t.transport, source, t.destination, contents);
     }
 
     /// Feed shard `i` one input, inside the shard scope.

@@ -554,12 +554,7 @@ impl Shard {
         // Flush the close_notify; nothing else of it matters now.
         loop {
             match p.peer.poll(&mut self.buffers) {
-                PeerEvent::Transmit {
-                    transport,
-                    destination,
-                    source,
-                    contents,
-                } => self.transmit(transport, destination, source, contents),
+                PeerEvent::Transmit(datagram) => self.transmit(datagram),
                 PeerEvent::Timeout(_) | PeerEvent::Disconnected => break,
                 _ => {}
             }

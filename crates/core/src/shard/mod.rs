@@ -20,21 +20,24 @@
 //! it gives its deadline, routing each event as it comes; it polls the next peer only once the
 //! outputs before it are taken, so a drain's datagrams never wait all at once (and their
 //! buffers come back for the next peer's, see `buffers`). Routing changes other peers and marks
-//! them; it never polls them. A driver may feed several inputs before it drains (the engine
-//! feeds a whole receive batch of datagrams): a peer they all touched is polled once for all of
-//! them, so a viewer gets a frame's packets in one poll (and one GSO send) rather than one poll,
-//! one deadline and one timer per packet. The exception is the peer a datagram is for: it is
-//! polled at once (`poll_now`), because str0m keeps only one received RTP packet until polled.
-//! A long batch, or one whose packets go to many viewers, is drained part way
-//! ([`Shard::drain_due`]), so what waits in str0m's send queues stays bounded. So:
+//! them; it never polls them. A forwarded packet mostly needs no poll: str0m sends it at once
+//! (`Rtc::send_rtp`, ringcast's str0m patch) when the subscriber's peer is idle and the stream
+//! has nothing queued, and its datagram goes to `transmits`, which a driver takes after each
+//! input ([`Shard::take_transmit`]), so a fan-out's buffers come back before the next one's;
+//! only a packet str0m queued marks its subscriber. A driver may feed several inputs before it
+//! drains (the engine feeds a whole receive batch of datagrams): a peer they all touched is
+//! polled once for all of them. The exception is the peer a datagram is for: it is polled at
+//! once (`poll_now`), because str0m keeps only one received RTP packet until polled. A long
+//! batch, or one whose packets go to many viewers, is drained part way ([`Shard::drain_due`]),
+//! so what waits in str0m's send queues stays bounded. So:
 //!
 //! - no peer is polled while another is being polled, and none twice at once: a participant is
 //!   in `ready` at most once, and its flag stays set while it is polled, so work routing gives
 //!   it meanwhile (a keyframe request to a publisher whose own packet asked for it) is picked
 //!   up by the same poll, which runs until the deadline;
-//! - one peer's outputs leave in the order str0m gives them; outputs of different peers are
-//!   ordered by when each was polled (a publisher's relays before its subscribers' packets), and
-//!   a command's reply comes before what the peers it changed send;
+//! - one peer's outputs leave in the order str0m gives them; datagrams already made leave
+//!   before other outputs (relays, events, replies), and a command's reply comes before what
+//!   the peers it changed send when polled;
 //! - the work per drain is the participants its inputs touched, no scan; the queue is kept
 //!   between drains, so marking allocates nothing once it has grown;
 //! - a key whose participant left before its turn is skipped. Keys are not reused before the
@@ -48,7 +51,7 @@ use slab::Slab;
 
 use crate::buffers::DatagramBuffers;
 use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
-use crate::peer::{Peer, PeerEvent, Transport};
+use crate::peer::{Datagram, Forwarded, Peer, PeerEvent, Transport};
 
 mod commands;
 mod demux;
@@ -217,6 +220,8 @@ pub struct Shard {
     streams: HashMap<StreamId, StreamEntry>,
     timers: Timers,
     out: VecDeque<Output>,
+    /// Datagrams to send, taken before `out` ([`Shard::take_transmit`]).
+    transmits: VecDeque<Transmit>,
     /// Participants whose peer the next [`Shard::poll_output`] polls (see the module docs);
     /// empty after a drain.
     ready: VecDeque<usize>,
@@ -307,6 +312,7 @@ impl Shard {
             streams: HashMap::new(),
             timers: Timers::default(),
             out: VecDeque::new(),
+            transmits: VecDeque::new(),
             ready: VecDeque::new(),
             poll_at: None,
             forwarded_at_drain: 0,
@@ -399,6 +405,9 @@ impl Shard {
     /// one at a time, each when the outputs before it are taken.
     pub fn poll_output(&mut self) -> Output {
         loop {
+            if let Some(t) = self.transmits.pop_front() {
+                return Output::Transmit(t);
+            }
             if let Some(o) = self.out.pop_front() {
                 return o;
             }
@@ -413,6 +422,14 @@ impl Shard {
                 }
             }
         }
+    }
+
+    /// The next output if it is a datagram already made, without polling any peer. Routing
+    /// sends most forwarded packets at once ([`str0m::Rtc::send_rtp`]), each in a buffer of
+    /// the shard's pool: a driver takes them after each input, so that a packet's fan-out is
+    /// in the transmit queue, and its buffers back in the pool, before the next packet's.
+    pub fn take_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
     }
 
     /// Packets routing has queued on subscribers' peers since the last drain: what the next
@@ -474,12 +491,7 @@ impl Shard {
                     self.schedule(key, at, now);
                     return;
                 }
-                PeerEvent::Transmit {
-                    transport,
-                    destination,
-                    source,
-                    contents,
-                } => self.transmit(transport, destination, source, contents),
+                PeerEvent::Transmit(datagram) => self.transmit(datagram),
                 PeerEvent::Rtp(packet) => {
                     let stream = match &p.role {
                         Role::Publisher { stream } => *stream,
@@ -541,22 +553,85 @@ impl Shard {
 
     /// Queue a datagram a peer produced. With announced addresses the local source is the
     /// kernel's choice (str0m's source is the announced address, not a local one).
-    fn transmit(
-        &mut self,
-        transport: Transport,
-        destination: SocketAddr,
-        source: SocketAddr,
-        contents: Vec<u8>,
-    ) {
-        self.stats.tx_datagrams += 1;
-        let source = self.config.announced.is_empty().then_some(source);
-        self.out.push_back(Output::Transmit(Transmit {
-            transport,
-            destination,
-            source,
-            contents,
-        }));
+    fn transmit(&mut self, datagram: Datagram) {
+        let announced = !self.config.announced.is_empty();
+        queue_transmit(&mut self.transmits, &mut self.stats, announced, datagram);
     }
+}
+
+/// Where one routing pass sends forwarded packets (the parts of the shard it needs, borrowed
+/// apart from the participants it walks).
+pub(super) struct Sends<'a> {
+    /// The pass's time.
+    pub(super) now: Instant,
+    transmits: &'a mut VecDeque<Transmit>,
+    buffers: &'a mut DatagramBuffers,
+    stats: &'a mut ShardStats,
+    announced: bool,
+}
+
+impl<'a> Sends<'a> {
+    pub(super) fn new(
+        now: Instant,
+        transmits: &'a mut VecDeque<Transmit>,
+        buffers: &'a mut DatagramBuffers,
+        stats: &'a mut ShardStats,
+        config: &ShardConfig,
+    ) -> Self {
+        Sends {
+            now,
+            transmits,
+            buffers,
+            stats,
+            announced: !config.announced.is_empty(),
+        }
+    }
+
+    /// Buffers for datagrams str0m protects.
+    pub(super) fn buffers(&mut self) -> &mut DatagramBuffers {
+        self.buffers
+    }
+
+    /// Count a forwarded packet and queue its datagram if it left at once; true if it waits in
+    /// the peer instead, which must then be polled.
+    pub(super) fn forwarded(&mut self, forwarded: Forwarded) -> bool {
+        match forwarded {
+            Forwarded::Sent(datagram) => {
+                self.stats.rtp_forwarded += 1;
+                self.stats.rtp_forwarded_at_once += 1;
+                queue_transmit(self.transmits, self.stats, self.announced, datagram);
+                false
+            }
+            Forwarded::Queued => {
+                self.stats.rtp_forwarded += 1;
+                true
+            }
+            Forwarded::Not => false,
+        }
+    }
+}
+
+/// Queue a peer's datagram for the engine. With announced addresses the engine picks the
+/// source (`announced`), else it sends from the address the peer's pair uses.
+fn queue_transmit(
+    transmits: &mut VecDeque<Transmit>,
+    stats: &mut ShardStats,
+    announced: bool,
+    datagram: Datagram,
+) {
+    let Datagram {
+        transport,
+        destination,
+        source,
+        contents,
+    } = datagram;
+    stats.tx_datagrams += 1;
+    transmits.push_back(Transmit {
+        transport,
+        destination,
+        source: (!announced).then_some(source),
+        contents,
+    });
 }
 
 #[cfg(test)]

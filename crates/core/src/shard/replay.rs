@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::routing::{SubRef, SubTrack, sub_track, video_track, viewer_video, vp8_descriptor};
-use super::{Output, Relay, Role, Shard};
+use super::{Output, Relay, Role, Sends, Shard};
 use crate::ids::{ShardId, StreamId, TrackKind};
 use crate::peer::RtpIn;
 use crate::rewrite::Source;
@@ -162,9 +162,12 @@ impl Shard {
     /// a room member one per slot); a track whose queue is empty is fed live from now on.
     pub(super) fn replay_step(&mut self, key: usize, now: Instant) {
         let Shard {
+            config,
             participants,
             ready,
             stats,
+            transmits,
+            buffers,
             ..
         } = self;
         let Some(p) = participants.get_mut(key) else {
@@ -179,8 +182,9 @@ impl Shard {
             Role::Publisher { .. } => &mut [],
         };
         let mut next = None;
+        let mut sends = Sends::new(now, transmits, buffers, stats, config);
         for track in tracks {
-            if let Some(at) = replay_track(track, &mut p.peer, stats, now) {
+            if let Some(at) = replay_track(track, &mut p.peer, &mut sends) {
                 next = Some(next.map_or(at, |n: Instant| n.min(at)));
             }
         }
@@ -193,9 +197,9 @@ impl Shard {
 fn replay_track(
     track: &mut SubTrack,
     peer: &mut crate::peer::Peer,
-    stats: &mut crate::stats::ShardStats,
-    now: Instant,
+    sends: &mut Sends,
 ) -> Option<Instant> {
+    let now = sends.now;
     // Out of the track while it sends (forwarding rewrites the track).
     let mut replay = track.replay.take()?;
     let clock = track.rewriter.clock_rate().max(1);
@@ -213,9 +217,8 @@ fn replay_track(
                 ssrc: packet.ssrc,
             };
             let vp8 = vp8_descriptor(replay.codec, &packet);
-            if track.forward(peer, source, &packet, vp8.as_ref(), true, now) {
-                stats.rtp_forwarded += 1;
-            }
+            // The caller polls the peer after its replays anyway.
+            track.forward(peer, sends, source, &packet, vp8.as_ref(), true);
         }
         let Some(next) = replay.queue.front() else {
             break;

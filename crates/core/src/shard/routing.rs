@@ -19,7 +19,7 @@ use str0m::rtp::Vp8Descriptor;
 
 use super::layers::StreamLayers;
 use super::replay::Replay;
-use super::{Output, Participant, Role, Shard};
+use super::{Output, Participant, Role, Sends, Shard};
 use crate::gop::{GopCache, GopLimits};
 use crate::ids::{RoomId, ShardId, StreamId, TrackKind};
 use crate::keyframe::{resolution, starts_keyframe};
@@ -131,18 +131,19 @@ impl SubTrack {
         }
     }
 
-    /// Rewrite one packet from `source` onto this track and queue it on `peer` (`vp8`: its
-    /// VP8 payload descriptor; `retimed`: replayed from the keyframe cache, see
-    /// [`Rewriter::rewrite_retimed`]). False when nothing went out.
+    /// Rewrite one packet from `source` onto this track and send it to `peer` through `sends`
+    /// (`vp8`: its VP8 payload descriptor; `retimed`: replayed from the keyframe cache, see
+    /// [`Rewriter::rewrite_retimed`]). True when it waits in the peer, which must be polled.
     pub(super) fn forward(
         &mut self,
         peer: &mut Peer,
+        sends: &mut Sends,
         source: Source,
         packet: &RtpIn,
         vp8: Option<&Vp8Descriptor>,
         retimed: bool,
-        now: Instant,
     ) -> bool {
+        let now = sends.now;
         let rewritten = if retimed {
             self.rewriter
                 .rewrite_retimed(source, packet.seq, packet.ts, now)
@@ -153,7 +154,7 @@ impl SubTrack {
             return false;
         };
         let patch = vp8.and_then(|d| self.vp8.patch(source, d));
-        peer.write_rtp(
+        let forwarded = peer.send_rtp(
             self.section,
             OutRtp {
                 seq,
@@ -164,7 +165,9 @@ impl SubTrack {
                 vp8: patch,
             },
             now,
-        )
+            sends.buffers(),
+        );
+        sends.forwarded(forwarded)
     }
 }
 
@@ -392,6 +395,8 @@ impl Shard {
             ready,
             stats,
             moved,
+            transmits,
+            buffers,
             ..
         } = self;
         let Some(entry) = streams.get_mut(&stream) else {
@@ -482,6 +487,7 @@ impl Shard {
         // a layer its path cannot carry, its packets queueing in the pacer.
         let mut want_keyframe =
             kind == TrackKind::Video && !keyframe && !entry.video[layer].switching.is_empty();
+        let mut sends = Sends::new(now, transmits, buffers, stats, config);
         for &sub in list {
             let Some(p) = participants.get_mut(sub.key) else {
                 continue;
@@ -514,8 +520,7 @@ impl Shard {
                 }
                 track.waiting_keyframe = false;
             }
-            if track.forward(&mut p.peer, source, packet, vp8.as_ref(), false, now) {
-                stats.rtp_forwarded += 1;
+            if track.forward(&mut p.peer, &mut sends, source, packet, vp8.as_ref(), false) {
                 p.mark_ready(sub.key, ready);
             }
         }
