@@ -2,9 +2,13 @@
 //! in: with them, a forwarded packet costs no allocation.
 //!
 //! A shard keeps one pool. The I/O layer gives a datagram's buffer back once it is sent (or
-//! copied into a GSO batch) with [`crate::Shard::give_datagram_buffer`]; a peer being polled
-//! holds one of them in its `Rtc` (`Rtc::give_datagram_buffer`, part of ringcast's str0m patch),
-//! in which its next RTP packet comes out, and hands it back, unused, when its poll ends. Every
+//! copied into a GSO batch) with [`crate::Shard::give_datagram_buffer`]. A peer being polled,
+//! or sent a forwarded packet, holds one of them in its `Rtc` (`Rtc::give_datagram_buffer`, part
+//! of ringcast's str0m patch), in which its next RTP packet comes out; a poll hands it back,
+//! unused, when it ends, and a packet str0m queued leaves it there until the peer's poll. A
+//! fan-out takes a buffer per packet it sends at once, before the driver gives them back: up
+//! to [`DATAGRAM_BUFFERS`] at a time, new ones while the pool is growing to that; the packets
+//! past them are queued for the drain, which sends them in buffers given back by then. Every
 //! buffer the pool hands out or keeps has room for an Ethernet-sized datagram, so none grows when
 //! a packet is put in it; smaller buffers (str0m's own, for RTCP, STUN and DTLS) are freed when
 //! given back.
@@ -35,10 +39,14 @@ impl DatagramBuffers {
         }
     }
 
+    /// A spare buffer, if one is kept.
+    pub(crate) fn spare(&mut self) -> Option<Vec<u8>> {
+        self.spare.pop()
+    }
+
     /// A spare buffer, or a new one when none is kept.
     pub(crate) fn take(&mut self) -> Vec<u8> {
-        self.spare
-            .pop()
+        self.spare()
             .unwrap_or_else(|| Vec::with_capacity(DATAGRAM_CAPACITY))
     }
 

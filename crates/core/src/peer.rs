@@ -926,15 +926,15 @@ impl Peer {
     }
 
     /// Send one forwarded packet on the stream of section `section` ([`Peer::section_for`],
-    /// [`SlotSpec::section`]) at `now`: at once where str0m can
-    /// ([`Forwarded::Sent`], its datagram protected into a buffer from `buffers`), else
-    /// queued for [`Peer::poll`].
+    /// [`SlotSpec::section`]) at `now`: at once where str0m can ([`Forwarded::Sent`], its
+    /// datagram protected into a buffer from `buffer`), else queued for [`Peer::poll`]; queued
+    /// too when the peer needs a buffer and `buffer` has none.
     pub(crate) fn send_rtp(
         &mut self,
         section: usize,
         packet: OutRtp,
         now: Instant,
-        buffers: &mut DatagramBuffers,
+        buffer: impl FnOnce() -> Option<Vec<u8>>,
     ) -> Forwarded {
         let Some((ssrc, pt)) = self.slots.get(section).and_then(|s| s.tx) else {
             return Forwarded::Not;
@@ -953,7 +953,17 @@ impl Peer {
             write = write.vp8_patch(patch);
         }
         if self.rtc.wants_datagram_buffer() {
-            self.rtc.give_datagram_buffer(buffers.take());
+            let Some(buffer) = buffer() else {
+                // No buffer to send it in now: queued, it goes out in the drain, in a buffer
+                // of the fan-out before it, which the engine has given back by then.
+                let mut api = self.rtc.direct_api();
+                let Some(stream) = api.stream_tx(&ssrc) else {
+                    return Forwarded::Not;
+                };
+                stream.write_rtp(write);
+                return Forwarded::Queued;
+            };
+            self.rtc.give_datagram_buffer(buffer);
         }
         match self.rtc.send_rtp(ssrc, write, now) {
             SendRtp::Sent(t) => {

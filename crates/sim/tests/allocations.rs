@@ -40,7 +40,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ringcast_core::control::Limits;
-use ringcast_core::{ShardId, ShardStats, TrackKind};
+use ringcast_core::{DATAGRAM_BUFFERS, ShardId, ShardStats, TrackKind};
 use ringcast_sim::{ClientId, PublisherConfig, ShardScope, Sim, SimConfig};
 
 const VIEWERS: usize = 50;
@@ -59,7 +59,23 @@ fn a_forwarded_packet_costs_the_shard_no_allocation() {
         seed: 13,
         ..SimConfig::default()
     });
-    let (publisher, viewers) = broadcast(&mut sim);
+    let (publisher, viewers) = broadcast(&mut sim, VIEWERS);
+    measure(&mut sim, 1, publisher, &viewers);
+}
+
+/// A packet to more viewers than the shard keeps spare buffers ([`DATAGRAM_BUFFERS`]): those
+/// past the pool wait for the drain, which sends them in the buffers given back meanwhile.
+#[test]
+fn a_fan_out_wider_than_the_buffer_pool_costs_no_allocation() {
+    let mut sim = Sim::new(SimConfig {
+        seed: 15,
+        limits: Limits {
+            affinity: 400,
+            max: 400,
+        },
+        ..SimConfig::default()
+    });
+    let (publisher, viewers) = broadcast(&mut sim, DATAGRAM_BUFFERS + 44);
     measure(&mut sim, 1, publisher, &viewers);
 }
 
@@ -75,7 +91,7 @@ fn a_relayed_packet_costs_the_other_shard_no_allocation() {
         },
         ..SimConfig::default()
     });
-    let (publisher, viewers) = broadcast(&mut sim);
+    let (publisher, viewers) = broadcast(&mut sim, VIEWERS);
     let on_1 = viewers
         .iter()
         .filter(|v| sim.client(**v).shard == ShardId(1))
@@ -84,8 +100,8 @@ fn a_relayed_packet_costs_the_other_shard_no_allocation() {
     measure(&mut sim, 2, publisher, &viewers);
 }
 
-/// The publisher and its viewers, connected, media running.
-fn broadcast(sim: &mut Sim) -> (ClientId, Vec<ClientId>) {
+/// The publisher and `count` viewers, connected, media running.
+fn broadcast(sim: &mut Sim, count: usize) -> (ClientId, Vec<ClientId>) {
     sim.set_shard_scope(shard_scope);
     let (publisher, viewers) = sim.add_broadcast(
         "s1",
@@ -93,7 +109,7 @@ fn broadcast(sim: &mut Sim) -> (ClientId, Vec<ClientId>) {
             vp8_picture_ids: true,
             ..PublisherConfig::video_2500kbps()
         },
-        VIEWERS,
+        count,
         Duration::from_secs(5),
     );
     PUBLISHER.set(Some(sim.client(publisher).public));
@@ -153,7 +169,7 @@ fn measure(sim: &mut Sim, shards: u16, publisher: ClientId, viewers: &[ClientId]
     assert!(received > 1000, "only {received} packets received");
     assert_eq!(
         forwarded,
-        received * VIEWERS as u64,
+        received * viewers.len() as u64,
         "every packet received in the window went to every viewer in it"
     );
     assert!(

@@ -1611,10 +1611,10 @@ impl Rtc {
     /// given) when nothing else could come first: the instance is idle (its last
     /// `poll_output` reached a timeout and nothing changed since), no timeout is due at `now`,
     /// ICE has a nominated pair, SRTP is keyed, the stream has nothing queued and has had its
-    /// first timeout, and no bandwidth estimator paces the sends. It changes no timer and
-    /// queues no event, so the instance stays idle. Otherwise the packet is queued as
-    /// `write_rtp` would ([`SendRtp::Queued`]), or not written at all ([`SendRtp::NoStream`]).
-    /// `now` must not be before the last time handed to the instance.
+    /// first timeout, no bandwidth estimator paces the sends, and raw packets are not captured.
+    /// It changes no timer and queues no event, so the instance stays idle. Otherwise the
+    /// packet is queued as `write_rtp` would ([`SendRtp::Queued`]), or not written at all
+    /// ([`SendRtp::NoStream`]). `now` must not be before the last time handed to the instance.
     pub fn send_rtp(&mut self, ssrc: Ssrc, rtp: RtpWrite, now: Instant) -> SendRtp {
         let idle = self.state == RtcState::Alive
             && !self.readiness.wants_events()

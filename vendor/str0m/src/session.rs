@@ -1257,15 +1257,20 @@ impl Session {
     /// ringcast patch: `DirectApi::stream_tx(ssrc).write_rtp(rtp)`, and when the stream has
     /// nothing queued before it, the protected datagram at once, as `poll_packet` would make
     /// it. `Err` gives the packet back unwritten where it cannot leave at once: no SRTP yet,
-    /// bandwidth estimation (whose pacer must see every packet), closing, no such stream, or
-    /// a stream with something queued.
+    /// bandwidth estimation (whose pacer must see every packet), closing, raw packet capture,
+    /// no such stream, or a stream with something queued.
     pub fn send_rtp_now(
         &mut self,
         now: Instant,
         ssrc: Ssrc,
         rtp: RtpWrite,
     ) -> Result<Option<DatagramSend>, RtpWrite> {
-        if self.srtp_tx.is_none() || self.bwe.is_some() || self.rtp_closing {
+        // Raw packet capture queues an event per packet: those go through `poll_output`.
+        if self.srtp_tx.is_none()
+            || self.bwe.is_some()
+            || self.rtp_closing
+            || self.raw_packets.is_some()
+        {
             return Err(rtp);
         }
         let Some(stream) = self.streams.stream_tx(&ssrc) else {

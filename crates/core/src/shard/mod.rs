@@ -14,13 +14,14 @@
 //! # Polling peers: one flat work queue
 //!
 //! Whatever changes a participant's peer (a datagram or a timeout for it, a command, a packet
-//! written to it, a keyframe asked of it) only marks the participant: its key goes to the back
-//! of `ready` unless its `queued` flag says it is there already. The next drain (the calls of
+//! str0m queued on it, a keyframe asked of it) only marks the participant: its key goes to the
+//! back of `ready` unless its `queued` flag says it is there already. The next drain (the calls of
 //! [`Shard::poll_output`] up to its timeout) pops keys from the front and polls each peer until
 //! it gives its deadline, routing each event as it comes; it polls the next peer only once the
 //! outputs before it are taken, so a drain's datagrams never wait all at once (and their
 //! buffers come back for the next peer's, see `buffers`). Routing changes other peers and marks
-//! them; it never polls them. A forwarded packet mostly needs no poll: str0m sends it at once
+//! them; it never polls them, though it sends through them: a forwarded packet mostly needs no
+//! poll, because str0m sends it at once
 //! (`Rtc::send_rtp`, ringcast's str0m patch) when the subscriber's peer is idle and the stream
 //! has nothing queued, and its datagram goes to `transmits`, which a driver takes after each
 //! input ([`Shard::take_transmit`]), so a fan-out's buffers come back before the next one's;
@@ -49,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::buffers::DatagramBuffers;
+use crate::buffers::{DATAGRAM_BUFFERS, DATAGRAM_CAPACITY, DatagramBuffers};
 use crate::ids::{RoomId, SessionId, ShardId, StreamId, TrackKind};
 use crate::peer::{Datagram, Forwarded, Peer, PeerEvent, Transport};
 
@@ -228,7 +229,7 @@ pub struct Shard {
     /// The time of the last input not yet followed by a poll of `ready`: when its peers are
     /// polled.
     poll_at: Option<Instant>,
-    /// `stats.rtp_forwarded` when `ready` was last polled ([`Shard::undrained_packets`]).
+    /// [`Shard::queued_packets`] when `ready` was last polled ([`Shard::undrained_packets`]).
     forwarded_at_drain: u64,
     /// Room slots that moved to another source during one fan-out, to take off the old
     /// source's list after it (kept to reuse its allocation).
@@ -418,7 +419,7 @@ impl Shard {
                 Some(key) => self.poll_peer(key, now),
                 None => {
                     self.poll_at = None;
-                    self.forwarded_at_drain = self.stats.rtp_forwarded;
+                    self.forwarded_at_drain = self.queued_packets();
                 }
             }
         }
@@ -433,11 +434,16 @@ impl Shard {
     }
 
     /// Packets routing has queued on subscribers' peers since the last drain: what the next
-    /// drain sends (a publisher packet counts once per subscriber).
+    /// drain sends (a publisher packet counts once per subscriber). Those sent at once are
+    /// not among them.
     pub fn undrained_packets(&self) -> u64 {
-        self.stats
-            .rtp_forwarded
+        self.queued_packets()
             .saturating_sub(self.forwarded_at_drain)
+    }
+
+    /// Forwarded packets that str0m queued rather than sent at once, ever.
+    fn queued_packets(&self) -> u64 {
+        self.stats.rtp_forwarded - self.stats.rtp_forwarded_at_once
     }
 
     /// Whether a receive batch should be drained now, `fed` datagrams into it, rather than at
@@ -587,9 +593,17 @@ impl<'a> Sends<'a> {
         }
     }
 
-    /// Buffers for datagrams str0m protects.
-    pub(super) fn buffers(&mut self) -> &mut DatagramBuffers {
-        self.buffers
+    /// A buffer for str0m to protect a packet in: a spare one, or a new one while fewer than
+    /// half of [`DATAGRAM_BUFFERS`] datagrams wait for the driver; `None` beyond, and the
+    /// packet waits for the drain. The pool grows to what a fan-out needs (the drain's polls
+    /// add what it queued), and a fan-out wider than the pool, whose buffers other peers may
+    /// hold meanwhile (the publisher being polled), queues its rest instead of making new
+    /// buffers that the full pool would then drop.
+    pub(super) fn buffer(&mut self) -> Option<Vec<u8>> {
+        self.buffers.spare().or_else(|| {
+            (self.transmits.len() < DATAGRAM_BUFFERS / 2)
+                .then(|| Vec::with_capacity(DATAGRAM_CAPACITY))
+        })
     }
 
     /// Count a forwarded packet and queue its datagram if it left at once; true if it waits in

@@ -165,7 +165,7 @@ impl SubTrack {
                 vp8: patch,
             },
             now,
-            sends.buffers(),
+            || sends.buffer(),
         );
         sends.forwarded(forwarded)
     }
