@@ -6,6 +6,8 @@
 //! (`IP_PKTINFO`), incoming ones are routed to their peer by destination address (one hash
 //! lookup). Peers are only touched when a datagram for them arrives or their deadline (str0m's
 //! timeout, or the publisher's next media packet) passes: deadlines sit in a binary heap.
+//! A publisher's media goes through `Rtc::send_rtp` (ringcast's str0m patch): from an idle
+//! instance each packet leaves at once, and the peer is polled only when str0m queued one.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -20,7 +22,7 @@ use ringcast_net::{Driver, Transmit, Turn, TxQueue};
 use str0m::media::{Mid, Pt, Rid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpWrite, Ssrc};
-use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc, SendRtp};
 
 use crate::first_frame::FirstFrame;
 use crate::media::{self, Layer, Packetizer, VideoCodec};
@@ -158,6 +160,8 @@ struct Publisher {
     mids: [Mid; 2],
     pts: [Pt; 2],
     audio: Packetizer,
+    /// The audio stream's SSRC, once str0m was asked for it.
+    audio_ssrc: Option<Ssrc>,
     audio_seq: u64,
     /// One per simulcast layer, best first; one without a rid when not simulcasting.
     video: Vec<VideoLayer>,
@@ -178,6 +182,8 @@ struct VideoLayer {
     /// Bytes per delta frame and per keyframe.
     frame_sizes: (usize, usize),
     packetizer: Packetizer,
+    /// Its SSRC, once str0m was asked for it.
+    ssrc: Option<Ssrc>,
     rtp_seq: u64,
     last_key: Option<Instant>,
     force_key: bool,
@@ -393,7 +399,10 @@ impl Worker {
             return;
         };
         peer.scheduled = None;
-        if peer.rtc_deadline <= now && peer.rtc.handle_input(Input::Timeout(now)).is_err() {
+        // str0m's own timeout needs a poll after it; media alone needs none while every
+        // packet leaves at once (`Rtc::send_rtp`), as it does from an idle instance.
+        let mut poll = peer.rtc_deadline <= now;
+        if poll && peer.rtc.handle_input(Input::Timeout(now)).is_err() {
             let cause = peer.failure_cause();
             self.remove(slot, cause);
             return;
@@ -401,10 +410,20 @@ impl Worker {
         if peer.dtls_ok
             && let Some(publisher) = peer.kind.publisher()
         {
-            let sent = publisher.send_due(&mut peer.rtc, &self.plan, now);
-            self.counters.sent += sent;
+            let mut out = Outbox {
+                tx,
+                local: peer.local,
+                now,
+                poll: false,
+            };
+            self.counters.sent += publisher.send_due(&mut peer.rtc, &self.plan, &mut out);
+            poll |= out.poll;
         }
-        self.drain(slot, now, tx);
+        if poll {
+            self.drain(slot, now, tx);
+        } else {
+            self.schedule(slot);
+        }
     }
 
     /// Fail sessions that never got media, count viewers whose media stopped.
@@ -809,11 +828,7 @@ impl Peer {
                     self.rtc_deadline = t;
                     return Ok(());
                 }
-                Ok(Output::Transmit(t)) => {
-                    let mut buffer = tx.buffer();
-                    buffer.extend_from_slice(&t.contents);
-                    tx.push(Transmit::new(t.destination, Some(self.local), buffer));
-                }
+                Ok(Output::Transmit(t)) => push_transmit(tx, self.local, &t),
                 Ok(Output::Event(event)) => self.on_event(ctx, event, now)?,
                 Err(_) => return Err(self.failure_cause()),
             }
@@ -920,6 +935,7 @@ impl Publisher {
             mids,
             pts,
             audio: Packetizer::new(id),
+            audio_ssrc: None,
             audio_seq: 1000,
             video: VideoLayer::of_plan(plan, id),
             frames: 0,
@@ -941,7 +957,8 @@ impl Publisher {
     }
 
     /// Write the audio packets and video frames that are due; returns packets written.
-    fn send_due(&mut self, rtc: &mut Rtc, plan: &MediaPlan, now: Instant) -> u64 {
+    fn send_due(&mut self, rtc: &mut Rtc, plan: &MediaPlan, out: &mut Outbox<'_>) -> u64 {
+        let now = out.now;
         const AUDIO_EVERY: Duration = Duration::from_millis(20);
         let frame_every = Duration::from_secs(1) / plan.fps;
         // Far behind (a stalled thread): skip ahead rather than burst.
@@ -969,7 +986,7 @@ impl Publisher {
                     ..ExtensionValues::default()
                 });
             }
-            sent += write(rtc, mid, None, rtp);
+            sent += out.send(rtc, (mid, None), &mut self.audio_ssrc, rtp);
             self.audio_packets += 1;
             self.next_audio += AUDIO_EVERY;
         }
@@ -1008,7 +1025,7 @@ impl Publisher {
                             ..ExtensionValues::default()
                         });
                     }
-                    sent += write(rtc, mid, layer.rid, rtp);
+                    sent += out.send(rtc, (mid, layer.rid), &mut layer.ssrc, rtp);
                 }
             }
             self.frames += 1;
@@ -1026,6 +1043,7 @@ impl VideoLayer {
             dims,
             frame_sizes,
             packetizer: Packetizer::new(publisher),
+            ssrc: None,
             rtp_seq: 20_000 + i * 10_000,
             last_key: None,
             force_key: true,
@@ -1041,15 +1059,62 @@ impl VideoLayer {
     }
 }
 
-/// Write one RTP packet on the stream of `mid` (and `rid`); 1 when written, 0 when the stream
-/// is not there.
-fn write(rtc: &mut Rtc, mid: Mid, rid: Option<Rid>, rtp: RtpWrite) -> u64 {
-    let mut api = rtc.direct_api();
-    let Some(stream) = api.stream_tx_by_mid(mid, rid) else {
-        return 0;
-    };
-    stream.write_rtp(rtp.nackable(true));
-    1
+/// Where a publisher's packets go: out on the worker's socket at once, or into str0m's queue
+/// for the next poll.
+struct Outbox<'a> {
+    tx: &'a mut TxQueue,
+    /// The session's own address, the datagrams' source.
+    local: SocketAddr,
+    now: Instant,
+    /// The peer needs a poll: a packet went to str0m's queue, or str0m counts the instance
+    /// as changed.
+    poll: bool,
+}
+
+impl Outbox<'_> {
+    /// Send one RTP packet on the stream of `mid` (and `rid`), whose SSRC `ssrc` remembers
+    /// once found: taking str0m's `DirectApi` to look it up marks the instance changed, so
+    /// no packet after it could leave at once. 1 when written, 0 when the stream is not there.
+    fn send(
+        &mut self,
+        rtc: &mut Rtc,
+        (mid, rid): (Mid, Option<Rid>),
+        ssrc: &mut Option<Ssrc>,
+        rtp: RtpWrite,
+    ) -> u64 {
+        let ssrc = match *ssrc {
+            Some(known) => known,
+            None => {
+                self.poll = true;
+                let found = rtc
+                    .direct_api()
+                    .stream_tx_by_mid(mid, rid)
+                    .map(|s| s.ssrc());
+                let Some(found) = found else {
+                    return 0;
+                };
+                *ssrc.insert(found)
+            }
+        };
+        match rtc.send_rtp(ssrc, rtp.nackable(true), self.now) {
+            SendRtp::Sent(t) => {
+                push_transmit(self.tx, self.local, &t);
+                1
+            }
+            SendRtp::Queued => {
+                self.poll = true;
+                1
+            }
+            SendRtp::NoStream => 0,
+        }
+    }
+}
+
+/// Queue one of str0m's datagrams on the worker's socket, from the session's address.
+fn push_transmit(tx: &mut TxQueue, local: SocketAddr, t: &str0m::net::Transmit) {
+    let mut buffer = tx.buffer();
+    buffer.extend_from_slice(&t.contents);
+    tx.push(Transmit::new(t.destination, Some(local), buffer));
 }
 
 /// Whether a datagram is RTP (not STUN, DTLS or RTCP): RFC 7983 first byte 128..=191, and
