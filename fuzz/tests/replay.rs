@@ -87,3 +87,16 @@ fn the_room_member_seed_builds_a_member() {
     assert_eq!(mids, ["2", "3", "4"]);
     assert!(m.data_channel);
 }
+
+/// The `default` config seed is the shipped `config/ringcast.toml`, so the `config` target
+/// starts from every key the server has now, not from an old copy.
+#[test]
+fn the_default_config_seed_is_the_shipped_file() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read(root.join("../config/ringcast.toml")).unwrap();
+    let seed = std::fs::read(root.join("corpus/config/default")).unwrap();
+    assert!(
+        seed == shipped,
+        "fuzz/corpus/config/default differs from config/ringcast.toml: copy it again"
+    );
+}
