@@ -13,6 +13,12 @@
 //!    holds [`crate::TURN_BYTES`] the turn takes no more: the rest of a batch is held and
 //!    handed over first next turn, which comes without waiting.
 //!
+//! **Polled receiving** (`EngineOptions::epoll_poll_rx_us`). The socket is then not in the
+//! poll at all (only while a send waits for room, for writability): step 2 sleeps at most the
+//! polling interval, and step 4 runs every turn. A datagram that arrives while the engine
+//! sleeps then costs its sender no wake-up, which on one host is the sender's bill: a load
+//! generator beside the server it measures would otherwise have the server pay for waking it.
+//!
 //! **Receiving.** Every buffer, address, control-message and header array is allocated once at
 //! bind: `batch` slots of [`RECV_BUFFER_SIZE`] bytes each. A datagram larger than its slot
 //! comes back with `MSG_TRUNC`; it is counted in [`EngineCounters::rx_truncated`] and dropped.
@@ -86,8 +92,11 @@ pub struct EpollEngine {
     rx_held: std::ops::Range<usize>,
     /// The last send hit `EAGAIN`; wait for writability before sending again.
     tx_blocked: bool,
-    /// The socket is registered for `WRITABLE` as well as `READABLE`.
+    /// The socket is registered for `WRITABLE` (as well as `READABLE` unless `poll_rx`).
     writable_interest: bool,
+    /// `EngineOptions::epoll_poll_rx_us`: the socket is not registered for readability; a
+    /// wait lasts at most this long, and every turn tries a receive.
+    poll_rx: Option<Duration>,
     /// Segmented sends are on (asked for, and the kernel has not refused them).
     gso: bool,
 }
@@ -132,8 +141,12 @@ impl EpollEngine {
         }
         let gro = options.gro && enable_gro(fd).is_ok();
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+        let poll_rx = (options.epoll_poll_rx_us > 0)
+            .then(|| Duration::from_micros(options.epoll_poll_rx_us.into()));
+        if poll_rx.is_none() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+        }
         poll.registry()
             .register(&mut SourceFd(&notifier.fd()), NOTIFIER, Interest::READABLE)?;
 
@@ -174,6 +187,7 @@ impl EpollEngine {
             rx_held: 0..0,
             tx_blocked: false,
             writable_interest: false,
+            poll_rx,
             gso,
         })
     }
@@ -377,6 +391,21 @@ impl EpollEngine {
     }
 
     fn set_writable_interest(&mut self, writable: bool) -> io::Result<()> {
+        if self.poll_rx.is_some() {
+            // Registered only while a send waits for room.
+            if writable == self.writable_interest {
+                return Ok(());
+            }
+            let registry = self.poll.registry();
+            let mut source = SourceFd(&self.socket.as_raw_fd());
+            if writable {
+                registry.register(&mut source, SOCKET, Interest::WRITABLE)?;
+            } else {
+                registry.deregister(&mut source)?;
+            }
+            self.writable_interest = writable;
+            return Ok(());
+        }
         let interest = if writable {
             Interest::READABLE | Interest::WRITABLE
         } else {
@@ -422,7 +451,11 @@ impl Engine for EpollEngine {
             let timeout = if rx_waiting && !self.tx.turn_is_full() {
                 Some(Duration::ZERO)
             } else {
-                deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()))
+                let until = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                match self.poll_rx {
+                    Some(every) => Some(until.map_or(every, |u| u.min(every))),
+                    None => until,
+                }
             };
             match self.poll.poll(&mut self.events, timeout) {
                 Ok(()) => {}
@@ -430,6 +463,9 @@ impl Engine for EpollEngine {
                 Err(error) => return Err(error),
             }
             self.notifier.disarm();
+            if self.poll_rx.is_some() {
+                self.rx_ready = true;
+            }
 
             let mut notified = false;
             for event in self.events.iter() {

@@ -227,6 +227,13 @@ pub struct EngineOptions {
     /// At most `uring::MAX_COALESCE_US` (10 ms). Needs Linux 6.12; older kernels, and engines
     /// with `uring_sqpoll`, wake at the first completion (with a log line per engine).
     pub uring_coalesce_us: u32,
+    /// epoll: 0 (the default) waits for the socket's readability, so every datagram that
+    /// finds the engine asleep wakes it, and the sender pays for the wake-up. Otherwise the
+    /// socket is not watched: the engine sleeps at most this many microseconds (or until its
+    /// deadline or a notify) and then takes whatever arrived, so a datagram may wait that
+    /// long. For a load generator on the same host as the server it measures: the server
+    /// then does not pay for waking it, as it never does for a client on another machine.
+    pub epoll_poll_rx_us: u32,
 }
 
 impl Default for EngineOptions {
@@ -243,6 +250,7 @@ impl Default for EngineOptions {
             uring_sqpoll: false,
             uring_zero_copy: false,
             uring_coalesce_us: 0,
+            epoll_poll_rx_us: 0,
         }
     }
 }

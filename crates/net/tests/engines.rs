@@ -1032,6 +1032,71 @@ fn a_coalescing_uring_engine_keeps_deadlines_shorter_than_its_window() {
     );
 }
 
+fn polling(us: u32) -> EngineOptions {
+    EngineOptions {
+        epoll_poll_rx_us: us,
+        ..options()
+    }
+}
+
+#[test]
+fn a_polling_epoll_engine_echoes_and_takes_datagrams_on_its_own_schedule() {
+    let running = Running::start(
+        EngineKind::Epoll,
+        "127.0.0.1:0",
+        Echo::new(),
+        &polling(1000),
+    );
+    echo_round_trip(EngineKind::Epoll, &client("127.0.0.1:0"), running.addr, 300);
+    // Without a deadline it still wakes every interval: nothing else would take a datagram.
+    let before = running.turns.load(Ordering::SeqCst);
+    thread::sleep(Duration::from_millis(100));
+    let idle_turns = running.turns.load(Ordering::SeqCst) - before;
+    assert!(
+        idle_turns >= 10,
+        "only {idle_turns} turns in 100 ms of 1 ms polls"
+    );
+    let (counters, _) = running.stop();
+    assert_eq!(counters.tx_datagrams, 300, "{counters:?}");
+
+    // Datagrams do not wake it: five sent 1 ms apart during a 200 ms sleep are taken in one
+    // turn (an engine that watches the socket takes a turn for each).
+    let running = Running::start(
+        EngineKind::Epoll,
+        "127.0.0.1:0",
+        Echo::new(),
+        &polling(200_000),
+    );
+    first_turn(&running);
+    let before = running.turns.load(Ordering::SeqCst);
+    let client = client("127.0.0.1:0");
+    let mut buffer = [0u8; 2048];
+    for i in 0..5 {
+        client.send_to(&payload(i, 100), running.addr).unwrap();
+        thread::sleep(Duration::from_millis(1));
+    }
+    for i in 0..5 {
+        let (len, _) = recv(&client, &mut buffer).expect("echo within 2 s");
+        assert_eq!(&buffer[..len], payload(i, 100).as_slice(), "echo {i}");
+    }
+    let turns = running.turns.load(Ordering::SeqCst) - before;
+    assert!(turns <= 2, "{turns} turns for 5 datagrams");
+    running.stop();
+
+    // A notify still wakes it, long before its next poll.
+    let running = Running::start(
+        EngineKind::Epoll,
+        "127.0.0.1:0",
+        Echo::new(),
+        &polling(60_000_000),
+    );
+    first_turn(&running);
+    let before = running.turns.load(Ordering::SeqCst);
+    running.notifier.notify();
+    running.turn_past(before, Duration::from_secs(5), "notify did not wake it");
+    running.stop();
+}
+
 #[test]
 fn gro_hands_coalesced_datagrams_over_one_by_one() {
     for_each_kind(|kind| {
