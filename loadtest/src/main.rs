@@ -98,6 +98,8 @@ struct Common {
     /// room per stream, created when missing and destroyed at the end if this run created it).
     #[arg(long, value_enum, default_value_t = Target::Whip)]
     target: Target,
+    #[command(flatten)]
+    rx_polling: swarm::RxPolling,
     /// Publishers send audio only (Opus, 50 packets/s); viewers ask for audio only.
     #[arg(long)]
     audio_only: bool,
@@ -387,6 +389,7 @@ fn plan_of(scenario: Scenario) -> Result<(Plan, Common), String> {
             connect_timeout: common.connect_timeout,
             stall_after: Duration::from_secs(3),
             speaker_turn: Duration::from_secs(3),
+            rx_poll_us: common.rx_polling.rx_poll_us,
         },
         viewer_layer: common.viewer_layer.clone(),
     };

@@ -52,6 +52,8 @@ pub struct RoomsArgs {
     /// Rooms.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     rooms: u32,
+    #[command(flatten)]
+    rx_polling: swarm::RxPolling,
     /// Participants per room (each publishes audio and video and receives on its slots).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=MAX_PARTICIPANTS as i64))]
     participants: u32,
@@ -269,6 +271,7 @@ fn plan_of(args: &RoomsArgs) -> Result<Plan, String> {
             connect_timeout: args.connect_timeout,
             stall_after: Duration::from_secs(3),
             speaker_turn: args.speaker_turn,
+            rx_poll_us: args.rx_polling.rx_poll_us,
         },
     })
 }

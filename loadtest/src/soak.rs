@@ -55,6 +55,8 @@ pub struct SoakArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     url: String,
+    #[command(flatten)]
+    rx_polling: swarm::RxPolling,
     /// The server's pid: its resident memory comes from /proc/<pid>/status.
     #[arg(long)]
     server_pid: u32,
@@ -245,6 +247,7 @@ impl Rig {
             connect_timeout: args.connect_timeout,
             stall_after: Duration::from_secs(3),
             speaker_turn: Duration::from_secs(3),
+            rx_poll_us: args.rx_polling.rx_poll_us,
         });
         let steady_tally = Arc::new(Tally::new(1));
         let cycle_tally = Arc::new(Tally::new(args.threads as usize));

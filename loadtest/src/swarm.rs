@@ -94,6 +94,17 @@ impl WorkerHandle {
     }
 }
 
+/// How the media threads take their datagrams (a flag of every mode).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RxPolling {
+    /// Media threads take the datagrams that arrived every this many microseconds, instead
+    /// of being woken by each one (0). On the server's own host this keeps the server from
+    /// paying for waking the load generator, which it never pays for a client on another
+    /// machine; a datagram may wait up to this long, and the latency figures include it.
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub rx_poll_us: u32,
+}
+
 /// Start media worker `index` (its counters are `tally.workers[index]`) on its own socket.
 pub fn spawn_worker(
     index: usize,
@@ -109,6 +120,7 @@ pub fn spawn_worker(
     let options = EngineOptions {
         gro: true,
         recv_buffer: 32 << 20,
+        epoll_poll_rx_us: media.rx_poll_us,
         ..EngineOptions::default()
     };
     let mut engine = ringcast_net::bind_epoll(

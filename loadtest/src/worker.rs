@@ -76,6 +76,9 @@ pub struct MediaPlan {
     pub stall_after: Duration,
     /// Group call participants: how long each one's turn as the loud speaker lasts.
     pub speaker_turn: Duration,
+    /// Workers take their datagrams every this many microseconds (0: woken by each one);
+    /// see [`crate::swarm::RxPolling`].
+    pub rx_poll_us: u32,
 }
 
 /// How often the worker publishes its counters.
