@@ -4,7 +4,7 @@
 use std::io;
 use std::net::UdpSocket;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::ptr;
 
 /// Control-message space for one datagram, aligned for `cmsghdr`; room for two pktinfo
@@ -348,18 +348,47 @@ pub(crate) fn option(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Re
 /// A UDP socket bound at `addr`. At the IPv6 wildcard (`[::]`) it is dual-stack whatever
 /// `net.ipv6.bindv6only` says (`IPV6_V6ONLY` off before the bind): IPv4 peers reach it as
 /// v4-mapped addresses, which [`read_sockaddr`] and [`read_control`] turn back into IPv4.
+/// Its datagrams leave with DF set (see [`set_dont_fragment`]).
 pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    if !matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified()) {
-        return UdpSocket::bind(addr);
+    let socket = if matches!(addr, SocketAddr::V6(v6) if v6.ip().is_unspecified()) {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        socket.set_only_v6(false)?;
+        socket.bind(&addr.into())?;
+        socket.into()
+    } else {
+        UdpSocket::bind(addr)?
+    };
+    set_dont_fragment(socket.as_raw_fd(), addr.is_ipv6());
+    Ok(socket)
+}
+
+/// Send with DF set and no path MTU discovery (`IP_PMTUDISC_PROBE`; on an IPv6 socket also
+/// `IPV6_PMTUDISC_PROBE`, the IPv4 one then serving its v4-mapped peers). WebRTC keeps its
+/// datagrams near 1,200 bytes so that no path needs to fragment them, and a send that may
+/// not be fragmented skips the kernel's per-datagram IP ID hash (`__ip_select_ident`, ~1 %
+/// of a room's server CPU). Best effort: where the kernel refuses, its default stays.
+fn set_dont_fragment(fd: RawFd, v6: bool) {
+    let mut options = vec![(
+        libc::IPPROTO_IP,
+        libc::IP_MTU_DISCOVER,
+        libc::IP_PMTUDISC_PROBE,
+    )];
+    if v6 {
+        options.push((
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        ));
     }
-    let socket = socket2::Socket::new(
-        socket2::Domain::IPV6,
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    socket.set_only_v6(false)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
+    for (level, name, value) in options {
+        if let Err(error) = set_option(fd, level, name, value) {
+            tracing::debug!(%error, level, name, "DF not set");
+        }
+    }
 }
 
 /// Best effort: ask for a socket buffer size (`SO_RCVBUF` or `SO_SNDBUF`), log at debug if the
@@ -446,6 +475,30 @@ mod tests {
                 socket.local_addr().unwrap().ip(),
                 addr.parse::<SocketAddr>().unwrap().ip()
             );
+        }
+    }
+
+    #[test]
+    fn sockets_send_without_fragmenting() {
+        use std::os::fd::AsRawFd;
+        let probe = |fd, level, name| option(fd, level, name).unwrap();
+        for addr in ["0.0.0.0:0", "127.0.0.1:0"] {
+            let socket = bind_udp(addr.parse().unwrap()).unwrap();
+            let fd = socket.as_raw_fd();
+            let pmtu = probe(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+            assert_eq!(pmtu, libc::IP_PMTUDISC_PROBE, "{addr}");
+        }
+        if UdpSocket::bind("[::1]:0").is_err() {
+            eprintln!("skipped IPv6: no IPv6 loopback (cannot bind [::1])");
+            return;
+        }
+        for addr in ["[::]:0", "[::1]:0"] {
+            let socket = bind_udp(addr.parse().unwrap()).unwrap();
+            let fd = socket.as_raw_fd();
+            let pmtu = probe(fd, libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER);
+            assert_eq!(pmtu, libc::IPV6_PMTUDISC_PROBE, "{addr}");
+            let pmtu = probe(fd, libc::IPPROTO_IP, libc::IP_MTU_DISCOVER);
+            assert_eq!(pmtu, libc::IP_PMTUDISC_PROBE, "{addr}: for v4-mapped peers");
         }
     }
 
