@@ -1099,9 +1099,15 @@ impl Outbox<'_> {
                 *ssrc.insert(found)
             }
         };
+        if rtc.wants_datagram_buffer() {
+            // The packet is protected straight into a buffer of the socket's pool.
+            rtc.give_datagram_buffer(self.tx.buffer());
+        }
         match rtc.send_rtp(ssrc, rtp.nackable(true), self.now) {
             SendRtp::Sent(t) => {
-                push_transmit(self.tx, self.local, &t);
+                let contents = t.contents.into();
+                self.tx
+                    .push(Transmit::new(t.destination, Some(self.local), contents));
                 1
             }
             SendRtp::Queued => {
