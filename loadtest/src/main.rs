@@ -513,13 +513,7 @@ fn table(s: &Summary) -> String {
             ""
         }
     );
-    if let Some(drops) = s.generator_socket_drops.filter(|&d| d > 0) {
-        let _ = writeln!(
-            t,
-            "              its sockets dropped {drops} datagrams (mostly full receive buffers): \
-             counted as loss, but the server sent them"
-        );
-    }
+    s.write_socket_drops(&mut t);
     if let Some(sv) = &s.server {
         let _ = writeln!(
             t,

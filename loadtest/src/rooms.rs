@@ -779,6 +779,7 @@ fn table(s: &Summary) -> String {
             ""
         }
     );
+    s.write_socket_drops(&mut t);
     if let Some(sv) = &s.server {
         let _ = writeln!(
             t,

@@ -147,6 +147,19 @@ pub struct ServerFigures {
 }
 
 impl Summary {
+    /// The line under the generator's own figures when the kernel dropped datagrams at its
+    /// media sockets: that loss is the generator's, not the server's.
+    pub fn write_socket_drops(&self, t: &mut String) {
+        use std::fmt::Write as _;
+        if let Some(drops) = self.generator_socket_drops.filter(|&d| d > 0) {
+            let _ = writeln!(
+                t,
+                "              its sockets dropped {drops} datagrams (mostly full receive buffers): \
+                 counted as loss, but the server sent them"
+            );
+        }
+    }
+
     /// The last lines of a text report: the errors counted, and the thresholds that failed.
     pub fn write_errors(&self, t: &mut String) {
         use std::fmt::Write as _;
