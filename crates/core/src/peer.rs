@@ -952,20 +952,16 @@ impl Peer {
         if let Some(patch) = packet.vp8 {
             write = write.vp8_patch(patch);
         }
-        if self.rtc.wants_datagram_buffer() {
-            let Some(buffer) = buffer() else {
-                // No buffer to send it in now: queued, it goes out in the drain, in a buffer
-                // of the fan-out before it, which the engine has given back by then.
-                let mut api = self.rtc.direct_api();
-                let Some(stream) = api.stream_tx(&ssrc) else {
-                    return Forwarded::Not;
-                };
-                stream.write_rtp(write);
-                return Forwarded::Queued;
-            };
-            self.rtc.give_datagram_buffer(buffer);
-        }
-        match self.rtc.send_rtp(ssrc, write, now) {
+        let lent = !self.rtc.wants_datagram_buffer()
+            || buffer().map(|b| self.rtc.give_datagram_buffer(b)).is_some();
+        let sent = if lent {
+            self.rtc.send_rtp(ssrc, write, now)
+        } else {
+            // No buffer to send it in now: queued, it goes out in the drain, in a buffer of
+            // the fan-out before it, which the engine has given back by then.
+            self.rtc.queue_rtp(ssrc, write)
+        };
+        match sent {
             SendRtp::Sent(t) => {
                 self.sending_to = Some((t.destination, t.proto));
                 Forwarded::Sent(Datagram::from(t))

@@ -1647,6 +1647,14 @@ impl Rtc {
         } else {
             rtp
         };
+        self.queue_rtp(ssrc, rtp)
+    }
+
+    /// ringcast patch: write an RTP packet to the send stream `ssrc` for
+    /// [`Rtc::poll_output`] to send, as `write_rtp` through [`DirectApi`] does
+    /// ([`SendRtp::Queued`]), or not at all when there is no such stream ([`SendRtp::NoStream`]).
+    /// What [`Rtc::send_rtp`] does when the packet cannot leave at once.
+    pub fn queue_rtp(&mut self, ssrc: Ssrc, rtp: RtpWrite) -> SendRtp {
         match self.direct_api().stream_tx(&ssrc) {
             Some(stream) => {
                 stream.write_rtp(rtp);
