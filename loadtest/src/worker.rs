@@ -831,7 +831,7 @@ impl Peer {
                     self.rtc_deadline = t;
                     return Ok(());
                 }
-                Ok(Output::Transmit(t)) => push_transmit(tx, self.local, &t),
+                Ok(Output::Transmit(t)) => push_transmit(tx, self.local, t),
                 Ok(Output::Event(event)) => self.on_event(ctx, event, now)?,
                 Err(_) => return Err(self.failure_cause()),
             }
@@ -1105,9 +1105,7 @@ impl Outbox<'_> {
         }
         match rtc.send_rtp(ssrc, rtp.nackable(true), self.now) {
             SendRtp::Sent(t) => {
-                let contents = t.contents.into();
-                self.tx
-                    .push(Transmit::new(t.destination, Some(self.local), contents));
+                push_transmit(self.tx, self.local, t);
                 1
             }
             SendRtp::Queued => {
@@ -1119,11 +1117,10 @@ impl Outbox<'_> {
     }
 }
 
-/// Queue one of str0m's datagrams on the worker's socket, from the session's address.
-fn push_transmit(tx: &mut TxQueue, local: SocketAddr, t: &str0m::net::Transmit) {
-    let mut buffer = tx.buffer();
-    buffer.extend_from_slice(&t.contents);
-    tx.push(Transmit::new(t.destination, Some(local), buffer));
+/// Queue one of str0m's datagrams on the worker's socket, from the session's address. Its
+/// buffer goes along (no copy) and joins the socket's pool once sent.
+fn push_transmit(tx: &mut TxQueue, local: SocketAddr, t: str0m::net::Transmit) {
+    tx.push(Transmit::new(t.destination, Some(local), t.contents.into()));
 }
 
 /// Whether a datagram is RTP (not STUN, DTLS or RTCP): RFC 7983 first byte 128..=191, and
