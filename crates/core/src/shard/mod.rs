@@ -129,6 +129,14 @@ impl Default for ShardConfig {
     }
 }
 
+impl ShardConfig {
+    /// Transmits leave from the local address the kernel picks, not from the one a datagram
+    /// arrived on: str0m's sources are announced addresses, not local ones.
+    fn kernel_picks_source(&self) -> bool {
+        !self.announced.is_empty()
+    }
+}
+
 /// What a shard is fed.
 #[derive(Debug)]
 pub enum Input<'a> {
@@ -560,7 +568,7 @@ impl Shard {
     /// Queue a datagram a peer produced. With announced addresses the local source is the
     /// kernel's choice (str0m's source is the announced address, not a local one).
     fn transmit(&mut self, datagram: Datagram) {
-        let announced = !self.config.announced.is_empty();
+        let announced = self.config.kernel_picks_source();
         queue_transmit(&mut self.transmits, &mut self.stats, announced, datagram);
     }
 }
@@ -589,7 +597,7 @@ impl<'a> Sends<'a> {
             transmits,
             buffers,
             stats,
-            announced: !config.announced.is_empty(),
+            announced: config.kernel_picks_source(),
         }
     }
 
