@@ -83,7 +83,7 @@ fn rooms(rooms: usize, members: usize, seconds: u64) {
             };
             let id = sim.join_room(&format!("r{r}"), &format!("m{m}"), config);
             // Some louder than others, so the audio slots have speakers to carry.
-            sim.set_audio_level(id, (20 + 15 * m as u8).min(120));
+            sim.set_audio_level(id, (20 + 15 * m).min(120) as u8);
             ids.push(id);
         }
     }
