@@ -372,19 +372,17 @@ pub(crate) fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
 /// not be fragmented skips the kernel's per-datagram IP ID hash (`__ip_select_ident`, ~1 %
 /// of a room's server CPU). Best effort: where the kernel refuses, its default stays.
 fn set_dont_fragment(fd: RawFd, v6: bool) {
-    let mut options = vec![(
+    let v4 = (
         libc::IPPROTO_IP,
         libc::IP_MTU_DISCOVER,
         libc::IP_PMTUDISC_PROBE,
-    )];
-    if v6 {
-        options.push((
-            libc::IPPROTO_IPV6,
-            libc::IPV6_MTU_DISCOVER,
-            libc::IPV6_PMTUDISC_PROBE,
-        ));
-    }
-    for (level, name, value) in options {
+    );
+    let v6 = v6.then_some((
+        libc::IPPROTO_IPV6,
+        libc::IPV6_MTU_DISCOVER,
+        libc::IPV6_PMTUDISC_PROBE,
+    ));
+    for (level, name, value) in std::iter::once(v4).chain(v6) {
         if let Err(error) = set_option(fd, level, name, value) {
             tracing::debug!(%error, level, name, "DF not set");
         }
@@ -426,7 +424,6 @@ mod tests {
     /// size it asked for; any other keeps what the cap allows, and nothing fails.
     #[test]
     fn a_buffer_above_the_cap_is_forced_where_allowed() {
-        use std::os::fd::AsRawFd;
         // The cap, as the kernel applies it (a container may not show `rmem_max`).
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         set_option(
@@ -458,7 +455,6 @@ mod tests {
 
     #[test]
     fn the_ipv6_wildcard_binds_dual_stack_and_others_as_asked() {
-        use std::os::fd::AsRawFd;
         if UdpSocket::bind("[::1]:0").is_err() {
             eprintln!("skipped: no IPv6 loopback (cannot bind [::1])");
             return;
@@ -480,7 +476,6 @@ mod tests {
 
     #[test]
     fn sockets_send_without_fragmenting() {
-        use std::os::fd::AsRawFd;
         let probe = |fd, level, name| option(fd, level, name).unwrap();
         for addr in ["0.0.0.0:0", "127.0.0.1:0"] {
             let socket = bind_udp(addr.parse().unwrap()).unwrap();

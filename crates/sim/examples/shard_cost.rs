@@ -93,7 +93,7 @@ fn rooms(rooms: usize, members: usize, seconds: u64) {
     println!("{rooms} rooms x {members}: {cost}");
 }
 
-/// The shards' real busy time over `seconds` of virtual time, per packet forwarded and per
+/// The shard's real busy time over `seconds` of virtual time, per packet forwarded and per
 /// packet received.
 fn measure(sim: &mut Sim, seconds: u64) -> String {
     let counts = |sim: &Sim| {
